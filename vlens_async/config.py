@@ -1,0 +1,174 @@
+"""Client configuration: timeouts, retry policy, and every default as a named constant.
+
+Per-call overrides use the :data:`NOT_GIVEN` marker rather than ``None``, because ``None`` is a
+meaningful value for some options (no deadline, no token).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from typing import Final, Literal, TypeAlias, TypeVar
+from urllib.parse import urlsplit
+
+import attrs
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONNECTOR_LIMIT",
+    "DOCUMENT_MAX_BYTES",
+    "DOCUMENT_MAX_SIDE",
+    "FACE_MAX_BYTES",
+    "FACE_MAX_SIDE",
+    "MAX_FRAME_SPREAD_SECONDS",
+    "MAX_IMAGE_PIXELS",
+    "NOT_GIVEN",
+    "SERVER_MAX_IMAGE_BYTES",
+    "ClientConfig",
+    "NotGiven",
+    "NotGivenOr",
+    "RetryPolicy",
+    "Timeouts",
+    "check_base_url",
+    "given_or",
+]
+
+DEFAULT_BASE_URL: Final = "https://api.vlenseg.com"
+DEFAULT_CONNECTOR_LIMIT: Final = 100
+
+# Timeouts, in seconds. ``per_attempt`` bounds one request; ``deadline`` bounds all retries of it.
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_READ_TIMEOUT: Final = 60.0
+DEFAULT_ATTEMPT_TIMEOUT: Final = 90.0
+DEFAULT_DEADLINE: Final = 180.0
+
+# Retries: exponential backoff with jitter, capped; Retry-After honoured up to a cap.
+DEFAULT_MAX_ATTEMPTS: Final = 4
+DEFAULT_BACKOFF_INITIAL: Final = 0.25
+DEFAULT_BACKOFF_MAX: Final = 8.0
+DEFAULT_BACKOFF_JITTER: Final = 0.5
+DEFAULT_RETRY_AFTER_CAP: Final = 30.0
+RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+
+# Image limits. The server refuses over 5 MB (5002) and 25 MP (5003); the OCR docs say 3 MB, so the
+# document budget stays under that. Liveness frames go under 500 KB, as the Vlens docs advise.
+SERVER_MAX_IMAGE_BYTES: Final = 5 * 1024 * 1024
+MAX_IMAGE_PIXELS: Final = 25_000_000
+DOCUMENT_MAX_BYTES: Final = 3_000_000
+DOCUMENT_MAX_SIDE: Final = 2000
+FACE_MAX_BYTES: Final = 500_000
+FACE_MAX_SIDE: Final = 1280
+MAX_FRAME_SPREAD_SECONDS: Final = 0.5
+
+
+class NotGiven(enum.Enum):
+    """The type of :data:`NOT_GIVEN`: marks a per-call option the caller did not pass."""
+
+    NOT_GIVEN = "NOT_GIVEN"
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+    def __bool__(self) -> Literal[False]:
+        return False
+
+
+NOT_GIVEN: Final = NotGiven.NOT_GIVEN
+_T = TypeVar("_T")
+NotGivenOr: TypeAlias = "_T | NotGiven"
+
+
+def given_or(value: _T | NotGiven, default: _T) -> _T:
+    """Return ``value`` unless it is :data:`NOT_GIVEN`, else ``default``."""
+    return default if isinstance(value, NotGiven) else value
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigurationError(f"{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.frozen
+class Timeouts:
+    """Timeouts in seconds: ``connect``, ``read`` (between bytes), ``per_attempt`` (one request),
+    and ``deadline`` (all attempts of one call, retries and their sleeps included; ``None`` for
+    none). A call never outlives its deadline: it raises :class:`APITimeoutError` instead."""
+
+    connect: float = attrs.field(default=DEFAULT_CONNECT_TIMEOUT, validator=_positive)
+    read: float = attrs.field(default=DEFAULT_READ_TIMEOUT, validator=_positive)
+    per_attempt: float = attrs.field(default=DEFAULT_ATTEMPT_TIMEOUT, validator=_positive)
+    deadline: float | None = attrs.field(default=DEFAULT_DEADLINE, validator=_positive)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """What is retried and how: connection errors and ``statuses``, up to ``max_attempts`` in all,
+    with exponential backoff from ``initial`` to ``max_backoff`` plus up to ``jitter`` seconds of
+    random jitter; a ``Retry-After`` header is honoured up to ``retry_after_cap`` seconds."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial: float = attrs.field(default=DEFAULT_BACKOFF_INITIAL, validator=_positive)
+    max_backoff: float = attrs.field(default=DEFAULT_BACKOFF_MAX, validator=_positive)
+    jitter: float = DEFAULT_BACKOFF_JITTER
+    retry_after_cap: float = attrs.field(default=DEFAULT_RETRY_AFTER_CAP, validator=_positive)
+    statuses: frozenset[int] = RETRYABLE_STATUSES
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        if self.jitter < 0:
+            raise ConfigurationError("jitter must not be negative")
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """A policy that makes exactly one attempt."""
+        return cls(max_attempts=1)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
+    """Validate ``base_url`` and return it without a trailing slash.
+
+    Plain ``http://`` is accepted for loopback hosts (the emulator) and refused for any other host
+    unless ``allow_insecure_http`` is true: identity documents must not cross a network unencrypted.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            "refusing plain http:// to a non-loopback host; use https:// "
+            "or pass allow_insecure_http=True"
+        )
+    return base_url.rstrip("/")
+
+
+@attrs.frozen
+class ClientConfig:
+    """Everything a :class:`~vlens_async.VlensClient` needs besides its credentials."""
+
+    base_url: str = DEFAULT_BASE_URL
+    tenancy_name: str | None = None
+    language: str | None = None
+    timeouts: Timeouts = attrs.Factory(Timeouts)
+    retry: RetryPolicy = attrs.Factory(RetryPolicy)
+    connector_limit: int = DEFAULT_CONNECTOR_LIMIT
+    prepare_images: bool = True
+    allow_insecure_http: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        if self.language not in (None, "en", "ar"):
+            raise ConfigurationError("language must be 'en', 'ar' or None")
+        if self.connector_limit < 1:
+            raise ConfigurationError("connector_limit must be at least 1")

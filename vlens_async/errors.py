@@ -1,0 +1,401 @@
+"""Every exception vlens-async raises, under one root.
+
+::
+
+    VlensError
+    ├── ConfigurationError            bad option or argument (a ValueError)
+    ├── ClientClosedError             client used outside ``async with`` or after close
+    ├── FlowError                     illegal Transaction step; nothing was sent
+    ├── InvalidNationalIdError        a national ID number that cannot be parsed (also a ValueError)
+    ├── BulkInputError                a bad manifest or manifest row
+    ├── ImageError                    local preprocessing refused an image; nothing was sent
+    │   ├── UnsupportedImageError     not an image, truncated, unreadable format
+    │   ├── ImageTooLargeError        over the pixel budget or a decompression bomb
+    │   ├── CompressionError          cannot fit the byte budget
+    │   ├── IdenticalFramesError      two liveness frames are (nearly) the same
+    │   └── FrameTimingError          frames captured too far apart
+    └── APIError                      anything about a call to the service
+        ├── APIConnectionError        no usable response (DNS, refused, reset)
+        │   └── APITimeoutError       no response in time, or the deadline ran out
+        ├── ResponseDecodeError       a body that is not the envelope (HTML 502, truncated JSON)
+        ├── APIStatusError            a non-2xx status
+        │   ├── BadRequestError               400
+        │   ├── AuthenticationError           401
+        │   ├── PermissionDeniedError         403
+        │   ├── NotFoundError                 404
+        │   ├── RequestTimeoutError           408
+        │   ├── UnsupportedMediaTypeError     415
+        │   ├── UnprocessableEntityError      422
+        │   ├── RateLimitError                429
+        │   └── InternalServerError           5xx
+        ├── VlensAPIError             the envelope's ``error_code`` says failure
+        │   ├── DocumentError         3001-3101 (DocumentExpiredError 3010,
+        │   │                         DocumentMismatchError 3101)
+        │   ├── BundleError           4001-4005 (TooManyAttemptsError 4003)
+        │   ├── FaceError             4206-4209
+        │   └── ImageRejectedError    1050, 5001-5003
+        └── ValidationFailedError     a 2xx whose ``validation_errors`` list is not empty
+
+A non-2xx response that also carries an ``error_code`` raises a class that is both: a 422 with code
+3010 is an instance of :class:`DocumentExpiredError` *and* :class:`UnprocessableEntityError`, so
+either ``except`` works whichever failure style the server chose; :func:`api_error_class` picks it.
+
+Messages never contain secrets or personal data: server text passes through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._redact import redact
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BulkInputError",
+    "BundleError",
+    "ClientClosedError",
+    "CompressionError",
+    "ConfigurationError",
+    "DocumentError",
+    "DocumentExpiredError",
+    "DocumentMismatchError",
+    "FaceError",
+    "FlowError",
+    "FrameTimingError",
+    "IdenticalFramesError",
+    "ImageError",
+    "ImageRejectedError",
+    "ImageTooLargeError",
+    "InternalServerError",
+    "InvalidNationalIdError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseDecodeError",
+    "TooManyAttemptsError",
+    "UnprocessableEntityError",
+    "UnsupportedImageError",
+    "UnsupportedMediaTypeError",
+    "ValidationFailedError",
+    "VlensAPIError",
+    "VlensError",
+    "api_error_class",
+]
+
+
+class VlensError(Exception):
+    """Root of every exception raised by vlens-async."""
+
+
+class ConfigurationError(VlensError, ValueError):
+    """An option or argument is invalid (for example plain ``http://`` to a remote host)."""
+
+
+class ClientClosedError(VlensError, RuntimeError):
+    """The client was used outside ``async with`` or after it was closed."""
+
+
+class FlowError(VlensError):
+    """A :class:`~vlens_async.Transaction` step is not allowed in the current state.
+
+    Raised before anything is sent. ``state`` is the state the transaction was in and ``step`` the
+    step that was refused.
+    """
+
+    def __init__(self, message: str, *, state: str | None = None, step: str | None = None) -> None:
+        super().__init__(message)
+        self.state = state
+        self.step = step
+
+
+class InvalidNationalIdError(VlensError, ValueError):
+    """A national ID number that cannot be parsed; ``reason`` says why, never showing it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BulkInputError(VlensError):
+    """A manifest, or one of its rows, cannot be used; ``row`` is its 1-based row number."""
+
+    def __init__(self, message: str, *, row: int | None = None) -> None:
+        super().__init__(message if row is None else f"row {row}: {message}")
+        self.row = row
+        self.reason = message
+
+
+# --- local image preprocessing ---
+
+
+class ImageError(VlensError):
+    """Local preprocessing refused an image; nothing was sent. ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnsupportedImageError(ImageError):
+    """The input is not an image Pillow can read: empty, truncated, unknown format, text."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than allowed, or is a decompression bomb."""
+
+
+class CompressionError(ImageError):
+    """No quality and size within the limits fit the byte budget."""
+
+
+class IdenticalFramesError(ImageError):
+    """Two liveness frames are identical or nearly so; ``pair`` names them (0-based)."""
+
+    def __init__(self, reason: str, *, pair: tuple[int, int], difference: float | None = None):
+        super().__init__(reason)
+        self.pair = pair
+        self.difference = difference
+
+
+class FrameTimingError(ImageError):
+    """The liveness frames were captured further apart than allowed; ``spread`` in seconds."""
+
+    def __init__(self, reason: str, *, spread: float) -> None:
+        super().__init__(reason)
+        self.spread = spread
+
+
+# --- the service ---
+
+
+class APIError(VlensError):
+    """Something about a call to the service went wrong.
+
+    Carries everything the server said (all optional, since a connection error has no response):
+    ``status`` (HTTP), ``error_code`` and ``error_message`` from the envelope,
+    ``validation_errors``, ``request_id`` (our ``X-Request-Id``), ``method`` and ``path``, and
+    ``envelope``: the parsed response model when there was one, else the decoded JSON, else
+    ``None``. ``body`` keeps the raw bytes of a response that could not be decoded. None of these
+    appear in ``repr`` beyond the status, code and request id.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: int | None = None,
+        error_message: str | None = None,
+        validation_errors: Sequence[Any] = (),
+        request_id: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        envelope: Any = None,
+        body: bytes | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(redact(message))
+        self.message = redact(message)
+        self.status = status
+        self.error_code = error_code
+        self.error_message = error_message
+        self.validation_errors = tuple(validation_errors)
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        self.envelope = envelope
+        self.body = body
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.error_code is not None:
+            parts.append(f"error_code={self.error_code}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return " | ".join(parts)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(message={self.message!r}, status={self.status!r}, "
+            f"error_code={self.error_code!r}, request_id={self.request_id!r})"
+        )
+
+    def __reduce__(self) -> Any:
+        # Dynamic status+code classes are not importable by name; pickle as the plain class.
+        cls = type(self).__mro__[1] if _is_combined(type(self)) else type(self)
+        return (_rebuild, (cls, self.message, self.__dict__))
+
+
+def _rebuild(cls: type[APIError], message: str, state: dict[str, Any]) -> APIError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class APIConnectionError(APIError):
+    """No usable response: the connection failed, was refused or was reset."""
+
+
+class APITimeoutError(APIConnectionError):
+    """No response in time, or the total deadline across retries ran out."""
+
+
+class ResponseDecodeError(APIError):
+    """The body is not the Vlens envelope: an HTML proxy page, truncated or malformed JSON."""
+
+
+class APIStatusError(APIError):
+    """The server answered with a non-2xx status."""
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400: a malformed body or bad base64."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: missing or wrong API key, bad or expired token."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403: the token lacks the permission this endpoint needs."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: unknown path, transaction or file."""
+
+
+class RequestTimeoutError(APIStatusError):
+    """HTTP 408: the server gave up waiting for the request."""
+
+
+class UnsupportedMediaTypeError(APIStatusError):
+    """HTTP 415: the image format is not accepted."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """HTTP 422: the request was understood but refused; see ``error_code``."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: too many requests; ``retry_after`` holds the server's hint in seconds."""
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 5xx: the server or a proxy in front of it failed."""
+
+
+class VlensAPIError(APIError):
+    """The envelope carried a non-zero ``error_code``."""
+
+
+class DocumentError(VlensAPIError):
+    """Codes 3001-3101: the ID document is invalid, unreadable or inconsistent."""
+
+
+class DocumentExpiredError(DocumentError):
+    """Code 3010: the ID card has expired."""
+
+
+class DocumentMismatchError(DocumentError):
+    """Code 3101: the ID number differs between front and back."""
+
+
+class BundleError(VlensAPIError):
+    """Codes 4001-4005: the tenant's bundle is wrong, exhausted, throttled or disabled."""
+
+
+class TooManyAttemptsError(BundleError):
+    """Code 4003: too many attempts; the only throttling signal the API documents."""
+
+
+class FaceError(VlensAPIError):
+    """Codes 4206-4209: more than one face, no face, a missing or unclear face."""
+
+
+class ImageRejectedError(VlensAPIError):
+    """Codes 1050 and 5001-5003: quality too low, unsupported document, too large."""
+
+
+class ValidationFailedError(APIError):
+    """A 2xx response whose ``services.validations.validation_errors`` list is not empty."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: RequestTimeoutError,
+    415: UnsupportedMediaTypeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+_CODE_CLASSES: dict[int, type[VlensAPIError]] = {
+    3010: DocumentExpiredError,
+    3101: DocumentMismatchError,
+    4003: TooManyAttemptsError,
+}
+
+
+def _status_class(status: int) -> type[APIStatusError]:
+    if status >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status, APIStatusError)
+
+
+def _code_class(error_code: int) -> type[VlensAPIError]:
+    if error_code in _CODE_CLASSES:
+        return _CODE_CLASSES[error_code]
+    if 3001 <= error_code <= 3101:
+        return DocumentError
+    if 4001 <= error_code <= 4005:
+        return BundleError
+    if 4206 <= error_code <= 4209:
+        return FaceError
+    if error_code == 1050 or 5001 <= error_code <= 5003:
+        return ImageRejectedError
+    return VlensAPIError
+
+
+_COMBINED: dict[tuple[type[APIError], type[APIError]], type[APIError]] = {}
+
+
+def _combined(code_cls: type[VlensAPIError], status_cls: type[APIStatusError]) -> type[APIError]:
+    # Made once per pair and cached, so ``type(err)`` is stable across calls.
+    key = (code_cls, status_cls)
+    if key not in _COMBINED:
+        name = f"{code_cls.__name__}[{status_cls.__name__}]"
+        doc = f"{code_cls.__doc__} Sent with a non-2xx status ({status_cls.__name__})."
+        namespace = {"__doc__": doc, "__module__": __name__, "_combined": True}
+        _COMBINED[key] = type(name, (code_cls, status_cls), namespace)
+    return _COMBINED[key]
+
+
+def _is_combined(cls: type[Any]) -> bool:
+    return bool(cls.__dict__.get("_combined", False))
+
+
+def api_error_class(status: int | None, error_code: int | None) -> type[APIError]:
+    """Pick the exception class for a failed response.
+
+    ``status`` is the HTTP status (``None`` or 2xx for a 200 carrying ``error_code``) and
+    ``error_code`` the envelope's code (``None`` or 0 when absent). With both, the class is a
+    subclass of the code family *and* the status class.
+    """
+    status_cls = None if status is None or 200 <= status < 300 else _status_class(status)
+    code_cls = None if not error_code else _code_class(error_code)
+    if code_cls is not None and status_cls is not None:
+        return _combined(code_cls, status_cls)
+    return code_cls or status_cls or APIError
