@@ -34,7 +34,9 @@
         │   ├── BundleError           4001-4005 (TooManyAttemptsError 4003)
         │   ├── FaceError             4206-4209
         │   └── ImageRejectedError    1050, 5001-5003
-        └── ValidationFailedError     a 2xx whose ``validation_errors`` list is not empty
+        ├── ValidationFailedError     a 2xx whose ``validation_errors`` list is not empty
+        └── VerificationFailedError   a 2xx verdict that did not pass (process not completed)
+            └── LivenessFailedError   ``services.liveness`` is false
 
 A non-2xx response that also carries an ``error_code`` raises a class that is both: a 422 with code
 3010 is an instance of :class:`DocumentExpiredError` *and* :class:`UnprocessableEntityError`, so
@@ -74,6 +76,7 @@ __all__ = [
     "ImageTooLargeError",
     "InternalServerError",
     "InvalidNationalIdError",
+    "LivenessFailedError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -84,6 +87,7 @@ __all__ = [
     "UnsupportedImageError",
     "UnsupportedMediaTypeError",
     "ValidationFailedError",
+    "VerificationFailedError",
     "VlensAPIError",
     "VlensError",
     "api_error_class",
@@ -329,6 +333,14 @@ class ImageRejectedError(VlensAPIError):
 
 class ValidationFailedError(APIError):
     """A 2xx response whose ``services.validations.validation_errors`` list is not empty."""
+
+
+class VerificationFailedError(APIError):
+    """A 2xx answer whose verdict did not pass: ``isVerificationProcessCompleted`` is false."""
+
+
+class LivenessFailedError(VerificationFailedError):
+    """A 2xx liveness answer with ``services.liveness`` false: retake the three frames."""
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
