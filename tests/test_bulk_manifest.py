@@ -1,0 +1,170 @@
+"""Unit tests for reading bulk manifests (CSV and JSONL) lazily and reporting bad rows."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from vlens_async._manifest import (
+    BulkApplicant,
+    InvalidRow,
+    count_manifest_rows,
+    iter_manifest,
+)
+from vlens_async.errors import BulkInputError
+
+HEADER = "applicant_id,front,back,face_1,face_2,face_3,name_check_value,client_transaction_id"
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """A folder with the image files the manifests below name."""
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for name in ("f.jpg", "b.jpg", "1.jpg", "2.jpg", "3.jpg"):
+        (folder / name).write_bytes(b"\xff\xd8 not really")
+    return folder
+
+
+def row(applicant_id: str, **override: str) -> dict[str, str]:
+    """A manifest record naming the files of the ``images`` fixture."""
+    record = {
+        "applicant_id": applicant_id,
+        "front": "img/f.jpg",
+        "back": "img/b.jpg",
+        "face_1": "img/1.jpg",
+        "face_2": "img/2.jpg",
+        "face_3": "img/3.jpg",
+    }
+    record.update(override)
+    return record
+
+
+def write_csv(path: Path, records: list[dict[str, str]], header: str = HEADER) -> Path:
+    """Write ``records`` as CSV under ``header``."""
+    columns = header.split(",")
+    lines = [header] + [",".join(r.get(c, "") for c in columns) for r in records]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_csv_rows_become_applicants_with_resolved_paths(tmp_path: Path, images: Path) -> None:
+    """A good CSV row gives an applicant whose paths are resolved against the manifest."""
+    manifest = write_csv(tmp_path / "m.csv", [row("a1", name_check_value="Ali")])
+    (item,) = list(iter_manifest(manifest))
+    assert isinstance(item, BulkApplicant)
+    assert item.applicant_id == "a1"
+    assert item.row == 1
+    assert item.front == tmp_path.resolve() / "img/f.jpg"
+    assert item.faces[2].name == "3.jpg"
+    assert item.name_check_value == "Ali"
+    assert item.client_transaction_id is None
+    assert "Ali" not in repr(item)
+
+
+def test_jsonl_rows_become_applicants(tmp_path: Path, images: Path) -> None:
+    """JSONL rows work the same, blank lines are skipped and not counted."""
+    manifest = tmp_path / "m.jsonl"
+    lines = [json.dumps(row("a1")), "", json.dumps(row("a2", client_transaction_id="c-2"))]
+    manifest.write_text("\n".join(lines) + "\n")
+    items = list(iter_manifest(manifest))
+    assert [(i.row, i.applicant_id) for i in items] == [(1, "a1"), (2, "a2")]
+    assert isinstance(items[1], BulkApplicant)
+    assert items[1].client_transaction_id == "c-2"
+    assert count_manifest_rows(manifest) == 2
+
+
+def test_bad_rows_are_reported_with_row_number_and_reason(tmp_path: Path, images: Path) -> None:
+    """Missing values, missing files and extra values fail their row only; the rest go on."""
+    manifest = tmp_path / "m.csv"
+    write_csv(
+        manifest,
+        [
+            row("a1"),
+            row("", front="img/f.jpg"),
+            row("a3", back="img/nope.jpg"),
+            row("a4", face_2=""),
+        ],
+    )
+    with manifest.open("a") as fh:
+        fh.write("a5,img/f.jpg,img/b.jpg,img/1.jpg,img/2.jpg,img/3.jpg,,,surplus\n")
+        fh.write(",".join(row("a6").values()) + "\n")
+    items = list(iter_manifest(manifest))
+    assert [type(i).__name__ for i in items] == [
+        "BulkApplicant",
+        "InvalidRow",
+        "InvalidRow",
+        "InvalidRow",
+        "InvalidRow",
+        "BulkApplicant",
+    ]
+    bad = {i.row: i for i in items if isinstance(i, InvalidRow)}
+    assert "applicant_id" in bad[2].reason
+    assert bad[3].reason == "back: file not found"
+    assert bad[3].applicant_id == "a3"
+    assert "face_2" in bad[4].reason
+    assert "more values" in bad[5].reason
+    assert count_manifest_rows(manifest) == 6
+
+
+def test_jsonl_bad_lines_are_rows_not_crashes(tmp_path: Path, images: Path) -> None:
+    """Broken JSON, a non-object, bad UTF-8 and a non-text value fail their own row."""
+    manifest = tmp_path / "m.jsonl"
+    good = json.dumps(row("ok")).encode()
+    bad_type = json.dumps(row("x") | {"front": ["a"]}).encode()
+    manifest.write_bytes(b"\n".join([b"{nope", b"[1, 2]", b'{"a": "\xff"}', bad_type, good]))
+    items = list(iter_manifest(manifest))
+    reasons = [i.reason for i in items if isinstance(i, InvalidRow)]
+    assert len(reasons) == 4
+    assert reasons[0].startswith("not valid JSON")
+    assert reasons[1] == "not a JSON object"
+    assert reasons[2] == "not valid UTF-8"
+    assert "must be text" in reasons[3]
+    assert isinstance(items[-1], BulkApplicant)
+    assert items[-1].row == 5
+
+
+def test_header_without_a_required_column_fails_the_manifest(tmp_path: Path) -> None:
+    """A CSV header lacking a required column is one clear error, not N bad rows."""
+    manifest = write_csv(tmp_path / "m.csv", [], header="applicant_id,front,back,face_1")
+    with pytest.raises(BulkInputError, match="face_2, face_3"):
+        list(iter_manifest(manifest))
+
+
+def test_missing_manifest_is_an_error(tmp_path: Path) -> None:
+    """A manifest path that does not exist raises BulkInputError."""
+    with pytest.raises(BulkInputError, match="not found"):
+        list(iter_manifest(tmp_path / "none.csv"))
+
+
+def test_reading_is_lazy(tmp_path: Path, images: Path) -> None:
+    """Reading a long manifest to the end keeps memory flat: rows are not held."""
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w") as fh:
+        fh.write(HEADER + "\n")
+        for n in range(8_000):
+            fh.write(f"id{n},img/f.jpg,img/b.jpg,img/1.jpg,img/2.jpg,img/3.jpg,,\n")
+    tracemalloc.start()
+    try:
+        seen = sum(1 for _ in iter_manifest(manifest))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == 8_000
+    # 8,000 applicants held at once would take several megabytes.
+    assert peak < 1_000_000
+
+
+def test_bom_and_tsv_are_understood(tmp_path: Path, images: Path) -> None:
+    """A spreadsheet's byte-order mark and tab-separated files are read correctly."""
+    manifest = tmp_path / "m.tsv"
+    record = row("a1")
+    manifest.write_text(
+        "\ufeff" + "\t".join(record) + "\n" + "\t".join(record.values()) + "\n", encoding="utf-8"
+    )
+    (item,) = list(iter_manifest(manifest))
+    assert isinstance(item, BulkApplicant)
+    assert item.applicant_id == "a1"

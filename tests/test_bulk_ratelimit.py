@@ -1,0 +1,191 @@
+"""Unit tests for the bulk runner's rate limiter, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vlens_async._ratelimit import RateLimit, RateLimiter, SlidingWindowBucket
+from vlens_async.errors import ConfigurationError
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def grants_in_windows(times: list[float], length: float) -> int:
+    """The most grants any window of ``length`` seconds (sliding, half-open) contains."""
+    best = 0
+    for i, start in enumerate(times):
+        best = max(best, sum(1 for t in times[i:] if t < start + length))
+    return best
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10/s,60/min", RateLimit(10, 60)),
+        ("20/s", RateLimit(per_second=20, per_minute=None)),
+        ("120/minute", RateLimit(per_second=None, per_minute=120)),
+        (" 15 / sec , 100 / m ", RateLimit(15, 100)),
+        ("none", RateLimit.unlimited()),
+        ("off", RateLimit.unlimited()),
+    ],
+)
+def test_parse_accepts_both_windows_in_any_spelling(text: str, expected: RateLimit) -> None:
+    """RateLimit.parse reads '10/s,60/min' and its variants, and 'none' means unlimited."""
+    assert RateLimit.parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["10", "10/h", "ten/s", "0/s", "-1/s", "10/s,20/s", "1.5/s"])
+def test_parse_rejects_what_it_cannot_honour(text: str) -> None:
+    """Unknown units, non-whole or non-positive counts and a window given twice are errors."""
+    with pytest.raises(ConfigurationError):
+        RateLimit.parse(text)
+
+
+def test_str_round_trips_through_parse() -> None:
+    """str(RateLimit) is the form parse reads back."""
+    for limit in (RateLimit(), RateLimit(20, None), RateLimit(None, 90), RateLimit.unlimited()):
+        assert RateLimit.parse(str(limit)) == limit
+
+
+def test_bucket_never_exceeds_the_per_second_window() -> None:
+    """A greedy caller gets exactly the per-second limit in every sliding second."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0)
+    now, times = 0.0, []
+    while len(times) < 55:
+        wait = bucket.reserve(now)
+        if wait == 0:
+            times.append(now)
+        else:
+            now += wait
+    assert grants_in_windows(times, 1.0) == 10
+    # Greedy, so it also reaches the limit: 55 grants take a little over 5 seconds.
+    assert times[-1] == pytest.approx(5.0)
+
+
+def test_bucket_honours_both_windows_at_once() -> None:
+    """With 10/s and 60/min, no second has more than 10 and no minute more than 60."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=60), slack=0)
+    now, times = 0.0, []
+    while len(times) < 150:
+        wait = bucket.reserve(now)
+        if wait == 0:
+            times.append(now)
+        else:
+            now += wait
+    assert grants_in_windows(times, 1.0) == 10
+    assert grants_in_windows(times, 60.0) == 60
+    assert Counter(int(t // 60) for t in times)[0] == 60
+
+
+def test_slack_widens_each_window() -> None:
+    """The slack keeps a grant out of a window that a server's clock might still count it in."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=2, per_minute=None), slack=0.1)
+    assert bucket.reserve(0.0) == 0
+    assert bucket.reserve(0.0) == 0
+    assert bucket.reserve(0.5) == pytest.approx(0.6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    per_second=st.integers(1, 30),
+    per_minute=st.integers(1, 200),
+    gaps=st.lists(st.floats(0, 0.3), min_size=1, max_size=300),
+)
+def test_any_arrival_pattern_stays_within_both_windows(
+    per_second: int, per_minute: int, gaps: list[float]
+) -> None:
+    """Whatever the arrival pattern, the granted times fit both windows."""
+    bucket = SlidingWindowBucket(RateLimit(per_second, per_minute), slack=0)
+    now, times = 0.0, []
+    for gap in gaps:
+        now += gap
+        while (wait := bucket.reserve(now)) > 0:
+            now += wait
+        times.append(now)
+    assert grants_in_windows(times, 1.0) <= per_second
+    assert grants_in_windows(times, 60.0) <= per_minute
+
+
+def test_throttle_signal_pauses_slows_and_then_recovers() -> None:
+    """A 429/4003 pauses for Retry-After, halves the rate, and the rate climbs back when quiet."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0)
+    bucket.throttled(0.0, retry_after=2.0)
+    assert bucket.factor == 0.5
+    assert bucket.reserve(1.0) == pytest.approx(1.0)  # paused until t=2
+    now, times = 2.0, []
+    while now < 3.0:
+        wait = bucket.reserve(now)
+        if wait == 0:
+            times.append(now)
+        else:
+            now += wait
+    assert len([t for t in times if t < 3.0]) == 5  # half of 10/s
+    # Quiet for long enough: back to the full rate.
+    bucket.reserve(60.0)
+    assert bucket.factor == 1.0
+
+
+def test_a_burst_of_signals_counts_as_one() -> None:
+    """Many in-flight requests throttled together slow the rate once, not to the floor."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0)
+    for _ in range(8):
+        bucket.throttled(5.0)
+    assert bucket.factor == 0.5
+    assert bucket.throttle_signals == 8
+    bucket.throttled(6.5)
+    assert bucket.factor == 0.25
+
+
+def test_factor_never_drops_below_one_request_per_window() -> None:
+    """However throttled, at least one request per window is still granted."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=3, per_minute=None), slack=0)
+    for i in range(20):
+        bucket.throttled(float(i) * 2, retry_after=0)
+    assert bucket.factor == pytest.approx(0.1)
+    assert bucket.reserve(100.0) == 0
+
+
+async def test_limiter_serves_concurrent_waiters_within_the_limit() -> None:
+    """Many concurrent tasks sharing one limiter are granted within the limit, none starved."""
+    clock = FakeClock()
+    limiter = RateLimiter(
+        RateLimit(per_second=5, per_minute=None), slack=0, clock=clock, sleep=clock.sleep
+    )
+    granted: list[tuple[int, float]] = []
+
+    async def worker(n: int) -> None:
+        for _ in range(3):
+            await limiter.acquire()
+            granted.append((n, clock.now))
+
+    await asyncio.gather(*(worker(n) for n in range(10)))
+    times = sorted(t for _, t in granted)
+    assert len(times) == 30
+    assert grants_in_windows(times, 1.0) <= 5
+    assert {n for n, _ in granted} == set(range(10))
+
+
+async def test_unlimited_limiter_never_waits() -> None:
+    """An unlimited limiter grants at once without sleeping."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit.unlimited(), clock=clock, sleep=clock.sleep)
+    for _ in range(1000):
+        await limiter.acquire()
+    assert clock.now == 1000.0

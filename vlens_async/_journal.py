@@ -1,0 +1,526 @@
+"""The bulk runner's journal: an SQLite file that survives a crash and drives ``resume``.
+
+What it holds, per applicant: the manifest row, the state of its flow and the transaction id
+(written *before* the first request, so a crash can never lead to a second transaction), the
+flow's snapshot after every step, each HTTP attempt (step, outcome, status, error code, duration)
+and, once finished, the line of the results file. No images, and no personal data beyond what the
+results file needs (see :func:`strip_snapshot`).
+
+Why SQLite: atomic transactions (a write either happened or did not, even under SIGKILL), an
+index for duplicate-id detection without holding every id in memory, and percentile queries over
+the step timings without loading them. WAL mode with ``synchronous=NORMAL`` keeps a commit cheap
+(no fsync per step) and still survives the process being killed; only a power cut may lose the
+last few commits, which resume then repeats with the same transaction id.
+
+Every call runs on one dedicated thread (sqlite3 connections are tied to the thread that made them,
+and one writer needs no locking); the event loop only awaits. Each method is one SQLite
+transaction, so cancelling the coroutine that awaits it leaves the file consistent either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import math
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, ParamSpec, TypeVar
+
+import attrs
+import orjson
+
+from ._manifest import BulkApplicant, InvalidRow
+from .errors import BulkInputError
+
+__all__ = [
+    "PENDING",
+    "Claim",
+    "ClaimKind",
+    "Journal",
+    "JournalCounts",
+    "LatencyStats",
+    "StepRecord",
+    "strip_snapshot",
+]
+
+SCHEMA_VERSION: Final = 1
+PENDING: Final = "pending"
+# Snapshot keys (at any depth) that carry personal data the journal does not need to resume: names,
+# addresses, jobs. The national ID, birth date, gender and dates stay: the cross-checks need them.
+_PII_KEYS: Final = frozenset(
+    {
+        "first_name",
+        "last_names",
+        "name",
+        "first_name_english",
+        "last_names_english",
+        "name_english",
+        "address",
+        "address_1",
+        "address_2",
+        "address_english",
+        "address_1_english",
+        "address_2_english",
+        "city",
+        "district",
+        "job",
+        "job_english",
+        "job_title",
+        "job_title_english",
+        "husband_name",
+        "husband_name_english",
+        "religion",
+        "religion_english",
+        "marital_status",
+        "marital_status_english",
+        "name_check_value",
+        "user",
+        "phone_number",
+        "email",
+        "email_address",
+    }
+)
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    interrupted INTEGER
+);
+CREATE TABLE IF NOT EXISTS applicants (
+    applicant_id TEXT PRIMARY KEY,
+    row INTEGER NOT NULL,
+    run INTEGER NOT NULL,            -- the last run that read it: a second sighting is a duplicate
+    status TEXT NOT NULL,            -- 'active' or 'done'
+    state TEXT NOT NULL,             -- the flow's state after the last journaled step
+    transaction_id TEXT NOT NULL,
+    snapshot TEXT,                   -- Transaction.snapshot() as JSON, stripped of names
+    attempts INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT,
+    error_key TEXT,                  -- the error code, or the error class when there is none
+    result TEXT,                     -- the results-file line, once done
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS applicants_row ON applicants (row);
+CREATE TABLE IF NOT EXISTS invalid_rows (
+    row INTEGER PRIMARY KEY,
+    applicant_id TEXT,
+    reason TEXT NOT NULL,
+    run INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY,
+    applicant_id TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    status INTEGER,
+    error_code INTEGER,
+    error_type TEXT,
+    duration REAL NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_latency ON steps (run, step, duration);
+"""
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def strip_snapshot(value: Any) -> Any:
+    """Return a copy of a JSON value without the personal-data keys the journal does not need."""
+    if isinstance(value, Mapping):
+        return {k: strip_snapshot(v) for k, v in value.items() if k not in _PII_KEYS}
+    if isinstance(value, list | tuple):
+        return [strip_snapshot(v) for v in value]
+    return value
+
+
+class ClaimKind(enum.Enum):
+    """What the journal says about an applicant read from the manifest."""
+
+    NEW = "new"  # never seen: a transaction id was just assigned and journaled
+    RESUME = "resume"  # seen in an earlier run and not finished: continue from its snapshot
+    DONE = "done"  # finished in an earlier run: skip
+    DUPLICATE = "duplicate"  # a second row with an id already read in this run
+
+
+@attrs.frozen
+class Claim:
+    """The journal's answer to :meth:`Journal.claim`."""
+
+    kind: ClaimKind
+    transaction_id: str | None = None
+    snapshot: dict[str, Any] | None = None
+    attempts: int = 0
+    first_row: int | None = None
+    outcome: str | None = None
+
+
+@attrs.frozen
+class StepRecord:
+    """One HTTP attempt of one step, as journaled (and used for the latency percentiles)."""
+
+    step: str
+    attempt: int
+    ok: bool
+    duration: float
+    status: int | None = None
+    error_code: int | None = None
+    error_type: str | None = None
+    at: float = attrs.field(factory=time.time)
+
+
+@attrs.frozen
+class LatencyStats:
+    """Latency percentiles of one endpoint, in seconds, over ``count`` attempts."""
+
+    count: int
+    p50: float
+    p95: float
+    p99: float
+
+
+@attrs.frozen
+class JournalCounts:
+    """Totals over the whole job (every run): applicants by outcome (``pending`` for unfinished
+    ones, ``invalid`` for bad rows) and failures by error code or class."""
+
+    by_outcome: dict[str, int]
+    by_error: dict[str, int]
+
+
+class Journal:
+    """The SQLite journal of a bulk job; every method runs on the journal's own thread.
+
+    Open with :meth:`open` (one *run* of the job begins), close with :meth:`close`.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.run = 0
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="vlens-journal"
+        )
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str] | None, *, resume: bool = False) -> Journal:
+        """Open (or create) the journal at ``path`` (``None``: in memory) and start a run.
+
+        Without ``resume`` a journal that already holds applicants is refused: starting over would
+        open a second transaction for each of them.
+        """
+        journal = cls(None if path is None else Path(path))
+        try:
+            await journal._call(journal._open_sync, resume)
+        except BaseException:
+            journal._executor.shutdown(wait=True)
+            raise
+        return journal
+
+    async def close(self, *, interrupted: bool = False) -> None:
+        """Record the end of this run and close the file.
+
+        The close is queued behind every pending write on the journal thread, so they land first;
+        the thread then ends (the interpreter waits for it at exit even if this is cancelled).
+        """
+        try:
+            if self._conn is not None:
+                await self._call(self._close_sync, interrupted)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    async def claim(self, applicant: BulkApplicant) -> Claim:
+        """Look ``applicant`` up and take it for this run (see :class:`ClaimKind`)."""
+        return await self._call(self._claim_sync, applicant)
+
+    async def save_step(
+        self,
+        applicant_id: str,
+        *,
+        state: str,
+        snapshot: Mapping[str, Any] | None,
+        steps: Sequence[StepRecord],
+    ) -> None:
+        """Journal one finished step: its attempts and the flow's snapshot after it."""
+        await self._call(self._save_sync, applicant_id, state, snapshot, steps, None)
+
+    async def finish(
+        self,
+        applicant_id: str,
+        *,
+        state: str,
+        snapshot: Mapping[str, Any] | None,
+        steps: Sequence[StepRecord],
+        result: Mapping[str, Any],
+    ) -> None:
+        """Journal the applicant's terminal outcome (``result`` is its results-file line)."""
+        await self._call(self._save_sync, applicant_id, state, snapshot, steps, result)
+
+    async def record_invalid(self, item: InvalidRow) -> None:
+        """Record a manifest row that cannot be processed."""
+        await self._call(self._invalid_sync, item)
+
+    async def counts(self) -> JournalCounts:
+        """Totals over the whole job."""
+        return await self._call(self._counts_sync)
+
+    async def latencies(self) -> dict[str, LatencyStats]:
+        """Latency percentiles per step (endpoint) over this run's attempts."""
+        return await self._call(self._latencies_sync)
+
+    async def export_results(self, out: str | os.PathLike[str]) -> int:
+        """Write the results file (JSONL, in manifest order) from the journal; return its lines.
+
+        Written from the journal rather than as applicants finish, so that a crash between the
+        two can never leave an applicant out of the file; replaced atomically.
+        """
+        return await self._call(self._export_sync, Path(out))
+
+    # --- the journal thread ---
+
+    async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("journal is closed")
+        return self._conn
+
+    def _open_sync(self, resume: bool) -> None:
+        target = ":memory:" if self.path is None else str(self.path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), one per method.
+        conn = sqlite3.connect(target, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            with _transaction(conn):
+                version = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if version is None:
+                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif int(version[0]) != SCHEMA_VERSION:
+                    raise BulkInputError(f"journal schema {version[0]} is not {SCHEMA_VERSION}")
+                known = conn.execute("SELECT count(*) FROM applicants").fetchone()[0]
+                if known and not resume:
+                    raise BulkInputError(
+                        f"journal {self.path} already holds {known} applicant(s): resume it, "
+                        "or give a new journal path"
+                    )
+                # Bad rows are read again on resume; forget the old ones so a fixed row is gone.
+                conn.execute("DELETE FROM invalid_rows")
+                cur = conn.execute("INSERT INTO runs (started_at) VALUES (?)", (time.time(),))
+                self.run = int(cur.lastrowid or 0)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _close_sync(self, interrupted: bool) -> None:
+        conn = self._db
+        with _transaction(conn):
+            conn.execute(
+                "UPDATE runs SET finished_at=?, interrupted=? WHERE run=?",
+                (time.time(), int(interrupted), self.run),
+            )
+        conn.close()
+        self._conn = None
+
+    def _claim_sync(self, applicant: BulkApplicant) -> Claim:
+        conn = self._db
+        with _transaction(conn):
+            found = conn.execute(
+                "SELECT row, run, status, transaction_id, snapshot, attempts, outcome"
+                " FROM applicants WHERE applicant_id=?",
+                (applicant.applicant_id,),
+            ).fetchone()
+            if found is None:
+                transaction_id = str(uuid.uuid4())
+                conn.execute(
+                    "INSERT INTO applicants (applicant_id, row, run, status, state,"
+                    " transaction_id, updated_at) VALUES (?, ?, ?, 'active', 'NEW', ?, ?)",
+                    (applicant.applicant_id, applicant.row, self.run, transaction_id, time.time()),
+                )
+                return Claim(ClaimKind.NEW, transaction_id=transaction_id)
+            row, run, status, transaction_id, snapshot, attempts, outcome = found
+            if run == self.run:
+                return Claim(ClaimKind.DUPLICATE, first_row=row)
+            conn.execute(
+                "UPDATE applicants SET run=?, row=? WHERE applicant_id=?",
+                (self.run, applicant.row, applicant.applicant_id),
+            )
+        if status == "done":
+            return Claim(ClaimKind.DONE, transaction_id=transaction_id, outcome=outcome)
+        return Claim(
+            ClaimKind.RESUME,
+            transaction_id=transaction_id,
+            snapshot=None if snapshot is None else orjson.loads(snapshot),
+            attempts=attempts,
+        )
+
+    def _save_sync(
+        self,
+        applicant_id: str,
+        state: str,
+        snapshot: Mapping[str, Any] | None,
+        steps: Sequence[StepRecord],
+        result: Mapping[str, Any] | None,
+    ) -> None:
+        conn = self._db
+        with _transaction(conn):
+            self._insert_steps(conn, applicant_id, steps)
+            snap = None if snapshot is None else orjson.dumps(strip_snapshot(snapshot)).decode()
+            if result is None:
+                conn.execute(
+                    "UPDATE applicants SET state=?, snapshot=coalesce(?, snapshot),"
+                    " attempts=attempts+?, updated_at=? WHERE applicant_id=?",
+                    (state, snap, len(steps), time.time(), applicant_id),
+                )
+                return
+            code = result.get("error_code")
+            error_key = str(code) if code else result.get("error_type")
+            conn.execute(
+                "UPDATE applicants SET status='done', state=?, snapshot=coalesce(?, snapshot),"
+                " attempts=attempts+?, outcome=?, error_key=?, result=?, updated_at=?"
+                " WHERE applicant_id=?",
+                (
+                    state,
+                    snap,
+                    len(steps),
+                    result["outcome"],
+                    error_key,
+                    orjson.dumps(dict(result)).decode(),
+                    time.time(),
+                    applicant_id,
+                ),
+            )
+
+    def _insert_steps(
+        self, conn: sqlite3.Connection, applicant_id: str, steps: Iterable[StepRecord]
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO steps (applicant_id, run, step, attempt, ok, status, error_code,"
+            " error_type, duration, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    applicant_id,
+                    self.run,
+                    s.step,
+                    s.attempt,
+                    int(s.ok),
+                    s.status,
+                    s.error_code,
+                    s.error_type,
+                    s.duration,
+                    s.at,
+                )
+                for s in steps
+            ],
+        )
+
+    def _invalid_sync(self, item: InvalidRow) -> None:
+        conn = self._db
+        with _transaction(conn):
+            conn.execute(
+                "INSERT OR REPLACE INTO invalid_rows (row, applicant_id, reason, run)"
+                " VALUES (?, ?, ?, ?)",
+                (item.row, item.applicant_id, item.reason, self.run),
+            )
+
+    def _counts_sync(self) -> JournalCounts:
+        conn = self._db
+        by_outcome: dict[str, int] = {}
+        for outcome, n in conn.execute(
+            "SELECT coalesce(outcome, ?), count(*) FROM applicants GROUP BY 1", (PENDING,)
+        ):
+            by_outcome[outcome] = n
+        invalid = conn.execute("SELECT count(*) FROM invalid_rows").fetchone()[0]
+        if invalid:
+            by_outcome["invalid"] = by_outcome.get("invalid", 0) + invalid
+        by_error = {
+            key: n
+            for key, n in conn.execute(
+                "SELECT error_key, count(*) FROM applicants WHERE error_key IS NOT NULL"
+                " GROUP BY 1 ORDER BY 2 DESC"
+            )
+        }
+        return JournalCounts(by_outcome=by_outcome, by_error=by_error)
+
+    def _latencies_sync(self) -> dict[str, LatencyStats]:
+        conn = self._db
+        out: dict[str, LatencyStats] = {}
+        for step, count in conn.execute(
+            "SELECT step, count(*) FROM steps WHERE run=? GROUP BY step ORDER BY step", (self.run,)
+        ).fetchall():
+
+            def nth(p: float, step: str = step, count: int = count) -> float:
+                # Nearest-rank percentile, read from the index without loading every duration.
+                offset = max(0, math.ceil(p * count) - 1)
+                return float(
+                    conn.execute(
+                        "SELECT duration FROM steps WHERE run=? AND step=?"
+                        " ORDER BY duration LIMIT 1 OFFSET ?",
+                        (self.run, step, offset),
+                    ).fetchone()[0]
+                )
+
+            out[step] = LatencyStats(count=count, p50=nth(0.50), p95=nth(0.95), p99=nth(0.99))
+        return out
+
+    def _export_sync(self, out: Path) -> int:
+        conn = self._db
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        lines = 0
+        # A cursor streams the rows: memory stays flat however long the job is.
+        cursor = conn.execute(
+            "SELECT row, applicant_id, state, transaction_id, outcome, result, NULL"
+            " FROM applicants"
+            " UNION ALL SELECT row, applicant_id, NULL, NULL, 'invalid', NULL, reason"
+            " FROM invalid_rows ORDER BY 1",
+        )
+        with tmp.open("wb") as fh:
+            for row, applicant_id, state, transaction_id, outcome, result, reason in cursor:
+                if result is not None:
+                    fh.write(result.encode() if isinstance(result, str) else result)
+                else:
+                    line = {
+                        "applicant_id": applicant_id,
+                        "row": row,
+                        "outcome": outcome or PENDING,
+                        "state": state,
+                        "transaction_id": transaction_id,
+                        "error_message": reason,
+                    }
+                    fh.write(orjson.dumps(line))
+                fh.write(b"\n")
+                lines += 1
+        os.replace(tmp, out)
+        return lines
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")

@@ -1,0 +1,205 @@
+"""Reading a bulk manifest (CSV or JSONL) lazily, one applicant a row.
+
+A manifest of a million rows must not be loaded at once, so :func:`iter_manifest` is a generator
+that reads one record at a time and checks it as it goes. A bad row does not stop the job: it comes
+out as an :class:`InvalidRow` with its row number and the reason, and the runner records it as
+failed. Only a manifest that cannot be read at all (no such file, a CSV header without a required
+column) raises :class:`~vlens_async.errors.BulkInputError`.
+
+Duplicate applicant ids are *not* detected here: that needs memory proportional to the job, so the
+runner asks its journal (an indexed SQLite table on disk) instead.
+
+This module does blocking file I/O (reading, ``stat``); the runner calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from .errors import BulkInputError
+
+__all__ = [
+    "FACE_COLUMNS",
+    "MANIFEST_COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "BulkApplicant",
+    "InvalidRow",
+    "ManifestItem",
+    "count_manifest_rows",
+    "iter_manifest",
+    "manifest_format",
+]
+
+FACE_COLUMNS: Final = ("face_1", "face_2", "face_3")
+MANIFEST_COLUMNS: Final = ("applicant_id", "front", "back", *FACE_COLUMNS)
+OPTIONAL_COLUMNS: Final = ("name_check_value", "client_transaction_id")
+IMAGE_COLUMNS: Final = ("front", "back", *FACE_COLUMNS)
+ALL_COLUMNS: Final = (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
+MAX_ID_LENGTH: Final = 200
+
+
+@attrs.frozen
+class BulkApplicant:
+    """One applicant of a bulk job: where their images are, and what to send with them.
+
+    ``row`` is the 1-based number of the record in the manifest (a CSV header is not counted).
+    Paths are resolved against the manifest's folder. The repr shows no personal data.
+    """
+
+    applicant_id: str
+    front: Path
+    back: Path
+    faces: tuple[Path, Path, Path]
+    row: int = 0
+    name_check_value: str | None = attrs.field(default=None, repr=False)
+    client_transaction_id: str | None = None
+
+
+@attrs.frozen
+class InvalidRow:
+    """A manifest row that cannot be processed: its row number, its id if it had one, and why."""
+
+    row: int
+    reason: str
+    applicant_id: str | None = None
+
+
+ManifestItem = BulkApplicant | InvalidRow
+
+
+def manifest_format(path: Path) -> str:
+    """``"csv"`` or ``"jsonl"``, from the file name, else from the first non-blank character."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    with path.open("rb") as fh:
+        head = fh.read(4096).lstrip()
+    return "jsonl" if head.startswith(b"{") else "csv"
+
+
+def iter_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestItem]:
+    """Yield each row of the manifest at ``path`` as a :class:`BulkApplicant` or an
+    :class:`InvalidRow`, reading one record at a time (blocking; call it from a thread)."""
+    manifest = Path(path)
+    if not manifest.is_file():
+        raise BulkInputError(f"manifest not found: {manifest}")
+    base = manifest.resolve().parent
+    if manifest_format(manifest) == "jsonl":
+        yield from _iter_jsonl(manifest, base)
+    else:
+        yield from _iter_csv(manifest, base)
+
+
+def count_manifest_rows(path: str | os.PathLike[str]) -> int:
+    """Count the records of a manifest without keeping them (for a progress bar's total)."""
+    manifest = Path(path)
+    if manifest_format(manifest) == "jsonl":
+        with manifest.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    with manifest.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.reader(fh, dialect=_dialect(manifest))
+        next(reader, None)  # the header
+        return sum(1 for record in reader if any(cell.strip() for cell in record))
+
+
+def _dialect(path: Path) -> type[csv.Dialect]:
+    return csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
+
+
+def _iter_csv(manifest: Path, base: Path) -> Iterator[ManifestItem]:
+    # utf-8-sig: spreadsheets often save a byte-order mark that would stick to the first header.
+    # errors="replace": a badly encoded row fails its own checks instead of killing the job.
+    with manifest.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.DictReader(fh, dialect=_dialect(manifest))
+        header = [name.strip() for name in reader.fieldnames or ()]
+        missing = [column for column in MANIFEST_COLUMNS if column not in header]
+        if missing:
+            # Every row would fail the same way; say it once instead.
+            raise BulkInputError(f"manifest header lacks column(s): {', '.join(missing)}")
+        reader.fieldnames = header
+        row = 0
+        for record in reader:
+            if not any((value or "").strip() for key, value in record.items() if key is not None):
+                continue  # a blank line
+            row += 1
+            if None in record:
+                yield InvalidRow(row, "row has more values than the header has columns")
+                continue
+            yield _check(record, row, base)
+
+
+def _iter_jsonl(manifest: Path, base: Path) -> Iterator[ManifestItem]:
+    # Bytes, decoded line by line: one badly encoded line is one bad row, not a dead job.
+    with manifest.open("rb") as fh:
+        row = 0
+        for line in fh:
+            if not line.strip():
+                continue
+            row += 1
+            try:
+                record = json.loads(line.removeprefix(b"\xef\xbb\xbf"))
+            except json.JSONDecodeError as exc:
+                yield InvalidRow(row, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            except ValueError:
+                yield InvalidRow(row, "not valid UTF-8")
+                continue
+            if not isinstance(record, dict):
+                yield InvalidRow(row, "not a JSON object")
+                continue
+            yield _check(record, row, base)
+
+
+def _text(record: Mapping[str, Any], column: str) -> str | None:
+    """The column's value as stripped text, or None when absent or empty."""
+    value = record.get(column)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"column {column!r} must be text")
+    text = str(value).strip()
+    return text or None
+
+
+def _check(record: Mapping[str, Any], row: int, base: Path) -> ManifestItem:
+    """Turn one raw record into an applicant, or say what is wrong with it."""
+    raw_id = record.get("applicant_id")
+    applicant_id = raw_id.strip() if isinstance(raw_id, str) else None
+    try:
+        values = {
+            column: _text(record, column) for column in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
+        }
+    except ValueError as exc:
+        return InvalidRow(row, str(exc), applicant_id or None)
+    applicant_id = values["applicant_id"]
+    missing = [column for column in MANIFEST_COLUMNS if values[column] is None]
+    if missing:
+        return InvalidRow(row, f"missing value(s) for {', '.join(missing)}", applicant_id)
+    assert applicant_id is not None  # checked with the other required columns
+    if len(applicant_id) > MAX_ID_LENGTH:
+        return InvalidRow(row, f"applicant_id longer than {MAX_ID_LENGTH} characters")
+    paths: dict[str, Path] = {}
+    for column in IMAGE_COLUMNS:
+        path = base / str(values[column])  # an absolute path replaces the base
+        if not path.is_file():
+            # The manifest's own text, not the resolved path: it may name a customer.
+            return InvalidRow(row, f"{column}: file not found", applicant_id)
+        paths[column] = path
+    return BulkApplicant(
+        applicant_id=applicant_id,
+        front=paths["front"],
+        back=paths["back"],
+        faces=(paths["face_1"], paths["face_2"], paths["face_3"]),
+        row=row,
+        name_check_value=values["name_check_value"],
+        client_transaction_id=values["client_transaction_id"],
+    )

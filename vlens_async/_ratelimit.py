@@ -1,0 +1,251 @@
+"""The bulk runner's rate limiter: one bucket, shared by every flow, honouring two windows.
+
+A classic refill-rate token bucket lets through ``capacity + rate * T`` requests in any window of
+``T`` seconds, so a bucket of 10 tokens refilled at 10/s can send 19 requests inside one second and
+break a "10 requests per second" tenant limit. Here every token comes back exactly one window after
+it was spent (a sliding-window bucket), so no window of that length, aligned or not, ever sees more
+than its limit. Each window also gets a little ``slack`` so that jitter between our send time and
+the server's receive time cannot push one request into the server's previous window.
+
+It is adaptive: a throttling signal from the server (HTTP 429 or error code 4003) halves the rate
+it grants and honours ``Retry-After``; after that the rate climbs back a step at a time while no
+further signal comes (additive increase, multiplicative decrease, as TCP does).
+
+The scheduling is pure (:class:`SlidingWindowBucket` takes the time as an argument), so it is
+tested with a fake clock; :class:`RateLimiter` wraps it for asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import attrs
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "RateLimit",
+    "RateLimiter",
+    "SlidingWindowBucket",
+]
+
+# Adaptive behaviour: how far one throttling signal slows us, how low it may go, how fast it
+# climbs back. A 4003 without Retry-After still pauses briefly, so the burst cannot repeat at once.
+BACKOFF_FACTOR: Final = 0.5
+MIN_FACTOR: Final = 0.1
+RECOVERY_STEP: Final = 0.1
+RECOVERY_INTERVAL: Final = 2.0
+DEFAULT_PENALTY_PAUSE: Final = 1.0
+MAX_PAUSE: Final = 60.0
+DEFAULT_SLACK: Final = 0.05
+
+_UNITS: Final = {
+    "s": "s",
+    "sec": "s",
+    "second": "s",
+    "seconds": "s",
+    "m": "min",
+    "min": "min",
+    "minute": "min",
+    "minutes": "min",
+}
+_PART = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigurationError(f"{attribute.name} must be positive or None, got {value!r}")
+
+
+@attrs.frozen
+class RateLimit:
+    """A tenant's rate limit: at most ``per_second`` requests in any second and ``per_minute`` in
+    any minute (``None`` for no limit on that window). Vlens's default tenant allows 10/s and
+    60/min."""
+
+    per_second: int | None = attrs.field(default=10, validator=_positive_or_none)
+    per_minute: int | None = attrs.field(default=60, validator=_positive_or_none)
+
+    @classmethod
+    def unlimited(cls) -> RateLimit:
+        """No limit at all (for benchmarks and a tenant without one)."""
+        return cls(per_second=None, per_minute=None)
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Parse ``"10/s,60/min"``: whole numbers; either part may be left out; ``"none"`` or
+        ``"off"`` for no limit. Units: ``s``, ``sec``, ``second``; ``m``, ``min``, ``minute``."""
+        stripped = text.strip().lower()
+        if stripped in ("", "none", "off", "unlimited", "0"):
+            return cls.unlimited()
+        values: dict[str, int] = {}
+        for part in stripped.split(","):
+            match = _PART.match(part)
+            unit = _UNITS.get(match.group(2)) if match else None
+            if match is None or unit is None:
+                raise ConfigurationError(
+                    f"bad rate limit part {part.strip()!r}: expected like '10/s' or '60/min'"
+                )
+            if unit in values:
+                raise ConfigurationError(f"rate limit gives the per-{unit} window twice")
+            number = int(match.group(1))
+            if number < 1:
+                raise ConfigurationError(f"rate limit {part.strip()!r} must be positive")
+            values[unit] = number
+        return cls(per_second=values.get("s"), per_minute=values.get("min"))
+
+    @property
+    def is_unlimited(self) -> bool:
+        """True when neither window is limited."""
+        return self.per_second is None and self.per_minute is None
+
+    def __str__(self) -> str:
+        parts = []
+        if self.per_second is not None:
+            parts.append(f"{self.per_second}/s")
+        if self.per_minute is not None:
+            parts.append(f"{self.per_minute}/min")
+        return ",".join(parts) or "unlimited"
+
+
+DEFAULT_RATE_LIMIT: Final = RateLimit()
+
+
+class _Window:
+    """One sliding window: the send times of the last ``limit`` grants, oldest first.
+
+    Memory is bounded by the limit itself (at most ``limit`` timestamps), never by the job.
+    """
+
+    def __init__(self, limit: int, length: float) -> None:
+        self.limit = limit
+        self.length = length
+        self.grants: deque[float] = deque()
+
+    def delay(self, now: float, factor: float) -> float:
+        """Seconds to wait before one more grant fits, at ``factor`` times the limit."""
+        allowed = max(1, math.floor(self.limit * factor))
+        self._expire(now)
+        if len(self.grants) < allowed:
+            return 0.0
+        # The grant that must leave the window before another fits.
+        return self.grants[len(self.grants) - allowed] + self.length - now
+
+    def record(self, now: float) -> None:
+        self.grants.append(now)
+        # Keep only what the full limit can need; a lowered factor looks at the newest entries.
+        while len(self.grants) > self.limit:
+            self.grants.popleft()
+
+    def _expire(self, now: float) -> None:
+        while self.grants and self.grants[0] + self.length <= now:
+            self.grants.popleft()
+
+
+class SlidingWindowBucket:
+    """The pure scheduling core of :class:`RateLimiter`: it never reads a clock itself.
+
+    :meth:`reserve` either grants a request now (and records it) or says how long to wait;
+    :meth:`throttled` feeds the adaptive rate, which recovers by itself as time passes.
+    """
+
+    def __init__(self, limit: RateLimit, *, slack: float = DEFAULT_SLACK) -> None:
+        if slack < 0:
+            raise ConfigurationError("slack must not be negative")
+        self.limit = limit
+        self._windows: list[_Window] = []
+        if limit.per_second is not None:
+            self._windows.append(_Window(limit.per_second, 1.0 + slack))
+        if limit.per_minute is not None:
+            self._windows.append(_Window(limit.per_minute, 60.0 + slack))
+        self.factor = 1.0
+        self.paused_until = -math.inf
+        self._last_signal = -math.inf
+        self._recover_from = -math.inf
+        self.throttle_signals = 0
+
+    def reserve(self, now: float) -> float:
+        """Grant one request at ``now`` and return 0, or return the seconds to wait first."""
+        self._recover(now)
+        wait = max([self.paused_until - now] + [w.delay(now, self.factor) for w in self._windows])
+        if wait > 0:
+            return wait
+        for window in self._windows:
+            window.record(now)
+        return 0.0
+
+    def throttled(self, now: float, retry_after: float | None = None) -> None:
+        """The server said "too many" (429 or 4003): slow down, and pause for ``retry_after``."""
+        self.throttle_signals += 1
+        # Signals from requests already in flight arrive together; count one burst as one signal.
+        if now - self._last_signal >= 1.0 or self.factor >= 1.0:
+            self.factor = max(MIN_FACTOR, self.factor * BACKOFF_FACTOR)
+            self._last_signal = now
+        pause = DEFAULT_PENALTY_PAUSE if retry_after is None else retry_after
+        self.paused_until = max(self.paused_until, now + min(max(pause, 0.0), MAX_PAUSE))
+        # Recovery counts from the end of the pause: time spent paused proves nothing.
+        self._recover_from = max(now, self.paused_until)
+
+    def _recover(self, now: float) -> None:
+        # Additive increase: one step per quiet interval, computed lazily from the clock.
+        if self.factor >= 1.0:
+            return
+        steps = math.floor((now - self._recover_from) / RECOVERY_INTERVAL)
+        if steps > 0:
+            self.factor = min(1.0, self.factor + steps * RECOVERY_STEP)
+            self._recover_from += steps * RECOVERY_INTERVAL
+
+
+class RateLimiter:
+    """Asyncio front of :class:`SlidingWindowBucket`, shared by every flow of a bulk job.
+
+    ``await limiter.acquire()`` before each HTTP request. Waiters are served first come, first
+    served (one lock), so no flow starves. ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        limit: RateLimit = DEFAULT_RATE_LIMIT,
+        *,
+        slack: float = DEFAULT_SLACK,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.bucket = SlidingWindowBucket(limit, slack=slack)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self.waited = 0.0
+
+    @property
+    def limit(self) -> RateLimit:
+        """The configured (not the adapted) limit."""
+        return self.bucket.limit
+
+    @property
+    def factor(self) -> float:
+        """The fraction of the configured limit granted now (1.0 unless throttled lately)."""
+        return self.bucket.factor
+
+    async def acquire(self) -> None:
+        """Wait until one more request may be sent, and count it as sent."""
+        if self.bucket.limit.is_unlimited:
+            return
+        async with self._lock:
+            while True:
+                wait = self.bucket.reserve(self._clock())
+                if wait <= 0:
+                    return
+                self.waited += wait
+                await self._sleep(wait)
+
+    def throttled(self, retry_after: float | None = None) -> None:
+        """Report a throttling signal (HTTP 429 or code 4003) from the server."""
+        self.bucket.throttled(self._clock(), retry_after)
