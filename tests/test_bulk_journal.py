@@ -24,6 +24,11 @@ def result(applicant_id: str, row: int, outcome: str, **extra: object) -> dict[s
     return {"applicant_id": applicant_id, "row": row, "outcome": outcome, **extra}
 
 
+def files_bytes(folder: Path, pattern: str) -> bytes:
+    """The bytes of every file in ``folder`` matching ``pattern``, joined."""
+    return b"".join(p.read_bytes() for p in sorted(folder.glob(pattern)))
+
+
 async def test_new_applicant_gets_a_transaction_id_before_any_step(tmp_path: Path) -> None:
     """Claiming a new applicant journals a fresh transaction id at once."""
     journal = await Journal.open(tmp_path / "j.db")
@@ -150,7 +155,7 @@ async def test_snapshot_is_stripped_of_names_before_journaling(tmp_path: Path) -
     await journal.save_step("a", state="FRONT_SCANNED", snapshot=snapshot, steps=[])
     await journal.close()
     # Every byte on disk, the write-ahead log included if it is still there.
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("j.db*"))
+    raw = files_bytes(tmp_path, "j.db*")
     assert b"Secret" not in raw
     assert b"Street" not in raw
     assert strip_snapshot(snapshot) == {
