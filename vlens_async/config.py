@@ -16,8 +16,11 @@ import attrs
 from .errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_ACCESS_TOKEN_LIFETIME",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECTOR_LIMIT",
+    "DEFAULT_REFRESH_TOKEN_LIFETIME",
+    "DEFAULT_TOKEN_REFRESH_MARGIN",
     "DOCUMENT_MAX_BYTES",
     "DOCUMENT_MAX_SIDE",
     "FACE_MAX_BYTES",
@@ -25,6 +28,7 @@ __all__ = [
     "MAX_FRAME_SPREAD_SECONDS",
     "MAX_IMAGE_PIXELS",
     "NOT_GIVEN",
+    "OFFLOAD_THRESHOLD_BYTES",
     "SERVER_MAX_IMAGE_BYTES",
     "ClientConfig",
     "NotGiven",
@@ -51,6 +55,16 @@ DEFAULT_BACKOFF_MAX: Final = 8.0
 DEFAULT_BACKOFF_JITTER: Final = 0.5
 DEFAULT_RETRY_AFTER_CAP: Final = 30.0
 RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+
+# Tokens: lifetimes the API documents (used when a response omits them), and how long before
+# expiry a token is renewed (capped at a tenth of its lifetime, so short-lived tokens still work).
+DEFAULT_ACCESS_TOKEN_LIFETIME: Final = 86_400
+DEFAULT_REFRESH_TOKEN_LIFETIME: Final = 604_800
+DEFAULT_TOKEN_REFRESH_MARGIN: Final = 60.0
+
+# Bodies (base64 + JSON) and responses bigger than this are encoded/decoded in a worker thread;
+# below it, the hop to a thread costs more than the work and the loop is not held noticeably.
+OFFLOAD_THRESHOLD_BYTES: Final = 256 * 1024
 
 # Image limits. The server refuses over 5 MB (5002) and 25 MP (5003); the OCR docs say 3 MB, so the
 # document budget stays under that. Liveness frames go under 500 KB, as the Vlens docs advise.

@@ -1,0 +1,146 @@
+"""Retries: what is retried, how long to wait, and a total deadline that is never exceeded.
+
+The loop itself is stamina's (``retry_context``), so its testing switch (``stamina.set_testing``)
+turns every backoff off in tests and its instrumentation hooks see our retries. What we add:
+
+- which failures are retried: connection errors and timeouts, and the statuses in
+  :attr:`RetryPolicy.statuses` (408, 429, 5xx by default) whatever class the error has (an HTML 502
+  page is a ResponseDecodeError with status 502, and is retried like any 502);
+- the wait: exponential backoff from ``initial`` capped at ``max_backoff``, plus random jitter; a
+  server's ``Retry-After`` replaces it, capped at ``retry_after_cap``;
+- the deadline: each attempt gets at most the time left, and a wait that would end past the
+  deadline is not slept: the call raises :class:`APITimeoutError` at once instead.
+
+Only calls that are safe to repeat are retried on every failure. The verify endpoints are: the
+client fixes ``transaction_id`` before the first attempt (it generates one when the caller did not),
+so a repeated scan lands on the same transaction instead of opening a second one. Calls that are not
+idempotent (an OTP request sends an SMS, a sign-up creates an account) are retried only when the
+request provably never reached the server (the connection was never established), or was refused
+with a 429.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import stamina
+
+from .config import RetryPolicy
+from .errors import APIConnectionError, APIError, APITimeoutError, RateLimitError
+
+__all__ = ["backoff_delay", "is_retryable", "plan_delay", "run_with_retries"]
+
+logger: Final = logging.getLogger("vlens_async")
+
+T = TypeVar("T")
+
+_RNG: Final = random.Random()
+
+
+def backoff_delay(attempt: int, policy: RetryPolicy, *, rng: random.Random | None = None) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based): exponential + jitter."""
+    base = min(policy.max_backoff, policy.initial * 2.0 ** min(attempt - 1, 60))
+    generator = rng if rng is not None else _RNG
+    jitter = generator.uniform(0, policy.jitter) if policy.jitter else 0.0
+    return min(policy.max_backoff, base + jitter)
+
+
+def plan_delay(
+    attempt: int,
+    exc: BaseException,
+    policy: RetryPolicy,
+    *,
+    rng: random.Random | None = None,
+) -> float:
+    """The wait before the next attempt: the server's ``Retry-After`` (capped), else backoff."""
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float) and retry_after >= 0:
+        return min(float(retry_after), policy.retry_after_cap)
+    return backoff_delay(attempt, policy, rng=rng)
+
+
+def is_retryable(
+    exc: BaseException,
+    policy: RetryPolicy,
+    *,
+    idempotent: bool = True,
+    not_sent: Callable[[BaseException], bool] = lambda _: False,
+) -> bool:
+    """Whether a failed attempt may be repeated (see the module docstring)."""
+    if not isinstance(exc, APIError):
+        return False
+    if not idempotent:
+        return not_sent(exc) or (isinstance(exc, RateLimitError) and 429 in policy.statuses)
+    if isinstance(exc, APIConnectionError):
+        return True
+    return exc.status is not None and exc.status in policy.statuses
+
+
+async def run_with_retries(
+    attempt_fn: Callable[[int, float | None], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    deadline_at: float | None,
+    retryable: Callable[[BaseException], bool],
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Run ``attempt_fn(attempt, seconds_left)`` until it succeeds, under ``policy``.
+
+    ``deadline_at`` is a ``clock()`` time (or ``None``). The last error is raised when attempts
+    run out or the failure is not retryable; :class:`APITimeoutError` when the deadline has passed
+    or the next wait would pass it.
+    """
+    attempt = 0
+    deadline_hit = False
+
+    def on_failure(exc: Exception) -> bool | float:
+        nonlocal deadline_hit
+        if not retryable(exc):
+            return False
+        delay = plan_delay(attempt, exc, policy)
+        if deadline_at is not None and clock() + delay >= deadline_at:
+            deadline_hit = True
+            return False
+        if attempt >= policy.max_attempts:
+            return False
+        logger.debug(
+            "retry scheduled after attempt=%d delay=%.2fs reason=%s",
+            attempt,
+            delay,
+            type(exc).__name__,
+        )
+        return delay
+
+    result: T
+    try:
+        async for retry in stamina.retry_context(
+            on=on_failure,
+            attempts=policy.max_attempts,
+            timeout=None,  # our deadline, enforced above, is the one that counts
+        ):
+            with retry:
+                attempt = retry.num
+                left = None if deadline_at is None else deadline_at - clock()
+                if left is not None and left <= 0:
+                    raise APITimeoutError(f"the call's deadline ran out before attempt {attempt}")
+                result = await attempt_fn(attempt, left)
+    except APIError as exc:
+        if deadline_hit and not isinstance(exc, APITimeoutError):
+            raise APITimeoutError(
+                "the call's deadline would pass before the next retry",
+                status=exc.status,
+                error_code=exc.error_code,
+                error_message=exc.error_message,
+                validation_errors=exc.validation_errors,
+                request_id=exc.request_id,
+                method=exc.method,
+                path=exc.path,
+                envelope=exc.envelope,
+                retry_after=exc.retry_after,
+            ) from exc
+        raise
+    return result

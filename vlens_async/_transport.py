@@ -1,0 +1,322 @@
+"""Send one HTTP request and turn what happened into a model or one of our errors.
+
+This is the one boundary where aiohttp's exceptions and the server's failure signals become
+:mod:`vlens_async.errors` (always ``raise ... from exc``, so the cause stays inspectable):
+
+- no usable response (DNS, refused, reset, a body cut short) -> :class:`APIConnectionError`;
+  no response in time -> :class:`APITimeoutError`;
+- a non-2xx status -> the class :func:`api_error_class` picks from the status and the envelope's
+  ``error_code`` (both failure styles caught by either ``except``);
+- a 2xx whose body is not the envelope (HTML, truncated JSON, not an object) -> ResponseDecodeError,
+  and so is a 5xx whose body is a non-empty non-JSON page (a proxy's HTML 502); a 4xx keeps its
+  status class whatever its body, so ``except AuthenticationError`` always works for a 401;
+- a 2xx with a non-zero ``error_code`` -> the :class:`VlensAPIError` family (0 and null are
+  success); a 2xx with a non-empty ``validation_errors`` list -> :class:`ValidationFailedError`.
+
+Every error carries the status, ``error_code``, ``error_message``, validation errors, our request
+id, the method and path (never the query string, which can hold a phone number), the parsed
+envelope, the raw body of an undecodable response, and ``Retry-After`` in seconds.
+
+The module knows nothing about the models: the caller passes ``decode``, which turns the JSON
+object into the endpoint's model (raising :class:`ResponseDecodeError` when it does not fit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, Final, Protocol, TypeVar
+
+import aiohttp
+import attrs
+import orjson
+
+from .config import OFFLOAD_THRESHOLD_BYTES
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ResponseDecodeError,
+    ValidationFailedError,
+    api_error_class,
+)
+
+__all__ = ["EnvelopeModel", "Request", "connection_not_established", "interpret", "logger", "send"]
+
+logger: Final = logging.getLogger("vlens_async")
+
+# Raw bodies kept on errors are cut to this size: enough to see a proxy page, not a whole image.
+MAX_KEPT_BODY: Final = 64 * 1024
+
+
+class EnvelopeModel(Protocol):
+    """What the transport reads from a decoded envelope model."""
+
+    @property
+    def error_code(self) -> int | None:
+        """The envelope's ``error_code``."""
+
+    @property
+    def error_message(self) -> str | None:
+        """The envelope's ``error_message``."""
+
+    @property
+    def services(self) -> Any:
+        """The envelope's ``services`` (with ``validations``), or ``None``."""
+
+
+M = TypeVar("M", bound=EnvelopeModel)
+
+
+@attrs.frozen
+class Request:
+    """One request, ready to send: everything but the timeout and the attempt number.
+
+    The same ``Request`` (and so the same ``X-Request-Id`` header and the same body bytes) is sent
+    on every attempt of one logical call.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    request_id: str
+    body: bytes | None = attrs.field(default=None, repr=False)
+    params: Mapping[str, str] | None = attrs.field(default=None, repr=False)
+
+
+_UNDECODABLE: Final = object()
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _UNDECODABLE
+
+
+async def _decode_json(body: bytes) -> Any:
+    if len(body) > OFFLOAD_THRESHOLD_BYTES:
+        return await asyncio.to_thread(_parse_json, body)
+    return _parse_json(body)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        current = datetime.now(UTC).timestamp() if now is None else now
+        seconds = when.timestamp() - current
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(seconds, 0.0)
+
+
+def _peek(payload: Mapping[Any, Any], wanted: str) -> Any:
+    # Case-insensitive read of a top-level key, for an error body that did not decode as a model.
+    for key, value in payload.items():
+        if isinstance(key, str) and key.replace("_", "").lower() == wanted and value is not None:
+            return value
+    return None
+
+
+def _peek_code(payload: Mapping[Any, Any]) -> int | None:
+    value = _peek(payload, "errorcode")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _peek_message(payload: Mapping[Any, Any]) -> str | None:
+    value = _peek(payload, "errormessage")
+    return value if isinstance(value, str) else None
+
+
+def _validation_errors(model: Any) -> tuple[Any, ...]:
+    services = getattr(model, "services", None)
+    return tuple(getattr(services, "validations", None) or ())
+
+
+def _summary(request: Request, status: int | None, detail: str | None) -> str:
+    head = f"{request.method} {request.path} failed"
+    if detail:
+        return f"{head}: {detail}"
+    if status is not None:
+        try:
+            return f"{head}: {HTTPStatus(status).phrase}"
+        except ValueError:
+            return f"{head}: HTTP {status}"
+    return head
+
+
+def interpret(
+    request: Request,
+    status: int,
+    body: bytes,
+    payload: Any,
+    decode: Callable[[Any], M],
+    *,
+    retry_after: float | None = None,
+) -> M:
+    """Turn a response into the decoded model, or raise the error it stands for.
+
+    ``payload`` is the decoded JSON of ``body`` (any JSON value), or any non-JSON sentinel when
+    ``body`` did not decode. Pure: no I/O, so it is tested directly (hypothesis feeds it junk).
+    """
+    common: dict[str, Any] = {
+        "status": status,
+        "request_id": request.request_id,
+        "method": request.method,
+        "path": request.path,
+        "retry_after": retry_after,
+    }
+    ok = 200 <= status < 300
+    if not isinstance(payload, dict):
+        kept = body[:MAX_KEPT_BODY]
+        if ok or (status >= 500 and body.strip()):
+            what = "not JSON" if payload is _UNDECODABLE else "not a JSON object"
+            raise ResponseDecodeError(
+                _summary(request, status, f"the response body is {what}"),
+                body=kept,
+                envelope=None if payload is _UNDECODABLE else payload,
+                **common,
+            )
+        raise api_error_class(status, None)(_summary(request, status, None), body=kept, **common)
+
+    model: M | None = None
+    decode_error: ResponseDecodeError | None = None
+    try:
+        model = decode(payload)
+    except ResponseDecodeError as exc:
+        decode_error = exc
+
+    if model is not None:
+        error_code, error_message = model.error_code, model.error_message
+        issues = _validation_errors(model)
+    else:
+        error_code, error_message = _peek_code(payload), _peek_message(payload)
+        issues = ()
+    details: dict[str, Any] = {
+        "error_code": error_code,
+        "error_message": error_message,
+        "validation_errors": issues,
+        "envelope": model if model is not None else payload,
+        **common,
+    }
+
+    if not ok:
+        cls = api_error_class(status, error_code)
+        raise cls(_summary(request, status, error_message), **details) from decode_error
+    if decode_error is not None:
+        raise ResponseDecodeError(
+            _summary(request, status, decode_error.message), body=body[:MAX_KEPT_BODY], **details
+        ) from decode_error
+    assert model is not None  # decode either returned a model or raised
+    if error_code:
+        detail = error_message or f"error_code {error_code}"
+        raise api_error_class(status, error_code)(_summary(request, status, detail), **details)
+    if issues:
+        fields = ", ".join(sorted({str(getattr(i, "field", None) or "?") for i in issues}))
+        raise ValidationFailedError(
+            _summary(request, status, f"validation failed for {fields}"), **details
+        )
+    return model
+
+
+def connection_not_established(exc: BaseException) -> bool:
+    """True when ``exc`` is a connection error raised before the request could reach the server.
+
+    Only these are safe to retry for calls that are not idempotent (an OTP request, a sign-up).
+    """
+    return isinstance(exc, APIConnectionError) and isinstance(
+        exc.__cause__, aiohttp.ClientConnectorError
+    )
+
+
+def _log_attempt(request: Request, outcome: str, attempt: int, started: float) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "%s %s status=%s attempt=%d duration_ms=%.1f request_id=%s",
+            request.method,
+            request.path,
+            outcome,
+            attempt,
+            (time.perf_counter() - started) * 1000,
+            request.request_id,
+        )
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    request: Request,
+    decode: Callable[[Any], M],
+    *,
+    client_timeout: aiohttp.ClientTimeout,
+    attempt: int = 1,
+) -> M:
+    """Send ``request`` once on ``session`` and return ``decode``'s model, or raise our error.
+
+    Cancellation propagates untouched; leaving the ``async with`` releases (or closes) the
+    connection, so a cancelled call never leaks one. Redirects are not followed: a 3xx is an error
+    (following one could carry the API key to another host).
+    """
+    started = time.perf_counter()
+    outcome = "error"
+    common: dict[str, Any] = {
+        "request_id": request.request_id,
+        "method": request.method,
+        "path": request.path,
+    }
+    try:
+        async with session.request(
+            request.method,
+            base_url + request.path,
+            data=request.body,
+            params=request.params,
+            headers=request.headers,
+            timeout=client_timeout,
+            allow_redirects=False,
+        ) as response:
+            status = response.status
+            outcome = str(status)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            body = await response.read()
+    except TimeoutError as exc:
+        outcome = "timeout"
+        raise APITimeoutError(_summary(request, None, "timed out"), **common) from exc
+    except aiohttp.ClientPayloadError as exc:
+        outcome = "truncated"
+        raise APIConnectionError(
+            _summary(request, None, "the connection closed before the whole body arrived"),
+            **common,
+        ) from exc
+    except aiohttp.ClientConnectorError as exc:
+        outcome = "connect-error"
+        raise APIConnectionError(_summary(request, None, "could not connect"), **common) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        outcome = "connection-error"
+        raise APIConnectionError(
+            _summary(request, None, f"connection failed ({type(exc).__name__})"), **common
+        ) from exc
+    finally:
+        _log_attempt(request, outcome, attempt, started)
+    payload = await _decode_json(body) if body else _UNDECODABLE
+    return interpret(request, status, body, payload, decode, retry_after=retry_after)

@@ -1,0 +1,309 @@
+"""The wire format: the one private cattrs converter, dates, and fast JSON bodies.
+
+Why a private converter built by :func:`make_converter` (never cattrs' global one): the rules below
+are specific to Vlens and must not leak into, or be changed by, anyone else's cattrs use.
+
+The rules, from the reference pages in ``shared/seeds``:
+
+- Keys are matched case-insensitively and without underscores, so ``transaction_id`` and
+  ``transactionId``, ``Validations`` and ``validations``, ``AML``/``aml``, ``maritalStatus`` and
+  ``marital_status`` all land on the same field. When a response carries both spellings, the first
+  non-null one wins, except for validation errors, whose lists are merged (nothing is lost).
+- Unknown keys are ignored (the API adds fields); ``null`` means "absent" (the field's default).
+- Scalars are strict: a bool is a JSON bool (or 0/1, "true"/"false"), not any truthy value; a
+  string field accepts a number (an ID number sent as a JSON number) but not an object.
+- Dates are ISO 8601 with 0 to 7 fractional digits (.NET writes 7; Python reads at most 6) and an
+  optional zone; a naive time is UTC, as the API documents.
+- Any failure becomes :class:`~vlens_async.errors.ResponseDecodeError` with cattrs' readable paths
+  (``transform_error``), never a raw ``KeyError``/``TypeError``, and never the offending value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn
+
+from .errors import ResponseDecodeError
+from .models import CLIENT_SIDE, WIRE_ALIASES, Services
+
+__all__ = [
+    "b64decode",
+    "dumps",
+    "encode_body",
+    "envelope_field",
+    "is_envelope",
+    "loads",
+    "make_converter",
+    "normalise_key",
+    "parse_datetime",
+    "structure",
+    "to_plain",
+]
+
+T = TypeVar("T")
+
+# Top-level keys of the Vlens envelope; a JSON object with none of them is not an envelope.
+ENVELOPE_KEYS: Final = frozenset(
+    {"services", "data", "errorcode", "errormessage", "errordescriptions"}
+)
+
+_MAX_ERRORS_SHOWN: Final = 5
+
+_DATETIME = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})"
+    r"(?:[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?:[.,](?P<frac>\d{1,9}))?)?"
+    r"(?P<tz>Z|z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def normalise_key(key: str) -> str:
+    """Fold a wire key to the form fields are matched by: lower case, no underscores."""
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def parse_datetime(value: str) -> datetime:
+    """Parse an ISO 8601 date or date-time with 0 to 7 (or more) fractional digits.
+
+    Fractions beyond microseconds are truncated; a value without a zone is taken as UTC.
+    Raises ``ValueError`` (without echoing the value) when it is not such a date.
+    """
+    match = _DATETIME.match(value.strip())
+    if match is None:
+        raise ValueError("not an ISO 8601 date")
+    text = match["date"]
+    if match["time"]:
+        clock = match["time"] if match["time"].count(":") == 2 else match["time"] + ":00"
+        text += "T" + clock
+        if match["frac"]:
+            text += "." + match["frac"][:6].ljust(6, "0")
+    tz = match["tz"]
+    if tz and tz not in ("Z", "z"):
+        text += tz if ":" in tz else f"{tz[:3]}:{tz[3:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not a valid calendar date") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+# --- strict scalar hooks: messages never include the value (it may be personal data) ---
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError("expected a string")
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise ValueError("expected an integer")
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError("expected a boolean")
+
+
+def _structure_datetime(value: Any, _: type) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError("expected an ISO 8601 string")
+    return parse_datetime(value)
+
+
+def _structure_any(value: Any, _: type) -> Any:
+    return value
+
+
+# --- attrs classes: case-insensitive keys, aliases, nulls, merged validation lists ---
+
+
+def _validation_list(value: Any) -> list[Any]:
+    """The ``validation_errors`` list inside ``services.validations`` (a dict or a bare list)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if isinstance(key, str) and normalise_key(key) == "validationerrors":
+                if inner is None:
+                    return []
+                if isinstance(inner, list):
+                    return inner
+                raise TypeError("validation_errors is not a list")
+        return []
+    raise TypeError("validations is not an object")
+
+
+def _merge_unique(lists: Iterable[list[Any]]) -> list[Any]:
+    merged: list[Any] = []
+    for items in lists:
+        for item in items:
+            if item not in merged:
+                merged.append(item)
+    return merged
+
+
+def _key_index(cls: type) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for field in attrs.fields(cls):
+        if field.metadata.get(CLIENT_SIDE):
+            continue
+        index[normalise_key(field.name)] = field.name
+        for alias in field.metadata.get(WIRE_ALIASES, ()):
+            index[normalise_key(alias)] = field.name
+    return index
+
+
+def _attrs_hook_factory(cls: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    origin = getattr(cls, "__origin__", None) or cls
+    inner = make_dict_structure_fn(cls, converter)
+    index = _key_index(origin)
+    merges_validations = origin is Services
+
+    def structure_attrs(value: Any, _: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError("expected a JSON object")
+        kwargs: dict[str, Any] = {}
+        validation_lists: list[list[Any]] = []
+        for key, item in value.items():
+            name = index.get(normalise_key(key)) if isinstance(key, str) else None
+            if name is None or item is None:
+                continue
+            if merges_validations and name == "validations":
+                validation_lists.append(_validation_list(item))
+            elif name not in kwargs:
+                kwargs[name] = item
+        if validation_lists:
+            kwargs["validations"] = _merge_unique(validation_lists)
+        return inner(kwargs, cls)
+
+    return structure_attrs
+
+
+def make_converter() -> cattrs.Converter:
+    """Build the private converter with the Vlens wire rules (see the module docstring)."""
+    converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
+    # Scalars first: generated class hooks look these up when they are built.
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(datetime, _structure_datetime)
+    converter.register_structure_hook_func(lambda t: t is Any, _structure_any)
+    converter.register_structure_hook_factory(attrs.has, _attrs_hook_factory)
+    # The other way, for snapshots and reports: plain JSON with ISO dates and lists.
+    converter.register_unstructure_hook(datetime, lambda value: value.isoformat())
+    return converter
+
+
+_CONVERTER: Final = make_converter()
+
+
+def structure(payload: Any, cls: type[T]) -> T:
+    """Turn decoded JSON into ``cls``; any mismatch raises :class:`ResponseDecodeError`."""
+    try:
+        return _CONVERTER.structure(payload, cls)
+    except Exception as exc:  # the boundary: whatever cattrs or a hook raised, it is ours now
+        problems = cattrs.transform_error(exc, path="$")
+        shown = "; ".join(problems[:_MAX_ERRORS_SHOWN])
+        more = len(problems) - _MAX_ERRORS_SHOWN
+        suffix = f" (and {more} more)" if more > 0 else ""
+        raise ResponseDecodeError(
+            f"response does not match the expected shape: {shown}{suffix}", envelope=payload
+        ) from exc
+
+
+def to_plain(obj: Any) -> Any:
+    """A model as plain JSON (snake_case keys, ISO 8601 dates, lists); :func:`structure` reads it
+    back (the client-side fields of :class:`~vlens_async.models.VerificationResponse` excepted)."""
+    return _plain(_CONVERTER.unstructure(obj))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def is_envelope(payload: Any) -> bool:
+    """True when ``payload`` is a JSON object carrying at least one envelope key."""
+    if not isinstance(payload, dict):
+        return False
+    return any(isinstance(k, str) and normalise_key(k) in ENVELOPE_KEYS for k in payload)
+
+
+def envelope_field(payload: Mapping[str, Any], name: str) -> Any:
+    """Read a top-level key case-insensitively (``error_code`` or ``errorCode``)."""
+    wanted = normalise_key(name)
+    for key, value in payload.items():
+        if isinstance(key, str) and normalise_key(key) == wanted and value is not None:
+            return value
+    return None
+
+
+# --- bodies ---
+
+
+def loads(body: bytes) -> Any:
+    """Decode JSON with orjson (raises ``orjson.JSONDecodeError``, a ``ValueError``)."""
+    return orjson.loads(body)
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode JSON with orjson."""
+    return orjson.dumps(obj)
+
+
+def encode_body(fields: Mapping[str, Any], images: Mapping[str, bytes]) -> bytes:
+    """Build a JSON object from small ``fields`` plus raw ``images`` sent base64-encoded.
+
+    The base64 text is spliced in as bytes rather than passed through ``json.dumps``: base64 never
+    needs escaping, so this skips a decode to ``str`` and orjson's scan of megabytes of text.
+    Run it in a thread for big images (:data:`~vlens_async.config.OFFLOAD_THRESHOLD_BYTES`).
+    """
+    head = orjson.dumps(dict(fields))
+    parts: list[bytes] = [head[:-1]]
+    first = head == b"{}"
+    for name, data in images.items():
+        parts.append(b"" if first else b",")
+        first = False
+        parts.append(orjson.dumps(name))
+        parts.append(b':"')
+        parts.append(base64.b64encode(data))
+        parts.append(b'"')
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def b64decode(text: str) -> bytes:
+    """Decode base64 from the server (tolerating a ``data:...;base64,`` prefix and whitespace)."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ResponseDecodeError("the image in the response is not valid base64") from exc

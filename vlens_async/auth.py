@@ -1,0 +1,168 @@
+"""Credentials: where the ``Authorization: Bearer`` token of a call comes from.
+
+- :class:`StaticToken`: a token you already hold (an end user's, from ``Register`` or your app's
+  own login). A 401 is final: there is nothing to refresh it with.
+- :class:`AdminLogin`: tenant admin credentials. Logs in lazily on first use, renews the access
+  token shortly before it expires (with the refresh token, falling back to a fresh login), follows
+  refresh-token rotation, and renews once more when the server answers 401 anyway.
+
+Renewal is single-flight: however many calls find the token stale at once, one login or refresh
+goes out and the others wait for it (an ``asyncio.Lock`` with a re-check once acquired). A
+cancelled renewal releases the lock, and the next waiter tries again.
+
+Providers talk to the API through :class:`TokenEndpoints` (the client passes itself), so this
+module does not depend on the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from .config import (
+    DEFAULT_ACCESS_TOKEN_LIFETIME,
+    DEFAULT_REFRESH_TOKEN_LIFETIME,
+    DEFAULT_TOKEN_REFRESH_MARGIN,
+)
+from .errors import AuthenticationError, BadRequestError, ConfigurationError, VlensAPIError
+from .models import Tokens
+
+__all__ = ["AdminLogin", "AuthProvider", "StaticToken", "TokenEndpoints"]
+
+
+class TokenEndpoints(Protocol):
+    """The two API calls an :class:`AuthProvider` may need (``VlensClient`` provides them)."""
+
+    async def login(
+        self, username_or_email: str, password: str, *, tenancy_name: str | None = None
+    ) -> Tokens:
+        """``POST /api/credentials/Login``."""
+        ...
+
+    async def refresh_token(self, refresh_token: str) -> Tokens:
+        """``POST /api/credentials/RefreshToken``."""
+        ...
+
+
+@runtime_checkable
+class AuthProvider(Protocol):
+    """Supplies bearer tokens to a client. Implement it to plug in your own token source."""
+
+    async def get_token(self, api: TokenEndpoints) -> str | None:
+        """The token for the next call (``None`` to send no ``Authorization`` header)."""
+        ...
+
+    async def on_unauthorized(self, api: TokenEndpoints, rejected: str | None) -> bool:
+        """The server refused ``rejected`` with a 401: renew and return True to retry once."""
+        ...
+
+
+@attrs.frozen
+class StaticToken:
+    """A bearer token you already hold; it is sent as is and never renewed."""
+
+    token: str = attrs.field(repr=lambda _: "'<redacted>'")
+
+    def __attrs_post_init__(self) -> None:
+        if not self.token:
+            raise ConfigurationError("the access token is empty")
+
+    async def get_token(self, api: TokenEndpoints) -> str | None:
+        """Return the token."""
+        return self.token
+
+    async def on_unauthorized(self, api: TokenEndpoints, rejected: str | None) -> bool:
+        """A static token cannot be renewed: the 401 stands."""
+        return False
+
+
+def _margin(lifetime: float, configured: float) -> float:
+    # Renew ``configured`` seconds early, but never more than a tenth of the lifetime, so a
+    # short-lived token (an emulator's 30 s, say) is still used rather than renewed every call.
+    return min(configured, lifetime / 10)
+
+
+@attrs.define(repr=False)
+class AdminLogin:
+    """Tenant admin credentials: lazy login, renewal before expiry and on 401, single-flight.
+
+    ``refresh_margin`` is how many seconds before expiry the access token is renewed; ``clock`` is
+    a monotonic clock in seconds (tests pass a fake one). The password and user name never appear
+    in ``repr``.
+    """
+
+    tenancy_name: str
+    username_or_email: str
+    password: str
+    refresh_margin: float = DEFAULT_TOKEN_REFRESH_MARGIN
+    clock: Callable[[], float] = time.monotonic
+    _access: str | None = attrs.field(default=None, init=False)
+    _access_renew_at: float = attrs.field(default=0.0, init=False)
+    _refresh: str | None = attrs.field(default=None, init=False)
+    _refresh_expires_at: float = attrs.field(default=0.0, init=False)
+    _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    logins: int = attrs.field(default=0, init=False)
+    refreshes: int = attrs.field(default=0, init=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"AdminLogin(tenancy_name={self.tenancy_name!r}, username_or_email='<redacted>', "
+            f"password='<redacted>', logged_in={self._access is not None})"
+        )
+
+    def _fresh(self) -> bool:
+        return self._access is not None and self.clock() < self._access_renew_at
+
+    async def get_token(self, api: TokenEndpoints) -> str | None:
+        """A valid access token, logging in or refreshing first when needed (single-flight)."""
+        if self._fresh():
+            return self._access
+        async with self._lock:
+            if not self._fresh():  # another task may have renewed it while we waited
+                await self._renew(api)
+            return self._access
+
+    async def on_unauthorized(self, api: TokenEndpoints, rejected: str | None) -> bool:
+        """Renew after a 401, unless another task already replaced the rejected token."""
+        async with self._lock:
+            if self._access is not None and self._access != rejected:
+                return True
+            self._access = None
+            await self._renew(api)
+            return True
+
+    async def _renew(self, api: TokenEndpoints) -> None:
+        now = self.clock()
+        if self._refresh is not None and now < self._refresh_expires_at:
+            try:
+                tokens = await api.refresh_token(self._refresh)
+            except (AuthenticationError, BadRequestError, VlensAPIError):
+                # The refresh token was refused (expired, revoked, already rotated): log in again.
+                self._refresh = None
+            else:
+                self.refreshes += 1
+                self._store(tokens, now)
+                return
+        tokens = await api.login(
+            self.username_or_email, self.password, tenancy_name=self.tenancy_name
+        )
+        self.logins += 1
+        self._store(tokens, now)
+
+    def _store(self, tokens: Tokens, now: float) -> None:
+        lifetime = float(tokens.expire_in_seconds or DEFAULT_ACCESS_TOKEN_LIFETIME)
+        self._access = tokens.access_token
+        self._access_renew_at = now + lifetime - _margin(lifetime, self.refresh_margin)
+        rotated = tokens.current_refresh_token
+        if rotated:
+            # Rotation: the server may hand out a new refresh token and void the old one.
+            refresh_life = float(
+                tokens.refresh_token_expire_in_seconds or DEFAULT_REFRESH_TOKEN_LIFETIME
+            )
+            if rotated != self._refresh or tokens.refresh_token_expire_in_seconds:
+                self._refresh_expires_at = now + refresh_life - _margin(refresh_life, 60.0)
+            self._refresh = rotated
