@@ -440,107 +440,126 @@ _PORTRAIT: Final = (360, 480)  # faces are drawn at half size and scaled up, whi
 _ZOOM: Final = 1.08  # frames show the portrait's centre, so shifts and tilts never reveal an edge
 
 
+@attrs.frozen
+class _Look:
+    """What a synthetic person looks like; everything derives from the person id."""
+
+    male: bool
+    skin: Color
+    hair: Color
+    iris: Color
+    cloth: Color
+    scarf: Color
+    style: str
+    beard: bool
+    glasses: bool
+    width: float
+    height: float
+    offset: float
+
+
+def _look(person_id: int) -> _Look:
+    rng = random.Random(f"vlens-face:{person_id}")
+    male = bool(person_id & 1)
+    return _Look(
+        male=male,
+        skin=_mix(rng.choice(_SKINS), (128, 100, 80), rng.uniform(-0.08, 0.08)),
+        hair=rng.choice(_HAIRS),
+        iris=rng.choice(_IRISES),
+        cloth=rng.choice(_CLOTHES),
+        scarf=_mix(rng.choice(_CLOTHES), (128, 128, 128), 0.2),
+        style=rng.choice(("short", "short", "receding") if male else ("long", "hijab", "hijab")),
+        beard=male and rng.random() < 0.4,
+        glasses=rng.random() < 0.2,
+        width=rng.uniform(0.17, 0.2),
+        height=rng.uniform(0.19, 0.22),
+        offset=rng.uniform(-8, 8),
+    )
+
+
+def _room(person_id: int) -> Image.Image:
+    """A wall with a door or window behind the person, as a webcam would see it."""
+    rng = random.Random(f"vlens-room:{person_id}")
+    wall = rng.choice(_WALLS)
+    light, dark = _mix(wall, (255, 255, 255), 0.2), _mix(wall, (0, 0, 0), 0.25)
+    image = _gradient(_PORTRAIT, light, dark, angle=rng.uniform(-30, 30))
+    x = rng.randrange(-40, 260)
+    box = (x, rng.randrange(20, 120), x + rng.randrange(60, 140), _PORTRAIT[1])
+    ImageDraw.Draw(image).rectangle(box, fill=_mix(wall, (255, 250, 235), 0.35))
+    return image
+
+
 @functools.lru_cache(maxsize=8)
 def _portrait(person_id: int, plain: bool) -> Image.Image:
     """Draw ``person_id``'s head and shoulders at 360x480, on a plain or a room background."""
-    rng = random.Random(f"vlens-face:{person_id}")
-    male = bool(person_id & 1)
+    look = _look(person_id)
     w, h = _PORTRAIT
-    skin = _mix(rng.choice(_SKINS), (128, 100, 80), rng.uniform(-0.08, 0.08))
+    image = _gradient(_PORTRAIT, (236, 240, 244), (208, 216, 226)) if plain else _room(person_id)
+    skin, hair = look.skin, look.hair
     shade = _mix(skin, (60, 30, 20), 0.22)
-    hair = rng.choice(_HAIRS)
-    if plain:
-        image = _gradient(_PORTRAIT, (236, 240, 244), (208, 216, 226))
-    else:
-        wall = rng.choice(_WALLS)
-        image = _gradient(
-            _PORTRAIT,
-            _mix(wall, (255, 255, 255), 0.2),
-            _mix(wall, (0, 0, 0), 0.25),
-            angle=rng.uniform(-30, 30),
-        )
-        d = ImageDraw.Draw(image)
-        x = rng.randrange(-40, 260)
-        d.rectangle(
-            (x, rng.randrange(20, 120), x + rng.randrange(60, 140), h),
-            fill=_mix(wall, (255, 250, 235), 0.35),
-        )  # a door or a window
     d = ImageDraw.Draw(image)
-    cx, cy = w / 2 + rng.uniform(-8, 8), h * 0.42
-    a, b = w * rng.uniform(0.17, 0.2), h * rng.uniform(0.19, 0.22)
-    cloth = rng.choice(_CLOTHES)
-    d.ellipse((cx - 2.7 * a, cy + 1.15 * b, cx + 2.7 * a, cy + 4.2 * b), fill=cloth)
-    style = rng.choice(("short", "short", "receding") if male else ("long", "hijab", "hijab"))
-    if style == "hijab":
-        scarf = _mix(rng.choice(_CLOTHES), (128, 128, 128), 0.2)
-        d.ellipse((cx - 1.9 * a, cy + 0.1 * b, cx + 1.9 * a, cy + 2.4 * b), fill=scarf)
-        d.ellipse((cx - 1.35 * a, cy - 1.25 * b, cx + 1.35 * a, cy + 1.2 * b), fill=scarf)
-    elif style == "long":
-        d.ellipse((cx - 1.3 * a, cy - 1.12 * b, cx + 1.3 * a, cy + 1.6 * b), fill=hair)
-    d.rectangle((cx - 0.42 * a, cy + 0.5 * b, cx + 0.42 * a, cy + 1.3 * b), fill=shade)
-    if style != "hijab":
+    cx, cy = w / 2 + look.offset, h * 0.42
+    a, b = w * look.width, h * look.height
+    d.ellipse((cx - 2.7 * a, cy + 1.15 * b, cx + 2.7 * a, cy + 4.2 * b), fill=look.cloth)
+    if look.style == "hijab":
+        d.ellipse((cx - 1.9 * a, cy + 0.1 * b, cx + 1.9 * a, cy + 2.4 * b), fill=look.scarf)
+        d.ellipse((cx - 1.35 * a, cy - 1.25 * b, cx + 1.35 * a, cy + 1.2 * b), fill=look.scarf)
+    else:
+        if look.style == "long":
+            d.ellipse((cx - 1.3 * a, cy - 1.12 * b, cx + 1.3 * a, cy + 1.6 * b), fill=hair)
+        d.rectangle((cx - 0.42 * a, cy + 0.5 * b, cx + 0.42 * a, cy + 1.3 * b), fill=shade)
         for side in (-1, 1):
-            d.ellipse(
-                (cx + side * a - 0.14 * a, cy - 0.2 * b, cx + side * a + 0.14 * a, cy + 0.2 * b),
-                fill=shade,
-            )
+            ex = cx + side * a
+            d.ellipse((ex - 0.14 * a, cy - 0.2 * b, ex + 0.14 * a, cy + 0.2 * b), fill=shade)
     d.ellipse((cx - a, cy - b, cx + a, cy + b), fill=skin)
-    if style in ("short", "receding", "long"):
-        top = 0.62 if style == "receding" else 0.4
-        d.chord(
-            (cx - 1.05 * a, cy - 1.12 * b, cx + 1.05 * a, cy + (1 - 2 * top) * b * 1.1),
-            180,
-            360,
-            fill=hair,
-        )
+    # Side light: a soft darker crescent on one cheek gives the flat ellipse some volume.
+    mask = Image.new("L", _PORTRAIT, 0)
+    md = ImageDraw.Draw(mask)
+    md.ellipse((cx - a, cy - b, cx + a, cy + b), fill=90)
+    md.ellipse((cx - 0.7 * a, cy - 1.1 * b, cx + 1.3 * a, cy + 0.9 * b), fill=0)
+    image.paste(shade, (0, 0), mask.filter(ImageFilter.BoxBlur(6)))
+    if look.style != "hijab":
+        top = 0.62 if look.style == "receding" else 0.4
+        box = (cx - 1.05 * a, cy - 1.12 * b, cx + 1.05 * a, cy + (1 - 2 * top) * b * 1.1)
+        d.chord(box, 180, 360, fill=hair)
     brow = _mix(hair, (0, 0, 0), 0.2)
-    iris = rng.choice(_IRISES)
     for side in (-1, 1):
         ex, ey = cx + side * 0.4 * a, cy - 0.1 * b
-        d.line(
-            (ex - 0.25 * a, ey - 0.2 * b, ex + 0.25 * a, ey - 0.2 * b - side * 0.02 * b),
-            fill=brow,
-            width=max(2, round(0.07 * a)),
-        )
+        line = (ex - 0.25 * a, ey - 0.2 * b, ex + 0.25 * a, ey - 0.2 * b - side * 0.02 * b)
+        d.line(line, fill=brow, width=max(2, round(0.07 * a)))
         d.ellipse(
             (ex - 0.22 * a, ey - 0.075 * b, ex + 0.22 * a, ey + 0.075 * b), fill=(245, 245, 240)
         )
         r = 0.09 * a
-        d.ellipse((ex - r, ey - r, ex + r, ey + r), fill=iris)
+        d.ellipse((ex - r, ey - r, ex + r, ey + r), fill=look.iris)
         d.ellipse((ex - r / 2, ey - r / 2, ex + r / 2, ey + r / 2), fill=(10, 10, 10))
         d.ellipse((ex + r / 4, ey - r / 2, ex + r / 2 + 1, ey - r / 4 + 1), fill=(255, 255, 255))
-    d.line(
-        (cx, cy - 0.02 * b, cx - 0.1 * a, cy + 0.24 * b, cx + 0.08 * a, cy + 0.27 * b),
-        fill=shade,
-        width=max(2, round(0.04 * a)),
-    )
-    if male and rng.random() < 0.4:
+    nose = (cx, cy - 0.02 * b, cx - 0.1 * a, cy + 0.24 * b, cx + 0.08 * a, cy + 0.27 * b)
+    d.line(nose, fill=shade, width=max(2, round(0.04 * a)))
+    if look.beard:
         d.chord((cx - a, cy - 0.2 * b, cx + a, cy + 1.04 * b), 0, 180, fill=hair)
-    lips = _mix(skin, (150, 50, 60), 0.45 if male else 0.65)
+    lips = _mix(skin, (150, 50, 60), 0.45 if look.male else 0.65)
     d.ellipse((cx - 0.3 * a, cy + 0.42 * b, cx + 0.3 * a, cy + 0.55 * b), fill=lips)
     d.line((cx - 0.28 * a, cy + 0.485 * b, cx + 0.28 * a, cy + 0.485 * b), fill=shade, width=2)
-    if rng.random() < 0.2:
+    if look.glasses:
         for side in (-1, 1):
             ex = cx + side * 0.4 * a
-            d.rounded_rectangle(
-                (ex - 0.3 * a, cy - 0.22 * b, ex + 0.3 * a, cy + 0.04 * b),
-                radius=6,
-                outline=(30, 30, 30),
-                width=3,
-            )
+            frame = (ex - 0.3 * a, cy - 0.22 * b, ex + 0.3 * a, cy + 0.04 * b)
+            d.rounded_rectangle(frame, radius=6, outline=(30, 30, 30), width=3)
         d.line(
             (cx - 0.1 * a, cy - 0.12 * b, cx + 0.1 * a, cy - 0.12 * b), fill=(30, 30, 30), width=3
         )
-    return image
+    # Drawing has no anti-aliasing; a light blur stands in for it (and for a lens).
+    return image.filter(ImageFilter.GaussianBlur(0.9))
 
 
 def _pose_matrix(
-    out_size: tuple[int, int], dx: float, dy: float, degrees: float
+    dx: float, dy: float, degrees: float
 ) -> tuple[float, float, float, float, float, float]:
-    """Affine data mapping output pixels to the 360x480 portrait: scale, tilt, shift."""
-    s = _PORTRAIT[0] / out_size[0] / _ZOOM
+    """Affine data mapping portrait-sized output pixels into the portrait: zoom, tilt, shift."""
+    s = 1 / _ZOOM
     cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-    ox, oy = out_size[0] / 2 + dx, out_size[1] / 2 + dy
+    ox, oy = _PORTRAIT[0] / 2 + dx, _PORTRAIT[1] / 2 + dy
     a, b, d, e = s * cos, s * sin, -s * sin, s * cos
     return (a, b, _PORTRAIT[0] / 2 - a * ox - b * oy, d, e, _PORTRAIT[1] / 2 - d * ox - e * oy)
 
@@ -566,10 +585,14 @@ def _frame_poses(key: str) -> list[cc.FacePayload]:
 def _face_frame(person_id: int, pose: cc.FacePayload, rng: random.Random) -> bytes:
     """Render one camera frame of ``person_id`` in ``pose``, with its face code, as JPEG."""
     portrait = _portrait(person_id, False)
-    matrix = _pose_matrix(FACE_SIZE, pose.dx, pose.dy, pose.rotation / 10)
-    frame = portrait.transform(
-        FACE_SIZE, Image.Transform.AFFINE, matrix, resample=Image.Resampling.BICUBIC
+    # Move at portrait size (a quarter of the pixels), then scale up: the affine transform is
+    # Pillow's slow path, the resize its fast one.
+    scale = _PORTRAIT[0] / FACE_SIZE[0]
+    matrix = _pose_matrix(pose.dx * scale, pose.dy * scale, pose.rotation / 10)
+    moved = portrait.transform(
+        _PORTRAIT, Image.Transform.AFFINE, matrix, resample=Image.Resampling.BILINEAR
     )
+    frame = moved.resize(FACE_SIZE, Image.Resampling.BICUBIC)
     gain = 1 + pose.light / 100
     frame = frame.point([min(255, round(v * gain)) for v in range(256)] * 3)
     frame = _add_grain(frame, rng)
