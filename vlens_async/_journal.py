@@ -362,13 +362,12 @@ class Journal:
                 "UPDATE applicants SET run=?, row=? WHERE applicant_id=?",
                 (self.run, applicant.row, applicant.applicant_id),
             )
-        if status == "done":
-            return Claim(ClaimKind.DONE, transaction_id=transaction_id, outcome=outcome)
         return Claim(
-            ClaimKind.RESUME,
+            ClaimKind.DONE if status == "done" else ClaimKind.RESUME,
             transaction_id=transaction_id,
             snapshot=None if snapshot is None else orjson.loads(snapshot),
             attempts=attempts,
+            outcome=outcome,
         )
 
     def _save_sync(

@@ -1,0 +1,331 @@
+"""What an operator sees of a bulk job: the live progress, and the summary at the end.
+
+Two progress reporters behind one small protocol: a rich progress bar (done, failed, rate, ETA)
+when the output is a terminal, and plain periodic lines otherwise (a CI log, a file, ``nohup``),
+where redrawing a bar would only fill the log with control characters. :func:`make_progress`
+picks one. :func:`format_summary` renders a :class:`BulkSummary` as tables, as plain text.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, Final, Protocol, TextIO
+
+import attrs
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ._journal import LatencyStats
+
+__all__ = [
+    "FAILED_OUTCOMES",
+    "OUTCOMES",
+    "BulkSummary",
+    "NullProgress",
+    "PlainProgress",
+    "ProgressReporter",
+    "ProgressStats",
+    "RichProgress",
+    "format_summary",
+    "make_progress",
+]
+
+# Every terminal outcome an applicant can have, in the order a summary lists them.
+OUTCOMES: Final = ("verified", "not_verified", "rejected", "error", "invalid")
+FAILED_OUTCOMES: Final = frozenset({"rejected", "error", "invalid"})
+DEFAULT_PLAIN_INTERVAL: Final = 10.0
+
+
+@attrs.frozen
+class ProgressStats:
+    """Where a running job stands: applicants finished in this run (``done``, of which
+    ``failed``), ``skipped`` (finished in an earlier run), ``total`` rows when known,
+    and ``elapsed`` seconds of this run."""
+
+    done: int
+    failed: int
+    skipped: int
+    total: int | None
+    elapsed: float
+    by_outcome: Mapping[str, int] = attrs.field(factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Applicants finished per second in this run."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def remaining(self) -> int | None:
+        """Rows still to go, when the total is known."""
+        if self.total is None:
+            return None
+        return max(0, self.total - self.done - self.skipped)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, when it can be told."""
+        remaining = self.remaining
+        if remaining is None or self.rate <= 0:
+            return None
+        return remaining / self.rate
+
+
+class ProgressReporter(Protocol):
+    """Receives the job's progress; the runner calls ``start``, ``update`` (often), ``close``."""
+
+    def start(self, total: int | None, skipped: int = 0) -> None:
+        """The job begins; ``total`` rows when known."""
+        ...
+
+    def update(self, stats: ProgressStats) -> None:
+        """The job moved on (called on every finished applicant and about once a second)."""
+        ...
+
+    def close(self, stats: ProgressStats) -> None:
+        """The job ended; show the final figures."""
+        ...
+
+
+class NullProgress:
+    """Shows nothing."""
+
+    def start(self, total: int | None, skipped: int = 0) -> None:
+        """Nothing to show."""
+
+    def update(self, stats: ProgressStats) -> None:
+        """Nothing to show."""
+
+    def close(self, stats: ProgressStats) -> None:
+        """Nothing to show."""
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_line(stats: ProgressStats) -> str:
+    """One plain line: ``done 120/1000 (12%) failed 3 skipped 0 rate 4.1/s eta 3:35``."""
+    finished = stats.done + stats.skipped
+    if stats.total:
+        head = f"done {finished}/{stats.total} ({100 * finished / stats.total:.0f}%)"
+    else:
+        head = f"done {finished}"
+    return (
+        f"{head} failed {stats.failed} skipped {stats.skipped} rate {stats.rate:.1f}/s"
+        f" elapsed {_duration(stats.elapsed)} eta {_duration(stats.eta)}"
+    )
+
+
+class PlainProgress:
+    """Prints a progress line every ``interval`` seconds (and at the end) to ``stream``."""
+
+    def __init__(
+        self, stream: TextIO | None = None, *, interval: float = DEFAULT_PLAIN_INTERVAL
+    ) -> None:
+        self._stream = stream
+        self._interval = interval
+        self._last = 0.0
+
+    def _write(self, line: str) -> None:
+        stream = self._stream or sys.stderr
+        stream.write(line + "\n")
+        stream.flush()
+
+    def start(self, total: int | None, skipped: int = 0) -> None:
+        """Say what the job is about to do."""
+        self._last = time.monotonic()
+        rows = "an unknown number of" if total is None else str(total)
+        self._write(f"bulk: {rows} row(s), {skipped} already finished")
+
+    def update(self, stats: ProgressStats) -> None:
+        """Print a line if ``interval`` has passed since the last one."""
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._write("bulk: " + progress_line(stats))
+
+    def close(self, stats: ProgressStats) -> None:
+        """Print the final line."""
+        self._write("bulk: " + progress_line(stats))
+
+
+class RichProgress:
+    """A live rich progress bar: done of total, failed, rate, elapsed and ETA."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]bulk[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]failed {task.fields[failed]}[/]"),
+            TextColumn("{task.fields[rate]:.1f}/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def start(self, total: int | None, skipped: int = 0) -> None:
+        """Show the bar."""
+        self._progress.start()
+        self._task = self._progress.add_task(
+            "bulk", total=total, completed=skipped, failed=0, rate=0.0
+        )
+
+    def update(self, stats: ProgressStats) -> None:
+        """Move the bar."""
+        if self._task is not None:
+            self._progress.update(
+                self._task,
+                completed=stats.done + stats.skipped,
+                total=stats.total,
+                failed=stats.failed,
+                rate=stats.rate,
+            )
+
+    def close(self, stats: ProgressStats) -> None:
+        """Draw the final state and stop redrawing."""
+        self.update(stats)
+        self._progress.stop()
+
+
+def make_progress(
+    stream: TextIO | None = None, *, interval: float = DEFAULT_PLAIN_INTERVAL
+) -> ProgressReporter:
+    """A rich progress bar when ``stream`` (default: stderr) is a terminal, else plain lines."""
+    target = stream or sys.stderr
+    isatty = getattr(target, "isatty", None)
+    if callable(isatty) and isatty():
+        return RichProgress(Console(file=target))
+    return PlainProgress(target, interval=interval)
+
+
+@attrs.frozen
+class BulkSummary:
+    """The end of a bulk run.
+
+    Whole-job figures (every run of this journal): ``total`` rows, ``by_outcome`` (including
+    ``pending`` for applicants not finished yet and ``invalid`` for bad rows) and ``by_error``
+    (error code, or error class when there is no code). This run's figures: ``processed``
+    applicants finished, ``skipped`` (finished before), ``resumed`` (continued from a journaled
+    step), ``elapsed`` seconds, ``throughput`` (finished per second), ``latency`` per endpoint,
+    ``requests`` sent, ``throttled`` signals received (429 or 4003). ``interrupted`` is true when
+    a signal or ``stop()`` ended the run early, ``stop_reason`` says why.
+    """
+
+    total: int
+    by_outcome: Mapping[str, int]
+    by_error: Mapping[str, int]
+    processed: int
+    skipped: int
+    resumed: int
+    elapsed: float
+    throughput: float
+    latency: Mapping[str, LatencyStats]
+    requests: int
+    throttled: int
+    rate_limit: str
+    concurrency: int
+    interrupted: bool = False
+    stop_reason: str | None = None
+    journal: str | None = None
+    results: str | None = None
+
+    @property
+    def pending(self) -> int:
+        """Applicants not finished yet (a resume continues them)."""
+        return self.by_outcome.get("pending", 0)
+
+    @property
+    def complete(self) -> bool:
+        """True when every row reached a terminal outcome."""
+        return self.pending == 0 and not self.interrupted
+
+    @property
+    def failed(self) -> int:
+        """Rows that ended rejected, in error or invalid."""
+        return sum(n for outcome, n in self.by_outcome.items() if outcome in FAILED_OUTCOMES)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (for ``--json`` and for logs)."""
+        data = attrs.asdict(self, recurse=True)
+        data["pending"] = self.pending
+        data["complete"] = self.complete
+        return data
+
+
+def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
+    """The summary as plain-text tables: outcomes, errors, latency per endpoint, throughput."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, no_color=True, highlight=False, emoji=False)
+
+    outcomes = Table(title="Applicants", title_justify="left")
+    outcomes.add_column("outcome")
+    outcomes.add_column("count", justify="right")
+    order = [*OUTCOMES, "pending"]
+    for outcome in sorted(
+        summary.by_outcome, key=lambda o: (o not in order, order.index(o) if o in order else 0, o)
+    ):
+        outcomes.add_row(outcome, str(summary.by_outcome[outcome]))
+    outcomes.add_row("total", str(summary.total), end_section=True)
+    console.print(outcomes)
+
+    if summary.by_error:
+        errors = Table(title="Errors", title_justify="left")
+        errors.add_column("error code / class")
+        errors.add_column("count", justify="right")
+        for key, n in summary.by_error.items():
+            errors.add_row(key, str(n))
+        console.print(errors)
+
+    if summary.latency:
+        latency = Table(title="Latency per endpoint (ms)", title_justify="left")
+        for column in ("endpoint", "requests", "p50", "p95", "p99"):
+            latency.add_column(column, justify="left" if column == "endpoint" else "right")
+        for step, stats in summary.latency.items():
+            latency.add_row(
+                step,
+                str(stats.count),
+                f"{stats.p50 * 1000:.0f}",
+                f"{stats.p95 * 1000:.0f}",
+                f"{stats.p99 * 1000:.0f}",
+            )
+        console.print(latency)
+
+    console.print(
+        f"This run: {summary.processed} finished, {summary.skipped} skipped (done before), "
+        f"{summary.resumed} resumed, in {_duration(summary.elapsed)} "
+        f"({summary.throughput:.2f} applicants/s); {summary.requests} requests, "
+        f"{summary.throttled} throttled; rate limit {summary.rate_limit}, "
+        f"concurrency {summary.concurrency}."
+    )
+    if summary.interrupted or summary.pending:
+        reason = f" ({summary.stop_reason})" if summary.stop_reason else ""
+        console.print(
+            f"Stopped early{reason}: {summary.pending} applicant(s) pending; "
+            "run again with resume to finish them."
+            if summary.interrupted
+            else f"{summary.pending} applicant(s) pending; run again with resume."
+        )
+    if summary.results:
+        console.print(f"Results: {summary.results}")
+    return buffer.getvalue()
