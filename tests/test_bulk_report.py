@@ -1,0 +1,121 @@
+"""Progress reporters, the summary table, and the demo manifest writer."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from vlens_async._journal import LatencyStats
+from vlens_async._manifest import BulkApplicant, iter_manifest
+from vlens_async.bulk import (
+    BulkSummary,
+    PlainProgress,
+    ProgressStats,
+    RichProgress,
+    format_summary,
+    make_progress,
+    write_demo_manifest,
+)
+from vlens_async.errors import ConfigurationError
+
+
+class FakeTTY(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def summary(**overrides: object) -> BulkSummary:
+    """A summary of a small finished job."""
+    fields: dict[str, object] = {
+        "total": 12,
+        "by_outcome": {"verified": 8, "rejected": 2, "error": 1, "invalid": 1},
+        "by_error": {"3010": 1, "3101": 1, "InternalServerError": 1},
+        "processed": 11,
+        "skipped": 0,
+        "resumed": 0,
+        "elapsed": 3.5,
+        "throughput": 11 / 3.5,
+        "latency": {"front": LatencyStats(11, 0.201, 0.250, 0.312)},
+        "requests": 34,
+        "throttled": 2,
+        "rate_limit": "10/s,60/min",
+        "concurrency": 16,
+        "results": "out.jsonl",
+    }
+    fields.update(overrides)
+    return BulkSummary(**fields)  # type: ignore[arg-type]
+
+
+def test_plain_progress_prints_periodic_lines() -> None:
+    """Off a terminal, progress is plain lines: one at start, at most one per interval, one at
+    the end, with done/total, failed, rate and ETA."""
+    out = io.StringIO()
+    progress = PlainProgress(out, interval=3600)
+    progress.start(100)
+    stats = ProgressStats(done=40, failed=3, skipped=10, total=100, elapsed=20.0)
+    progress.update(stats)  # inside the interval: nothing
+    progress.close(stats)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "bulk: 100 row(s), 0 already finished"
+    assert len(lines) == 2
+    assert "done 50/100 (50%) failed 3 skipped 10 rate 2.0/s" in lines[1]
+    assert lines[1].endswith("eta 0:25")
+
+
+def test_make_progress_picks_a_bar_only_on_a_terminal() -> None:
+    """make_progress gives a rich bar on a TTY and plain lines elsewhere."""
+    assert isinstance(make_progress(io.StringIO()), PlainProgress)
+    tty = FakeTTY()
+    bar = make_progress(tty)
+    assert isinstance(bar, RichProgress)
+    bar.start(10)
+    bar.update(ProgressStats(done=5, failed=1, skipped=0, total=10, elapsed=1.0))
+    bar.close(ProgressStats(done=10, failed=1, skipped=0, total=10, elapsed=2.0))
+    assert "10/10" in tty.getvalue()
+
+
+def test_format_summary_shows_outcomes_errors_latency_and_throughput() -> None:
+    """The summary table lists every outcome, every error key, per-endpoint percentiles."""
+    text = format_summary(summary())
+    for needle in ("verified", "rejected", "invalid", "3010", "InternalServerError", "front"):
+        assert needle in text
+    assert "312" in text  # p99 in ms
+    assert "3.14 applicants/s" in text
+    assert "Stopped early" not in text
+    stopped = format_summary(
+        summary(by_outcome={"verified": 2, "pending": 3}, interrupted=True, stop_reason="SIGINT")
+    )
+    assert "Stopped early (SIGINT): 3 applicant(s) pending" in stopped
+
+
+def test_summary_properties_and_json() -> None:
+    """pending, failed and complete are derived from the counts; to_json is plain data."""
+    s = summary(by_outcome={"verified": 2, "rejected": 1, "pending": 3})
+    assert (s.pending, s.failed, s.complete) == (3, 1, False)
+    data = s.to_json()
+    assert data["latency"]["front"]["p99"] == 0.312
+    assert data["pending"] == 3
+    assert summary().complete
+
+
+async def test_demo_manifest_is_readable_and_deterministic(tmp_path: Path) -> None:
+    """write_demo_manifest writes images and a manifest every row of which is valid."""
+    manifest = await write_demo_manifest(tmp_path / "demo", 3, seed=5, scenarios_mix={"valid": 1})
+    rows = list(iter_manifest(manifest))
+    assert len(rows) == 3
+    assert all(isinstance(r, BulkApplicant) for r in rows)
+    again = await write_demo_manifest(tmp_path / "again", 3, seed=5, scenarios_mix={"valid": 1})
+    assert (tmp_path / "demo/applicant-00001/front.jpg").read_bytes() == (
+        tmp_path / "again/applicant-00001/front.jpg"
+    ).read_bytes()
+    assert again.read_text() == manifest.read_text()
+
+
+async def test_demo_manifest_rejects_unknown_scenarios(tmp_path: Path) -> None:
+    """A scenario name that samples does not know is a configuration error."""
+    with pytest.raises(ConfigurationError, match="nope"):
+        await write_demo_manifest(tmp_path, 1, scenarios_mix={"nope": 1.0})
