@@ -13,6 +13,8 @@ from PIL import Image, ImageChops, ImageStat
 
 from vlens_async import _card_code as cc
 from vlens_async import samples
+from vlens_async.errors import IdenticalFramesError
+from vlens_async.images import prepare_faces_sync
 from vlens_async.samples import (
     SCENARIOS,
     Applicant,
@@ -319,7 +321,7 @@ def test_read_face_round_trip(transform: str) -> None:
     assert [r.frame for r in readings if r] == [0, 1, 2]
     poses = {r.pose for r in readings if r}
     assert len(poses) == 3
-    assert all(abs(p[0]) <= 6 and abs(p[1]) <= 6 and abs(p[2]) <= 1.5 for p in poses)
+    assert all(abs(p[0]) <= 24 and abs(p[1]) <= 24 and abs(p[2]) <= 3.0 for p in poses)
 
 
 def test_valid_frames_differ_slightly() -> None:
@@ -329,6 +331,14 @@ def test_valid_frames_differ_slightly() -> None:
     with Image.open(io.BytesIO(a.faces[0])) as f0, Image.open(io.BytesIO(a.faces[1])) as f1:
         diff = ImageStat.Stat(ImageChops.difference(f0.convert("L"), f1.convert("L"))).mean[0]
     assert 0.5 < diff < 25
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_valid_frames_pass_the_clients_identical_frame_check(seed: int) -> None:
+    """The client's preprocessing accepts valid frames and rejects identical_frames."""
+    prepare_faces_sync(*applicant("valid", seed).faces)
+    with pytest.raises(IdenticalFramesError):
+        prepare_faces_sync(*applicant("identical_frames", seed).faces)
 
 
 def test_identical_frames_are_identical() -> None:

@@ -438,7 +438,10 @@ _WALLS: Final[tuple[Color, ...]] = (
     (210, 200, 185), (180, 190, 200), (150, 160, 150), (225, 215, 200), (120, 110, 105),
 )  # fmt: skip
 _PORTRAIT: Final = (360, 480)  # faces are drawn at half size and scaled up, which also softens them
-_ZOOM: Final = 1.08  # frames show the portrait's centre, so shifts and tilts never reveal an edge
+_ZOOM: Final = 1.18  # frames show the portrait's centre, so shifts and tilts never reveal an edge
+_MAX_SHIFT: Final = 24  # pixels at 720x960
+_MAX_TILT: Final = 30  # tenths of a degree
+_MIN_MOTION: Final = 30  # pixels (|dx| + |dy|) between any two frames of a capture
 
 
 @attrs.frozen
@@ -566,19 +569,24 @@ def _pose_matrix(
 
 
 def _frame_poses(key: str) -> list[cc.FacePayload]:
-    """Three distinct small poses for a capture (shift, tilt in 0.1 degrees, light in %)."""
+    """Three poses of a capture: shift, tilt (0.1 degree) and light (%) differ between frames.
+
+    A hand-held phone moves the face by a few percent of the frame within half a second; every
+    pair of frames here is at least _MIN_MOTION pixels apart, so the client's identical-frame
+    check (a normalised 32 px thumbnail) always sees real motion.
+    """
     rng = random.Random(f"vlens-poses:{key}")
     poses: list[cc.FacePayload] = []
     while len(poses) < 3:
         pose = cc.FacePayload(
             person_id=0,
             frame=len(poses),
-            dx=rng.randint(-6, 6),
-            dy=rng.randint(-6, 6),
-            rotation=rng.randint(-15, 15),
-            light=rng.randint(-6, 6),
+            dx=rng.randint(-_MAX_SHIFT, _MAX_SHIFT),
+            dy=rng.randint(-_MAX_SHIFT, _MAX_SHIFT),
+            rotation=rng.randint(-_MAX_TILT, _MAX_TILT),
+            light=rng.randint(-8, 8),
         )
-        if all((p.dx, p.dy, p.rotation) != (pose.dx, pose.dy, pose.rotation) for p in poses):
+        if all(abs(p.dx - pose.dx) + abs(p.dy - pose.dy) >= _MIN_MOTION for p in poses):
             poses.append(pose)
     return poses
 
