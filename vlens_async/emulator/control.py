@@ -1,0 +1,264 @@
+"""The control API under ``/_emulator/`` (loopback peers only), and its Python twin.
+
+Routes (JSON in and out; a non-loopback peer gets 403):
+
+- ``GET  /_emulator/health``                    ``{"ok": true}``
+- ``POST /_emulator/reset``                     forget users, transactions, images, tokens,
+  counters; faults and tenant switches back to the configuration
+- ``GET  /_emulator/faults``                    the fault and latency specs in force
+- ``PUT  /_emulator/faults``                    ``{"faults": "500:0.1,...",
+  "latency": ["fixed:50ms"], "seed": 7}`` (all optional; omitted means none); the dice restart
+- ``GET  /_emulator/counters``                  requests per endpoint and status, faults, rate
+  limited, transactions created, steps per transaction, per-second/minute counts, image store
+- ``GET  /_emulator/otp?phone=+20...``          the live OTP of a phone number (404 if none)
+- ``GET  /_emulator/otps``                      every OTP
+- ``GET  /_emulator/tenant[?name=]``            a tenant's switches
+- ``PATCH /_emulator/tenant[?name=]``           change them: ``ntra``, ``cso``, ``failure_style``,
+  ``rate_limit``, ``rate_per_second``, ``rate_per_minute``, ``unknown_documents``,
+  ``ntra_rejects``, ``cso_rejects``, ``aml_watchlist``
+- ``POST /_emulator/clock``                     ``{"advance": 86400}``: move the emulator's clock
+  forward (expire tokens and OTPs without sleeping)
+- ``GET  /_emulator/transactions/{id}``         one transaction's steps (no personal data)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import attrs
+import orjson
+from aiohttp import web
+
+from .config import TenantConfig
+from .faults import FaultConfig
+from .httpio import STATE_KEY, json_response
+from .state import EmulatorState
+
+__all__ = ["CONTROL_PREFIX", "EmulatorControl", "create_control_app"]
+
+CONTROL_PREFIX: Final = "/_emulator/"
+TENANT_SWITCHES: Final = frozenset(
+    {
+        "ntra",
+        "cso",
+        "failure_style",
+        "rate_limit",
+        "rate_per_second",
+        "rate_per_minute",
+        "unknown_documents",
+        "ntra_rejects",
+        "cso_rejects",
+        "aml_watchlist",
+    }
+)
+
+
+def _tenant_view(config: TenantConfig) -> dict[str, Any]:
+    return {
+        "name": config.name,
+        "ntra": config.ntra,
+        "cso": config.cso,
+        "failure_style": config.failure_style,
+        "rate_limit": config.rate_limit,
+        "rate_per_second": config.rate_per_second,
+        "rate_per_minute": config.rate_per_minute,
+        "unknown_documents": config.unknown_documents,
+        "ntra_rejects": sorted(config.ntra_rejects),
+        "cso_rejects": sorted(config.cso_rejects),
+        "aml_watchlist": sorted(config.aml_watchlist),
+    }
+
+
+class EmulatorControl:
+    """The control operations, callable from Python on the emulator's event loop thread."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    async def reset(self) -> None:
+        """Forget everything that happened; back to the configuration."""
+        await self.state.reset()
+
+    def set_faults(
+        self,
+        faults: str | FaultConfig | None = None,
+        latency: str | Sequence[str] = (),
+        *,
+        seed: int | None = None,
+    ) -> dict[str, object]:
+        """Replace the injected faults (a spec string or a :class:`FaultConfig`)."""
+        config = faults if isinstance(faults, FaultConfig) else FaultConfig.parse(faults, latency)
+        self.state.set_faults(config, seed)
+        return config.spec()
+
+    def faults(self) -> dict[str, object]:
+        """The fault and latency specs in force, and how many of each were injected."""
+        out = self.state.faults.config.spec()
+        out["seed"] = self.state.faults.seed
+        out["injected"] = dict(self.state.faults.injected)
+        return out
+
+    def counters(self) -> dict[str, Any]:
+        """Every counter (see :meth:`EmulatorState.counters`)."""
+        return self.state.counters()
+
+    def otp(self, phone: str, tenant: str | None = None) -> str | None:
+        """The live OTP code sent to ``phone``, or ``None``."""
+        view = self.state.otp_view(phone, tenant)
+        return None if view is None or view["expired"] else str(view["otp"])
+
+    def configure_tenant(self, tenant: str | None = None, **changes: Any) -> dict[str, Any]:
+        """Change a tenant's switches (see the module docstring for the names)."""
+        unknown = set(changes) - TENANT_SWITCHES
+        if unknown:
+            raise ValueError(f"unknown tenant switch(es): {', '.join(sorted(unknown))}")
+        return _tenant_view(self.state.configure_tenant(tenant, **changes))
+
+    def tenant(self, tenant: str | None = None) -> dict[str, Any]:
+        """A tenant's switches."""
+        return _tenant_view(self.state.tenant(tenant).config)
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the emulator's clock forward; returns the new offset."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self.state.clock_offset += seconds
+        return self.state.clock_offset
+
+    def transaction(self, transaction_id: str) -> dict[str, Any] | None:
+        """One transaction's steps (no personal data), or ``None``."""
+        tx = self.state.transactions.get(transaction_id.lower())
+        return None if tx is None else tx.summary()
+
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def loopback_only(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Refuse the control API to any peer that is not a loopback address."""
+    try:
+        loopback = request.remote is not None and ipaddress.ip_address(request.remote).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return json_response({"error": "the control API answers loopback peers only"}, status=403)
+    try:
+        return await handler(request)
+    except ValueError as exc:
+        return json_response({"error": str(exc)}, status=400)
+
+
+def _control(request: web.Request) -> EmulatorControl:
+    return EmulatorControl(request.app[STATE_KEY])
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    return data
+
+
+async def _health(_: web.Request) -> web.Response:
+    return json_response({"ok": True})
+
+
+async def _reset(request: web.Request) -> web.Response:
+    await _control(request).reset()
+    return json_response({"ok": True})
+
+
+async def _get_faults(request: web.Request) -> web.Response:
+    return json_response(_control(request).faults())
+
+
+async def _put_faults(request: web.Request) -> web.Response:
+    body = await _json(request)
+    latency = body.get("latency") or ()
+    seed = body.get("seed")
+    if seed is not None and not isinstance(seed, int):
+        raise ValueError("seed must be an integer")
+    spec = _control(request).set_faults(body.get("faults"), latency, seed=seed)
+    return json_response(spec)
+
+
+async def _counters(request: web.Request) -> web.Response:
+    return json_response(_control(request).counters())
+
+
+async def _otp(request: web.Request) -> web.Response:
+    phone = request.query.get("phone", "").strip()
+    if phone and phone[0].isdigit():
+        phone = "+" + phone  # an unencoded '+' arrives as a space
+    view = request.app[STATE_KEY].otp_view(phone, request.query.get("tenant"))
+    if view is None:
+        return json_response({"error": "no OTP was sent to this number"}, status=404)
+    return json_response(view)
+
+
+async def _otps(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    views = [state.otp_view(phone, tenant) for tenant, phone in state.otps]
+    return json_response({"otps": views})
+
+
+async def _get_tenant(request: web.Request) -> web.Response:
+    try:
+        return json_response(_control(request).tenant(request.query.get("name")))
+    except KeyError:
+        return json_response({"error": "unknown tenant"}, status=404)
+
+
+async def _patch_tenant(request: web.Request) -> web.Response:
+    body = await _json(request)
+    try:
+        view = _control(request).configure_tenant(request.query.get("name"), **body)
+    except KeyError:
+        return json_response({"error": "unknown tenant"}, status=404)
+    except (TypeError, attrs.exceptions.FrozenError) as exc:
+        raise ValueError(str(exc)) from None
+    return json_response(view)
+
+
+async def _clock(request: web.Request) -> web.Response:
+    body = await _json(request)
+    advance = body.get("advance", 0)
+    if not isinstance(advance, int | float):
+        raise ValueError("advance must be a number of seconds")
+    offset = _control(request).advance_clock(float(advance))
+    return json_response({"offset": offset, "now": request.app[STATE_KEY].now()})
+
+
+async def _transaction(request: web.Request) -> web.Response:
+    view = _control(request).transaction(request.match_info["transaction_id"])
+    if view is None:
+        return json_response({"error": "unknown transaction"}, status=404)
+    return json_response(view)
+
+
+def create_control_app(state: EmulatorState) -> web.Application:
+    """The sub-application mounted at :data:`CONTROL_PREFIX`."""
+    app = web.Application(middlewares=[loopback_only])
+    app[STATE_KEY] = state
+    app.router.add_get("/health", _health)
+    app.router.add_post("/reset", _reset)
+    app.router.add_get("/faults", _get_faults)
+    app.router.add_put("/faults", _put_faults)
+    app.router.add_post("/faults", _put_faults)
+    app.router.add_get("/counters", _counters)
+    app.router.add_get("/otp", _otp)
+    app.router.add_get("/otps", _otps)
+    app.router.add_get("/tenant", _get_tenant)
+    app.router.add_patch("/tenant", _patch_tenant)
+    app.router.add_post("/clock", _clock)
+    app.router.add_get("/transactions/{transaction_id}", _transaction)
+    return app
