@@ -17,6 +17,11 @@ Every error carries the status, ``error_code``, ``error_message``, validation er
 id, the method and path (never the query string, which can hold a phone number), the parsed
 envelope, the raw body of an undecodable response, and ``Retry-After`` in seconds.
 
+The exception *message* is ours: the method, the path and what the status or ``error_code`` means
+(from the API's documented codes). The server's own text goes on ``error_message`` only, never in
+the message: it may quote a name, a national ID number or a token, which no pattern can reliably
+mask.
+
 The module knows nothing about the models: the caller passes ``decode``, which turns the JSON
 object into the endpoint's model (raising :class:`ResponseDecodeError` when it does not fit).
 """
@@ -48,6 +53,40 @@ from .errors import (
 __all__ = ["EnvelopeModel", "Request", "connection_not_established", "interpret", "logger", "send"]
 
 logger: Final = logging.getLogger("vlens_async")
+
+# What the documented error codes mean (API.md), for exception messages.
+CODE_REASONS: Final[Mapping[int, str]] = {
+    1050: "image quality too low for OCR",
+    3001: "invalid ID number",
+    3002: "invalid birth date",
+    3003: "invalid governorate",
+    3004: "invalid ID key",
+    3005: "invalid gender",
+    3006: "invalid release date",
+    3007: "wrong birth date format",
+    3008: "wrong release date format",
+    3009: "wrong expiry date format",
+    3010: "the document has expired",
+    3011: "card not detected",
+    3013: "invalid MRZ",
+    3101: "the ID number differs between front and back",
+    4001: "wrong bundle key",
+    4002: "bundle exhausted",
+    4003: "too many attempts",
+    4004: "service not in the bundle",
+    4005: "bundle disabled",
+    4206: "more than one face",
+    4207: "no face found",
+    4208: "face missing",
+    4209: "unclear face capture",
+    5000: "generic error",
+    5001: "unsupported document",
+    5002: "image over 5 MB",
+    5003: "image over 25 million pixels",
+    7000: "general error (multiple cards)",
+    7001: "general error (ID front)",
+    7002: "general error (ID back)",
+}
 
 # Raw bodies kept on errors are cut to this size: enough to see a proxy page, not a whole image.
 MAX_KEPT_BODY: Final = 64 * 1024
@@ -154,6 +193,10 @@ def _validation_errors(model: Any) -> tuple[Any, ...]:
     return tuple(getattr(services, "validations", None) or ())
 
 
+def _code_reason(error_code: int) -> str:
+    return CODE_REASONS.get(error_code, "the service refused the request")
+
+
 def _summary(request: Request, status: int | None, detail: str | None) -> str:
     head = f"{request.method} {request.path} failed"
     if detail:
@@ -223,15 +266,16 @@ def interpret(
 
     if not ok:
         cls = api_error_class(status, error_code)
-        raise cls(_summary(request, status, error_message), **details) from decode_error
+        reason = _code_reason(error_code) if error_code else None
+        raise cls(_summary(request, status, reason), **details) from decode_error
     if decode_error is not None:
         raise ResponseDecodeError(
             _summary(request, status, decode_error.message), body=body[:MAX_KEPT_BODY], **details
         ) from decode_error
     assert model is not None  # decode either returned a model or raised
     if error_code:
-        detail = error_message or f"error_code {error_code}"
-        raise api_error_class(status, error_code)(_summary(request, status, detail), **details)
+        reason = _code_reason(error_code)
+        raise api_error_class(status, error_code)(_summary(request, status, reason), **details)
     if issues:
         fields = ", ".join(sorted({str(getattr(i, "field", None) or "?") for i in issues}))
         raise ValidationFailedError(

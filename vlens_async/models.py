@@ -6,8 +6,9 @@ converter in :mod:`vlens_async._wire` maps the wire's mixed casings onto them (`
 nothing about cattrs or JSON.
 
 Anything that can carry personal data (names, addresses, national ID numbers, phone numbers, e-mail
-addresses, dates of birth, tokens) is hidden or masked in ``repr``: national ID numbers show only
-their last 4 digits. The values themselves are unchanged on the attributes.
+addresses, dates of birth, tokens, and free text from the server, which may quote any of these) is
+hidden or masked in ``repr``: national ID numbers show only their last 4 digits. The values
+themselves are unchanged on the attributes.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class ValidationDetail:
     """One reason a field failed validation: a numeric ``code`` and a ``message``."""
 
     code: int | None = None
-    message: str | None = None
+    message: str | None = _pii()
 
 
 @attrs.frozen
@@ -131,7 +132,7 @@ class SRCResult:
     is_valid: bool | None = None
     error_code: int | None = None
     error_key: str | None = None
-    error_message: str | None = None
+    error_message: str | None = _pii()
 
 
 @attrs.frozen
@@ -247,8 +248,8 @@ class VerificationResponse:
     services: Services = attrs.Factory(Services)
     data: VerificationData = attrs.Factory(VerificationData)
     error_code: int | None = None
-    error_message: str | None = None
-    error_descriptions: Any = None
+    error_message: str | None = _pii()
+    error_descriptions: Any = attrs.field(default=None, repr=_hidden)
     sent_transaction_id: str | None = attrs.field(default=None, metadata={CLIENT_SIDE: True})
     request_id: str | None = attrs.field(default=None, metadata={CLIENT_SIDE: True})
 
@@ -278,8 +279,8 @@ class Envelope(Generic[T]):
     data: T | None = None
     services: Services | None = None
     error_code: int | None = None
-    error_message: str | None = None
-    error_descriptions: Any = None
+    error_message: str | None = _pii()
+    error_descriptions: Any = attrs.field(default=None, repr=_hidden)
 
 
 @attrs.frozen
