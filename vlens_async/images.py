@@ -1,0 +1,869 @@
+"""Image preprocessing: every upload acceptable before it leaves the machine.
+
+Phone photos are 3 to 6 MB and 12 MP; the service refuses over 5 MB or 25 MP, the OCR wants under
+3 MB, and liveness frames should stay under 500 KB. :func:`prepare_document` and
+:func:`prepare_faces` turn any accepted input into a compliant JPEG:
+
+1. Read the input (bytes, a path, a binary file object, a ``PIL.Image.Image`` or an already
+   :class:`PreparedImage`) in a worker thread, refusing more than :data:`MAX_INPUT_BYTES`.
+2. Read only the header and refuse a decompression bomb or more than
+   :data:`~vlens_async.config.MAX_IMAGE_PIXELS` pixels *before* anything is decoded
+   (:class:`~vlens_async.errors.ImageTooLargeError`). What Pillow cannot read, empty or truncated
+   input, text, PDF or HEIC raise :class:`~vlens_async.errors.UnsupportedImageError` with a reason.
+3. A JPEG that already complies (within the byte budget and the side limit, plain RGB, no EXIF
+   rotation to apply) passes through without re-encoding: its metadata segments (EXIF, XMP, ICC,
+   comments, maker notes, trailers after the image) are cut out of the byte stream.
+4. Anything else is decoded at reduced scale when it is a JPEG (``draft``: the DCT does most of
+   the downscale for free), converted to RGB (CMYK, palette, 16-bit, grayscale; alpha is
+   flattened on white), downscaled so its long side is at most ``max_side``, turned upright from
+   its EXIF orientation, and encoded at the highest quality that fits ``max_bytes``: one encode at
+   :data:`MAX_QUALITY` usually fits; otherwise a size model predicts the quality (the estimate),
+   a second point corrects the model (the correction), then a bisection, then a smaller side, and
+   finally :class:`~vlens_async.errors.CompressionError`. The output never carries metadata.
+
+Liveness frames are prepared concurrently in threads, then compared: identical bytes, or
+thumbnails that differ by less than :data:`IDENTICAL_FRAME_THRESHOLD` after brightness
+normalisation, raise :class:`~vlens_async.errors.IdenticalFramesError` naming the pair; capture
+times further apart than ``max_spread`` raise :class:`~vlens_async.errors.FrameTimingError`.
+
+Everything that touches Pillow or the file system runs in a worker thread (``asyncio.to_thread``);
+the coroutines only wait. The ``*_sync`` twins run the same code in the calling thread (and the
+three frames in a small thread pool) for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import math
+import os
+import re
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import BinaryIO, Final, TypeAlias, overload
+
+import attrs
+from PIL import Image, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
+
+from .config import (
+    DOCUMENT_MAX_BYTES,
+    DOCUMENT_MAX_SIDE,
+    FACE_MAX_BYTES,
+    FACE_MAX_SIDE,
+    MAX_FRAME_SPREAD_SECONDS,
+    MAX_IMAGE_PIXELS,
+)
+from .errors import (
+    CompressionError,
+    ConfigurationError,
+    FrameTimingError,
+    IdenticalFramesError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "IDENTICAL_FRAME_THRESHOLD",
+    "MAX_INPUT_BYTES",
+    "MAX_QUALITY",
+    "MIN_QUALITY",
+    "MIN_SIDE",
+    "THUMBNAIL_SIDE",
+    "ImageInput",
+    "PreparedFaces",
+    "PreparedImage",
+    "frame_difference",
+    "load_image_bytes",
+    "prepare_document",
+    "prepare_document_sync",
+    "prepare_faces",
+    "prepare_faces_sync",
+]
+
+# --- limits and tuning, each a named constant ---
+
+# Inputs bigger than this are refused before they are read into memory. A 25 MP image stored
+# uncompressed (BMP, TIFF) is 75 MB, so this leaves room for every legitimate input.
+MAX_INPUT_BYTES: Final = 128 * 1024 * 1024
+
+# Pillow plugins we let parse untrusted bytes. Fewer parsers, less attack surface; EPS in
+# particular would run Ghostscript. Phones and scanners produce these.
+ACCEPTED_FORMATS: Final = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+
+# JPEG quality range searched. Above 95 Pillow's encoder only grows the file; below 40 artefacts
+# hurt OCR and face matching more than a smaller side does, so we shrink the side instead.
+MAX_QUALITY: Final = 95
+MIN_QUALITY: Final = 40
+
+# The smallest long side we shrink to before giving up with CompressionError.
+MIN_SIDE: Final = 320
+
+# Quality search. The size model is ``log(size) = a - slope * log(scale(q))`` where ``scale`` is
+# libjpeg's quantisation-table scale for quality ``q``; slopes measured on photos lie between 0.4
+# (noise-like texture) and 1.1 (smooth scenes). The first prediction uses DEFAULT_SLOPE; later ones
+# take the slope from two measured points. We aim at TARGET_FILL of the budget so the prediction
+# lands on the fitting side, and accept a result that fills at least ACCEPT_FILL (at quality 80-95
+# one quality step changes the size by 3-8 %, so this is within one or two steps of the optimum).
+_DEFAULT_SLOPE: Final = 0.6
+_SLOPE_RANGE: Final = (0.25, 2.0)
+_TARGET_FILL: Final = 0.96
+_ACCEPT_FILL: Final = 0.88
+_MODEL_ENCODES: Final = 3  # the first encode, the estimate, the correction; then bisection
+_MAX_ENCODES: Final = 9  # bisection over MIN_QUALITY..MAX_QUALITY needs at most 6 more
+_SHRINK_MARGIN: Final = 0.92  # aim under the budget when shrinking the side
+_MAX_SHRINK: Final = 0.9  # shrink by at least 10 % per round
+
+# Identical-frame detection. Each prepared frame is reduced to a THUMBNAIL_SIDE square grayscale
+# thumbnail; its outer ring is dropped (a shifted or cropped copy differs most there) and the rest
+# normalised to zero mean and unit standard deviation, so exposure and contrast changes do not
+# count. Two frames whose mean absolute difference is below IDENTICAL_FRAME_THRESHOLD are the same
+# frame. Calibration on samples.make_applicant faces (seeds 0-149, scenarios valid,
+# different_person and aml_watchlisted: 1350 frame pairs, 720x960): real pairs score 0.127 at
+# least (median 0.26); copies of a frame score at most 0.021 re-encoded at quality 60 or 40,
+# 0.058 shifted by 2 px in x and y, 0.057 cropped by 2 px, 0.043 with brightness +-5 % or
+# contrast +10 %, 0.047 at half size and 0.027 upscaled to 1280 px. The threshold sits between.
+THUMBNAIL_SIDE: Final = 32
+_THUMBNAIL_RING: Final = 1
+IDENTICAL_FRAME_THRESHOLD: Final = 0.085
+
+# Resampling filter for the downscale after ``draft``. Within 0.05 dB of LANCZOS after JPEG
+# encoding, and 30 % faster.
+_RESAMPLE: Final = Image.Resampling.BICUBIC
+_REDUCING_GAP: Final = 3.0  # non-JPEG inputs: integer box reduction first, then BICUBIC
+
+# JPEG APPn segments kept by the pass-through: APP0 JFIF (rewritten without its thumbnail) and
+# APP14 Adobe (it tells decoders whether the three components are RGB or YCbCr). All other APPn
+# (EXIF, XMP, ICC, maker notes, MPF) and COM are metadata and are dropped.
+_APP0: Final = 0xE0
+_APP14: Final = 0xEE
+_COM: Final = 0xFE
+_SOS: Final = 0xDA
+_EOI: Final = 0xD9
+# A marker inside entropy-coded data: 0xFF followed by anything but a stuffed zero or RSTn.
+_NEXT_MARKER: Final = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+_ORIENTATION_TAG: Final = 0x0112
+_TRANSPOSE: Final[dict[int, tuple[Image.Transpose, ...]]] = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+_WHITE: Final = (255, 255, 255)
+
+# ``warnings.catch_warnings`` swaps process-wide state; serialise our uses of it.
+_WARNINGS_LOCK: Final = threading.Lock()
+
+
+# --- public values ---
+
+
+@attrs.frozen
+class PreparedImage:
+    """A JPEG ready to upload, with what the preprocessor did to it.
+
+    ``data`` is the JPEG, ``width`` and ``height`` its dimensions, ``quality`` the JPEG quality it
+    was encoded at (``None`` when the input passed through without re-encoding, ``passthrough``
+    true), ``input_bytes`` the size of the input (0 for a ``PIL.Image.Image``) and ``digest`` the
+    SHA-256 hex digest of ``data``. The repr never shows the bytes. Passing a ``PreparedImage``
+    back to a ``prepare_*`` function returns it unchanged when it fits that call's limits.
+    """
+
+    data: bytes
+    width: int
+    height: int
+    quality: int | None
+    input_bytes: int
+    digest: str
+    passthrough: bool
+
+    @property
+    def size(self) -> int:
+        """Length of :attr:`data` in bytes."""
+        return len(self.data)
+
+    def fits(self, max_bytes: int, max_side: int) -> bool:
+        """Whether this image is within ``max_bytes`` and ``max_side``."""
+        return self.size <= max_bytes and max(self.width, self.height) <= max_side
+
+    def __repr__(self) -> str:
+        return (
+            f"PreparedImage(width={self.width}, height={self.height}, size={self.size}, "
+            f"quality={self.quality}, input_bytes={self.input_bytes}, "
+            f"digest={self.digest[:12]!r}, passthrough={self.passthrough})"
+        )
+
+
+def _three_frames(
+    value: Iterable[PreparedImage],
+) -> tuple[PreparedImage, PreparedImage, PreparedImage]:
+    frames = tuple(value)
+    if len(frames) != 3 or not all(isinstance(f, PreparedImage) for f in frames):
+        raise ConfigurationError("PreparedFaces needs exactly three PreparedImage frames")
+    return frames[0], frames[1], frames[2]
+
+
+@attrs.frozen
+class PreparedFaces:
+    """Three liveness frames, prepared and checked; iterable and indexable like a tuple."""
+
+    frames: tuple[PreparedImage, PreparedImage, PreparedImage] = attrs.field(
+        converter=_three_frames
+    )
+
+    def __iter__(self) -> Iterator[PreparedImage]:
+        return iter(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @overload
+    def __getitem__(self, index: int) -> PreparedImage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[PreparedImage, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> PreparedImage | tuple[PreparedImage, ...]:
+        return self.frames[index]
+
+
+ImageInput: TypeAlias = (
+    bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | Image.Image | PreparedImage
+)
+"""Everything the preprocessor and the client accept as an image."""
+
+
+# --- the async API ---
+
+
+async def prepare_document(
+    image: ImageInput, *, max_bytes: int = DOCUMENT_MAX_BYTES, max_side: int = DOCUMENT_MAX_SIDE
+) -> PreparedImage:
+    """Prepare an ID card side for upload: a JPEG under ``max_bytes`` and ``max_side`` pixels.
+
+    Runs in a worker thread. Raises :class:`~vlens_async.errors.UnsupportedImageError`,
+    :class:`~vlens_async.errors.ImageTooLargeError` or
+    :class:`~vlens_async.errors.CompressionError`.
+    """
+    _check_budget(max_bytes, max_side)
+    if isinstance(image, PreparedImage) and image.fits(max_bytes, max_side):
+        return image
+    return await asyncio.to_thread(
+        prepare_document_sync, image, max_bytes=max_bytes, max_side=max_side
+    )
+
+
+async def prepare_faces(
+    f1: ImageInput,
+    f2: ImageInput,
+    f3: ImageInput,
+    *,
+    max_bytes: int = FACE_MAX_BYTES,
+    max_side: int = FACE_MAX_SIDE,
+    capture_times: Sequence[float | datetime] | None = None,
+    max_spread: float = MAX_FRAME_SPREAD_SECONDS,
+) -> PreparedFaces:
+    """Prepare three liveness frames concurrently, each a JPEG under ``max_bytes``/``max_side``.
+
+    ``capture_times`` (three ``float`` seconds or three ``datetime``) spread over ``max_spread``
+    raises :class:`~vlens_async.errors.FrameTimingError` before any work. Two identical or nearly
+    identical frames raise :class:`~vlens_async.errors.IdenticalFramesError` naming the pair. A
+    frame that cannot be prepared raises the error of the lowest-numbered failing frame, its
+    reason prefixed with the API field name (``face_2: ...``).
+    """
+    _check_budget(max_bytes, max_side)
+    _check_timing(capture_times, max_spread)
+    frames = (f1, f2, f3)
+    outcomes = await asyncio.gather(
+        *(
+            asyncio.to_thread(_prepare_frame, f, i, max_bytes, max_side)
+            for i, f in enumerate(frames)
+        ),
+        return_exceptions=True,
+    )
+    return _collect_faces(outcomes)
+
+
+# --- the sync twins ---
+
+
+def prepare_document_sync(
+    image: ImageInput, *, max_bytes: int = DOCUMENT_MAX_BYTES, max_side: int = DOCUMENT_MAX_SIDE
+) -> PreparedImage:
+    """Blocking twin of :func:`prepare_document`, for scripts: never call it on an event loop."""
+    _check_budget(max_bytes, max_side)
+    return _prepare(image, max_bytes, max_side)
+
+
+def prepare_faces_sync(
+    f1: ImageInput,
+    f2: ImageInput,
+    f3: ImageInput,
+    *,
+    max_bytes: int = FACE_MAX_BYTES,
+    max_side: int = FACE_MAX_SIDE,
+    capture_times: Sequence[float | datetime] | None = None,
+    max_spread: float = MAX_FRAME_SPREAD_SECONDS,
+) -> PreparedFaces:
+    """Blocking twin of :func:`prepare_faces` (frames still run concurrently, in a thread pool)."""
+    _check_budget(max_bytes, max_side)
+    _check_timing(capture_times, max_spread)
+    frames = (f1, f2, f3)
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="vlens-images") as pool:
+        futures = [
+            pool.submit(_prepare_frame, f, i, max_bytes, max_side) for i, f in enumerate(frames)
+        ]
+        outcomes: list[tuple[PreparedImage, bytes] | BaseException] = []
+        for future in futures:
+            exc = future.exception()
+            outcomes.append(exc if exc is not None else future.result())
+    return _collect_faces(outcomes)
+
+
+def load_image_bytes(image: ImageInput) -> bytes:
+    """Return the bytes of ``image`` as given, without preprocessing (blocking: use a thread).
+
+    Used when preprocessing is switched off. A ``PreparedImage`` gives its JPEG, a
+    ``PIL.Image.Image`` is encoded losslessly as PNG, paths and file objects are read.
+    """
+    if isinstance(image, PreparedImage):
+        return image.data
+    if isinstance(image, Image.Image):
+        return _encode_png(image)
+    return _read_input(image)
+
+
+def frame_difference(a: bytes, b: bytes) -> float:
+    """Difference between two JPEG frames as the identical-frame check measures it.
+
+    Blocking (decodes both). 0 for the same picture; below :data:`IDENTICAL_FRAME_THRESHOLD`
+    counts as identical. Exposed for calibration and diagnostics.
+    """
+    return _thumbnail_difference(_thumbnail(a), _thumbnail(b))
+
+
+# --- argument checks ---
+
+
+def _check_budget(max_bytes: int, max_side: int) -> None:
+    if not isinstance(max_bytes, int) or max_bytes < 1024:
+        raise ConfigurationError(f"max_bytes must be an int of at least 1024, got {max_bytes!r}")
+    if not isinstance(max_side, int) or max_side < MIN_SIDE:
+        raise ConfigurationError(
+            f"max_side must be an int of at least {MIN_SIDE}, got {max_side!r}"
+        )
+
+
+def _check_timing(capture_times: Sequence[float | datetime] | None, max_spread: float) -> None:
+    if max_spread <= 0:
+        raise ConfigurationError(f"max_spread must be positive, got {max_spread!r}")
+    if capture_times is None:
+        return
+    times = list(capture_times)
+    if len(times) != 3:
+        raise ConfigurationError(f"capture_times needs 3 values, got {len(times)}")
+    try:
+        spread = _spread(times)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            "capture_times must be three numbers of seconds or three comparable datetimes"
+        ) from exc
+    if spread > max_spread:
+        raise FrameTimingError(
+            f"the frames were captured {spread:.3f} s apart; at most {max_spread} s is allowed",
+            spread=spread,
+        )
+
+
+def _spread(times: Sequence[float | datetime]) -> float:
+    stamps = [t for t in times if isinstance(t, datetime)]
+    if stamps:
+        if len(stamps) != len(times):
+            raise TypeError("mixed datetimes and numbers")
+        return (max(stamps) - min(stamps)).total_seconds()
+    seconds = [float(t) for t in times]  # type: ignore[arg-type]  # no datetimes left
+    return max(seconds) - min(seconds)
+
+
+# --- frames ---
+
+
+def _prepare_frame(
+    image: ImageInput, index: int, max_bytes: int, max_side: int
+) -> tuple[PreparedImage, bytes]:
+    try:
+        prepared = _prepare(image, max_bytes, max_side)
+        return prepared, _thumbnail(prepared.data)
+    except (IdenticalFramesError, FrameTimingError):  # pragma: no cover - not raised per frame
+        raise
+    except ImageError as exc:
+        raise type(exc)(f"face_{index + 1}: {exc.reason}") from exc
+
+
+def _collect_faces(
+    outcomes: Sequence[tuple[PreparedImage, bytes] | BaseException],
+) -> PreparedFaces:
+    # The lowest-numbered failure wins, so the error does not depend on thread timing.
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    _check_identical([p for p, _ in done], [t for _, t in done])
+    return PreparedFaces((done[0][0], done[1][0], done[2][0]))
+
+
+def _check_identical(frames: Sequence[PreparedImage], thumbs: Sequence[bytes]) -> None:
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        if frames[i].digest == frames[j].digest:
+            raise IdenticalFramesError(
+                f"face_{i + 1} and face_{j + 1} are the same image", pair=(i, j), difference=0.0
+            )
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        difference = _thumbnail_difference(thumbs[i], thumbs[j])
+        if difference < IDENTICAL_FRAME_THRESHOLD:
+            raise IdenticalFramesError(
+                f"face_{i + 1} and face_{j + 1} are nearly identical "
+                f"(difference {difference:.3f} < {IDENTICAL_FRAME_THRESHOLD}); "
+                "liveness needs three frames of real motion",
+                pair=(i, j),
+                difference=difference,
+            )
+
+
+def _thumbnail(jpeg: bytes) -> bytes:
+    """A THUMBNAIL_SIDE square grayscale thumbnail of a JPEG, decoded at reduced scale.
+
+    ``draft`` decodes at the smallest DCT scale still at least THUMBNAIL_SIDE on each side, so
+    copies of one frame at different resolutions give nearly the same thumbnail.
+    """
+    with Image.open(io.BytesIO(jpeg)) as im:
+        im.draft("L", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        small = im.convert("L").resize(
+            (THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0
+        )
+    return small.tobytes()
+
+
+def _normalised(thumb: bytes) -> list[float]:
+    """The thumbnail without its outer ring, as zero-mean, unit-variance values."""
+    side, ring = THUMBNAIL_SIDE, _THUMBNAIL_RING
+    # The ring is where a shifted or cropped copy differs most (pixels enter and leave there).
+    pixels = [
+        thumb[y * side + x] for y in range(ring, side - ring) for x in range(ring, side - ring)
+    ]
+    n = len(pixels)
+    mean = sum(pixels) / n
+    var = sum((p - mean) ** 2 for p in pixels) / n
+    # A flat frame has no contrast to normalise; 1 grey level keeps it flat instead of noisy.
+    std = max(math.sqrt(var), 1.0)
+    return [(p - mean) / std for p in pixels]
+
+
+def _thumbnail_difference(a: bytes, b: bytes) -> float:
+    za, zb = _normalised(a), _normalised(b)
+    return sum(abs(x - y) for x, y in zip(za, zb, strict=True)) / len(za)
+
+
+# --- one image ---
+
+
+def _prepare(image: ImageInput, max_bytes: int, max_side: int) -> PreparedImage:
+    if isinstance(image, PreparedImage):
+        if image.fits(max_bytes, max_side):
+            return image
+        return _prepare_bytes(image.data, max_bytes, max_side)
+    if isinstance(image, Image.Image):
+        return _prepare_pil(image, max_bytes, max_side)
+    return _prepare_bytes(_read_input(image), max_bytes, max_side)
+
+
+def _read_input(image: ImageInput) -> bytes:
+    """The raw bytes of a bytes-like, path or binary file input, within MAX_INPUT_BYTES."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        data = bytes(image)
+    elif isinstance(image, str | os.PathLike):
+        data = _read_path(image)
+    elif hasattr(image, "read") and not isinstance(image, Image.Image | PreparedImage):
+        data = _read_file(image)
+    else:
+        raise TypeError(
+            "an image must be bytes, a path, a binary file object, a PIL image or a "
+            f"PreparedImage, not {type(image).__name__}"
+        )
+    if not data:
+        raise UnsupportedImageError("empty input: no image data")
+    if len(data) > MAX_INPUT_BYTES:
+        raise ImageTooLargeError(f"the input is over {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def _read_path(path: str | os.PathLike[str]) -> bytes:
+    # The path itself may name a person (bulk folders often do), so it is never in a message.
+    try:
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size > MAX_INPUT_BYTES:
+                raise ImageTooLargeError(f"the file is over {MAX_INPUT_BYTES} bytes")
+            return fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise UnsupportedImageError(f"cannot read the image file ({type(exc).__name__})") from exc
+
+
+def _read_file(fh: BinaryIO) -> bytes:
+    try:
+        data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise UnsupportedImageError(f"cannot read the file object ({type(exc).__name__})") from exc
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise UnsupportedImageError("the file object must be opened in binary mode")
+    return bytes(data)
+
+
+def _prepare_bytes(data: bytes, max_bytes: int, max_side: int) -> PreparedImage:
+    im = _open(data)
+    try:
+        _check_pixels(im.size)
+        orientation = _orientation(im)
+        if _may_pass_through(im, orientation, max_side):
+            stripped = _strip_jpeg_metadata(data)
+            if len(stripped) <= max_bytes:
+                return _prepared(stripped, im.size, None, len(data), passthrough=True)
+        return _reencode(im, orientation, len(data), max_bytes, max_side)
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow's decoders raise many types; one boundary converts them
+        raise _decode_error(exc) from exc
+    finally:
+        im.close()
+
+
+def _prepare_pil(image: Image.Image, max_bytes: int, max_side: int) -> PreparedImage:
+    _check_pixels(image.size)
+    try:
+        image.load()
+        # Never ``draft`` a caller's image: it would change their object.
+        return _reencode(image, _orientation(image), 0, max_bytes, max_side, draft=False)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise _decode_error(exc) from exc
+
+
+def _open(data: bytes) -> Image.Image:
+    """Read the header only. Pillow's bomb warning and error become ImageTooLargeError."""
+    try:
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            # A DecompressionBombWarning must neither leak to the caller nor let a bomb through.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(
+            "decompression bomb: the header declares far more pixels than allowed"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImageError(_unidentified_reason(data)) from exc
+    except Exception as exc:
+        raise _decode_error(exc) from exc
+
+
+def _unidentified_reason(data: bytes) -> str:
+    head = data[:512]
+    if head.startswith(b"%PDF"):
+        return "a PDF is not an image; send a JPEG or PNG scan"
+    if head[4:8] == b"ftyp":
+        return "HEIC/HEIF/AVIF images are not supported; convert to JPEG"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return "not an image: the input is text"
+    return "not an image: unrecognised or unsupported format"
+
+
+def _decode_error(exc: BaseException) -> ImageError:
+    if isinstance(exc, MemoryError):
+        return ImageTooLargeError("not enough memory to decode the image")
+    if isinstance(exc, EOFError) or "truncated" in str(exc):
+        return UnsupportedImageError("truncated image data")
+    return UnsupportedImageError(f"corrupt or unreadable image data ({type(exc).__name__})")
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise UnsupportedImageError("the image has no pixels")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(
+            f"{width}x{height} is {width * height} pixels; at most {MAX_IMAGE_PIXELS} are allowed"
+        )
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # a broken EXIF block must not sink an otherwise good image
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _may_pass_through(im: Image.Image, orientation: int, max_side: int) -> bool:
+    return (
+        im.format in ("JPEG", "MPO")
+        and im.mode == "RGB"
+        and orientation == 1
+        and max(im.size) <= max_side
+    )
+
+
+def _prepared(
+    data: bytes, size: tuple[int, int], quality: int | None, input_bytes: int, *, passthrough: bool
+) -> PreparedImage:
+    return PreparedImage(
+        data=data,
+        width=size[0],
+        height=size[1],
+        quality=quality,
+        input_bytes=input_bytes,
+        digest=hashlib.sha256(data).hexdigest(),
+        passthrough=passthrough,
+    )
+
+
+# --- decode, convert, downscale ---
+
+
+def _target_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    width, height = size
+    long_side = max(width, height)
+    if long_side <= max_side:
+        return size
+    scale = max_side / long_side
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _reencode(
+    im: Image.Image,
+    orientation: int,
+    input_bytes: int,
+    max_bytes: int,
+    max_side: int,
+    *,
+    draft: bool = True,
+) -> PreparedImage:
+    target = _target_size(im.size, max_side)
+    if draft and target != im.size and isinstance(im, JpegImageFile):
+        # libjpeg scales by 1/2, 1/4 or 1/8 inside the IDCT, never below the target size.
+        im.draft(None, target)
+    im.load()
+    pixels = _normalise_mode(im)
+    if pixels.size != target:
+        pixels = pixels.resize(target, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    pixels = _to_rgb(pixels)
+    for op in _TRANSPOSE.get(orientation, ()):
+        pixels = pixels.transpose(op)
+    data, quality, size = _compress(pixels, max_bytes)
+    return _prepared(data, size, quality, input_bytes, passthrough=False)
+
+
+def _normalise_mode(im: Image.Image) -> Image.Image:
+    """Convert to L, LA, RGB or RGBA, the modes Pillow resizes well (with alpha premultiplied)."""
+    mode = im.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return im
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        return im.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("RGBa", "RGBX"):
+        return im.convert("RGBA" if mode == "RGBa" else "RGB")
+    if mode == "La":
+        return im.convert("LA")
+    if mode == "1":
+        return im.convert("L")
+    if mode.startswith("I;16") or mode == "I":
+        # Pillow's I;16 -> L conversion clips at 255; scale the 16-bit range down instead.
+        return im.convert("I").point(lambda v: v / 257).convert("L")
+    if mode == "F":
+        low, high = im.getextrema()
+        span = float(high) - float(low) or 1.0  # type: ignore[arg-type]
+        return im.point(lambda v: (v - low) * (255.0 / span)).convert("L")
+    return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA"):
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, _WHITE)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return im.convert("RGB")
+
+
+# --- compress ---
+
+
+def _encode(im: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _compress(im: Image.Image, max_bytes: int) -> tuple[bytes, int, tuple[int, int]]:
+    """Highest quality under ``max_bytes``; a smaller side when even MIN_QUALITY is too big."""
+    while True:
+        found, smallest = _search_quality(im, max_bytes)
+        if found is not None:
+            quality, data = found
+            return data, quality, im.size
+        factor = min(_MAX_SHRINK, math.sqrt(max_bytes / smallest) * _SHRINK_MARGIN)
+        size = (max(1, int(im.width * factor)), max(1, int(im.height * factor)))
+        if max(size) < MIN_SIDE:
+            raise CompressionError(
+                f"cannot fit {max_bytes} bytes even at quality {MIN_QUALITY} and a side of "
+                f"{max(im.size)} px"
+            )
+        im = im.resize(size, _RESAMPLE)
+
+
+def _search_quality(im: Image.Image, max_bytes: int) -> tuple[tuple[int, bytes] | None, int]:
+    """Return ((quality, jpeg) or None, smallest size seen).
+
+    Encode at MAX_QUALITY (usually fits); else predict from the size model (estimate), correct
+    the model with the second point, then bisect. At most _MAX_ENCODES encodes.
+    """
+    sizes: dict[int, int] = {}
+    best: tuple[int, bytes] | None = None
+    quality = MAX_QUALITY
+    for attempt in range(_MAX_ENCODES):
+        data = _encode(im, quality)
+        sizes[quality] = len(data)
+        if len(data) <= max_bytes and (best is None or quality > best[0]):
+            best = (quality, data)
+        low = best[0] if best else MIN_QUALITY - 1
+        high = min((q for q, s in sizes.items() if s > max_bytes), default=MAX_QUALITY + 1)
+        if best is not None and (
+            best[0] == MAX_QUALITY or len(best[1]) >= _ACCEPT_FILL * max_bytes
+        ):
+            break
+        if high - low <= 1:
+            break
+        if attempt + 1 < _MODEL_ENCODES:
+            quality = _predict_quality(sizes, max_bytes * _TARGET_FILL)
+        else:
+            quality = (low + high) // 2
+        quality = min(max(quality, low + 1), high - 1)
+    return best, min(sizes.values())
+
+
+def _quant_scale(quality: float) -> float:
+    """libjpeg's quantisation-table scale (percent) for a quality setting."""
+    return 200.0 - 2.0 * quality if quality >= 50 else 5000.0 / quality
+
+
+def _quality_for_scale(scale: float) -> float:
+    return (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
+
+
+def _predict_quality(sizes: dict[int, int], target: float) -> int:
+    """Invert the size model ``log(size) = a - slope * log(scale(q))`` at ``target`` bytes."""
+    points = sorted(sizes.items(), key=lambda p: abs(math.log(p[1] / target)))
+    q0, s0 = points[0]
+    slope = _DEFAULT_SLOPE
+    if len(points) > 1:
+        q1, s1 = points[1]
+        run = math.log(_quant_scale(q1)) - math.log(_quant_scale(q0))
+        if run:
+            slope = -(math.log(s1) - math.log(s0)) / run
+        slope = min(max(slope, _SLOPE_RANGE[0]), _SLOPE_RANGE[1])
+    scale = _quant_scale(q0) * (s0 / target) ** (1.0 / slope)
+    quality = _quality_for_scale(min(max(scale, 1.0), 5000.0 / 1.0))
+    return math.floor(quality)
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    pixels = (
+        image
+        if image.mode in ("1", "L", "LA", "I;16", "P", "RGB", "RGBA")
+        else image.convert("RGB")
+    )
+    out = io.BytesIO()
+    pixels.save(out, "PNG")
+    return out.getvalue()
+
+
+# --- JPEG metadata stripping (pass-through) ---
+
+
+def _strip_jpeg_metadata(data: bytes) -> bytes:
+    """Return the JPEG without metadata segments, by walking its markers; no re-encoding.
+
+    Keeps every segment a decoder needs (tables, frame, scans, restart intervals), APP0 JFIF
+    without its thumbnail and APP14 Adobe; drops other APPn (EXIF, XMP, ICC, MPF, maker notes)
+    and COM, and anything after the end-of-image marker (second MPO pictures, vendor trailers).
+    Raises UnsupportedImageError for a truncated or malformed stream.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        raise UnsupportedImageError("corrupt JPEG: no start-of-image marker")
+    out = [b"\xff\xd8"]
+    pos, end = 2, len(data)
+    while True:
+        if pos >= end:
+            raise UnsupportedImageError("truncated image data")
+        if data[pos] != 0xFF:
+            raise UnsupportedImageError("corrupt JPEG: expected a marker")
+        while pos < end and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= end:
+            raise UnsupportedImageError("truncated image data")
+        marker = data[pos]
+        pos += 1
+        if marker == _EOI:
+            out.append(b"\xff\xd9")
+            return b"".join(out)
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
+            out.append(bytes((0xFF, marker)))
+            continue
+        if marker == 0x00 or pos + 2 > end:
+            raise UnsupportedImageError("corrupt or truncated JPEG")
+        seg_end = pos + int.from_bytes(data[pos : pos + 2], "big")
+        if seg_end > end or seg_end < pos + 2:
+            raise UnsupportedImageError("truncated image data")
+        if marker == _SOS:
+            found = _NEXT_MARKER.search(data, seg_end)
+            if found is None:
+                raise UnsupportedImageError("truncated image data")
+            out.append(data[pos - 2 : found.start()])
+            pos = found.start()
+            continue
+        kept = _kept_segment(marker, data[pos + 2 : seg_end])
+        if kept is None:
+            out.append(data[pos - 2 : seg_end])
+        elif kept:
+            out.append(kept)
+        pos = seg_end
+
+
+def _kept_segment(marker: int, payload: bytes) -> bytes | None:
+    """None keeps the segment as is, b"" drops it, other bytes replace it."""
+    if marker == _APP0:
+        if payload.startswith(b"JFIF\x00") and len(payload) >= 14:
+            # Version, units and density stay; the embedded thumbnail goes.
+            return b"\xff\xe0\x00\x10" + payload[:12] + b"\x00\x00"
+        return b""
+    if marker == _APP14:
+        return None if payload.startswith(b"Adobe") else b""
+    if 0xE0 <= marker <= 0xEF or marker == _COM:
+        return b""
+    return None
