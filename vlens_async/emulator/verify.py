@@ -44,6 +44,7 @@ from .httpio import (
     TENANT_KEY,
     bearer_principal,
     json_response,
+    read_body,
     read_json,
     require_principal,
 )
@@ -195,7 +196,7 @@ def _payload_failure(exc: PayloadError) -> ApiFailure:
 
 async def _analyse(request: web.Request, analyse: Any) -> Any:
     state = request.app[STATE_KEY]
-    body = await request.read()
+    body = await read_body(request)
     try:
         return await asyncio.to_thread(analyse, state, body, request.headers.get("X-Request-Id"))
     except PayloadError as exc:
