@@ -554,7 +554,7 @@ def _portrait(person_id: int, plain: bool) -> Image.Image:
             (cx - 0.1 * a, cy - 0.12 * b, cx + 0.1 * a, cy - 0.12 * b), fill=(30, 30, 30), width=3
         )
     # Drawing has no anti-aliasing; a light blur stands in for it (and for a lens).
-    return image.filter(ImageFilter.GaussianBlur(0.9))
+    return image.filter(ImageFilter.BoxBlur(1))
 
 
 def _pose_matrix(
@@ -601,7 +601,7 @@ def _face_frame(person_id: int, pose: cc.FacePayload, rng: random.Random) -> byt
     moved = portrait.transform(
         _PORTRAIT, Image.Transform.AFFINE, matrix, resample=Image.Resampling.BILINEAR
     )
-    frame = moved.resize(FACE_SIZE, Image.Resampling.BICUBIC)
+    frame = moved.resize(FACE_SIZE, Image.Resampling.BILINEAR)
     gain = 1 + pose.light / 100
     frame = frame.point([min(255, round(v * gain)) for v in range(256)] * 3)
     frame = _add_grain(frame, rng)
@@ -727,7 +727,7 @@ def _photocopy(image: Image.Image, rng: random.Random) -> Image.Image:
     """Make a card look like a grey office photocopy: no colour, flat tones, toner speckle, blur."""
     grey = image.convert("L")
     grey = grey.point([round(40 + 178 * (v / 255) ** 0.75) for v in range(256)])
-    grey = grey.filter(ImageFilter.GaussianBlur(1.1))
+    grey = grey.filter(ImageFilter.BoxBlur(1))
     tile = _noise_tile().getchannel(0)
     x, y = rng.randrange(100), rng.randrange(100)
     speckle = tile.crop((x, y, x + grey.width, y + grey.height))
@@ -758,10 +758,26 @@ def _card_side(
 # --- photos ---------------------------------------------------------------------------------------
 
 
+def _fractal(rng: random.Random, size: tuple[int, int], octaves: range) -> Image.Image:
+    """Multi-scale value noise (mode L, centred on 128): 2**octave random cells across each layer.
+
+    Fine layers go in first, so each coarser layer halves the weight of all before it and the
+    coarse structure dominates, as in natural images.
+    """
+    texture: Image.Image | None = None
+    for octave in reversed(octaves):
+        cells = (1 << octave, max(1, (1 << octave) * size[1] // size[0]))
+        layer = Image.frombytes("L", cells, rng.randbytes(cells[0] * cells[1]))
+        layer = layer.resize(size, Image.Resampling.BICUBIC)
+        texture = layer if texture is None else Image.blend(texture, layer, 0.5)
+    assert texture is not None
+    return texture
+
+
 def _landscape(width: int, height: int, key: str, hard: bool) -> Image.Image:
     """A landscape-like picture: sky, hills, sun, multi-scale texture, then grain at full size."""
     rng = random.Random(f"vlens-photo:{key}")
-    small = (max(8, width // 8), max(8, height // 8))
+    small = (max(8, width // 4), max(8, height // 4))
 
     def color(lows: Color, highs: Color) -> Color:
         return (
@@ -776,27 +792,35 @@ def _landscape(width: int, height: int, key: str, hard: bool) -> Image.Image:
     ground = _gradient(
         small, color((60, 100, 30), (120, 160, 80)), color((40, 50, 20), (90, 90, 50))
     )
-    mask = Image.new("L", small, 0)
-    d = ImageDraw.Draw(mask)
+    ground_mask = Image.new("L", small, 0)
+    d = ImageDraw.Draw(ground_mask)
     y = small[1] * rng.uniform(0.4, 0.65)
     points = [(0.0, float(small[1]))]
-    for x in range(0, small[0] + 8, 8):
-        y = min(small[1] * 0.9, max(small[1] * 0.2, y + rng.uniform(-3, 3)))
+    step = max(1, small[0] // 64)
+    for x in range(0, small[0] + step, step):
+        y = min(small[1] * 0.9, max(small[1] * 0.2, y + rng.uniform(-1, 1) * step / 2))
         points.append((float(x), y))
     points.append((float(small[0]), float(small[1])))
     d.polygon(points, fill=255)
-    image = Image.composite(ground, sky, mask)
-    sun = ImageDraw.Draw(image)
+    image = Image.composite(ground, sky, ground_mask)
+    d = ImageDraw.Draw(image)
     sx, sy, r = rng.uniform(0.1, 0.9) * small[0], rng.uniform(0.05, 0.3) * small[1], small[0] / 30
-    sun.ellipse((sx - r, sy - r, sx + r, sy + r), fill=(255, 244, 210))
-    texture = Image.new("L", small, 128)
-    for octave in range(2, 7):  # 4 .. 64 cells across, each half as strong as the one before
-        cells = (1 << octave, max(1, (1 << octave) * small[1] // small[0]))
-        layer = Image.frombytes("L", cells, rng.randbytes(cells[0] * cells[1]))
-        layer = layer.resize(small, Image.Resampling.BICUBIC)
-        texture = Image.blend(texture, layer, 0.55 if octave == 2 else 0.45)
-    texture = texture.point([max(0, min(255, 128 + (v - 128) * 2)) for v in range(256)])
-    image = ImageChops.add(image, texture.convert("RGB"), 1.0, -128)
+    d.ellipse((sx - r, sy - r, sx + r, sy + r), fill=(255, 244, 210))
+    trees = ImageDraw.Draw(ground_mask)
+    for _ in range(rng.randint(3, 12)):  # trees along the horizon, textured like the grass
+        tx, ty = points[rng.randrange(1, len(points) - 1)]
+        tr = small[0] * rng.uniform(0.015, 0.05)
+        crown = (tx - tr, ty - 2.2 * tr, tx + tr, ty + 0.3 * tr)
+        d.ellipse(crown, fill=color((20, 50, 15), (60, 90, 40)))
+        trees.ellipse(crown, fill=255)
+    clouds = _fractal(rng, small, range(1, 5)).point(
+        [128 + max(0, v - 128) * 3 // 4 for v in range(256)]
+    )
+    grass = _fractal(rng, small, range(3, 8)).point(
+        [max(0, min(255, 128 + (v - 128) // 2)) for v in range(256)]
+    )
+    texture = Image.composite(grass, clouds, ground_mask)
+    image = ImageChops.add(image, texture.convert("RGB"), 1.0, -128).filter(ImageFilter.BoxBlur(1))
     image = image.resize((width, height), Image.Resampling.BICUBIC)
     if hard:
         grain_size, spread = (width, height), 96
