@@ -1,0 +1,435 @@
+"""The Transaction state machine in isolation, driven by a scripted client (no network).
+
+The emulator-backed tests in test_flow_emulator.py prove the same rules end to end; these pin
+down each transition and failure rule exactly, including ones the emulator cannot produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vlens_async import _wire
+from vlens_async.errors import (
+    APIConnectionError,
+    DocumentError,
+    DocumentExpiredError,
+    DocumentMismatchError,
+    FlowError,
+    LivenessFailedError,
+    VerificationFailedError,
+    VlensError,
+    api_error_class,
+)
+from vlens_async.flow import FlowState, Step, StepStatus, Transaction, verify
+from vlens_async.models import VerificationResponse
+
+NID = "29901011234567"
+
+
+def envelope(
+    *,
+    tx: str,
+    side: str | None = None,
+    liveness: bool | None = None,
+    completed: bool | None = None,
+) -> VerificationResponse:
+    """A response built from the seed's wire shape, parsed by the real converter."""
+    data: dict[str, Any] = {}
+    if side == "front":
+        data["idFrontData"] = {
+            "idNumber": NID,
+            "dateOfBirth": "1999-01-01T00:00:00Z",
+            "gender": "F",
+            "transaction_id": tx,
+        }
+    if side == "back":
+        data["idBackData"] = {
+            "idNumber": NID,
+            "gender": "F",
+            "idExpiry": "2031-01-01T00:00:00.1234567Z",
+            "transactionId": tx,
+        }
+    if completed is not None:
+        data["isVerificationProcessCompleted"] = completed
+        data["isDigitalIdentityVerified"] = completed
+    services: dict[str, Any] = {"spoofing": {"fake": False}}
+    if liveness is not None:
+        services["liveness"] = liveness
+    body = {"services": services, "data": data, "error_code": None, "error_message": None}
+    return _wire.structure(body, VerificationResponse)
+
+
+class ScriptedClient:
+    """Answers each endpoint from a queue of responses or exceptions and records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.script: dict[str, list[Any]] = {"front": [], "back": [], "liveness": []}
+        self.gate: asyncio.Event | None = None
+
+    def queue(self, step: str, *answers: Any) -> None:
+        self.script[step].extend(answers)
+
+    async def _answer(self, step: str, tx: str | None) -> VerificationResponse:
+        assert tx is not None
+        self.calls.append((step, tx))
+        if self.gate is not None:
+            await self.gate.wait()
+        answer = self.script[step].pop(0) if self.script[step] else None
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer is not None:
+            assert isinstance(answer, VerificationResponse)
+            return answer
+        if step == "liveness":
+            return envelope(tx=tx, liveness=True, completed=True)
+        return envelope(tx=tx, side=step)
+
+    async def scan_id_front(
+        self, image: Any, *, transaction_id: str | None = None, **_: Any
+    ) -> Any:
+        return await self._answer("front", transaction_id)
+
+    async def scan_id_back(self, image: Any, *, transaction_id: str | None = None, **_: Any) -> Any:
+        return await self._answer("back", transaction_id)
+
+    async def check_liveness(
+        self, faces: Sequence[Any], *, id_front: Any, transaction_id: str, **_: Any
+    ) -> Any:
+        assert id_front is not None
+        return await self._answer("liveness", transaction_id)
+
+
+IMG = b"image"
+FACES = (b"f1", b"f2", b"f3")
+
+
+def make_tx(client: ScriptedClient, **kwargs: Any) -> Transaction:
+    return Transaction(client, prepare=False, **kwargs)
+
+
+async def test_front_then_back_then_liveness_completes() -> None:
+    """The happy path moves NEW -> FRONT_SCANNED -> ID_SCANNED -> COMPLETED on one id."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    assert tx.state is FlowState.NEW
+    await tx.scan_front(IMG)
+    assert tx.state is FlowState.FRONT_SCANNED
+    await tx.scan_back(IMG)
+    assert tx.state is FlowState.ID_SCANNED
+    await tx.check_liveness(FACES)
+    assert tx.state is FlowState.COMPLETED
+    assert {tx_id for _, tx_id in client.calls} == {tx.transaction_id}
+    outcome = tx.result
+    assert outcome.validated
+    assert outcome.verified
+    assert outcome.front is not None
+    assert outcome.front.id_number == NID
+    assert outcome.cross_check == ()
+
+
+async def test_back_first_is_legal() -> None:
+    """The back may come first: NEW -> BACK_SCANNED -> ID_SCANNED."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    await tx.scan_back(IMG)
+    assert tx.state is FlowState.BACK_SCANNED
+    await tx.scan_front(IMG)
+    assert tx.state is FlowState.ID_SCANNED
+
+
+@pytest.mark.parametrize("sides", [(), ("front",), ("back",)])
+async def test_liveness_before_both_sides_is_refused_and_sends_nothing(
+    sides: tuple[str, ...],
+) -> None:
+    """Liveness in NEW, FRONT_SCANNED or BACK_SCANNED raises FlowError without a request."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    for side in sides:
+        await (tx.scan_front(IMG) if side == "front" else tx.scan_back(IMG))
+    sent = len(client.calls)
+    with pytest.raises(FlowError) as info:
+        await tx.check_liveness(FACES)
+    assert info.value.step == "liveness"
+    assert len(client.calls) == sent
+
+
+async def test_succeeded_step_is_not_sent_again_unless_rescan() -> None:
+    """A repeated scan returns the stored response; rescan=True sends it and keeps the state."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    first = await tx.scan_front(IMG)
+    assert await tx.scan_front(IMG) is first
+    assert [c for c, _ in client.calls] == ["front"]
+    await tx.scan_front(IMG, rescan=True)
+    assert [c for c, _ in client.calls] == ["front", "front"]
+    assert tx.state is FlowState.FRONT_SCANNED
+    assert tx.steps[Step.FRONT].attempts == 2
+
+
+async def test_completed_transaction_refuses_rescans_and_returns_stored_liveness() -> None:
+    """After COMPLETED nothing is sent again: liveness returns its stored answer."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    live = await tx.check_liveness(FACES)
+    assert await tx.check_liveness(FACES) is live
+    assert await tx.scan_front(IMG, rescan=True) is tx.response(Step.FRONT)
+    assert len(client.calls) == 3
+
+
+async def test_failed_side_may_be_rescanned() -> None:
+    """A soft document error leaves the state, records the typed error, and allows a retry."""
+    client = ScriptedClient()
+    err = api_error_class(200, 3011)("card not detected", error_code=3011, error_message="x")
+    client.queue("front", err)
+    tx = make_tx(client)
+    with pytest.raises(DocumentError):
+        await tx.scan_front(IMG)
+    assert tx.state is FlowState.NEW
+    record = tx.steps[Step.FRONT]
+    assert record.status is StepStatus.FAILED
+    assert record.error_code == 3011
+    assert record.error is err
+    await tx.scan_front(IMG)
+    assert tx.state is FlowState.FRONT_SCANNED
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"), [(3010, DocumentExpiredError), (3101, DocumentMismatchError)]
+)
+async def test_hard_document_error_fails_transaction_at_once(
+    code: int, cls: type[Exception]
+) -> None:
+    """An expired card or mismatched sides move the transaction to FAILED; later steps refuse."""
+    client = ScriptedClient()
+    client.queue("back", api_error_class(200, code)("no", error_code=code))
+    tx = make_tx(client)
+    await tx.scan_front(IMG)
+    with pytest.raises(cls):
+        await tx.scan_back(IMG)
+    assert tx.state is FlowState.FAILED
+    assert tx.result.error_code == code
+    with pytest.raises(FlowError):
+        await tx.scan_back(IMG)
+    assert len(client.calls) == 2
+
+
+async def test_liveness_retries_until_attempts_used_up() -> None:
+    """Liveness verdicts count; the transaction fails when max_liveness_attempts are used up."""
+    client = ScriptedClient()
+    tx = make_tx(client, max_liveness_attempts=2)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("liveness", envelope(tx=tx.transaction_id, liveness=False, completed=False))
+    client.queue("liveness", envelope(tx=tx.transaction_id, liveness=False, completed=False))
+    with pytest.raises(LivenessFailedError):
+        await tx.check_liveness(FACES)
+    assert tx.state is FlowState.ID_SCANNED
+    assert tx.liveness_attempts == 1
+    with pytest.raises(LivenessFailedError):
+        await tx.check_liveness(FACES)
+    assert tx.state is FlowState.FAILED
+    assert isinstance(tx.result.error, LivenessFailedError)
+
+
+async def test_liveness_retry_with_new_frames_can_succeed() -> None:
+    """A failed liveness attempt followed by a good one completes the transaction."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("liveness", envelope(tx=tx.transaction_id, liveness=False, completed=False))
+    with pytest.raises(LivenessFailedError):
+        await tx.check_liveness(FACES)
+    await tx.check_liveness(FACES)
+    assert tx.state is FlowState.COMPLETED
+    assert tx.steps[Step.LIVENESS].attempts == 2
+
+
+async def test_process_not_completed_fails_at_once() -> None:
+    """Frames that pass but a process the service did not complete fail the transaction."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("liveness", envelope(tx=tx.transaction_id, liveness=True, completed=False))
+    with pytest.raises(VerificationFailedError):
+        await tx.check_liveness(FACES)
+    assert tx.state is FlowState.FAILED
+
+
+async def test_transport_error_leaves_state_and_does_not_count() -> None:
+    """A connection error is no verdict: the state stays and the step can be retried."""
+    client = ScriptedClient()
+    tx = make_tx(client, max_liveness_attempts=1)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("liveness", APIConnectionError("reset"))
+    with pytest.raises(APIConnectionError):
+        await tx.check_liveness(FACES)
+    assert tx.state is FlowState.ID_SCANNED
+    assert tx.liveness_attempts == 0
+    await tx.check_liveness(FACES)
+    assert tx.state is FlowState.COMPLETED
+
+
+async def test_concurrent_calls_are_serialised() -> None:
+    """Two concurrent scans of one side send once; the second waits and gets the stored result."""
+    client = ScriptedClient()
+    client.gate = asyncio.Event()
+    tx = make_tx(client)
+    first = asyncio.create_task(tx.scan_front(IMG))
+    second = asyncio.create_task(tx.scan_front(IMG))
+    await asyncio.sleep(0.01)
+    assert len(client.calls) == 1
+    client.gate.set()
+    a, b = await asyncio.gather(first, second)
+    assert a is b
+    assert len(client.calls) == 1
+
+
+async def test_cancellation_mid_step_leaves_resumable_state() -> None:
+    """Cancelling a step mid-flight changes nothing; the step can be sent again."""
+    client = ScriptedClient()
+    client.gate = asyncio.Event()
+    tx = make_tx(client)
+    task = asyncio.create_task(tx.scan_front(IMG))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert tx.state is FlowState.NEW
+    assert tx.steps[Step.FRONT].status is StepStatus.PENDING
+    client.gate.set()
+    await tx.scan_front(IMG)
+    assert tx.state is FlowState.FRONT_SCANNED
+
+
+async def test_snapshot_restore_mid_flow_then_finish() -> None:
+    """A snapshot after the front is JSON; the restored transaction continues on the same id."""
+    client = ScriptedClient()
+    tx = make_tx(client, client_transaction_id="order-7")
+    await tx.scan_front(IMG)
+    snap = json.loads(json.dumps(tx.snapshot()))
+    restored = Transaction.restore(client, snap)
+    assert restored.state is FlowState.FRONT_SCANNED
+    assert restored.transaction_id == tx.transaction_id
+    assert await restored.scan_front(IMG) is restored.response(Step.FRONT)
+    await restored.scan_back(IMG)
+    with pytest.raises(FlowError):
+        await restored.check_liveness(FACES)  # no front image kept across a restore
+    await restored.check_liveness(FACES, id_front=IMG)
+    assert restored.state is FlowState.COMPLETED
+    assert [c for c, _ in client.calls] == ["front", "back", "liveness"]
+    assert restored.result.front is not None
+
+
+async def test_restored_failure_keeps_its_error_class() -> None:
+    """A FAILED snapshot restores as FAILED with the same error family."""
+    client = ScriptedClient()
+    client.queue("front", api_error_class(422, 3010)("expired", status=422, error_code=3010))
+    tx = make_tx(client)
+    with pytest.raises(DocumentExpiredError):
+        await tx.scan_front(IMG)
+    restored = Transaction.restore(client, json.loads(json.dumps(tx.snapshot())))
+    assert restored.state is FlowState.FAILED
+    assert isinstance(restored.result.error, DocumentExpiredError)
+
+
+def test_restore_rejects_malformed_snapshots() -> None:
+    """A snapshot of another version or with missing keys raises FlowError."""
+    with pytest.raises(FlowError):
+        Transaction.restore(ScriptedClient(), {"version": 99})
+    with pytest.raises(FlowError):
+        Transaction.restore(ScriptedClient(), {"version": 1})
+
+
+_ACTIONS = st.lists(
+    st.sampled_from(["front", "back", "liveness", "fail_front", "fail_live", "reset"]),
+    max_size=8,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=_ACTIONS)
+def test_snapshot_round_trip_property(actions: list[str]) -> None:
+    """After any sequence of steps, restore(snapshot) has the same snapshot and state."""
+
+    async def run() -> None:
+        client = ScriptedClient()
+        tx = make_tx(client)
+        for action in actions:
+            if action.startswith("fail"):
+                step = "front" if action == "fail_front" else "liveness"
+                client.queue(step, api_error_class(200, 4209)("unclear", error_code=4209))
+                action = step
+            with contextlib.suppress(VlensError):
+                if action == "front":
+                    await tx.scan_front(IMG)
+                elif action == "back":
+                    await tx.scan_back(IMG)
+                elif action == "liveness":
+                    await tx.check_liveness(FACES)
+            client.script = {"front": [], "back": [], "liveness": []}
+        snap = json.loads(json.dumps(tx.snapshot()))
+        restored = Transaction.restore(client, snap)
+        assert restored.state is tx.state
+        again = restored.snapshot()
+        assert json.loads(json.dumps(again)) == snap
+
+    asyncio.run(run())
+
+
+async def test_verify_runs_whole_flow_and_reports_timings() -> None:
+    """verify() takes front, back and faces to COMPLETED and times every step."""
+    client = ScriptedClient()
+    outcome = await verify(client, IMG, IMG, FACES, prepare=False)
+    assert outcome.state is FlowState.COMPLETED
+    assert outcome.validated
+    assert {"front", "back", "liveness", "total"} <= set(outcome.timings)
+    assert sorted(c for c, _ in client.calls) == ["back", "front", "liveness"]
+    assert len({t for _, t in client.calls}) == 1
+
+
+async def test_verify_reports_failure_in_outcome_or_raises_on_request() -> None:
+    """A document error ends verify() with the error in the outcome, or raised if asked."""
+    client = ScriptedClient()
+    client.queue("front", api_error_class(200, 3010)("expired", error_code=3010))
+    outcome = await verify(client, IMG, IMG, FACES, prepare=False)
+    assert outcome.state is FlowState.FAILED
+    assert outcome.error_code == 3010
+    assert "liveness" not in [c for c, _ in client.calls]
+    client2 = ScriptedClient()
+    client2.queue("back", api_error_class(200, 3101)("mismatch", error_code=3101))
+    with pytest.raises(DocumentMismatchError):
+        await verify(client2, IMG, IMG, FACES, prepare=False, raise_on_failure=True)
+
+
+async def test_verify_continues_a_restored_transaction() -> None:
+    """verify(transaction=...) skips the steps that already succeeded."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    await tx.scan_back(IMG)
+    restored = Transaction.restore(client, tx.snapshot())
+    outcome = await verify(client, IMG, IMG, FACES, transaction=restored)
+    assert outcome.state is FlowState.COMPLETED
+    assert [c for c, _ in client.calls] == ["back", "front", "liveness"]
+
+
+def test_ids_are_unique_per_transaction() -> None:
+    """Each new transaction gets its own UUID; a given id is kept."""
+    client = ScriptedClient()
+    ids = {make_tx(client).transaction_id for _ in itertools.repeat(None, 50)}
+    assert len(ids) == 50
+    assert make_tx(client, transaction_id="abc").transaction_id == "abc"
