@@ -1,0 +1,55 @@
+"""The package's public surface: ``__all__`` is exactly what ``vlens_async`` exports."""
+
+from __future__ import annotations
+
+import types
+
+import vlens_async
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    """Every public, non-module attribute is in __all__, and every __all__ name exists."""
+    exported = {
+        name
+        for name, value in vars(vlens_async).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and name != "annotations"
+    }
+    assert exported == set(vlens_async.__all__)
+
+
+def test_all_is_sorted_and_unique() -> None:
+    """__all__ has no duplicates and is sorted (constants first, as ruff orders it)."""
+    names = list(vlens_async.__all__)
+    assert len(names) == len(set(names))
+    upper = [n for n in names if n.isupper()]
+    assert names[: len(upper)] == sorted(upper)
+    assert names[len(upper) :] == sorted(names[len(upper) :])
+
+
+def test_contract_names_are_exported() -> None:
+    """The names DESIGN.md promises users are importable from the package root."""
+    for name in (
+        "VlensClient",
+        "Transaction",
+        "FlowState",
+        "prepare_faces",
+        "prepare_document",
+        "VlensError",
+        "AdminLogin",
+        "StaticToken",
+        "BulkRunner",
+        "RateLimit",
+        "parse_national_id",
+        "cross_check",
+    ):
+        assert name in vlens_async.__all__
+
+
+def test_every_public_name_is_documented() -> None:
+    """Each exported class and function carries a docstring."""
+    for name in vlens_async.__all__:
+        value = getattr(vlens_async, name)
+        if isinstance(value, type) or callable(value):
+            assert (value.__doc__ or "").strip(), name
