@@ -74,6 +74,12 @@ _FACE_CODE: Final = (400, 790, 680, 934)
 _PHOTO_BOX: Final = (60, 150, 435, 650)
 _EPOCH: Final = date(2000, 1, 1)
 _VALIDITY_YEARS: Final = 7
+# Release-date windows. Fixed dates (not today's) keep output identical from day to day: valid
+# cards expire between 2030-01 and 2033-06, expired ones by 2025-12. Move both windows forward
+# (and _REFERENCE_YEAR, used for plausible jobs by age) before 2030.
+_VALID_RELEASES: Final = (date(2023, 1, 1), date(2026, 6, 30))
+_EXPIRED_RELEASES: Final = (date(2008, 1, 1), date(2018, 12, 31))
+_REFERENCE_YEAR: Final = 2026
 # Long side, in pixels, at which codes are read: cells stay >= 7 px on a 1280 px card.
 _READ_SIDE: Final = 400
 _MAX_READ_PIXELS: Final = 50_000_000
@@ -299,7 +305,7 @@ def _make_payload(key: str, *, expired: bool) -> cc.CardPayload:
         f"{2 if born.year < 2000 else 3}{born:%y%m%d}{code:02d}"
         f"{rng.randrange(1000):03d}{sex_digit}{rng.randrange(10)}"
     )
-    age = 2026 - born.year
+    age = _REFERENCE_YEAR - born.year
     jobs = [
         i
         for i, job in enumerate(cc.JOBS)
@@ -309,10 +315,8 @@ def _make_payload(key: str, *, expired: bool) -> cc.CardPayload:
     ]
     dates = random.Random(f"vlens-dates:{key}")
     adult = _add_years(born, 16)
-    if expired:
-        release = _random_day(dates, max(adult, date(2008, 1, 1)), date(2018, 12, 31))
-    else:
-        release = _random_day(dates, max(adult, date(2022, 1, 1)), date(2025, 12, 31))
+    first, last = _EXPIRED_RELEASES if expired else _VALID_RELEASES
+    release = _random_day(dates, max(adult, first), last)
     return cc.CardPayload(
         side=0,
         photocopy=0,
