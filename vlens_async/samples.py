@@ -83,6 +83,8 @@ _REFERENCE_YEAR: Final = 2026
 # Long side, in pixels, at which codes are read: cells stay >= 7 px on a 1280 px card.
 _READ_SIDE: Final = 400
 _MAX_READ_PIXELS: Final = 50_000_000
+# Only these Pillow parsers see untrusted bytes (EPS, for one, would start Ghostscript).
+_READ_FORMATS: Final = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 _JPEG_QUALITY: Final = 90
 _ARABIC_DIGITS: Final = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 
@@ -936,7 +938,7 @@ def _other_card(key: str, national_id: str) -> tuple[cc.CardPayload, ApplicantFi
 
 def _load_grey(data: bytes | bytearray | memoryview) -> Image.Image:
     """Decode ``data`` to a small greyscale image, letting libjpeg scale it down while decoding."""
-    with Image.open(io.BytesIO(data)) as img:
+    with Image.open(io.BytesIO(data), formats=_READ_FORMATS) as img:
         if img.width * img.height > _MAX_READ_PIXELS:
             raise ValueError("too large to read")
         long_side = max(img.size)
