@@ -84,7 +84,7 @@ _REFERENCE_YEAR: Final = 2026
 _READ_SIDE: Final = 400
 _MAX_READ_PIXELS: Final = 50_000_000
 # Only these Pillow parsers see untrusted bytes (EPS, for one, would start Ghostscript).
-_READ_FORMATS: Final = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+_READ_FORMATS: Final = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 _JPEG_QUALITY: Final = 90
 _ARABIC_DIGITS: Final = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 
