@@ -14,7 +14,7 @@ from PIL import Image, ImageChops, ImageStat
 from vlens_async import _card_code as cc
 from vlens_async import samples
 from vlens_async.errors import IdenticalFramesError
-from vlens_async.images import prepare_faces_sync
+from vlens_async.images import prepare_document_sync, prepare_faces_sync
 from vlens_async.samples import (
     SCENARIOS,
     Applicant,
@@ -218,6 +218,17 @@ def test_read_card_round_trip(scenario: str, transform: str) -> None:
         assert back.fields == a.fields
 
 
+@pytest.mark.parametrize("max_side", [2000, 1280, 800])
+def test_read_card_after_client_preprocessing(max_side: int) -> None:
+    """Cards prepared by the client's own prepare_document_sync still decode."""
+    a = applicant("photocopy")
+    for side, data in (("front", a.front), ("back", a.back)):
+        reading = read_card(prepare_document_sync(data, max_side=max_side).data)
+        assert reading is not None
+        assert reading.side == side
+        assert reading.fields == a.fields
+
+
 @pytest.mark.parametrize("scenario", ["valid", "photocopy"])
 def test_read_card_from_png(scenario: str) -> None:
     """read_card also decodes a PNG copy of a card (no JPEG draft shortcut)."""
@@ -289,8 +300,9 @@ def test_garbage_bytes_read_as_none(data: bytes) -> None:
         b"\xff\xd8\xff\xe0" + b"\x00" * 64,
         b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
         b"GIF89a\x01\x00\x01\x00",
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
     ],
-    ids=["empty", "jpeg-header", "png-header", "gif-header"],
+    ids=["empty", "jpeg-header", "png-header", "gif-header", "eps-header"],
 )
 def test_broken_images_read_as_none(data: bytes) -> None:
     """Headers without image data, and empty input, read as None."""
