@@ -85,7 +85,8 @@ class ImageData:
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
-    """The JSON object in ``body``; long top-level strings come back as ASCII ``bytes``.
+    """The JSON object in ``body``; long top-level strings come back as ASCII ``bytes``
+    (unless the body holds a backslash anywhere: then everything is parsed by orjson as usual).
 
     Raises :class:`PayloadError` (400) for anything but a JSON object.
     """
@@ -114,9 +115,13 @@ def parse_body(body: bytes) -> dict[str, Any]:
         return _parse_plain(body)
     pieces.append(body[pos:])
     data = _parse_plain(b"".join(pieces))
+    restored = 0
     for key, value in data.items():
         if isinstance(value, str) and value.startswith(_PLACEHOLDER_PREFIX):
             data[key] = bigs[int(value[len(_PLACEHOLDER_PREFIX) :])]
+            restored += 1
+    if restored != len(bigs):
+        return _parse_plain(body)  # a long string was nested or a key: take the plain path
     return data
 
 
