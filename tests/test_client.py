@@ -627,3 +627,42 @@ async def test_cancelling_a_call_releases_its_connection() -> None:
     await asyncio.sleep(0)
     leaked = {t for t in asyncio.all_tasks() - before if not t.done()}
     assert leaked == set()
+
+
+async def test_liveness_prepares_documents_and_faces_by_default() -> None:
+    """With preprocessing on, the ID front and the three frames go out as prepared JPEGs."""
+    from vlens_async.config import FACE_MAX_BYTES
+    from vlens_async.samples import make_photo
+
+    frames = [make_photo(480, 640, seed) for seed in (1, 2, 3)]
+    with aioresponses() as mock:
+        mock.post(LIVENESS_URL, payload=OK_ENVELOPE)
+        async with VlensClient(API_KEY, base_url=BASE) as c:
+            await c.check_liveness(iter(frames), id_front=jpeg(1200, 760), transaction_id="tx")
+        body = body_of(calls(mock, "multi")[0])
+    for key in ("image", "face_1", "face_2", "face_3"):
+        data = base64.b64decode(body[key])
+        assert Image.open(io.BytesIO(data)).format == "JPEG"
+        assert len(data) <= FACE_MAX_BYTES or key == "image"
+
+
+async def test_liveness_accepts_an_iterator_of_raw_frames() -> None:
+    """A generator of frames works with preprocessing off (it is read exactly once)."""
+    with aioresponses() as mock:
+        mock.post(LIVENESS_URL, payload=OK_ENVELOPE)
+        async with client() as c:
+            await c.check_liveness(
+                (f for f in (b"a", io.BytesIO(b"b"), b"c")), id_front=b"f", transaction_id="t"
+            )
+        body = body_of(calls(mock, "multi")[0])
+    assert [base64.b64decode(body[f"face_{i}"]) for i in (1, 2, 3)] == [b"a", b"b", b"c"]
+
+
+async def test_image_errors_stop_the_call_before_sending() -> None:
+    """A file that is not an image raises UnsupportedImageError and nothing is sent."""
+    with aioresponses() as mock:
+        mock.post(FRONT_URL, payload=OK_ENVELOPE)
+        async with VlensClient(API_KEY, base_url=BASE) as c:
+            with pytest.raises(errors.UnsupportedImageError):
+                await c.scan_id_front(b"this is not an image")
+        assert calls(mock, "front") == []

@@ -25,7 +25,8 @@ import binascii
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from types import UnionType
+from typing import Any, Final, TypeVar, Union
 
 import attrs
 import cattrs
@@ -65,9 +66,20 @@ _DATETIME = re.compile(
 )
 
 
+_NORMALISED: dict[str, str] = {}
+_NORMALISED_MAX: Final = 4096
+
+
 def normalise_key(key: str) -> str:
     """Fold a wire key to the form fields are matched by: lower case, no underscores."""
-    return key.replace("_", "").replace("-", "").lower()
+    # Responses repeat the same few dozen keys: remember them (bounded, in case a server sends
+    # ever-new keys).
+    folded = _NORMALISED.get(key)
+    if folded is None:
+        folded = key.replace("_", "").replace("-", "").lower()
+        if len(_NORMALISED) < _NORMALISED_MAX:
+            _NORMALISED[key] = folded
+    return folded
 
 
 def parse_datetime(value: str) -> datetime:
@@ -203,6 +215,26 @@ def _attrs_hook_factory(cls: Any, converter: cattrs.Converter) -> Callable[[Any,
     return structure_attrs
 
 
+def _is_optional(type_: Any) -> bool:
+    args = getattr(type_, "__args__", ())
+    return (
+        (getattr(type_, "__origin__", None) in (Union, UnionType) or isinstance(type_, UnionType))
+        and len(args) == 2
+        and type(None) in args
+    )
+
+
+def _optional_hook_factory(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    # ``X | None``: resolve X's hook once, instead of cattrs' dispatch on every value.
+    inner_type = next(arg for arg in type_.__args__ if arg is not type(None))
+    inner = converter.get_structure_hook(inner_type)
+
+    def structure_optional(value: Any, _: Any) -> Any:
+        return None if value is None else inner(value, inner_type)
+
+    return structure_optional
+
+
 def make_converter() -> cattrs.Converter:
     """Build the private converter with the Vlens wire rules (see the module docstring)."""
     converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
@@ -213,6 +245,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_structure_hook_func(lambda t: t is Any, _structure_any)
     converter.register_structure_hook_factory(attrs.has, _attrs_hook_factory)
+    converter.register_structure_hook_factory(_is_optional, _optional_hook_factory)
     # The other way, for snapshots and reports: plain JSON with ISO dates and lists.
     converter.register_unstructure_hook(datetime, lambda value: value.isoformat())
     return converter

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import sys
 import time
 import uuid
@@ -70,7 +71,7 @@ from .models import (
 if TYPE_CHECKING:
     from .flow import Transaction, VerificationOutcome
 
-__all__ = ["VlensClient", "logger"]
+__all__ = ["VlensClient", "configure_logging_from_env", "logger", "new_request_id"]
 
 logger: Final = logging.getLogger("vlens_async")
 
@@ -197,6 +198,25 @@ async def _face_bytes(
         return prepared.frames[0].data, prepared.frames[1].data, prepared.frames[2].data
     a, b, c = await asyncio.gather(*(_raw_bytes(frame) for frame in frames))
     return a, b, c
+
+
+def new_request_id() -> str:
+    """A fresh ``X-Request-Id``: a random UUID-4 string.
+
+    Request ids only correlate logs, so they come from :mod:`random` (re-seeded in forked
+    children), which costs far less than ``os.urandom``; transaction ids, which must not be
+    guessable (they link a scan to an account), use :func:`uuid.uuid4`.
+    """
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+
+
+def _ready_bytes(image: object, prepare: bool) -> bytes | None:
+    # Inputs that need no thread and no preprocessing: prepared, or bytes sent as given.
+    if isinstance(image, PreparedImage):
+        return image.data
+    if not prepare and isinstance(image, bytes):
+        return image
+    return None
 
 
 def _optional(**fields: Any) -> dict[str, Any]:
@@ -473,7 +493,7 @@ class VlensClient:
         timeouts: Timeouts | NotGiven,
         retry: RetryPolicy | NotGiven,
     ) -> T:
-        rid = request_id or str(uuid.uuid4())
+        rid = request_id or new_request_id()
         envelope = await self._call(
             method,
             path,
@@ -613,7 +633,7 @@ class VlensClient:
             fields,
             {"image": data},
             transaction_id=tid,
-            request_id=request_id or str(uuid.uuid4()),
+            request_id=request_id or new_request_id(),
             timeouts=timeouts,
             retry=retry,
         )
@@ -644,9 +664,7 @@ class VlensClient:
         if not transaction_id:
             raise ConfigurationError("check_liveness needs the transaction_id of the ID scans")
         use_prepare = given_or(prepare, self._config.prepare_images)
-        front, frames = await asyncio.gather(
-            _document_bytes(id_front, use_prepare), _face_bytes(faces, use_prepare)
-        )
+        front, frames = await self._liveness_images(faces, id_front, use_prepare)
         fields = {
             "transaction_id": transaction_id,
             "getExtractedData": get_extracted_data,
@@ -663,9 +681,23 @@ class VlensClient:
             fields,
             images,
             transaction_id=transaction_id,
-            request_id=request_id or str(uuid.uuid4()),
+            request_id=request_id or new_request_id(),
             timeouts=timeouts,
             retry=retry,
+        )
+
+    async def _liveness_images(
+        self, faces: Sequence[ImageInput] | PreparedFaces, id_front: ImageInput, prepare: bool
+    ) -> tuple[bytes, tuple[bytes, bytes, bytes]]:
+        frames = faces if isinstance(faces, PreparedFaces) else tuple(faces)
+        # Fast path (no tasks, no threads) when everything is already bytes or prepared.
+        ready = [_ready_bytes(image, prepare) for image in (id_front, *frames)]
+        if len(ready) == 4:
+            a, b, c, d = ready
+            if a is not None and b is not None and c is not None and d is not None:
+                return a, (b, c, d)
+        return await asyncio.gather(
+            _document_bytes(id_front, prepare), _face_bytes(frames, prepare)
         )
 
     async def link_user_to_transaction(
@@ -679,7 +711,7 @@ class VlensClient:
     ) -> VerificationResponse:
         """Link the user of this client's token to a transaction scanned with the API key only
         (``POST /api/DigitalIdentity/LinkUserWithExistingTransaction``)."""
-        rid = request_id or str(uuid.uuid4())
+        rid = request_id or new_request_id()
         body = _wire.dumps(
             {"transactionId": transaction_id, "getExtractedData": get_extracted_data}
         )
