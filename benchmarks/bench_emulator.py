@@ -23,6 +23,7 @@ import base64
 import io
 import multiprocessing
 import multiprocessing.connection
+import os
 import statistics
 import sys
 import time
@@ -48,6 +49,16 @@ def _serve(conn: multiprocessing.connection.Connection, cache_size: int) -> None
 
     config = EmulatorConfig(read_cache_size=cache_size)
     asyncio.run(serve_forever(config, host="127.0.0.1", port=0, on_ready=ready))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to report CPU per request."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _reencode(data: bytes, quality: int) -> bytes:
@@ -100,8 +111,10 @@ async def _load(
     concurrency: int,
     warmup: float,
     duration: float,
-) -> tuple[Counter[int], list[float], float]:
+    server_pid: int,
+) -> tuple[Counter[int], list[float], dict[str, float]]:
     statuses: Counter[int] = Counter()
+    cpu: dict[str, float] = {}
     latencies: list[float] = []
     start = time.perf_counter()
     measure_from = start + warmup
@@ -125,11 +138,26 @@ async def _load(
                 if resp.status == 200 and not orjson.loads(payload)["services"]["liveness"]:
                     statuses[-1] += 1  # counted separately: a 200 whose liveness failed
 
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return statuses, latencies, duration
+    async def sample_cpu() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu["server0"], cpu["client0"] = _cpu_seconds(server_pid), time.process_time()
+        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+        cpu["server1"], cpu["client1"] = _cpu_seconds(server_pid), time.process_time()
+
+    await asyncio.gather(sample_cpu(), *(worker(i) for i in range(concurrency)))
+    return (
+        statuses,
+        latencies,
+        {
+            "server": cpu["server1"] - cpu["server0"],
+            "client": cpu["client1"] - cpu["client0"],
+        },
+    )
 
 
-async def _run(args: argparse.Namespace, port: int, api_key: str) -> dict[str, Any]:
+async def _run(
+    args: argparse.Namespace, port: int, api_key: str, server_pid: int
+) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     print(f"building {args.applicants} applicants ...", file=sys.stderr)
     bodies = await asyncio.to_thread(_bodies, args.applicants)
@@ -138,16 +166,18 @@ async def _run(args: argparse.Namespace, port: int, api_key: str) -> dict[str, A
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         await _prepare(session, base, bodies)
-        statuses, latencies, duration = await _load(
+        statuses, latencies, cpu = await _load(
             session,
             f"{base}{API}/verify/liveness/multi",
             liveness_bodies,
             concurrency=args.concurrency,
             warmup=args.warmup,
             duration=args.duration,
+            server_pid=server_pid,
         )
         async with session.get(f"{base}/_emulator/counters") as resp:
             counters = await resp.json()
+    duration = args.duration
     ok = statuses.get(200, 0)
     body_mb = statistics.mean(len(b) for b in liveness_bodies) / 1e6
     latencies.sort()
@@ -167,6 +197,11 @@ async def _run(args: argparse.Namespace, port: int, api_key: str) -> dict[str, A
         "p50_ms": round(pct(0.50), 1),
         "p95_ms": round(pct(0.95), 1),
         "p99_ms": round(pct(0.99), 1),
+        # CPU per request, robust to other load on the machine: 1000 / this = req/s per core.
+        "server_cpu_ms_per_request": round(cpu["server"] * 1000 / max(ok, 1), 2),
+        "client_cpu_ms_per_request": round(cpu["client"] * 1000 / max(ok, 1), 2),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "server_liveness_counts": counters["requests"].get("liveness", {}),
     }
 
@@ -189,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         if not parent.poll(60):
             raise SystemExit("the emulator did not start")
         port, api_key = parent.recv()
-        result = asyncio.run(_run(args, port, api_key))
+        assert server.pid is not None
+        result = asyncio.run(_run(args, port, api_key, server.pid))
     finally:
         server.terminate()
         server.join(10)
@@ -197,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"liveness/multi: {result['rps']} req/s ({result['mb_per_s']} MB/s of "
         f"{result['body_mb']} MB bodies), p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, "
-        f"concurrency {result['concurrency']}, {result['mode']}",
+        f"concurrency {result['concurrency']}, {result['mode']}; server CPU "
+        f"{result['server_cpu_ms_per_request']} ms/request, load {result['load_average_1m']}",
         file=sys.stderr,
     )
     return 0

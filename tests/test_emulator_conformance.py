@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
+import yarl
 from test_emulator_support import (
     BACK,
     EXISTS,
@@ -505,6 +506,11 @@ async def test_step_image_round_trip(raw: Raw) -> None:
     refs = data["data"]
     assert refs["idFrontImage"].startswith(tx)
     assert refs["livenessImage"] is None
+    literal_plus = yarl.URL(
+        f"{raw.emu.base_url}{IMAGES}?emailOrPhoneNumber=+201000000006", encoded=True
+    )
+    async with raw.session.get(literal_plus, headers=raw.headers(admin)) as resp:
+        assert resp.status == 200  # an unencoded '+' (a space once decoded) still finds the user
     params = {"TransactionId": tx, "FileName": refs["idFrontImage"]}
     status, data, _ = await raw.get(STEP_IMAGE, params, token=admin)
     assert status == 200

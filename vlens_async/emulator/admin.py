@@ -47,8 +47,7 @@ async def identity_images(request: web.Request) -> web.Response:
     who = _query(request, "emailOrPhoneNumber")
     if who is None:
         raise ApiFailure(400, "'emailOrPhoneNumber' is required.")
-    raw = request.query_string
-    if who[0].isdigit() and "%2B" not in raw.upper() and "+" in raw:
+    if who[0].isdigit() and "+" in request.rel_url.raw_query_string:
         who = "+" + who  # an unencoded '+' arrives as a space, which strip() removed
     user = state.find_user(tenant.name, phone=who, email=who)
     if user is None:
