@@ -467,6 +467,20 @@ async def test_html_502_is_retried_then_raised_as_decode_error() -> None:
     assert info.value.status == 502
 
 
+async def test_garbled_body_is_retried_but_a_wrong_shape_is_not() -> None:
+    """A 200 cut short (not JSON) is a lost response and retried; a wrong shape is raised once."""
+    with aioresponses() as mock:
+        mock.post(FRONT_URL, body=b'{"services": {"liven')
+        mock.post(FRONT_URL, payload=OK_ENVELOPE)
+        mock.post(BACK_URL, payload={"services": {"liveness": "perhaps"}}, repeat=True)
+        async with client() as c:
+            await c.scan_id_front(b"img")
+            with pytest.raises(errors.ResponseDecodeError, match="liveness"):
+                await c.scan_id_back(b"img")
+        assert len(calls(mock, "front")) == 2
+        assert len(calls(mock, "back")) == 1
+
+
 async def test_retry_after_on_429_then_success() -> None:
     """A 429 with Retry-After is retried, then the success returned."""
     with aioresponses() as mock:

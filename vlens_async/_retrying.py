@@ -5,7 +5,10 @@ turns every backoff off in tests and its instrumentation hooks see our retries. 
 
 - which failures are retried: connection errors and timeouts, and the statuses in
   :attr:`RetryPolicy.statuses` (408, 429, 5xx by default) whatever class the error has (an HTML 502
-  page is a ResponseDecodeError with status 502, and is retried like any 502);
+  page is a ResponseDecodeError with status 502, and is retried like any 502); and a body that is
+  not JSON at all (cut short or garbled on the way), which is a lost response like a reset. A JSON
+  body of the wrong shape is not retried: asking again would get the same answer, and every
+  verify call counts against the tenant's bundle;
 - the wait: exponential backoff from ``initial`` capped at ``max_backoff``, plus random jitter; a
   server's ``Retry-After`` replaces it, capped at ``retry_after_cap``;
 - the deadline: each attempt gets at most the time left, and a wait that would end past the
@@ -30,7 +33,13 @@ from typing import Final, TypeVar
 import stamina
 
 from .config import RetryPolicy
-from .errors import APIConnectionError, APIError, APITimeoutError, RateLimitError
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    RateLimitError,
+    ResponseDecodeError,
+)
 
 __all__ = ["backoff_delay", "is_retryable", "plan_delay", "run_with_retries"]
 
@@ -77,7 +86,10 @@ def is_retryable(
         return not_sent(exc) or (isinstance(exc, RateLimitError) and 429 in policy.statuses)
     if isinstance(exc, APIConnectionError):
         return True
-    return exc.status is not None and exc.status in policy.statuses
+    if exc.status is not None and exc.status in policy.statuses:
+        return True
+    # The transport keeps no envelope when the body did not parse as JSON at all.
+    return isinstance(exc, ResponseDecodeError) and exc.envelope is None and exc.body is not None
 
 
 async def run_with_retries(
