@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import attrs
 import orjson
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 Step = Literal["front", "back", "liveness"]
+_MAX_TOKENS: Final = 100_000  # oldest tokens are forgotten beyond this (bounded memory)
 
 
 @attrs.define
@@ -271,7 +272,7 @@ class EmulatorState:
 
     # --- tokens ---
 
-    def _token(self, kind: str, principal: Principal, ttl: float) -> str:
+    def _token(self, kind: Literal["access", "refresh"], principal: Principal, ttl: float) -> str:
         self._token_serial += 1
         now = self.now()
         header = _b64url(b'{"alg":"HS256","typ":"JWT"}')
@@ -286,7 +287,9 @@ class EmulatorState:
         payload = _b64url(orjson.dumps(claims))
         signature = hmac.new(self._secret, f"{header}.{payload}".encode(), hashlib.sha256)
         token = f"{header}.{payload}.{_b64url(signature.digest())}"
-        self.tokens[token] = TokenRecord(kind, principal, now + ttl)  # type: ignore[arg-type]
+        self.tokens[token] = TokenRecord(kind, principal, now + ttl)
+        while len(self.tokens) > _MAX_TOKENS:
+            del self.tokens[next(iter(self.tokens))]  # dicts keep insertion order: the oldest
         return token
 
     def issue_tokens(self, principal: Principal) -> TokenPair:
