@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Final, Literal
+from collections.abc import Callable
+from typing import Any, Final, Literal, TypeVar
 
 import attrs
 from aiohttp import web
@@ -194,7 +195,12 @@ def _payload_failure(exc: PayloadError) -> ApiFailure:
     return ApiFailure(exc.status, exc.message, error_code=exc.error_code, descriptions=descriptions)
 
 
-async def _analyse(request: web.Request, analyse: Any) -> Any:
+_Input = TypeVar("_Input", ScanInput, LivenessInput)
+
+
+async def _analyse(
+    request: web.Request, analyse: Callable[[EmulatorState, bytes, str | None], _Input]
+) -> _Input:
     state = request.app[STATE_KEY]
     body = await read_body(request)
     try:
@@ -325,7 +331,7 @@ def _decide_scan(
 async def _scan(request: web.Request, side: Side) -> web.Response:
     state, tenant = request.app[STATE_KEY], request[TENANT_KEY]
     principal = bearer_principal(request, state)
-    inp: ScanInput = await _analyse(request, analyse_scan)
+    inp = await _analyse(request, analyse_scan)
     opts = inp.options
     tx_id = opts.transaction_id or str(uuid.uuid4())
     tx = state.transactions.get(tx_id)
@@ -426,7 +432,7 @@ async def liveness(request: web.Request) -> web.Response:
     """POST /api/DigitalIdentity/verify/liveness/multi."""
     state, tenant = request.app[STATE_KEY], request[TENANT_KEY]
     principal = bearer_principal(request, state)
-    inp: LivenessInput = await _analyse(request, analyse_liveness)
+    inp = await _analyse(request, analyse_liveness)
     opts = inp.options
     if opts.transaction_id is None:
         raise ApiFailure(
