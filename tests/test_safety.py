@@ -149,6 +149,10 @@ def make_app(fail: bool) -> web.Application:
         return envelope({"idFrontImage": "front.jpg"})
 
     async def step_image(request: web.Request) -> web.Response:
+        if fail:  # a retried failure: stamina's retry log line sees the error too
+            return web.json_response(
+                {"error_code": None, "error_message": FAIL_MESSAGE}, status=503
+            )
         return envelope({"image": IMAGE_B64})
 
     async def existence(request: web.Request) -> web.Response:
@@ -238,8 +242,10 @@ async def test_every_endpoint_at_debug_leaks_nothing(
     else:
         assert failures == []
         assert len(results) == 13
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [f"{r.getMessage()} {r.__dict__}" for r in caplog.records]
     assert any("status=" in line and "attempt=1" in line for line in lines)
+    if fail:
+        assert any(r.name == "stamina" for r in caplog.records)
     assert_clean("\n".join(lines), "log")
     assert_clean(client_repr + repr(auth) + str(auth), "client/auth repr")
     for result in results:
