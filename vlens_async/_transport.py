@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -141,6 +142,17 @@ async def _decode_json(body: bytes) -> Any:
     if len(body) > OFFLOAD_THRESHOLD_BYTES:
         return await asyncio.to_thread(_parse_json, body)
     return _parse_json(body)
+
+
+# aiohttp warns (ResourceWarning) about raw bytes bodies over 1 MiB; a BytesIO body is written
+# in chunks that yield to the loop. A fresh one per attempt, since sending consumes it.
+_LARGE_BODY_BYTES: Final = 1024 * 1024
+
+
+def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+    if body is not None and len(body) > _LARGE_BODY_BYTES:
+        return io.BytesIO(body)
+    return body
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -333,7 +345,7 @@ async def send(
         async with session.request(
             request.method,
             base_url + request.path,
-            data=request.body,
+            data=_payload(request.body),
             params=request.params,
             headers=request.headers,
             timeout=client_timeout,

@@ -1,0 +1,135 @@
+"""The client end to end against the emulator: accounts, verification, admin images, faults."""
+
+from __future__ import annotations
+
+import functools
+import io
+
+import pytest
+from PIL import Image
+
+from vlens_async import AdminLogin, RetryPolicy, VlensClient
+from vlens_async.emulator import RunningEmulator
+from vlens_async.errors import (
+    AuthenticationError,
+    DocumentExpiredError,
+    PermissionDeniedError,
+    UnprocessableEntityError,
+)
+from vlens_async.samples import Applicant, make_applicant, make_photo
+
+PHONE = "+201001234567"
+
+
+@functools.cache
+def applicant(seed: int, scenario: str = "valid") -> Applicant:
+    """Build each synthetic applicant once per session."""
+    return make_applicant(seed, scenario=scenario)
+
+
+async def register_user(client: VlensClient, emulator: RunningEmulator, phone: str) -> str:
+    """Run the documented sign-up: existence check, OTP, confirm, register; return the token."""
+    assert not (await client.check_existence(phone_number=phone)).exists
+    sent = await client.request_phone_otp(phone)
+    assert sent.phone_number_otp_request_id
+    otp = emulator.otp(phone)
+    assert otp is not None
+    confirmed = await client.verify_phone_otp(phone, sent.phone_number_otp_request_id, otp)
+    assert confirmed.is_phone_number_confirmed
+    registered = await client.register(
+        phone, "S3cret-pass!", otp=otp, otp_request_id=sent.phone_number_otp_request_id
+    )
+    assert (await client.check_existence(phone_number=phone)).exists
+    return registered.access_token
+
+
+async def test_signup_verify_link_and_admin_download(
+    vlens_client: VlensClient, vlens_emulator: RunningEmulator
+) -> None:
+    """A user verified with the API key alone is linked after sign-up; an admin downloads it."""
+    a = applicant(30)
+    outcome = await vlens_client.verify(a.front, a.back, a.faces)
+    assert outcome.validated
+    token = await register_user(vlens_client, vlens_emulator, PHONE)
+    linked = await vlens_client.for_user(token).link_user_to_transaction(outcome.transaction_id)
+    assert linked.data.is_digital_identity_verified
+
+    admin = AdminLogin(
+        vlens_emulator.tenancy_name,
+        vlens_emulator.admin_username or "",
+        vlens_emulator.admin_password or "",
+    )
+    async with VlensClient(
+        vlens_emulator.api_key, base_url=vlens_emulator.base_url, auth=admin
+    ) as admin_client:
+        refs = await admin_client.list_identity_images(PHONE)
+        assert refs.id_front_image
+        raw = await admin_client.download_step_image(outcome.transaction_id, refs.id_front_image)
+    with Image.open(io.BytesIO(raw)) as img:
+        assert img.format == "JPEG"
+    assert admin.logins == 1
+
+
+async def test_admin_without_requests_permission_is_refused(
+    vlens_emulator: RunningEmulator,
+) -> None:
+    """An admin lacking the Requests permission gets PermissionDeniedError (403)."""
+    viewer = AdminLogin(
+        vlens_emulator.tenancy_name,
+        vlens_emulator.viewer_username or "",
+        vlens_emulator.viewer_password or "",
+    )
+    async with VlensClient(
+        vlens_emulator.api_key, base_url=vlens_emulator.base_url, auth=viewer
+    ) as client:
+        with pytest.raises(PermissionDeniedError) as info:
+            await client.list_identity_images(PHONE)
+    assert info.value.status == 403
+
+
+async def test_wrong_api_key_is_an_authentication_error(vlens_emulator: RunningEmulator) -> None:
+    """A wrong ApiKey is a 401 AuthenticationError, not retried, key absent from the message."""
+    async with VlensClient("wrong-key-123", base_url=vlens_emulator.base_url) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.scan_id_front(applicant(31).front)
+    assert "wrong-key-123" not in str(info.value)
+    assert vlens_emulator.counters()["requests_total"] == 1
+
+
+async def test_body_over_one_mebibyte_is_sent_without_warning(
+    vlens_client: VlensClient, vlens_emulator: RunningEmulator
+) -> None:
+    """An unprepared 2 MB image is sent (warnings are errors here, so no ResourceWarning)."""
+    big = make_photo(2400, 1800, seed=5, hard=True)
+    assert len(big) > 1024 * 1024
+    response = await vlens_client.scan_id_front(big, prepare=False)
+    assert response.transaction_id
+    assert vlens_emulator.counters()["transactions_created"] == 1
+
+
+async def test_transient_fault_is_retried_on_the_same_transaction(
+    vlens_emulator: RunningEmulator,
+) -> None:
+    """A 503 and a reset on liveness are retried; the flow still completes on one transaction."""
+    a = applicant(32)
+    vlens_emulator.set_faults("503:1x1@liveness,reset_after:1x1@id_back")
+    retry = RetryPolicy(initial=0.01, max_backoff=0.05, jitter=0.0)
+    async with VlensClient(
+        vlens_emulator.api_key, base_url=vlens_emulator.base_url, retry=retry
+    ) as client:
+        outcome = await client.verify(a.front, a.back, a.faces)
+    assert outcome.validated
+    counters = vlens_emulator.counters()
+    assert counters["transactions_created"] == 1
+    assert counters["requests"]["liveness"]["503"] == 1
+
+
+@pytest.mark.vlens_emulator(tenant={"failure_style": "ok"})
+async def test_ok_failure_style_raises_the_code_family_only(vlens_client: VlensClient) -> None:
+    """A 200 carrying error_code 3010 raises DocumentExpiredError, not a status error."""
+    a = applicant(33, "expired")
+    tx = vlens_client.transaction()
+    with pytest.raises(DocumentExpiredError) as info:
+        await tx.scan_back(a.back)
+    assert not isinstance(info.value, UnprocessableEntityError)
+    assert info.value.status == 200
