@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
 from collections import Counter
 
 import pytest
@@ -64,41 +67,98 @@ def test_str_round_trips_through_parse() -> None:
         assert RateLimit.parse(str(limit)) == limit
 
 
-def test_bucket_never_exceeds_the_per_second_window() -> None:
-    """A greedy caller gets exactly the per-second limit in every sliding second."""
-    bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0)
-    now, times = 0.0, []
-    while len(times) < 55:
-        wait = bucket.reserve(now)
-        if wait == 0:
-            times.append(now)
-        else:
-            now += wait
+def simulate(
+    bucket: SlidingWindowBucket, wants: list[float], latencies: list[float]
+) -> list[tuple[float, float]]:
+    """Run requests through ``bucket`` one after another: request i wants to go at ``wants[i]``
+    (or as soon as it may) and is answered ``latencies[i]`` seconds later. Returns each
+    request's (grant, response) times."""
+    pending: list[float] = []  # response times of requests in flight
+    now, out = 0.0, []
+    for want, latency in zip(wants, latencies, strict=True):
+        now = max(now, want)
+        while True:
+            while pending and pending[0] <= now:
+                bucket.release(heapq.heappop(pending))
+            wait = bucket.reserve(now)
+            if wait == 0:
+                break
+            next_release = pending[0] if pending else math.inf
+            now = min(now + wait, next_release)
+            assert math.isfinite(now), "blocked with nothing in flight"
+        out.append((now, now + latency))
+        heapq.heappush(pending, now + latency)
+    return out
+
+
+def server_count(requests: list[tuple[float, float]], window: float) -> int:
+    """The most requests a server could count in one window of ``window`` seconds, whenever
+    each arrived between its grant and its response (the worst case over arrival times)."""
+    # A request can be counted in the window ending at t iff grant <= t < response + window.
+    events = sorted(
+        [(g, 1) for g, _ in requests] + [(r + window, -1) for _, r in requests],
+        key=lambda e: (e[0], e[1]),
+    )
+    best = held = 0
+    for _, delta in events:
+        held += delta
+        best = max(best, held)
+    return best
+
+
+def test_greedy_caller_gets_exactly_the_limit_per_second() -> None:
+    """With instant answers a greedy caller gets the per-second limit in every second."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0, pace=False)
+    requests = simulate(bucket, [0.0] * 55, [0.0] * 55)
+    times = [g for g, _ in requests]
     assert grants_in_windows(times, 1.0) == 10
-    # Greedy, so it also reaches the limit: 55 grants take a little over 5 seconds.
-    assert times[-1] == pytest.approx(5.0)
+    assert times[-1] == pytest.approx(5.0)  # and reaches it: 55 grants in a little over 5 s
+
+
+def test_tokens_return_one_window_after_the_response() -> None:
+    """A token is held while its request is in flight and for a window after the answer, so
+    the server cannot count more than the limit whenever the request really arrived."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=2, per_minute=None), slack=0, pace=False)
+    assert bucket.reserve(0.0) == 0
+    assert bucket.reserve(0.0) == 0
+    assert bucket.reserve(0.5) == math.inf  # both in flight: wait for an answer
+    bucket.release(0.7)
+    assert bucket.reserve(0.8) == pytest.approx(0.9)  # free at 0.7 + 1.0
+    requests = simulate(
+        SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0),
+        [0.0] * 40,
+        [0.3] * 40,
+    )
+    assert server_count(requests, 1.0) == 10
+    # The price: about limit / (1 s + latency) per second.
+    assert requests[-1][0] == pytest.approx(3 * 1.3 + 0.9, abs=0.11)
 
 
 def test_bucket_honours_both_windows_at_once() -> None:
     """With 10/s and 60/min, no second has more than 10 and no minute more than 60."""
     bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=60), slack=0)
-    now, times = 0.0, []
-    while len(times) < 150:
-        wait = bucket.reserve(now)
-        if wait == 0:
-            times.append(now)
-        else:
-            now += wait
-    assert grants_in_windows(times, 1.0) == 10
-    assert grants_in_windows(times, 60.0) == 60
-    assert Counter(int(t // 60) for t in times)[0] == 60
+    requests = simulate(bucket, [0.0] * 150, [0.05] * 150)
+    assert server_count(requests, 1.0) <= 10
+    assert server_count(requests, 60.0) == 60
+    assert Counter(int(g // 60) for g, _ in requests)[0] == 60
+
+
+def test_paced_grants_are_spread_evenly() -> None:
+    """With pacing, grants come 1/per_second apart instead of in a burst, and a window still
+    never holds more than the limit."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0)
+    requests = simulate(bucket, [0.0] * 25, [0.0] * 25)
+    gaps = {round(b[0] - a[0], 6) for a, b in itertools.pairwise(requests)}
+    assert gaps == {0.1}
+    assert server_count(requests, 1.0) == 10
 
 
 def test_slack_widens_each_window() -> None:
-    """The slack keeps a grant out of a window that a server's clock might still count it in."""
-    bucket = SlidingWindowBucket(RateLimit(per_second=2, per_minute=None), slack=0.1)
-    assert bucket.reserve(0.0) == 0
-    assert bucket.reserve(0.0) == 0
+    """The slack keeps a token a little longer than the window itself."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=2, per_minute=None), slack=0.1, pace=False)
+    for _ in range(2):
+        assert bucket.reserve(0.0) == 0
+        bucket.release(0.0)
     assert bucket.reserve(0.5) == pytest.approx(0.6)
 
 
@@ -106,21 +166,18 @@ def test_slack_widens_each_window() -> None:
 @given(
     per_second=st.integers(1, 30),
     per_minute=st.integers(1, 200),
-    gaps=st.lists(st.floats(0, 0.3), min_size=1, max_size=300),
+    traffic=st.lists(st.tuples(st.floats(0, 0.3), st.floats(0, 2.0)), min_size=1, max_size=300),
 )
-def test_any_arrival_pattern_stays_within_both_windows(
-    per_second: int, per_minute: int, gaps: list[float]
+def test_any_traffic_stays_within_both_windows_at_the_server(
+    per_second: int, per_minute: int, traffic: list[tuple[float, float]]
 ) -> None:
-    """Whatever the arrival pattern, the granted times fit both windows."""
+    """Whatever the arrival pattern and latencies, the server counts at most the limit in any
+    second and any minute, wherever between grant and answer each request arrived."""
     bucket = SlidingWindowBucket(RateLimit(per_second, per_minute), slack=0)
-    now, times = 0.0, []
-    for gap in gaps:
-        now += gap
-        while (wait := bucket.reserve(now)) > 0:
-            now += wait
-        times.append(now)
-    assert grants_in_windows(times, 1.0) <= per_second
-    assert grants_in_windows(times, 60.0) <= per_minute
+    wants = list(itertools.accumulate(gap for gap, _ in traffic))
+    requests = simulate(bucket, wants, [latency for _, latency in traffic])
+    assert server_count(requests, 1.0) <= per_second
+    assert server_count(requests, 60.0) <= per_minute
 
 
 def test_throttle_signal_pauses_slows_and_then_recovers() -> None:
@@ -129,14 +186,8 @@ def test_throttle_signal_pauses_slows_and_then_recovers() -> None:
     bucket.throttled(0.0, retry_after=2.0)
     assert bucket.factor == 0.5
     assert bucket.reserve(1.0) == pytest.approx(1.0)  # paused until t=2
-    now, times = 2.0, []
-    while now < 3.0:
-        wait = bucket.reserve(now)
-        if wait == 0:
-            times.append(now)
-        else:
-            now += wait
-    assert len([t for t in times if t < 3.0]) == 5  # half of 10/s
+    requests = simulate(bucket, [2.0] * 20, [0.0] * 20)
+    assert len([g for g, _ in requests if g < 3.0]) == 5  # half of 10/s
     # Quiet for long enough: back to the full rate.
     bucket.reserve(60.0)
     assert bucket.factor == 1.0
@@ -159,7 +210,7 @@ def test_factor_never_drops_below_one_request_per_window() -> None:
     for i in range(20):
         bucket.throttled(float(i) * 2, retry_after=0)
     assert bucket.factor == pytest.approx(0.1)
-    assert bucket.reserve(100.0) == 0
+    assert bucket.reserve(40.0) == 0
 
 
 async def test_limiter_serves_concurrent_waiters_within_the_limit() -> None:
@@ -172,8 +223,8 @@ async def test_limiter_serves_concurrent_waiters_within_the_limit() -> None:
 
     async def worker(n: int) -> None:
         for _ in range(3):
-            await limiter.acquire()
-            granted.append((n, clock.now))
+            async with limiter.slot():
+                granted.append((n, clock.now))
 
     await asyncio.gather(*(worker(n) for n in range(10)))
     times = sorted(t for _, t in granted)

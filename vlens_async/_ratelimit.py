@@ -1,11 +1,21 @@
 """The bulk runner's rate limiter: one bucket, shared by every flow, honouring two windows.
 
-A classic refill-rate token bucket lets through ``capacity + rate * T`` requests in any window of
-``T`` seconds, so a bucket of 10 tokens refilled at 10/s can send 19 requests inside one second and
-break a "10 requests per second" tenant limit. Here every token comes back exactly one window after
-it was spent (a sliding-window bucket), so no window of that length, aligned or not, ever sees more
-than its limit. Each window also gets a little ``slack`` so that jitter between our send time and
-the server's receive time cannot push one request into the server's previous window.
+The server counts a request when it *arrives*, and we cannot see that moment: only that it lies
+somewhere between our send (the grant) and the response. Any scheme that counts send times can
+be beaten by jitter: a burst of large uploads reaches the server spread out and reordered, and the
+server's loop may be busy, so a request granted in one window is counted in the next. (A classic
+refill-rate token bucket is worse still: it lets through ``capacity + rate * T`` in a window of
+``T`` seconds, so 10 tokens refilled at 10/s allow 19 requests in one second.)
+
+So each window here holds a token from the grant until one window *after the response*. A request
+counted by the server in a window ``(t - W, t]`` arrived at some ``a`` with ``grant <= a <=
+response``, so its token was held at ``t``; since at most ``limit`` tokens are ever held, no window
+of that length, sliding or aligned, on the server's clock can count more than the limit. The price
+is throughput where the per-second window binds: about ``limit / (1 s + latency)``. Where the
+per-minute window binds (the default tenant: 10/s and 60/min) it costs nothing noticeable.
+
+Grants are also paced ``1/per_second`` apart rather than sent as a burst, which keeps the load on
+the server smooth; the per-minute window is not paced, so a short job is not stretched to a minute.
 
 It is adaptive: a throttling signal from the server (HTTP 429 or error code 4003) halves the rate
 it grants and honours ``Retry-After``; after that the rate climbs back a step at a time while no
@@ -18,11 +28,12 @@ tested with a fake clock; :class:`RateLimiter` wraps it for asyncio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import attrs
@@ -44,7 +55,9 @@ RECOVERY_STEP: Final = 0.1
 RECOVERY_INTERVAL: Final = 2.0
 DEFAULT_PENALTY_PAUSE: Final = 1.0
 MAX_PAUSE: Final = 60.0
-DEFAULT_SLACK: Final = 0.05
+# Added to each window: covers timer resolution and clock-rate differences, nothing more (the
+# hold-until-response scheme above covers network and server jitter).
+DEFAULT_SLACK: Final = 0.02
 
 _UNITS: Final = {
     "s": "s",
@@ -119,47 +132,56 @@ DEFAULT_RATE_LIMIT: Final = RateLimit()
 
 
 class _Window:
-    """One sliding window: the send times of the last ``limit`` grants, oldest first.
+    """One window: how many tokens are held by requests in flight, and when each of the others
+    was released (a response came back). A released token is free again ``length`` seconds later.
 
-    Memory is bounded by the limit itself (at most ``limit`` timestamps), never by the job.
+    Memory is bounded by the limit itself (at most ``limit`` entries), never by the job.
     """
 
     def __init__(self, limit: int, length: float) -> None:
         self.limit = limit
         self.length = length
-        self.grants: deque[float] = deque()
+        self.in_flight = 0
+        self.released: deque[float] = deque()  # release times, oldest first
 
     def delay(self, now: float, factor: float) -> float:
-        """Seconds to wait before one more grant fits, at ``factor`` times the limit."""
+        """Seconds until one more grant fits at ``factor`` times the limit (``inf``: not until
+        a request in flight comes back)."""
         allowed = max(1, math.floor(self.limit * factor))
-        self._expire(now)
-        if len(self.grants) < allowed:
+        while self.released and self.released[0] + self.length <= now:
+            self.released.popleft()
+        held = self.in_flight + len(self.released)
+        if held < allowed:
             return 0.0
-        # The grant that must leave the window before another fits.
-        return self.grants[len(self.grants) - allowed] + self.length - now
+        must_leave = held - allowed + 1
+        if must_leave > len(self.released):
+            return math.inf
+        return self.released[must_leave - 1] + self.length - now
 
-    def record(self, now: float) -> None:
-        self.grants.append(now)
-        # Keep only what the full limit can need; a lowered factor looks at the newest entries.
-        while len(self.grants) > self.limit:
-            self.grants.popleft()
+    def take(self) -> None:
+        self.in_flight += 1
 
-    def _expire(self, now: float) -> None:
-        while self.grants and self.grants[0] + self.length <= now:
-            self.grants.popleft()
+    def give_back(self, now: float) -> None:
+        self.in_flight -= 1
+        self.released.append(now)
 
 
 class SlidingWindowBucket:
     """The pure scheduling core of :class:`RateLimiter`: it never reads a clock itself.
 
-    :meth:`reserve` either grants a request now (and records it) or says how long to wait;
-    :meth:`throttled` feeds the adaptive rate, which recovers by itself as time passes.
+    :meth:`reserve` either grants a request now (its token is then held until :meth:`release`)
+    or says how long to wait (``inf``: until a release); :meth:`throttled` feeds the adaptive
+    rate, which recovers by itself as time passes.
     """
 
-    def __init__(self, limit: RateLimit, *, slack: float = DEFAULT_SLACK) -> None:
+    def __init__(
+        self, limit: RateLimit, *, slack: float = DEFAULT_SLACK, pace: bool = True
+    ) -> None:
         if slack < 0:
             raise ConfigurationError("slack must not be negative")
         self.limit = limit
+        self.pace = pace and limit.per_second is not None
+        self._last_grant = -math.inf
         self._windows: list[_Window] = []
         if limit.per_second is not None:
             self._windows.append(_Window(limit.per_second, 1.0 + slack))
@@ -174,12 +196,28 @@ class SlidingWindowBucket:
     def reserve(self, now: float) -> float:
         """Grant one request at ``now`` and return 0, or return the seconds to wait first."""
         self._recover(now)
-        wait = max([self.paused_until - now] + [w.delay(now, self.factor) for w in self._windows])
+        waits = [self.paused_until - now, *(w.delay(now, self.factor) for w in self._windows)]
+        if self.pace:
+            waits.append(self._last_grant + self._interval() - now)
+        wait = max(waits)
         if wait > 0:
             return wait
         for window in self._windows:
-            window.record(now)
+            window.take()
+        self._last_grant = now
         return 0.0
+
+    def release(self, now: float) -> None:
+        """The request of one grant is over (answered, failed or cancelled) at ``now``."""
+        for window in self._windows:
+            window.give_back(now)
+
+    def _interval(self) -> float:
+        # Pacing: at most one grant per 1/(per_second) seconds. Without it a full window's worth
+        # goes out at once, and a burst of large uploads reaches the server spread out and
+        # reordered by more than the slack, which can push one into the server's next window.
+        assert self.limit.per_second is not None
+        return 1.0 / (self.limit.per_second * self.factor)
 
     def throttled(self, now: float, retry_after: float | None = None) -> None:
         """The server said "too many" (429 or 4003): slow down, and pause for ``retry_after``."""
@@ -206,8 +244,10 @@ class SlidingWindowBucket:
 class RateLimiter:
     """Asyncio front of :class:`SlidingWindowBucket`, shared by every flow of a bulk job.
 
-    ``await limiter.acquire()`` before each HTTP request. Waiters are served first come, first
-    served (one lock), so no flow starves. ``clock`` and ``sleep`` are injectable for tests.
+    Wrap each HTTP request in ``async with limiter.slot():`` (or pair :meth:`acquire` with
+    :meth:`release` yourself): the token is held until the request is over. Waiters are served
+    first come, first served (one lock), so no flow starves. ``clock`` and ``sleep`` are
+    injectable for tests.
     """
 
     def __init__(
@@ -217,12 +257,13 @@ class RateLimiter:
         slack: float = DEFAULT_SLACK,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        pace: bool = True,
     ) -> None:
-        self.bucket = SlidingWindowBucket(limit, slack=slack)
+        self.bucket = SlidingWindowBucket(limit, slack=slack, pace=pace)
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()
-        self.waited = 0.0
+        self._released = asyncio.Event()
 
     @property
     def limit(self) -> RateLimit:
@@ -235,7 +276,7 @@ class RateLimiter:
         return self.bucket.factor
 
     async def acquire(self) -> None:
-        """Wait until one more request may be sent, and count it as sent."""
+        """Wait until one more request may be sent, and hold its token (see :meth:`release`)."""
         if self.bucket.limit.is_unlimited:
             return
         async with self._lock:
@@ -243,8 +284,29 @@ class RateLimiter:
                 wait = self.bucket.reserve(self._clock())
                 if wait <= 0:
                     return
-                self.waited += wait
-                await self._sleep(wait)
+                if math.isinf(wait):
+                    # Every token is held by a request in flight: wait for one to come back.
+                    # (No await between reserve and clear, so a release cannot slip between.)
+                    self._released.clear()
+                    await self._released.wait()
+                else:
+                    await self._sleep(wait)
+
+    def release(self) -> None:
+        """The request of the last :meth:`acquire` is over; its token frees one window later."""
+        if self.bucket.limit.is_unlimited:
+            return
+        self.bucket.release(self._clock())
+        self._released.set()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a token for the duration of one request (released even on error or cancel)."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
     def throttled(self, retry_after: float | None = None) -> None:
         """Report a throttling signal (HTTP 429 or code 4003) from the server."""

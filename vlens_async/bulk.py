@@ -12,8 +12,9 @@ How a job runs::
 - **Memory** is proportional to the concurrency, never to the job: the manifest is read a few rows
   at a time into a queue of ``concurrency`` slots, ``concurrency`` workers take from it (no task
   per applicant), and results, timings and the set of ids seen live in the journal on disk.
-- **Rate limit**: every HTTP request, retries included, first takes a token from one
-  :class:`RateLimiter` shared by all workers; a 429 or code 4003 slows it down, then it recovers.
+- **Rate limit**: every HTTP request, retries included, holds a token of one
+  :class:`RateLimiter` shared by all workers from before it is sent until a window after its
+  answer; a 429 or code 4003 slows it down, then it recovers.
   So that retries pass the limiter too, the client's own retries are turned off for the job and
   the runner retries each step itself (transport errors, 5xx, 429, 4003, garbled bodies).
 - **Journal**: the transaction id is journaled before the first request, and the flow's snapshot
@@ -32,6 +33,7 @@ Entry points for the command line: :func:`run_bulk`, :meth:`RateLimit.parse`,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import csv
 import functools
@@ -113,7 +115,13 @@ from .errors import (
     VlensError,
 )
 from .flow import FlowState, Step, StepStatus, Transaction
-from .images import ImageInput, PreparedFaces, PreparedImage, prepare_document, prepare_faces
+from .images import (
+    ImageInput,
+    PreparedFaces,
+    PreparedImage,
+    prepare_document_sync,
+    prepare_faces_sync,
+)
 from .models import VerificationResponse
 
 if TYPE_CHECKING:
@@ -228,7 +236,12 @@ class _MeteredClient:
         self.counts: Counter[str] = Counter()
 
     async def _timed(self, step: Step, call: Callable[[], Awaitable[_T]]) -> _T:
-        await self._runner.limiter.acquire()
+        # The token is held until the answer is in: see _ratelimit for why that guarantees
+        # the server never counts more than the limit.
+        async with self._runner.limiter.slot():
+            return await self._attempt(step, call)
+
+    async def _attempt(self, step: Step, call: Callable[[], Awaitable[_T]]) -> _T:
         self.counts[step.value] += 1
         self._runner._requests += 1
         started = time.perf_counter()
@@ -281,50 +294,59 @@ class _MeteredClient:
 
 
 class _Images:
-    """Reads and prepares one applicant's images in threads, each at most once, on demand.
+    """Reads and prepares one applicant's images, each at most once, in the runner's own
+    preprocessing threads.
 
     Started when the applicant's turn comes, so nothing is read for applicants still queued;
-    the later images prepare while the earlier steps upload.
+    the later images prepare while the earlier steps upload. Not in the loop's default executor:
+    the client encodes request bodies there *after* a request took its rate-limit token, and
+    queueing that behind seconds of Pillow work would bunch requests up at the server.
     """
 
-    def __init__(self, applicant: BulkApplicant) -> None:
+    def __init__(self, applicant: BulkApplicant, executor: concurrent.futures.Executor) -> None:
         self._applicant = applicant
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._executor = executor
+        self._futures: dict[str, asyncio.Future[Any]] = {}
 
     def start(self, *names: str) -> None:
-        for name in names:
-            if name not in self._tasks:
-                self._tasks[name] = asyncio.create_task(self._prepare(name))
-
-    async def _prepare(self, name: str) -> PreparedImage | PreparedFaces:
+        loop = asyncio.get_running_loop()
         a = self._applicant
-        if name == "faces":
-            return await prepare_faces(*a.faces)
-        path = a.front if name == "front" else a.back
-        try:
-            return await prepare_document(path)
-        except (UnsupportedImageError, ImageTooLargeError, CompressionError) as exc:
-            # Name the side (as prepare_faces names the frame); never the path, which may
-            # name a customer.
-            raise type(exc)(f"{name}: {exc.reason}") from exc
+        for name in names:
+            if name in self._futures:
+                continue
+            job: Callable[[], PreparedImage | PreparedFaces]
+            if name == "faces":
+                job = functools.partial(prepare_faces_sync, *a.faces)
+            else:
+                job = functools.partial(_prepare_side, name, a.front if name == "front" else a.back)
+            self._futures[name] = loop.run_in_executor(self._executor, job)
 
     async def document(self, name: str) -> PreparedImage:
         self.start(name)
-        result = await self._tasks[name]
+        result = await self._futures[name]
         assert isinstance(result, PreparedImage)
         return result
 
     async def faces(self) -> PreparedFaces:
         self.start("faces")
-        result = await self._tasks["faces"]
+        result = await self._futures["faces"]
         assert isinstance(result, PreparedFaces)
         return result
 
     async def close(self) -> None:
         """Cancel what is not needed any more and collect every outcome (no unobserved errors)."""
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for future in self._futures.values():
+            future.cancel()
+        await asyncio.gather(*self._futures.values(), return_exceptions=True)
+
+
+def _prepare_side(name: str, path: Path) -> PreparedImage:
+    """Prepare one ID side (blocking; runs in a preprocessing thread)."""
+    try:
+        return prepare_document_sync(path)
+    except (UnsupportedImageError, ImageTooLargeError, CompressionError) as exc:
+        # Name the side, as prepare_faces names the frame; never the path (it may name a person).
+        raise type(exc)(f"{name}: {exc.reason}") from exc
 
 
 # --- the runner ---
@@ -366,7 +388,8 @@ class BulkRunner:
     continued: finished applicants are skipped and the others continue from their last journaled
     step with the same transaction id (``retry_errors`` also gives applicants that ended in
     ``error`` another go). ``results`` is the JSONL file written at the end. ``step_retry``
-    governs the runner's own retries of a step.
+    governs the runner's own retries of a step. Images are prepared in ``prepare_threads``
+    threads (default: the CPU count, at least 2).
     """
 
     def __init__(
@@ -383,6 +406,7 @@ class BulkRunner:
         progress: ProgressReporter | None = None,
         total: int | None = None,
         limiter: RateLimiter | None = None,
+        prepare_threads: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -403,6 +427,8 @@ class BulkRunner:
         self._hard_stopped = False
         self._requests = 0
         self._journal: Journal | None = None
+        self._prepare_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.prepare_threads = prepare_threads or max(2, os.cpu_count() or 2)
         self._live = _Live()
 
     # --- control ---
@@ -434,6 +460,9 @@ class BulkRunner:
         self._live = _Live(total=self.total)
         journal = await Journal.open(self.journal_path, resume=self.resume)
         self._journal = journal
+        self._prepare_pool = concurrent.futures.ThreadPoolExecutor(
+            self.prepare_threads, thread_name_prefix="vlens-bulk-images"
+        )
         queue: asyncio.Queue[ManifestItem | None] = asyncio.Queue(maxsize=self.concurrency)
         self.progress.start(self.total)
         ticker = asyncio.create_task(self._tick())
@@ -448,6 +477,8 @@ class BulkRunner:
             for task in (producer, ticker, *self._workers):
                 task.cancel()
             await asyncio.gather(producer, ticker, *self._workers, return_exceptions=True)
+            # Queued preparations are dropped; one still running ends on its own.
+            self._prepare_pool.shutdown(wait=False, cancel_futures=True)
             summary = await self._finish(journal)
         return summary
 
@@ -555,7 +586,8 @@ class _ApplicantRun:
         self.applicant = applicant
         self.claim = claim
         self.client = _MeteredClient(runner._client, runner)
-        self.images = _Images(applicant)
+        assert runner._prepare_pool is not None
+        self.images = _Images(applicant, runner._prepare_pool)
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
         assert runner._journal is not None

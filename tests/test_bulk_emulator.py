@@ -1,0 +1,292 @@
+"""The bulk runner end to end against the emulator: crash and resume in a subprocess, injected
+faults, and the rate limit as the emulator counts it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from vlens_async.bulk import BulkRunner, RateLimit, read_manifest, run_bulk
+from vlens_async.client import VlensClient
+from vlens_async.config import RetryPolicy
+from vlens_async.emulator import RunningEmulator
+from vlens_async.emulator.config import DEFAULT_API_KEY
+from vlens_async.samples import make_applicant
+
+TERMINAL = {"verified", "not_verified", "rejected", "error", "invalid"}
+FAST_RETRY = RetryPolicy(max_attempts=8, initial=0.02, max_backoff=0.2, jitter=0.02)
+# 20% of requests fail, spread over every kind the issue names.
+FAULTS_20 = (
+    "500:0.04,502:0.03,503:0.03,429:0.03,reset_before:0.03,reset_after:0.02,"
+    "malformed:0.01,truncated:0.01,retry_after=50ms"
+)
+HEADER = "applicant_id,front,back,face_1,face_2,face_3,name_check_value,client_transaction_id"
+
+# The bulk job of the crash test, run as its own process so it can be SIGKILLed.
+CHILD = """
+import asyncio, json, sys
+from vlens_async.bulk import run_bulk
+from vlens_async.client import VlensClient
+
+async def main(base_url, api_key, manifest, journal, out, resume):
+    async with VlensClient(api_key, base_url=base_url) as client:
+        summary = await run_bulk(
+            client, manifest, journal=journal, out=out, concurrency=2, rate_limit="none",
+            resume=resume == "resume", progress=False, signals=False,
+        )
+    print(json.dumps({"pending": summary.pending, "by_outcome": dict(summary.by_outcome)}))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def write_applicants(
+    folder: Path, scenarios: Sequence[str], *, distinct: int | None = None
+) -> Path:
+    """Synthetic applicants (``distinct`` image sets reused round-robin) and their manifest."""
+    distinct = distinct or len(scenarios)
+    lines = [HEADER]
+    for n, scenario in enumerate(scenarios):
+        images = folder / f"img{n % distinct}-{scenario}"
+        if not images.exists():
+            images.mkdir()
+            applicant = make_applicant(100 + n % distinct, scenario=scenario)
+            (images / "front.jpg").write_bytes(applicant.front)
+            (images / "back.jpg").write_bytes(applicant.back)
+            for i, face in enumerate(applicant.faces, start=1):
+                (images / f"face_{i}.jpg").write_bytes(face)
+        rel = images.name
+        files = [f"{rel}/{name}.jpg" for name in ("front", "back", "face_1", "face_2", "face_3")]
+        lines.append(",".join([f"p{n}", *files, "", f"{scenario}-{n}"]))
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def valid_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight valid applicants, each with images of their own."""
+    return write_applicants(tmp_path_factory.mktemp("valid"), ["valid"] * 8)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The results file's lines."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def journaled_steps(journal: Path) -> set[tuple[str, str]]:
+    """(transaction id, step) of every step the journal records as succeeded."""
+    done: set[tuple[str, str]] = set()
+    with sqlite3.connect(journal) as conn:
+        rows = conn.execute("SELECT transaction_id, status, snapshot FROM applicants").fetchall()
+    for transaction_id, _status, snapshot in rows:
+        steps = json.loads(snapshot)["steps"] if snapshot else {}
+        for step, record in steps.items():
+            if record["status"] == "succeeded":
+                done.add((transaction_id, step))
+    return done
+
+
+def count_journaled(journal: Path) -> int:
+    """Successful step attempts journaled so far (0 before the journal exists)."""
+    if not journal.exists():
+        return 0
+    try:
+        with sqlite3.connect(journal) as conn:
+            return int(conn.execute("SELECT count(*) FROM steps WHERE ok=1").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+
+
+def count_unfinished(journal: Path) -> int:
+    """Applicants the journal has not finished (claimed, maybe partly done)."""
+    with sqlite3.connect(journal) as conn:
+        return int(
+            conn.execute("SELECT count(*) FROM applicants WHERE status != 'done'").fetchone()[0]
+        )
+
+
+async def run_child(*args: str) -> asyncio.subprocess.Process:
+    """Start the bulk job of CHILD in a subprocess."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CHILD,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_crash_and_resume_never_repeats_a_journaled_step(
+    vlens_emulator: RunningEmulator, valid_manifest: Path, tmp_path: Path
+) -> None:
+    """SIGKILL mid-job, then resume: everyone ends terminal, one transaction per applicant, and
+    no step whose result was journaled is sent again."""
+    vlens_emulator.set_faults(None, ["fixed:80ms"])
+    journal, out = tmp_path / "run.db", tmp_path / "results.jsonl"
+    args = [vlens_emulator.base_url, vlens_emulator.api_key, str(valid_manifest), str(journal)]
+    child = await run_child(*args, str(out), "fresh")
+    while await asyncio.to_thread(count_journaled, journal) < 5:
+        assert child.returncode is None, "the job ended before it could be killed"
+        await asyncio.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    await child.communicate()
+    await asyncio.sleep(0.3)  # let requests already in the emulator finish their work there
+    before = vlens_emulator.counters()["steps"]
+    journaled = await asyncio.to_thread(journaled_steps, journal)
+    assert len(journaled) >= 5
+    assert await asyncio.to_thread(count_unfinished, journal) > 0  # killed mid-job
+
+    child = await run_child(*args, str(out), "resume")
+    stdout, stderr = await child.communicate()
+    assert child.returncode == 0, stderr.decode()[-2000:]
+    report = json.loads(stdout)
+    assert report["pending"] == 0
+
+    after = vlens_emulator.counters()
+    lines = read_results(out)
+    assert len(lines) == 8
+    assert {line["outcome"] for line in lines} == {"verified"}
+    assert after["transactions_created"] == 8
+    assert set(after["steps"]) == {line["transaction_id"] for line in lines}
+    for transaction_id, step in journaled:
+        assert after["steps"][transaction_id][step] == before[transaction_id][step], step
+    for counts in after["steps"].values():
+        assert set(counts) == {"front", "back", "liveness"}
+
+
+async def test_faults_leave_every_applicant_terminal_and_classified(
+    vlens_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """With 20% injected faults (5xx, 429, resets before and after, malformed bodies) every
+    applicant ends terminal with the right outcome; none is lost or given two transactions."""
+    scenarios = ["valid"] * 8 + ["expired", "back_of_other_card", "identical_frames", "valid"]
+    manifest = await asyncio.to_thread(write_applicants, tmp_path, scenarios)
+    vlens_emulator.set_faults(FAULTS_20, ["fixed:5ms"], seed=11)
+    out = tmp_path / "results.jsonl"
+    async with VlensClient(vlens_emulator.api_key, base_url=vlens_emulator.base_url) as client:
+        runner = BulkRunner(
+            client,
+            concurrency=6,
+            rate_limit=RateLimit.unlimited(),
+            journal=tmp_path / "run.db",
+            results=out,
+            step_retry=FAST_RETRY,
+        )
+        summary = await runner.run(read_manifest(manifest))
+    counters = vlens_emulator.counters()
+    lines = {line["client_transaction_id"]: line for line in read_results(out)}
+    assert len(lines) == len(scenarios)
+    assert all(line["outcome"] in TERMINAL for line in lines.values())
+    assert summary.pending == 0
+    faults = vlens_emulator.control.faults()["injected"]
+    assert sum(faults.values()) >= 5  # the faults really happened
+    for key, line in lines.items():
+        scenario = key.rsplit("-", 1)[0]
+        if scenario == "valid":
+            assert line["outcome"] == "verified", line
+        elif scenario == "expired":
+            assert (line["outcome"], line["error_code"]) == ("rejected", 3010)
+        elif scenario == "back_of_other_card":
+            assert (line["outcome"], line["error_code"]) == ("rejected", 3101)
+        else:
+            assert (line["outcome"], line["error_type"]) == ("rejected", "IdenticalFramesError")
+    # One transaction per applicant: retries landed on the transaction they started.
+    assert counters["transactions_created"] == len(scenarios)
+    assert set(counters["steps"]) == {line["transaction_id"] for line in lines.values()}
+
+
+@contextlib.asynccontextmanager
+async def emulator_process(*options: str) -> AsyncIterator[str]:
+    """An emulator in its own process (``vlens emulator``); yields its base URL.
+
+    Its own process, so that the arrival times it counts are not delayed by this test's event
+    loop: the rate-limit test measures the runner, not the loop they would share.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "vlens_async",
+        "emulator",
+        "--port",
+        "0",
+        *options,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        match = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert match, line
+        yield match.group(0)
+    finally:
+        proc.terminate()
+        await proc.communicate()
+
+
+async def test_rate_limit_holds_at_the_server(tmp_path: Path) -> None:
+    """With the default tenant limit (10/s, 60/min) the emulator's per-second and per-minute
+    counts never exceed it, and its own limiter (switched on) never has to refuse a request."""
+    manifest = await asyncio.to_thread(write_applicants, tmp_path, ["valid"] * 12, distinct=2)
+    async with emulator_process("--rate-limit") as base_url:
+        async with VlensClient(DEFAULT_API_KEY, base_url=base_url) as client:
+            summary = await run_bulk(
+                client,
+                manifest,
+                journal=tmp_path / "run.db",
+                out=tmp_path / "results.jsonl",
+                concurrency=16,
+                rate_limit=RateLimit(per_second=10, per_minute=60),
+                progress=False,
+                signals=False,
+            )
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{base_url}/_emulator/counters") as response,
+        ):
+            counters = await response.json()
+    seen = {k: counters[k] for k in ("per_second", "max_per_second", "max_per_minute")}
+    assert summary.by_outcome == {"verified": 12}, seen
+    assert counters["requests_total"] == 36, seen
+    assert max(counters["per_second"].values()) <= 10
+    assert max(counters["per_minute"].values()) <= 60
+    assert counters["max_per_second"] <= 10
+    assert counters["max_per_minute"] <= 60
+    assert counters["rate_limited"] == 0
+
+
+@pytest.mark.vlens_emulator(
+    tenant={"rate_limit": True, "rate_per_second": 5, "rate_per_minute": 600}
+)
+async def test_throttling_slows_the_job_and_everyone_still_finishes(
+    vlens_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """A tenant stricter than configured answers 429/4003; the runner slows down, retries on
+    the same transactions, and every applicant still ends verified."""
+    manifest = await asyncio.to_thread(write_applicants, tmp_path, ["valid"] * 6, distinct=2)
+    async with VlensClient(vlens_emulator.api_key, base_url=vlens_emulator.base_url) as client:
+        runner = BulkRunner(
+            client,
+            concurrency=6,
+            rate_limit=RateLimit(per_second=20, per_minute=None),
+            journal=tmp_path / "run.db",
+            step_retry=FAST_RETRY,
+        )
+        summary = await runner.run(read_manifest(manifest))
+    counters = vlens_emulator.counters()
+    assert summary.by_outcome == {"verified": 6}
+    assert summary.throttled > 0
+    assert counters["rate_limited"] > 0
+    assert counters["transactions_created"] == 6
