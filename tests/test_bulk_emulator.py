@@ -39,13 +39,14 @@ import asyncio, json, sys
 from vlens_async.bulk import run_bulk
 from vlens_async.client import VlensClient
 
-async def main(base_url, api_key, manifest, journal, out, resume):
+async def main(base_url, api_key, manifest, journal, out, resume, signals="no-signals"):
     async with VlensClient(api_key, base_url=base_url) as client:
         summary = await run_bulk(
             client, manifest, journal=journal, out=out, concurrency=2, rate_limit="none",
-            resume=resume == "resume", progress=False, signals=False,
+            resume=resume == "resume", progress=False, signals=signals == "signals",
         )
-    print(json.dumps({"pending": summary.pending, "by_outcome": dict(summary.by_outcome)}))
+    print(json.dumps({"pending": summary.pending, "by_outcome": dict(summary.by_outcome),
+                      "interrupted": summary.interrupted, "stop_reason": summary.stop_reason}))
 
 asyncio.run(main(*sys.argv[1:]))
 """
@@ -138,9 +139,7 @@ async def test_crash_and_resume_never_repeats_a_journaled_step(
     journal, out = tmp_path / "run.db", tmp_path / "results.jsonl"
     args = [vlens_emulator.base_url, vlens_emulator.api_key, str(valid_manifest), str(journal)]
     child = await run_child(*args, str(out), "fresh")
-    while await asyncio.to_thread(count_journaled, journal) < 5:
-        assert child.returncode is None, "the job ended before it could be killed"
-        await asyncio.sleep(0.02)
+    await wait_journaled(child, journal, 5)
     child.send_signal(signal.SIGKILL)
     await child.communicate()
     await asyncio.sleep(0.3)  # let requests already in the emulator finish their work there
@@ -165,6 +164,57 @@ async def test_crash_and_resume_never_repeats_a_journaled_step(
         assert after["steps"][transaction_id][step] == before[transaction_id][step], step
     for counts in after["steps"].values():
         assert set(counts) == {"front", "back", "liveness"}
+
+
+async def wait_journaled(child: asyncio.subprocess.Process, journal: Path, steps: int) -> None:
+    """Wait until the child has journaled ``steps`` successful steps."""
+    while await asyncio.to_thread(count_journaled, journal) < steps:
+        assert child.returncode is None, "the job ended too early"
+        await asyncio.sleep(0.02)
+
+
+async def test_first_signal_drains_second_stops_at_once(
+    vlens_emulator: RunningEmulator, valid_manifest: Path, tmp_path: Path
+) -> None:
+    """SIGTERM lets in-flight applicants journal their step and exits cleanly with a summary;
+    a second signal stops at once; resume then finishes everyone on one transaction each."""
+    vlens_emulator.set_faults(None, ["fixed:150ms"])
+    journal, out = tmp_path / "run.db", tmp_path / "results.jsonl"
+    args = [vlens_emulator.base_url, vlens_emulator.api_key, str(valid_manifest), str(journal)]
+
+    child = await run_child(*args, str(out), "fresh", "signals")
+    await wait_journaled(child, journal, 2)
+    child.send_signal(signal.SIGTERM)
+    stdout, stderr = await child.communicate()
+    assert child.returncode == 0, stderr.decode()[-2000:]
+    first = json.loads(stdout)
+    assert first["interrupted"]
+    assert first["stop_reason"] == "SIGTERM received"
+    assert first["pending"] > 0
+    assert {line["outcome"] for line in read_results(out)} <= TERMINAL | {"pending"}
+    # Drained: every step the emulator carried out was journaled before the job exited.
+    sent = {
+        (tx, step)
+        for tx, counts in vlens_emulator.counters()["steps"].items()
+        for step, n in counts.items()
+        if n
+    }
+    assert sent == await asyncio.to_thread(journaled_steps, journal)
+
+    child = await run_child(*args, str(out), "resume", "signals")
+    await wait_journaled(child, journal, await asyncio.to_thread(count_journaled, journal) + 1)
+    child.send_signal(signal.SIGINT)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = await child.communicate()
+    assert child.returncode == 0, stderr.decode()[-2000:]
+    assert json.loads(stdout)["interrupted"]
+
+    child = await run_child(*args, str(out), "resume")
+    stdout, stderr = await child.communicate()
+    assert child.returncode == 0, stderr.decode()[-2000:]
+    assert json.loads(stdout)["pending"] == 0
+    assert {line["outcome"] for line in read_results(out)} == {"verified"}
+    assert vlens_emulator.counters()["transactions_created"] == 8
 
 
 async def test_faults_leave_every_applicant_terminal_and_classified(
