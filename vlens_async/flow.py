@@ -303,7 +303,7 @@ class VerificationOutcome:
             "transaction_id": self.transaction_id,
             "validated": self.validated,
             "verified": self.verified,
-            "error_type": None if self.error is None else type(self.error).__name__,
+            "error_type": None if self.error is None else error_type_name(self.error),
             "error_code": self.error_code,
             "error_message": self.error_message,
             "cross_check": [flag.value for flag in self.cross_check],
