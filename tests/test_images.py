@@ -8,7 +8,7 @@ import random
 import struct
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -123,18 +123,17 @@ def gif_header(width: int, height: int) -> bytes:
 def photo(width: int, height: int, seed: int = 1, **params: object) -> bytes:
     """A photo-like JPEG, optionally re-saved with Pillow parameters (EXIF, ICC...)."""
     data = make_photo(width, height, seed)
-    return encode(decode(data), quality=90, **params) if params else data
+    return encode(decode(data), "JPEG", quality=90, **params) if params else data
 
 
 @pytest.fixture
-def no_decode(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_decode(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any pixel decoding fail, to prove a refusal happened on the header alone."""
 
     def refuse(self: ImageFile.ImageFile) -> None:
         raise AssertionError("pixels were decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
-    yield
 
 
 # --- the corpus: every case is a typed error or a compliant JPEG ---
@@ -496,7 +495,7 @@ def test_prepared_image_over_new_limits_is_prepared_again() -> None:
 
 
 async def test_async_matches_sync(small_jpeg: bytes) -> None:
-    """prepare_document gives what prepare_document_sync gives, and returns a fitting PreparedImage as is."""
+    """prepare_document equals the sync twin and returns a fitting PreparedImage as is."""
     p = await prepare_document(small_jpeg, max_side=300)
     assert p == prepare_document_sync(small_jpeg, max_side=300)
     assert await prepare_document(p, max_side=300) is p
@@ -581,7 +580,8 @@ def test_prepared_image_repr_hides_bytes(small_jpeg: bytes) -> None:
     """The repr shows sizes and a digest prefix, never the bytes."""
     p = prepare_document_sync(small_jpeg)
     text = repr(p)
-    assert "b'" not in text and "\\x" not in text
+    assert "b'" not in text
+    assert "\\x" not in text
     assert f"size={p.size}" in text
     assert len(text) < 200
 
@@ -612,8 +612,12 @@ def test_strip_keeps_decoding_segments_only() -> None:
     data = gps_photo() + b"VENDOR-TRAILER-with-secrets" * 10
     stripped = images._strip_jpeg_metadata(data)
     kinds = segments(stripped)
-    assert 0xE1 not in kinds and 0xE2 not in kinds and 0xFE not in kinds
-    assert 0xDB in kinds and 0xC4 in kinds and 0xC0 in kinds
+    assert 0xE1 not in kinds
+    assert 0xE2 not in kinds
+    assert 0xFE not in kinds
+    assert 0xDB in kinds
+    assert 0xC4 in kinds
+    assert 0xC0 in kinds
     assert stripped.endswith(b"\xff\xd9")
     assert b"VENDOR" not in stripped
 
@@ -699,7 +703,8 @@ def test_twelve_mp_within_limits(
         max_side,
     )
     assert (p.width, p.height) == (max_side, max_side * 3 // 4)
-    assert p.quality is not None and images.MIN_QUALITY <= p.quality <= images.MAX_QUALITY
+    assert p.quality is not None
+    assert images.MIN_QUALITY <= p.quality <= images.MAX_QUALITY
 
 
 def count_encodes(monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]) -> list[int]:
@@ -756,7 +761,8 @@ def test_fits_at_max_quality_in_one_encode(monkeypatch: pytest.MonkeyPatch) -> N
     im = decode(make_photo(1280, 960, 6))
     calls = count_encodes(monkeypatch, im.size)
     found, _ = images._search_quality(im, FACE_MAX_BYTES)
-    assert found is not None and found[0] == images.MAX_QUALITY
+    assert found is not None
+    assert found[0] == images.MAX_QUALITY
     assert calls == [images.MAX_QUALITY]
 
 
@@ -765,7 +771,9 @@ def test_small_image_searched_directly() -> None:
     im = decode(make_photo(400, 300, 2, hard=True))
     budget = len(images._encode(im, 70))
     found, _ = images._search_quality(im, budget)
-    assert found is not None and found[0] >= 70 and len(found[1]) <= budget
+    assert found is not None
+    assert found[0] >= 70
+    assert len(found[1]) <= budget
 
 
 def test_tight_budget_shrinks_the_side() -> None:
@@ -781,3 +789,22 @@ def test_impossible_budget_is_compression_error() -> None:
     noise = Image.frombytes("RGB", (400, 400), rng.randbytes(400 * 400 * 3))
     with pytest.raises(CompressionError, match="cannot fit"):
         prepare_document_sync(noise, max_bytes=1024, max_side=400)
+
+
+@pytest.mark.parametrize("bands", [2, 3])
+def test_banded_downscale_is_pixel_identical(monkeypatch: pytest.MonkeyPatch, bands: int) -> None:
+    """Resizing in parallel bands gives exactly the pixels of one resize."""
+    monkeypatch.setattr(images, "_BANDS", bands)
+    im = decode(make_photo(2000, 1500, 4))
+    assert (
+        images._downscale(im, (1280, 960)).tobytes()
+        == im.resize((1280, 960), images._RESAMPLE).tobytes()
+    )
+
+
+def test_big_factor_downscale_pre_reduces() -> None:
+    """A large non-JPEG downscale is box-reduced first and still lands on the exact size."""
+    im = Image.new("RGB", (3000, 2000), (10, 20, 30))
+    out = images._downscale(im, (300, 200))
+    assert out.size == (300, 200)
+    assert close(tuple(out.getpixel((150, 100))), (10, 20, 30), 1)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import asyncio
 import io
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -76,7 +76,7 @@ def resized(frame: bytes, scale: float) -> bytes:
     return jpeg(im.resize(size, Image.Resampling.LANCZOS), 85)
 
 
-COPIES = {
+COPIES: dict[str, Callable[[bytes], bytes]] = {
     "reencoded-q60": reencoded,
     "reencoded-q40": lambda f: reencoded(f, 40),
     "shifted-2px-xy": shifted,
@@ -124,7 +124,8 @@ async def test_large_frames_downscaled() -> None:
     frames = [make_photo(1600, 1200, seed) for seed in (1, 2, 3)]
     prepared = await prepare_faces(*frames, max_bytes=150_000, max_side=800)
     for frame in prepared:
-        assert frame.size <= 150_000 and (frame.width, frame.height) == (800, 600)
+        assert frame.size <= 150_000
+        assert (frame.width, frame.height) == (800, 600)
 
 
 async def test_prepared_faces_inputs_pass_through(
@@ -149,7 +150,7 @@ def test_prepared_faces_behaves_like_a_tuple(
     assert list(faces) == list(faces.frames)
     assert "b'" not in repr(faces)
     with pytest.raises(ConfigurationError, match="exactly three"):
-        PreparedFaces(faces.frames[:2])  # type: ignore[arg-type]
+        PreparedFaces(faces.frames[:2])
     with pytest.raises(ConfigurationError, match="exactly three"):
         PreparedFaces((faces[0], faces[1], b"x"))  # type: ignore[arg-type]
 
@@ -182,7 +183,7 @@ async def test_same_bytes_three_times() -> None:
 async def test_copy_of_a_frame_is_identical(
     applicants: dict[int, tuple[bytes, bytes, bytes]], copy: str
 ) -> None:
-    """A re-encoded, shifted, cropped, re-exposed or resized copy of frame 1 as frame 3 is refused."""
+    """A re-encoded, shifted, cropped, re-exposed or resized copy of frame 1 is refused."""
     f1, f2, _ = applicants[4]
     with pytest.raises(IdenticalFramesError) as info:
         await prepare_faces(f1, f2, COPIES[copy](f1))
@@ -192,7 +193,7 @@ async def test_copy_of_a_frame_is_identical(
 
 
 def test_threshold_calibrated_on_samples(applicants: dict[int, tuple[bytes, bytes, bytes]]) -> None:
-    """On samples' frames, real pairs and copies sit on either side of the threshold, with margin."""
+    """On samples' frames, real pairs and copies fall either side of the threshold, with margin."""
     real = [
         frame_difference(faces[i], faces[j])
         for faces in applicants.values()
@@ -315,7 +316,8 @@ async def test_event_loop_free_while_preparing_twelve_mp_frames(
         done.set()
         await tick
     assert all(isinstance(p, PreparedImage) and p.width == FACE_MAX_SIDE for p in prepared)
-    assert threads and main not in threads
+    assert threads
+    assert main not in threads
     # The loop kept turning: at least one tick per 10 ms of preparation on average.
     assert len(gaps) >= elapsed / 0.010
     figures = {

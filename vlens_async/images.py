@@ -144,10 +144,15 @@ THUMBNAIL_SIDE: Final = 32
 _THUMBNAIL_RING: Final = 1
 IDENTICAL_FRAME_THRESHOLD: Final = 0.085
 
-# Resampling filter for the downscale after ``draft``. Within 0.05 dB of LANCZOS after JPEG
-# encoding, and 30 % faster.
+# Resampling filter for the downscale after ``draft``: on 12 MP photos at quality 95 the output is
+# 0.1 dB (PSNR) below LANCZOS and the resize 30 % faster.
 _RESAMPLE: Final = Image.Resampling.BICUBIC
 _REDUCING_GAP: Final = 3.0  # non-JPEG inputs: integer box reduction first, then BICUBIC
+# Large downscales run as horizontal bands on this many threads (the calling worker and a small
+# pool): Pillow releases the GIL while resizing, so 2 cores halve the 20-50 ms a 2000 px -> 1280 px
+# BICUBIC takes. Below _BAND_MIN_PIXELS of output one thread is as fast.
+_BANDS: Final = max(1, min(4, os.cpu_count() or 1))
+_BAND_MIN_PIXELS: Final = 600_000
 
 # JPEG APPn segments kept by the pass-through: APP0 JFIF (rewritten without its thumbnail) and
 # APP14 Adobe (it tells decoders whether the three components are RGB or YCbCr). All other APPn
@@ -695,7 +700,7 @@ def _reencode(
     im.load()
     pixels = _normalise_mode(im)
     if pixels.size != target:
-        pixels = pixels.resize(target, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+        pixels = _downscale(pixels, target)
     pixels = _to_rgb(pixels)
     for op in _TRANSPOSE.get(orientation, ()):
         pixels = pixels.transpose(op)
@@ -704,6 +709,57 @@ def _reencode(
     pixels.info = {}  # no comment, EXIF or ICC profile can ride along into the encoder
     data, quality, size = _compress(pixels, max_bytes)
     return _prepared(data, size, quality, input_bytes, passthrough=False)
+
+
+def _downscale(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to ``size``: integer box pre-reduction for big factors, then banded BICUBIC."""
+    factor = int(min(im.width / size[0], im.height / size[1]) / _REDUCING_GAP)
+    if factor >= 2:  # what Pillow's reducing_gap does, kept outside so the bands stay exact
+        im = im.reduce(factor)
+    bands = _BANDS if size[0] * size[1] >= _BAND_MIN_PIXELS else 1
+    if bands == 1:
+        return im.resize(size, _RESAMPLE)
+    # Pillow clips the filter support at the image's edges, not the box's, so bands resized
+    # separately are pixel-identical to one resize; the GIL is released while each runs.
+    width, height = size
+    scale = im.height / height
+    edges = [height * i // bands for i in range(bands + 1)]
+
+    def band(i: int) -> Image.Image:
+        top, bottom = edges[i], edges[i + 1]
+        box = (0.0, top * scale, float(im.width), bottom * scale)
+        return im.resize((width, bottom - top), _RESAMPLE, box=box)
+
+    others = [_band_pool().submit(band, i) for i in range(1, bands)]
+    parts = [band(0)] + [future.result() for future in others]
+    out = Image.new(im.mode, size)
+    for top, part in zip(edges, parts, strict=False):
+        out.paste(part, (0, top))
+    return out
+
+
+_band_executor: ThreadPoolExecutor | None = None
+_band_lock: Final = threading.Lock()
+
+
+def _band_pool() -> ThreadPoolExecutor:
+    global _band_executor
+    with _band_lock:
+        if _band_executor is None:
+            _band_executor = ThreadPoolExecutor(
+                max_workers=max(1, _BANDS - 1), thread_name_prefix="vlens-images-band"
+            )
+        return _band_executor
+
+
+def _forget_band_pool() -> None:
+    # A forked child inherits the executor but not its threads: start afresh.
+    global _band_executor
+    _band_executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_band_pool)
 
 
 def _normalise_mode(im: Image.Image) -> Image.Image:
@@ -787,7 +843,7 @@ def _compress(im: Image.Image, max_bytes: int) -> tuple[bytes, int, tuple[int, i
                 f"cannot fit {max_bytes} bytes even at quality {MIN_QUALITY} and a side of "
                 f"{max(im.size)} px"
             )
-        im = im.resize(size, _RESAMPLE)
+        im = _downscale(im, size)
 
 
 class _SizeModel:
