@@ -34,6 +34,7 @@ three frames in a small thread pool) for scripts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import math
@@ -148,9 +149,10 @@ IDENTICAL_FRAME_THRESHOLD: Final = 0.085
 # 0.1 dB (PSNR) below LANCZOS and the resize 30 % faster.
 _RESAMPLE: Final = Image.Resampling.BICUBIC
 _REDUCING_GAP: Final = 3.0  # non-JPEG inputs: integer box reduction first, then BICUBIC
-# Large downscales run as horizontal bands on this many threads (the calling worker and a small
-# pool): Pillow releases the GIL while resizing, so 2 cores halve the 20-50 ms a 2000 px -> 1280 px
-# BICUBIC takes. Below _BAND_MIN_PIXELS of output one thread is as fast.
+# A large downscale of the only image in flight runs as horizontal bands on this many threads
+# (the calling worker and a small pool): Pillow releases the GIL while resizing, so 2 cores nearly
+# halve the 20-50 ms a 2000 px -> 1280 px BICUBIC takes. Below _BAND_MIN_PIXELS of output one
+# thread is as fast.
 _BANDS: Final = max(1, min(4, os.cpu_count() or 1))
 _BAND_MIN_PIXELS: Final = 600_000
 
@@ -500,6 +502,30 @@ def _prepare(
     image: ImageInput, max_bytes: int, max_side: int
 ) -> tuple[PreparedImage, bytes | None]:
     """The prepared image, and its thumbnail when the work produced one anyway."""
+    with _in_flight():
+        return _prepare_one(image, max_bytes, max_side)
+
+
+@contextlib.contextmanager
+def _in_flight() -> Iterator[None]:
+    """Count preparations running in this process (see _downscale's bands)."""
+    global _active
+    with _active_lock:
+        _active += 1
+    try:
+        yield
+    finally:
+        with _active_lock:
+            _active -= 1
+
+
+_active = 0
+_active_lock: Final = threading.Lock()
+
+
+def _prepare_one(
+    image: ImageInput, max_bytes: int, max_side: int
+) -> tuple[PreparedImage, bytes | None]:
     if isinstance(image, PreparedImage):
         if image.fits(max_bytes, max_side):
             return image, None
@@ -716,7 +742,10 @@ def _downscale(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     factor = int(min(im.width / size[0], im.height / size[1]) / _REDUCING_GAP)
     if factor >= 2:  # what Pillow's reducing_gap does, kept outside so the bands stay exact
         im = im.reduce(factor)
-    bands = _BANDS if size[0] * size[1] >= _BAND_MIN_PIXELS else 1
+    # Bands only pay when cores are idle: with other images in flight (three liveness frames,
+    # a busy server) they would only add threads fighting for the same cores and the event loop.
+    alone = _active <= 1
+    bands = _BANDS if alone and size[0] * size[1] >= _BAND_MIN_PIXELS else 1
     if bands == 1:
         return im.resize(size, _RESAMPLE)
     # Pillow clips the filter support at the image's edges, not the box's, so bands resized
