@@ -220,6 +220,30 @@ def test_real_motion_in_photos_is_different() -> None:
     assert frame_difference(view(0), view(2)) < IDENTICAL_FRAME_THRESHOLD
 
 
+def test_frame_difference_refuses_garbage() -> None:
+    """frame_difference raises a typed error for bytes that are not an image."""
+    with pytest.raises(UnsupportedImageError):
+        frame_difference(b"not an image", b"\xff\xd8\xff")
+
+
+async def test_handmade_prepared_image_with_bad_data(
+    applicants: dict[int, tuple[bytes, bytes, bytes]],
+) -> None:
+    """A PreparedImage built by hand around garbage is a typed error, not a Pillow exception."""
+    fake = PreparedImage(
+        data=b"garbage",
+        width=10,
+        height=10,
+        quality=90,
+        input_bytes=7,
+        digest="0",
+        passthrough=False,
+    )
+    f1, f2, _ = applicants[0]
+    with pytest.raises(UnsupportedImageError, match=r"^face_3: "):
+        await prepare_faces(f1, f2, fake)
+
+
 def test_flat_frames_are_identical() -> None:
     """Blank frames have no structure to tell apart: they are identical."""
     grey = jpeg(Image.new("RGB", (64, 64), (128, 128, 128)))
@@ -268,6 +292,7 @@ async def test_frames_within_spread(applicants: dict[int, tuple[bytes, bytes, by
         ({"capture_times": (0.0, 0.1)}, "3 values"),
         ({"capture_times": (0.0, datetime(2026, 1, 1), 0.1)}, "capture_times"),
         ({"capture_times": ("a", "b", "c")}, "capture_times"),
+        ({"capture_times": (0.0, float("nan"), 0.1)}, "capture_times"),
         ({"max_spread": 0}, "max_spread"),
         ({"max_bytes": 100}, "max_bytes"),
     ],

@@ -370,7 +370,8 @@ def frame_difference(a: bytes, b: bytes) -> float:
     """Difference between two JPEG frames as the identical-frame check measures it.
 
     Blocking (decodes both). 0 for the same picture; below :data:`IDENTICAL_FRAME_THRESHOLD`
-    counts as identical. Exposed for calibration and diagnostics.
+    counts as identical. Exposed for calibration and diagnostics. Raises
+    :class:`~vlens_async.errors.ImageError` for bytes that are not a readable image.
     """
     return _thumbnail_difference(_thumbnail(a), _thumbnail(b))
 
@@ -417,6 +418,8 @@ def _spread(times: Sequence[float | datetime]) -> float:
             raise TypeError("mixed datetimes and numbers")
         return (max(stamps) - min(stamps)).total_seconds()
     seconds = [float(t) for t in times]  # type: ignore[arg-type]  # no datetimes left
+    if not all(math.isfinite(t) for t in seconds):
+        raise ValueError("capture times must be finite")
     return max(seconds) - min(seconds)
 
 
@@ -469,14 +472,23 @@ def _thumbnail(jpeg: bytes) -> bytes:
     """A THUMBNAIL_SIDE square grayscale thumbnail of a JPEG, decoded at reduced scale.
 
     ``draft`` decodes at the smallest DCT scale still at least THUMBNAIL_SIDE on each side, so
-    copies of one frame at different resolutions give nearly the same thumbnail.
+    copies of one frame at different resolutions give nearly the same thumbnail. Unreadable
+    bytes raise an ImageError like everything else here.
     """
-    with Image.open(io.BytesIO(jpeg)) as im:
+    im = _open(jpeg)
+    try:
+        _check_pixels(im.size)
         im.draft("L", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         small = im.convert("L").resize(
             (THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0
         )
-    return small.tobytes()
+        return small.tobytes()
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise _decode_error(exc) from exc
+    finally:
+        im.close()
 
 
 def _normalised(thumb: bytes) -> list[float]:
