@@ -30,6 +30,7 @@ from vlens_async.errors import (
     ResponseDecodeError,
     api_error_class,
 )
+from vlens_async.images import PreparedImage
 from vlens_async.models import VerificationResponse
 
 FAST_RETRY = RetryPolicy(max_attempts=8, initial=0.001, max_backoff=0.005, jitter=0)
@@ -105,6 +106,7 @@ class ScriptedClient:
         self.max_tasks = 0
         self.unverified: set[str] = set()
         self.in_flight = 0
+        self.images: list[Any] = []  # what scan_id_front was given
         self.reached = asyncio.Event()  # set once notify_calls calls or notify_in_flight at once
         self.notify_calls = self.notify_in_flight = 10**9
 
@@ -132,6 +134,7 @@ class ScriptedClient:
         return envelope(tx, step, verified=who not in self.unverified)
 
     async def scan_id_front(self, image: Any, *, transaction_id: str, **options: Any) -> Any:
+        self.images.append(image)
         return await self._answer("front", transaction_id, **options)
 
     async def scan_id_back(self, image: Any, *, transaction_id: str, **options: Any) -> Any:
@@ -193,7 +196,7 @@ async def test_every_applicant_gets_one_transaction_and_three_steps(
         assert set(line["timings"]) == {"front", "back", "liveness", "total"}
     assert summary.by_outcome == {"verified": 10}
     # The client's own retries are off: every attempt must pass the runner's rate limiter.
-    assert client.options == [{"retry": RetryPolicy.disabled()}]
+    assert client.options == [{"retry": RetryPolicy.disabled(), "prepare_images": False}]
     assert summary.processed == 10
     assert summary.complete
     assert summary.requests == 30
@@ -364,3 +367,19 @@ async def test_tasks_stay_bounded_by_concurrency(tmp_path: Path, image_dir: Path
     # Per worker: itself, its three image tasks and prepare_faces' three frame tasks; plus the
     # producer, the progress ticker and the test. 150 applicants would be far more.
     assert client.max_tasks <= 3 * 7 + 3
+
+
+async def test_prepare_false_sends_the_files_as_they_are(tmp_path: Path, image_dir: Path) -> None:
+    """With prepare=False the runner reads each file and sends its bytes unchanged."""
+    client = ScriptedClient()
+    summary = await runner(client, tmp_path, prepare=False).run(applicants(image_dir, 2))
+    assert summary.by_outcome == {"verified": 2}
+    assert client.images == [(image_dir / "front.jpg").read_bytes()] * 2
+
+
+async def test_prepared_images_are_sent_by_default(tmp_path: Path, image_dir: Path) -> None:
+    """By default each image goes through the preprocessor once (a PreparedImage is sent)."""
+    client = ScriptedClient()
+    await runner(client, tmp_path).run(applicants(image_dir, 1))
+    (image,) = client.images
+    assert isinstance(image, PreparedImage)

@@ -303,9 +303,12 @@ class _Images:
     queueing that behind seconds of Pillow work would bunch requests up at the server.
     """
 
-    def __init__(self, applicant: BulkApplicant, executor: concurrent.futures.Executor) -> None:
+    def __init__(
+        self, applicant: BulkApplicant, executor: concurrent.futures.Executor, *, prepare: bool
+    ) -> None:
         self._applicant = applicant
         self._executor = executor
+        self._prepare = prepare
         self._futures: dict[str, asyncio.Future[Any]] = {}
 
     def start(self, *names: str) -> None:
@@ -314,23 +317,27 @@ class _Images:
         for name in names:
             if name in self._futures:
                 continue
-            job: Callable[[], PreparedImage | PreparedFaces]
-            if name == "faces":
+            job: Callable[[], object]
+            if name == "faces" and self._prepare:
                 job = functools.partial(prepare_faces_sync, *a.faces)
+            elif name == "faces":
+                job = functools.partial(_read_faces, a.faces)
             else:
-                job = functools.partial(_prepare_side, name, a.front if name == "front" else a.back)
+                path = a.front if name == "front" else a.back
+                reader = _prepare_side if self._prepare else _read_side
+                job = functools.partial(reader, name, path)
             self._futures[name] = loop.run_in_executor(self._executor, job)
 
-    async def document(self, name: str) -> PreparedImage:
+    async def document(self, name: str) -> PreparedImage | bytes:
         self.start(name)
         result = await self._futures[name]
-        assert isinstance(result, PreparedImage)
+        assert isinstance(result, PreparedImage | bytes)
         return result
 
-    async def faces(self) -> PreparedFaces:
+    async def faces(self) -> PreparedFaces | tuple[bytes, bytes, bytes]:
         self.start("faces")
         result = await self._futures["faces"]
-        assert isinstance(result, PreparedFaces)
+        assert isinstance(result, PreparedFaces | tuple)
         return result
 
     async def close(self) -> None:
@@ -347,6 +354,26 @@ def _prepare_side(name: str, path: Path) -> PreparedImage:
     except (UnsupportedImageError, ImageTooLargeError, CompressionError) as exc:
         # Name the side, as prepare_faces names the frame; never the path (it may name a person).
         raise type(exc)(f"{name}: {exc.reason}") from exc
+
+
+def _read_side(name: str, path: Path) -> bytes:
+    """Read an image as it is, for ``prepare=False`` (blocking; runs in a preprocessing thread)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnsupportedImageError(f"{name}: cannot read the image file") from exc
+    if not data:
+        raise UnsupportedImageError(f"{name}: empty file")
+    return data
+
+
+def _read_faces(paths: tuple[Path, Path, Path]) -> tuple[bytes, bytes, bytes]:
+    """Read the three frames as they are, for ``prepare=False``."""
+    return (
+        _read_side("face_1", paths[0]),
+        _read_side("face_2", paths[1]),
+        _read_side("face_3", paths[2]),
+    )
 
 
 # --- the runner ---
@@ -389,7 +416,9 @@ class BulkRunner:
     step with the same transaction id (``retry_errors`` also gives applicants that ended in
     ``error`` another go). ``results`` is the JSONL file written at the end. ``step_retry``
     governs the runner's own retries of a step. Images are prepared in ``prepare_threads``
-    threads (default: the CPU count, at least 2).
+    threads (default: the CPU count, at least 2); with ``prepare=False`` they are read and sent
+    as they are (for scans known to be compliant: preprocessing verifies every image, which
+    costs CPU even when it passes one through unchanged).
     """
 
     def __init__(
@@ -406,12 +435,15 @@ class BulkRunner:
         progress: ProgressReporter | None = None,
         total: int | None = None,
         limiter: RateLimiter | None = None,
+        prepare: bool = True,
         prepare_threads: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
-        # The client's own retries would send requests the rate limiter never saw.
-        self._client = client.with_options(retry=RetryPolicy.disabled())
+        # The client's own retries would send requests the rate limiter never saw; and the
+        # runner prepares images itself (once per applicant, not once per attempt).
+        self._client = client.with_options(retry=RetryPolicy.disabled(), prepare_images=False)
+        self.prepare = prepare
         self.concurrency = concurrency
         self.limiter = limiter or RateLimiter(rate_limit)
         self.journal_path = None if journal is None else Path(journal)
@@ -587,7 +619,7 @@ class _ApplicantRun:
         self.claim = claim
         self.client = _MeteredClient(runner._client, runner)
         assert runner._prepare_pool is not None
-        self.images = _Images(applicant, runner._prepare_pool)
+        self.images = _Images(applicant, runner._prepare_pool, prepare=runner.prepare)
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
         assert runner._journal is not None
@@ -603,10 +635,15 @@ class _ApplicantRun:
                 client_transaction_id=self.applicant.client_transaction_id,
                 name_check_value=self.applicant.name_check_value,
                 max_liveness_attempts=1,
+                prepare=self.runner.prepare,
             )
         self.runner._live.resumed += 1
         # The journal keeps no names; the manifest gives the name check back.
-        restored = {**snapshot, "name_check_value": self.applicant.name_check_value}
+        restored = {
+            **snapshot,
+            "name_check_value": self.applicant.name_check_value,
+            "prepare": self.runner.prepare,
+        }
         return Transaction.restore(self.client, restored)
 
     async def run(self) -> None:
@@ -795,11 +832,13 @@ async def run_bulk(
     rate_limit: RateLimit | str = DEFAULT_RATE_LIMIT,
     resume: bool = False,
     retry_errors: bool = False,
+    prepare: bool = True,
     progress: ProgressReporter | bool | None = True,
     signals: bool = True,
 ) -> BulkSummary:
     """Run a bulk job from a manifest file: what ``vlens bulk`` does.
 
+    ``prepare=False`` sends the images as they are (see :class:`BulkRunner`).
     ``progress=True`` picks a rich bar on a terminal and plain lines otherwise (on stderr);
     ``False``/``None`` shows nothing; or pass a reporter. With ``signals`` the first Ctrl-C or
     SIGTERM stops gracefully and a second at once (see :func:`handle_signals`). Raises
@@ -827,6 +866,7 @@ async def run_bulk(
         results=out,
         resume=resume,
         retry_errors=retry_errors,
+        prepare=prepare,
         progress=reporter,
         total=total,
     )

@@ -1,0 +1,325 @@
+"""The bulk runner: throughput against the bound, 12 MP preprocessing cost and loop lag, and
+memory that does not grow with the job.
+
+The emulator runs in its own process (``serve_forever`` on 127.0.0.1, a free port), so its CPU and
+memory are not counted; this process runs the bulk job (``vlens_async.bulk.run_bulk``) with a
+journal and a results file in a temporary folder, exactly as ``vlens bulk`` would.
+
+1. **throughput**: 200 ms fixed latency per call, compliant images (synthetic applicants, passed
+   through by the preprocessor), no rate limit, concurrency 64. The bound is
+   ``concurrency / (3 calls x latency)`` = 106.7 flows/s; target at least 85% of it. Run with the
+   preprocessor on (the default: it still decodes every image to verify it, and thumbnails the
+   face frames to catch identical ones) and off (``prepare=False``: files sent as they are).
+2. **12 MP**: the same with every image scaled to 12 MP (preprocessing on): flows/s, CPU seconds
+   per flow (this process: client, preprocessing threads, journal), event-loop lag p99 (a task
+   that sleeps 5 ms and records how late it wakes; target under 10 ms).
+3. **memory**: peak RSS of a fresh process running 500 and then 5,000 applicants at the same
+   concurrency (64, no added latency); target: 5,000 within 1.15x of 500.
+
+Manifest rows cycle through a few distinct image sets (``--distinct``): generating 5,000 synthetic
+applicants would take longer than the benchmark, and the emulator caches its reading of repeated
+images, as it would for a client's retry. Every row is still its own applicant, transaction and
+set of uploads, and in the 12 MP run every image is preprocessed again for every row.
+
+    .venv/bin/python benchmarks/bench_bulk.py                    # all three, ~3 minutes
+    .venv/bin/python benchmarks/bench_bulk.py --only throughput  # or 12mp, memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageChops
+
+from vlens_async.bulk import BulkSummary, run_bulk
+from vlens_async.client import VlensClient
+from vlens_async.emulator import EmulatorConfig, RunningEmulator, serve_forever
+from vlens_async.emulator.faults import FaultConfig
+from vlens_async.samples import make_applicant
+
+HEADER = "applicant_id,front,back,face_1,face_2,face_3,name_check_value,client_transaction_id"
+NAMES = ("front", "back", "face_1", "face_2", "face_3")
+
+
+def _serve(conn: multiprocessing.connection.Connection, latency_ms: int) -> None:
+    """Emulator process: serve until terminated, report where through ``conn``."""
+
+    def ready(emu: RunningEmulator) -> None:
+        conn.send((emu.base_url, emu.api_key))
+
+    latency = [f"fixed:{latency_ms}ms"] if latency_ms else []
+    config = EmulatorConfig(faults=FaultConfig.parse(None, latency))
+    asyncio.run(serve_forever(config, host="127.0.0.1", port=0, on_ready=ready))
+
+
+class Emulator:
+    """An emulator in a child process for the duration of a ``with`` block."""
+
+    def __init__(self, latency_ms: int) -> None:
+        self.latency_ms = latency_ms
+
+    def cpu(self) -> float:
+        """The emulator process's CPU seconds so far."""
+        return process_cpu_seconds(self.proc.pid or 0)
+
+    def __enter__(self) -> tuple[str, str]:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, self.latency_ms), daemon=True)
+        self.proc.start()
+        if not parent.poll(60):
+            raise RuntimeError("the emulator did not start")
+        base_url, api_key = parent.recv()
+        return str(base_url), str(api_key)
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.join(10)
+
+
+def _upscale(data: bytes, size: tuple[int, int], seed: int) -> bytes:
+    """Scale to ``size`` and add noise, as a phone camera's 12 MP JPEG would carry."""
+    with Image.open(io.BytesIO(data)) as img:
+        big = img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    noise = Image.effect_noise(size, 24).convert("RGB")
+    big = ImageChops.add(big, noise, scale=1.0, offset=-120 + seed % 7)
+    out = io.BytesIO()
+    big.save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
+def write_images(folder: Path, distinct: int, *, twelve_mp: bool) -> list[str]:
+    """``distinct`` synthetic applicants' images under ``folder``; their folder names."""
+    names = []
+    for n in range(distinct):
+        applicant = make_applicant(7000 + n)
+        images = dict(zip(NAMES, (applicant.front, applicant.back, *applicant.faces), strict=True))
+        if twelve_mp:
+            images = {
+                name: _upscale(data, (4000, 3000) if name in ("front", "back") else (3000, 4000), n)
+                for name, data in images.items()
+            }
+        target = folder / f"set{n}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name, data in images.items():
+            (target / f"{name}.jpg").write_bytes(data)
+        names.append(target.name)
+    return names
+
+
+def write_manifest(folder: Path, sets: list[str], rows: int) -> Path:
+    """A manifest of ``rows`` applicants cycling through the image ``sets``."""
+    manifest = folder / f"manifest-{rows}.csv"
+    with manifest.open("w") as fh:
+        fh.write(HEADER + "\n")
+        for n in range(rows):
+            base = sets[n % len(sets)]
+            files = ",".join(f"{base}/{name}.jpg" for name in NAMES)
+            fh.write(f"a{n},{files},,\n")
+    return manifest
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of another process (Linux /proc), e.g. the emulator's."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def monitor_lag(lags: list[float], stop: asyncio.Event, interval: float = 0.005) -> None:
+    """Record how late a short sleep wakes up: the event loop's lag."""
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(interval)
+        lags.append(time.perf_counter() - started - interval)
+
+
+async def run_job(
+    base_url: str,
+    api_key: str,
+    manifest: Path,
+    work: Path,
+    concurrency: int,
+    *,
+    prepare: bool = True,
+) -> tuple[BulkSummary, float, list[float]]:
+    """Run the bulk job; return its summary, CPU seconds used, and the loop lags seen."""
+    lags: list[float] = []
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(monitor_lag(lags, stop))
+    cpu = cpu_seconds()
+    async with VlensClient(api_key, base_url=base_url) as client:
+        summary = await run_bulk(
+            client,
+            manifest,
+            journal=work / f"{manifest.stem}-{prepare}.db",
+            out=work / f"{manifest.stem}-{prepare}.jsonl",
+            concurrency=concurrency,
+            rate_limit="none",
+            prepare=prepare,
+            progress=False,
+            signals=False,
+        )
+    cpu = cpu_seconds() - cpu
+    stop.set()
+    await watcher
+    return summary, cpu, lags
+
+
+def p99(values: list[float]) -> float:
+    """The 99th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, int(len(ordered) * 0.99) - 1)] if ordered else float("nan")
+
+
+def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Flows per second against the bound, compliant images, 200 ms per call: with the
+    preprocessor on (the default) and off (``prepare=False``)."""
+    sets = write_images(work / "plain", args.distinct, twelve_mp=False)
+    manifest = write_manifest(work / "plain", sets, args.flows)
+    bound = args.concurrency / (3 * args.latency_ms / 1000)
+    report: dict[str, Any] = {"bound_flows_per_s": round(bound, 1)}
+    for prepare in (True, False):
+        emulator = Emulator(args.latency_ms)
+        with emulator as (base_url, api_key):
+            server_cpu = emulator.cpu()
+            summary, cpu, lags = asyncio.run(
+                run_job(base_url, api_key, manifest, work, args.concurrency, prepare=prepare)
+            )
+            server_cpu = emulator.cpu() - server_cpu
+        flows = max(1, summary.processed)
+        report["prepare_on" if prepare else "prepare_off"] = {
+            "flows": summary.processed,
+            "outcomes": dict(summary.by_outcome),
+            "seconds": round(summary.elapsed, 2),
+            "flows_per_s": round(summary.throughput, 1),
+            "fraction_of_bound": round(summary.throughput / bound, 3),
+            "cpu_ms_per_flow": round(1000 * cpu / flows, 1),
+            "emulator_cpu_ms_per_flow": round(1000 * server_cpu / flows, 1),
+            "loop_lag_p99_ms": round(1000 * p99(lags), 2),
+            "latency_p50_ms": {k: round(v.p50 * 1000) for k, v in summary.latency.items()},
+        }
+    return report
+
+
+def bench_12mp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Flows per second, CPU per flow and loop lag with 12 MP inputs, preprocessing on."""
+    sets = write_images(work / "big", args.distinct_12mp, twelve_mp=True)
+    manifest = write_manifest(work / "big", sets, args.flows_12mp)
+    with Emulator(args.latency_ms) as (base_url, api_key):
+        summary, cpu, lags = asyncio.run(
+            run_job(base_url, api_key, manifest, work, args.concurrency)
+        )
+    return {
+        "flows": summary.processed,
+        "outcomes": dict(summary.by_outcome),
+        "seconds": round(summary.elapsed, 2),
+        "flows_per_s": round(summary.throughput, 2),
+        "cpu_s_per_flow": round(cpu / max(1, summary.processed), 3),
+        "cores": os.cpu_count(),
+        "loop_lag_p99_ms": round(1000 * p99(lags), 2),
+        "loop_lag_max_ms": round(1000 * max(lags, default=float("nan")), 2),
+        "latency_p50_ms": {k: round(v.p50 * 1000) for k, v in summary.latency.items()},
+    }
+
+
+def memory_child(manifest: str, work: str, base_url: str, api_key: str, concurrency: int) -> None:
+    """Run one job in this fresh process and print its peak RSS (the --memory-child mode)."""
+    summary, _, _ = asyncio.run(run_job(base_url, api_key, Path(manifest), Path(work), concurrency))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "flows": summary.processed,
+                "peak_rss_mib": round(peak_kib / 1024, 1),
+                "seconds": round(summary.elapsed, 1),
+            }
+        )
+    )
+
+
+def bench_memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Peak RSS of a fresh process for a small and a ten-times-larger job."""
+    sets = write_images(work / "mem", args.distinct, twelve_mp=False)
+    results: dict[str, Any] = {}
+    with Emulator(0) as (base_url, api_key):
+        for rows in (args.memory_small, args.memory_large):
+            manifest = write_manifest(work / "mem", sets, rows)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--memory-child",
+                    str(manifest),
+                    str(work),
+                    base_url,
+                    api_key,
+                    str(args.concurrency),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            results[str(rows)] = json.loads(out.stdout.strip().splitlines()[-1])
+    small = results[str(args.memory_small)]["peak_rss_mib"]
+    large = results[str(args.memory_large)]["peak_rss_mib"]
+    results["ratio"] = round(large / small, 3)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print one JSON object of figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=("throughput", "12mp", "memory"), action="append")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency-ms", type=int, default=200)
+    parser.add_argument("--flows", type=int, default=1280, help="throughput run")
+    parser.add_argument("--distinct", type=int, default=16, help="distinct image sets")
+    parser.add_argument("--flows-12mp", type=int, default=64)
+    parser.add_argument("--distinct-12mp", type=int, default=4)
+    parser.add_argument("--memory-small", type=int, default=500)
+    parser.add_argument("--memory-large", type=int, default=5000)
+    parser.add_argument("--memory-child", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        manifest, work, base_url, api_key, concurrency = args.memory_child
+        memory_child(manifest, work, base_url, api_key, int(concurrency))
+        return 0
+    chosen = args.only or ["throughput", "12mp", "memory"]
+    report: dict[str, Any] = {"python": sys.version.split()[0], "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
+        work = Path(tmp)
+        benches = {"throughput": bench_throughput, "12mp": bench_12mp, "memory": bench_memory}
+        for name in chosen:
+            started = time.perf_counter()
+            report[name] = benches[name](args, work)
+            report[name]["bench_seconds"] = round(time.perf_counter() - started, 1)
+            print(f"{name}: {json.dumps(report[name])}", file=sys.stderr)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
