@@ -13,11 +13,11 @@ Methods, side by side in one run (rounds interleaved, so machine noise falls on 
   40..95 for the highest that fits.
 
 Reported per input and method: median wall time, median CPU time of the process (all threads;
-less sensitive than wall time to other load on the machine), output bytes, dimensions, JPEG quality, and PSNR
-of the output against a reference downscale (full decode + LANCZOS to the output's dimensions;
-the naive full-size output is LANCZOS-downscaled to 1280 px first). Then the event loop: a
-ticker on the loop while ``prepare_document`` runs one 12 MP photo and while ``prepare_faces``
-runs three, reporting the worst gap, and the three-frames / one-frame time ratio.
+less sensitive than wall time to other load on the machine), output bytes, dimensions, JPEG
+quality, and PSNR of the output against a reference downscale (full decode + LANCZOS to the
+output's dimensions; the naive full-size output is LANCZOS-downscaled to 1280 px first). Then the
+event loop: a ticker on the loop while ``prepare_document`` runs one 12 MP photo and while
+``prepare_faces`` runs three, reporting the worst gap, and the three-frames / one-frame ratio.
 
 Targets: ours <= 120 ms per 12 MP image; >= 5x faster than naive; PSNR within 0.5 dB of binary;
 pass-through < 5 ms; three frames <= 2.2x one; (issue) loop gap <= 10 ms.
