@@ -22,7 +22,7 @@ event loop: a ticker on the loop while ``prepare_document`` runs one 12 MP photo
 Targets: ours <= 120 ms per 12 MP image; >= 5x faster than naive; PSNR within 0.5 dB of binary;
 pass-through < 5 ms; three frames <= 2.2x one; (issue) loop gap <= 10 ms.
 
-Run:  .venv/bin/python benchmarks/bench_images.py              (about 40 s on 2 cores)
+Run:  .venv/bin/python benchmarks/bench_images.py              (about 20 s on 2 cores)
       .venv/bin/python benchmarks/bench_images.py --rounds 9
 """
 
