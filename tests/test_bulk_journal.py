@@ -171,3 +171,14 @@ async def test_in_memory_journal_works_without_a_path() -> None:
     assert claim.kind is ClaimKind.NEW
     assert (await journal.counts()).by_outcome == {"pending": 1}
     await journal.close()
+
+
+async def test_a_journal_in_use_by_another_job_is_refused(tmp_path: Path) -> None:
+    """Two jobs on one journal would send the same steps twice: the second is refused until
+    the first closes it."""
+    first = await Journal.open(tmp_path / "j.db")
+    with pytest.raises(BulkInputError, match="in use"):
+        await Journal.open(tmp_path / "j.db", resume=True)
+    await first.close()
+    second = await Journal.open(tmp_path / "j.db", resume=True)
+    await second.close()

@@ -37,6 +37,11 @@ import orjson
 from ._manifest import BulkApplicant, InvalidRow
 from .errors import BulkInputError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock, the rest works
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "PENDING",
     "Claim",
@@ -211,6 +216,7 @@ class Journal:
             max_workers=1, thread_name_prefix="vlens-journal"
         )
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str] | None, *, resume: bool = False) -> Journal:
@@ -302,6 +308,7 @@ class Journal:
         target = ":memory:" if self.path is None else str(self.path)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), one per method.
         conn = sqlite3.connect(target, isolation_level=None)
         try:
@@ -326,8 +333,28 @@ class Journal:
                 self.run = int(cur.lastrowid or 0)
         except BaseException:
             conn.close()
+            self._unlock()
             raise
         self._conn = conn
+
+    def _lock(self) -> None:
+        # Two jobs on one journal would both resume the same applicants and send their steps
+        # twice. An advisory lock beside the file (not SQLite's exclusive mode, which would also
+        # shut out readers such as a monitoring query); the OS drops it if the process dies.
+        if fcntl is None or self.path is None:
+            return
+        fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BulkInputError(f"journal {self.path} is in use by another bulk job") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     def _close_sync(self, interrupted: bool) -> None:
         conn = self._db
@@ -338,6 +365,7 @@ class Journal:
             )
         conn.close()
         self._conn = None
+        self._unlock()
 
     def _claim_sync(self, applicant: BulkApplicant) -> Claim:
         conn = self._db
