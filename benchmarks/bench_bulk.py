@@ -164,6 +164,7 @@ async def run_job(
     concurrency: int,
     *,
     prepare: bool = True,
+    prepare_threads: int | None = None,
 ) -> tuple[BulkSummary, float, list[float]]:
     """Run the bulk job; return its summary, CPU seconds used, and the loop lags seen."""
     lags: list[float] = []
@@ -179,6 +180,7 @@ async def run_job(
             concurrency=concurrency,
             rate_limit="none",
             prepare=prepare,
+            prepare_threads=prepare_threads,
             progress=False,
             signals=False,
         )
@@ -230,9 +232,17 @@ def bench_12mp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     manifest = write_manifest(work / "big", sets, args.flows_12mp)
     with Emulator(args.latency_ms) as (base_url, api_key):
         summary, cpu, lags = asyncio.run(
-            run_job(base_url, api_key, manifest, work, args.concurrency)
+            run_job(
+                base_url,
+                api_key,
+                manifest,
+                work,
+                args.concurrency,
+                prepare_threads=args.prepare_threads,
+            )
         )
     return {
+        "prepare_threads": args.prepare_threads or "default",
         "flows": summary.processed,
         "outcomes": dict(summary.by_outcome),
         "seconds": round(summary.elapsed, 2),
@@ -299,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distinct", type=int, default=16, help="distinct image sets")
     parser.add_argument("--flows-12mp", type=int, default=64)
     parser.add_argument("--distinct-12mp", type=int, default=4)
+    parser.add_argument("--prepare-threads", type=int, default=None, help="12 MP run")
     parser.add_argument("--memory-small", type=int, default=500)
     parser.add_argument("--memory-large", type=int, default=5000)
     parser.add_argument("--memory-child", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
