@@ -77,7 +77,9 @@ def applicants(folder: Path, count: int, start: int = 1) -> list[BulkApplicant]:
     ]
 
 
-def envelope(tx: str, step: str, *, verified: bool = True) -> VerificationResponse:
+def envelope(
+    tx: str, step: str, *, verified: bool = True, aml: bool = False
+) -> VerificationResponse:
     """A successful answer for ``step`` in the wire shape, parsed by the real converter."""
     data: dict[str, Any] = {}
     services: dict[str, Any] = {}
@@ -87,6 +89,7 @@ def envelope(tx: str, step: str, *, verified: bool = True) -> VerificationRespon
         data["idBackData"] = {"idNumber": NID, "transactionId": tx}
     else:
         services["liveness"] = True
+        services["AML"] = {"AML_matched": aml}
         data["isVerificationProcessCompleted"] = True
         data["isDigitalIdentityVerified"] = verified
     body = {"services": services, "data": data, "error_code": None}
@@ -131,7 +134,7 @@ class ScriptedClient:
             self.reached.set()
         if exc is not None:
             raise exc
-        return envelope(tx, step, verified=who not in self.unverified)
+        return envelope(tx, step, verified=who not in self.unverified, aml=who in self.unverified)
 
     async def scan_id_front(self, image: Any, *, transaction_id: str, **options: Any) -> Any:
         self.images.append(image)
@@ -255,6 +258,8 @@ async def test_verdicts_are_classified_and_not_retried(tmp_path: Path, image_dir
     assert (lines["a2"]["outcome"], lines["a2"]["error_code"]) == ("rejected", 3011)
     assert lines["a2"]["error_type"] == "DocumentError"
     assert lines["a3"]["outcome"] == "not_verified"
+    assert lines["a3"]["service_flags"] == ["aml_matched"]
+    assert lines["a1"]["service_flags"] == []
     assert lines["a3"]["validated"] is True
     assert (lines["a4"]["outcome"], lines["a4"]["error_type"]) == ("rejected", "FaceError")
     assert all(n == 1 for n in Counter((tx, s) for s, tx, _ in client.calls).values())

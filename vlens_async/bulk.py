@@ -122,7 +122,7 @@ from .images import (
     prepare_document_sync,
     prepare_faces_sync,
 )
-from .models import VerificationResponse
+from .models import Services, VerificationResponse
 
 if TYPE_CHECKING:
     from .client import VlensClient
@@ -771,9 +771,28 @@ class _ApplicantRun:
             "error_message": None if error is None else _error_message(error),
             "failed_step": failed_step,
             "cross_check": [] if outcome is None else [f.value for f in outcome.cross_check],
+            "service_flags": [] if outcome is None else _service_flags(outcome.services),
             "attempts": self.claim.attempts + sum(self.client.counts.values()),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
+
+
+def _service_flags(services: Services | None) -> list[str]:
+    """What the service flagged, as words an operator can filter on (no personal data)."""
+    if services is None:
+        return []
+    flags = []
+    if services.aml is not None and services.aml.aml_matched:
+        flags.append("aml_matched")
+    if services.spoofing is not None and services.spoofing.fake:
+        flags.append("fake_document")
+    if services.src is not None and services.src.is_valid is False:
+        flags.append("src_invalid")
+    if services.liveness is False:
+        flags.append("liveness_failed")
+    if services.validations:
+        flags.append("validation_issues")
+    return flags
 
 
 def _error_type(exc: BaseException) -> str:
