@@ -343,8 +343,10 @@ async def test_event_loop_free_while_preparing_twelve_mp_frames(
     assert all(isinstance(p, PreparedImage) and p.width == FACE_MAX_SIDE for p in prepared)
     assert threads
     assert main not in threads
-    # The loop kept turning: at least one tick per 10 ms of preparation on average.
-    assert len(gaps) >= elapsed / 0.010
+    # The loop kept turning throughout: a blocked loop would tick only between stages. (A loose
+    # average, one tick per 25 ms, so a loaded CI machine does not fail it; the worst gap is a
+    # benchmark figure.)
+    assert len(gaps) >= max(5, elapsed / 0.025)
     figures = {
         "prepare_ms": round(elapsed * 1000, 1),
         "ticks": len(gaps),
