@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlens_async._ratelimit import RateLimit, RateLimiter, SlidingWindowBucket
+from vlens_async._ratelimit import LimiterClosed, RateLimit, RateLimiter, SlidingWindowBucket
 from vlens_async.errors import ConfigurationError
 
 
@@ -240,3 +240,17 @@ async def test_unlimited_limiter_never_waits() -> None:
     for _ in range(1000):
         await limiter.acquire()
     assert clock.now == 1000.0
+
+
+async def test_close_wakes_waiters_and_refuses_new_tokens() -> None:
+    """close() makes a waiting acquire() and any later one raise LimiterClosed at once."""
+    limiter = RateLimiter(RateLimit(per_second=1, per_minute=None))
+    await limiter.acquire()  # holds the only token
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    limiter.close()
+    with pytest.raises(LimiterClosed):
+        await waiter
+    with pytest.raises(LimiterClosed):
+        await limiter.acquire()

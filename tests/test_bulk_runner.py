@@ -388,3 +388,22 @@ async def test_prepared_images_are_sent_by_default(tmp_path: Path, image_dir: Pa
     await runner(client, tmp_path).run(applicants(image_dir, 1))
     (image,) = client.images
     assert isinstance(image, PreparedImage)
+
+
+async def test_graceful_stop_does_not_wait_for_rate_limit_tokens(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """Flows queued for a token under a slow limit give up at once on stop(): nothing more is
+    sent, and what was sent is journaled."""
+    client = ScriptedClient()
+    client.notify_calls = 2
+    run = runner(client, tmp_path, rate_limit=RateLimit(per_second=1, per_minute=2))
+    task = asyncio.create_task(run.run(applicants(image_dir, 6)))
+    await client.reached.wait()  # two requests sent; the next token is a minute away
+    run.stop("test")
+    summary = await asyncio.wait_for(task, 5)
+    assert summary.interrupted
+    assert len(client.calls) == 2
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        journaled = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
+    assert journaled == 2

@@ -42,6 +42,7 @@ from .errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
+    "LimiterClosed",
     "RateLimit",
     "RateLimiter",
     "SlidingWindowBucket",
@@ -129,6 +130,10 @@ class RateLimit:
 
 
 DEFAULT_RATE_LIMIT: Final = RateLimit()
+
+
+class LimiterClosed(Exception):
+    """The rate limiter was closed (the job is stopping): no more tokens are given."""
 
 
 class _Window:
@@ -264,6 +269,7 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = asyncio.Lock()
         self._released = asyncio.Event()
+        self._closed = asyncio.Event()
 
     @property
     def limit(self) -> RateLimit:
@@ -276,11 +282,18 @@ class RateLimiter:
         return self.bucket.factor
 
     async def acquire(self) -> None:
-        """Wait until one more request may be sent, and hold its token (see :meth:`release`)."""
+        """Wait until one more request may be sent, and hold its token (see :meth:`release`).
+
+        Raises :class:`LimiterClosed` once :meth:`close` was called, even while waiting.
+        """
+        if self._closed.is_set():
+            raise LimiterClosed("the rate limiter is closed")
         if self.bucket.limit.is_unlimited:
             return
         async with self._lock:
             while True:
+                if self._closed.is_set():
+                    raise LimiterClosed("the rate limiter is closed")
                 wait = self.bucket.reserve(self._clock())
                 if wait <= 0:
                     return
@@ -288,9 +301,28 @@ class RateLimiter:
                     # Every token is held by a request in flight: wait for one to come back.
                     # (No await between reserve and clear, so a release cannot slip between.)
                     self._released.clear()
-                    await self._released.wait()
+                    await self._until(self._released.wait())
                 else:
-                    await self._sleep(wait)
+                    await self._until(self._sleep(wait))
+
+    async def _until(self, waiting: Awaitable[object]) -> None:
+        """Await ``waiting``, or stop early when the limiter is closed."""
+        task = asyncio.ensure_future(waiting)
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, closed):
+                pending.cancel()
+            await asyncio.gather(task, closed, return_exceptions=True)
+
+    def close(self) -> None:
+        """Refuse further tokens: waiters and later callers get :class:`LimiterClosed`.
+
+        A stopping job calls it so that flows queued for a token (which may be a minute away
+        under a per-minute limit) give up at once instead of sending one more request.
+        """
+        self._closed.set()
 
     def release(self) -> None:
         """The request of the last :meth:`acquire` is over; its token frees one window later."""

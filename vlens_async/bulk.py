@@ -71,7 +71,7 @@ from ._manifest import (
     count_manifest_rows,
     iter_manifest,
 )
-from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter
+from ._ratelimit import DEFAULT_RATE_LIMIT, LimiterClosed, RateLimit, RateLimiter
 from ._redact import redact
 from ._report import (
     FAILED_OUTCOMES,
@@ -238,8 +238,11 @@ class _MeteredClient:
     async def _timed(self, step: Step, call: Callable[[], Awaitable[_T]]) -> _T:
         # The token is held until the answer is in: see _ratelimit for why that guarantees
         # the server never counts more than the limit.
-        async with self._runner.limiter.slot():
-            return await self._attempt(step, call)
+        try:
+            async with self._runner.limiter.slot():
+                return await self._attempt(step, call)
+        except LimiterClosed:
+            raise _Stop from None  # stopping while queued for a token: nothing was sent
 
     async def _attempt(self, step: Step, call: Callable[[], Awaitable[_T]]) -> _T:
         self.counts[step.value] += 1
@@ -473,6 +476,7 @@ class BulkRunner:
         if not self._stopping:
             self._stopping = True
             self._stop_reason = reason
+            self.limiter.close()
             return
         self._hard_stopped = True
         for task in self._workers:
