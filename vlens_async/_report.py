@@ -281,10 +281,9 @@ def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
     outcomes = Table(title="Applicants", title_justify="left")
     outcomes.add_column("outcome")
     outcomes.add_column("count", justify="right")
-    order = [*OUTCOMES, "pending"]
-    for outcome in sorted(
-        summary.by_outcome, key=lambda o: (o not in order, order.index(o) if o in order else 0, o)
-    ):
+    # Known outcomes in their usual order, anything else after them.
+    rank = {outcome: n for n, outcome in enumerate((*OUTCOMES, "pending"))}
+    for outcome in sorted(summary.by_outcome, key=lambda o: (rank.get(o, len(rank)), o)):
         outcomes.add_row(outcome, str(summary.by_outcome[outcome]))
     outcomes.add_row("total", str(summary.total), end_section=True)
     console.print(outcomes)
