@@ -255,10 +255,26 @@ def bench_12mp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident set size in KiB.
+
+    ``VmHWM`` from /proc, not ``getrusage``'s ``ru_maxrss``: Linux carries ``ru_maxrss`` over
+    fork and exec, so a child started by a big parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def memory_child(manifest: str, work: str, base_url: str, api_key: str, concurrency: int) -> None:
     """Run one job in this fresh process and print its peak RSS (the --memory-child mode)."""
     summary, _, _ = asyncio.run(run_job(base_url, api_key, Path(manifest), Path(work), concurrency))
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak_kib = peak_rss_kib()
     print(
         json.dumps(
             {
