@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -529,11 +529,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return status
 
 
-def _quiet_retry_logs() -> None:
+@contextlib.contextmanager
+def _quiet_retry_logs() -> Iterator[None]:
     # stamina logs each scheduled retry at WARNING; with no logging configured Python would print
-    # bare "stamina.retry_scheduled" lines between our output. VLENS_LOG=debug shows them.
+    # bare "stamina.retry_scheduled" lines between our output. VLENS_LOG=debug shows them. The
+    # level is restored afterwards, since main() may run inside a larger program (or a test).
+    stamina_logger = logging.getLogger("stamina")
+    previous = stamina_logger.level
     if os.environ.get("VLENS_LOG", "").lower() != "debug":
-        logging.getLogger("stamina").setLevel(logging.ERROR)
+        stamina_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        stamina_logger.setLevel(previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -558,9 +566,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_retry_logs()
     try:
-        status: int = args.func(args)
+        with _quiet_retry_logs():
+            status: int = args.func(args)
     except KeyboardInterrupt:
         print(f"vlens {args.command}: interrupted", file=sys.stderr)
         return 130
