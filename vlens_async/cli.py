@@ -255,6 +255,12 @@ def _add_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 Inputs = tuple[Any, Any, tuple[Any, Any, Any]]
 
 
+def _require_files(paths: Sequence[Path]) -> None:
+    for path in paths:
+        if not path.is_file():
+            raise _CliError(f"no such file: {path}")
+
+
 def _verify_inputs(args: argparse.Namespace) -> Inputs:
     given = [args.front, args.back, *args.face]
     if not any(given):
@@ -266,9 +272,7 @@ def _verify_inputs(args: argparse.Namespace) -> Inputs:
         return a.front, a.back, a.faces
     if args.front is None or args.back is None or len(args.face) != 3:
         raise _CliError("give --front, --back and three --face, or none for a synthetic applicant")
-    for path in given:
-        if not path.is_file():
-            raise _CliError(f"no such file: {path}")
+    _require_files(given)
     return args.front, args.back, (args.face[0], args.face[1], args.face[2])
 
 
@@ -377,6 +381,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     """``vlens images``: prepare images and report sizes, dimensions and quality."""
     from vlens_async.images import prepare_document_sync, prepare_faces_sync
 
+    _require_files(args.paths)
     limits = {k: v for k, v in (("max_bytes", args.max_bytes), ("max_side", args.max_side)) if v}
     if args.faces:
         if len(args.paths) != 3:

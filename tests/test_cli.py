@@ -1,0 +1,188 @@
+"""The `vlens` command: verify, images, bulk and demo, with exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlens_async.cli import main
+from vlens_async.samples import make_applicant
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run `vlens argv...` in-process; return (status, stdout, stderr)."""
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(autouse=True)
+def no_real_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands must use the embedded emulator, whatever the developer's environment says."""
+    for name in ("VLENS_BASE_URL", "VLENS_API_KEY", "VLENS_ACCESS_TOKEN", "VLENS_TENANCY_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_verify_synthetic_applicant_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    """`vlens verify` with no images verifies a synthetic applicant and exits 0."""
+    status, out, _ = run(capsys, "verify", "--seed", "3")
+    assert status == 0
+    assert "COMPLETED" in out
+    assert "validated: yes" in out
+    nid = make_applicant(3).fields.national_id
+    assert nid not in out
+    assert nid[-4:] in out
+
+
+def test_verify_json_and_show_pii(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints the outcome; --show-pii reveals the full national ID only when asked."""
+    nid = make_applicant(4).fields.national_id
+    status, out, _ = run(capsys, "verify", "--seed", "4", "--json")
+    assert status == 0
+    data = json.loads(out)
+    assert data["state"] == "COMPLETED"
+    assert data["front"]["id_number"] != nid
+    status, out, _ = run(capsys, "verify", "--seed", "4", "--json", "--show-pii")
+    assert json.loads(out)["front"]["id_number"] == nid
+
+
+def test_verify_failed_verification_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """An expired card ends FAILED with its code, and the command exits 1."""
+    status, out, _ = run(capsys, "verify", "--scenario", "expired", "--json")
+    assert status == 1
+    data = json.loads(out)
+    assert data["state"] == "FAILED"
+    assert data["error_code"] == 3010
+    assert data["error_type"] == "DocumentExpiredError"
+
+
+def test_verify_with_image_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Image paths on the command line are read and verified."""
+    a = make_applicant(5)
+    paths = {}
+    for name, data in (
+        ("front", a.front),
+        ("back", a.back),
+        *zip(("f1", "f2", "f3"), a.faces, strict=False),
+    ):
+        paths[name] = tmp_path / f"{name}.jpg"
+        paths[name].write_bytes(data)
+    faces = [arg for n in ("f1", "f2", "f3") for arg in ("--face", str(paths[n]))]
+    status, out, _ = run(
+        capsys, "verify", "--front", str(paths["front"]), "--back", str(paths["back"]), *faces
+    )
+    assert status == 0
+    assert "COMPLETED" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("verify", "--front", "missing.jpg"), "give --front, --back and three --face"),
+        (("verify", "--scenario", "nonsense"), "unknown scenario"),
+        (("verify", "--base-url", "https://vlens.example"), "--api-key"),
+        (("verify", "--base-url", "http://10.1.2.3", "--api-key", "k"), "plain http://"),
+        (("bulk", "nowhere.csv", "--journal", "j.db", "--out", "o.jsonl"), "no such manifest"),
+        (("images", "missing.jpg"), "missing.jpg"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    """Bad input or configuration prints one line on stderr, no traceback, and exits 2."""
+    status, _, err = run(capsys, *argv)
+    assert status == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_images_reports_and_writes_prepared_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vlens images` prepares documents and frames and writes the JPEGs to --out."""
+    a = make_applicant(6)
+    faces = []
+    for i, data in enumerate(a.faces):
+        faces.append(tmp_path / f"face{i}.jpg")
+        faces[-1].write_bytes(data)
+    status, out, _ = run(
+        capsys, "images", "--faces", *map(str, faces), "--out", str(tmp_path / "o")
+    )
+    assert status == 0
+    assert out.count("->") == 3
+    assert len(list((tmp_path / "o").glob("*.jpg"))) == 3
+
+
+def test_demo_runs_the_bulk_job_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vlens demo` writes applicants, runs them on the emulator, and prints the summary."""
+    folder = tmp_path / "demo"
+    argv = ("demo", "--count", "8", "--folder", str(folder), "--latency", "none", "--faults", "")
+    status, out, _ = run(capsys, *argv)
+    assert status == 0
+    results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 8
+    assert {r["applicant_id"] for r in results} == {f"applicant-{i:05d}" for i in range(8)}
+    assert "total" in out
+    # A second run reuses the applicants and starts a fresh journal.
+    status, _, err = run(capsys, *argv)
+    assert status == 0
+    assert "writing" not in err
+
+
+def test_bulk_command_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`vlens bulk` verifies a manifest; --resume on a finished journal sends nothing new."""
+    folder = tmp_path / "demo"
+    assert (
+        run(
+            capsys,
+            "demo",
+            "--count",
+            "4",
+            "--folder",
+            str(folder),
+            "--latency",
+            "none",
+            "--faults",
+            "",
+        )[0]
+        == 0
+    )
+    manifest = folder / "applicants" / "manifest.csv"
+    journal, out = tmp_path / "run.db", tmp_path / "results.jsonl"
+    base = (
+        "bulk",
+        str(manifest),
+        "--journal",
+        str(journal),
+        "--out",
+        str(out),
+        "--rate",
+        "50/s,3000/min",
+    )
+    status, stdout, _ = run(capsys, *base)
+    assert status == 0
+    assert len(out.read_text().splitlines()) == 4
+    status, stdout, _ = run(capsys, *base, "--resume")
+    assert status == 0
+    assert "4 skipped" in stdout
+
+
+def test_python_dash_m_entry_point() -> None:
+    """`python -m vlens_async --help` lists every subcommand."""
+    result = subprocess.run(
+        [sys.executable, "-m", "vlens_async", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    for command in ("demo", "verify", "bulk", "images", "emulator"):
+        assert command in result.stdout
