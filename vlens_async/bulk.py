@@ -23,8 +23,9 @@ How a job runs::
   and no step whose result was journaled is sent again.
 - **Stopping**: :meth:`BulkRunner.stop` (the first Ctrl-C or SIGTERM with
   :func:`handle_signals`) stops taking applicants and lets the ones in flight finish the step
-  they are on and journal it; a second stops at once. Either way the journal is consistent and
-  the results file is written.
+  they are on and journal it (a flow still waiting for a rate-limit token gives up, as it has
+  sent nothing); a second stops at once. Either way the journal is consistent and the results
+  file is written.
 
 Entry points for the command line: :func:`run_bulk`, :meth:`RateLimit.parse`,
 :func:`make_progress`, :func:`format_summary`, :func:`handle_signals`, :func:`write_demo_manifest`.
@@ -129,6 +130,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_SCENARIO_MIX",
     "DEFAULT_STEP_RETRY",
     "BulkApplicant",
     "BulkRunner",
