@@ -193,6 +193,18 @@ def test_throttle_signal_pauses_slows_and_then_recovers() -> None:
     assert bucket.factor == 1.0
 
 
+def test_throttling_does_not_shrink_the_minute_already_spent() -> None:
+    """After a busy minute at full rate, one 429 slows the per-second pace but does not stall
+    every flow until the per-minute window drains (the slowdown is not retroactive)."""
+    bucket = SlidingWindowBucket(RateLimit(per_second=100, per_minute=6000), slack=0)
+    requests = simulate(bucket, [0.0] * 900, [0.1] * 900)
+    now = requests[-1][1]
+    for i in range(3):  # three separate 429s: the rate drops to an eighth
+        bucket.throttled(now + 1.1 * i, retry_after=0.0)
+    assert bucket.factor == 0.125
+    assert bucket.reserve(now + 3.3) <= 0.1
+
+
 def test_a_burst_of_signals_counts_as_one() -> None:
     """Many in-flight requests throttled together slow the rate once, not to the floor."""
     bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0)

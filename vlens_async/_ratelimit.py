@@ -201,7 +201,13 @@ class SlidingWindowBucket:
     def reserve(self, now: float) -> float:
         """Grant one request at ``now`` and return 0, or return the seconds to wait first."""
         self._recover(now)
-        waits = [self.paused_until - now, *(w.delay(now, self.factor) for w in self._windows)]
+        # The adaptive factor scales the shortest window only. Scaling the per-minute window too
+        # would apply a slowdown retroactively: a minute already spent at full rate would hold
+        # every flow for up to a minute after a single 429.
+        waits = [
+            self.paused_until - now,
+            *(w.delay(now, self.factor if i == 0 else 1.0) for i, w in enumerate(self._windows)),
+        ]
         if self.pace:
             waits.append(self._last_grant + self._interval() - now)
         wait = max(waits)

@@ -477,7 +477,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 _DEMO_LATENCY = "lognormal:median=150ms,sigma=0.4"
-_DEMO_FAULTS = "503:0.02,429:0.01,reset_after:0.01,malformed:0.01"
+_DEMO_FAULTS = "503:0.02,502:0.005,429:0.002,reset_after:0.01,malformed:0.01"
 
 
 def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

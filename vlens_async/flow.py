@@ -69,6 +69,9 @@ __all__ = [
     "StepStatus",
     "Transaction",
     "VerificationOutcome",
+    "error_type_name",
+    "is_verdict",
+    "next_state",
     "verify",
 ]
 
@@ -151,7 +154,9 @@ def _refusal(state: FlowState, step: Step) -> str:
     return f"{step.value} is not allowed in state {state.value}: scan both ID sides first"
 
 
-def _is_verdict(exc: BaseException) -> bool:
+def is_verdict(exc: BaseException) -> bool:
+    """True when ``exc`` is the service's verdict on what was sent (so retrying the same input is
+    pointless), False for transport, server, credential or tenant trouble."""
     return isinstance(exc, _VERDICTS) and not isinstance(exc, _NOT_VERDICTS)
 
 
@@ -529,7 +534,7 @@ class Transaction:
     def _after_failure(self, step: Step, exc: APIError) -> None:
         if isinstance(exc, _HARD_FAILURES):
             self._fail(exc)
-        elif step is Step.LIVENESS and _is_verdict(exc):
+        elif step is Step.LIVENESS and is_verdict(exc):
             self._liveness_attempts += 1
             if isinstance(exc, VerificationFailedError) and not isinstance(
                 exc, LivenessFailedError
