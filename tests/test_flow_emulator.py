@@ -287,3 +287,20 @@ async def test_verify_outcome_carries_cross_check_and_masks_pii(vlens_client: Vl
     assert nid not in repr(outcome)
     assert isinstance(outcome.cross_check, tuple)
     assert all(isinstance(flag, CrossCheckFlag) for flag in outcome.cross_check)
+
+
+async def test_outcome_json_hides_aml_case_personal_data(vlens_client: VlensClient) -> None:
+    """An AML match's case name, birth date and full ID number stay out of to_json()."""
+    a = applicant(22, "aml_watchlisted")
+    outcome = await vlens_client.verify(a.front, a.back, a.faces)
+    assert outcome.services is not None
+    assert outcome.services.aml is not None
+    assert outcome.services.aml.aml_matched
+    cases = outcome.services.aml.cases
+    assert cases
+    text = json.dumps(outcome.to_json()["services"], ensure_ascii=False)
+    for case in cases:
+        assert case.full_name is None or case.full_name not in text
+        assert case.id_number is None or case.id_number not in text
+    shown = json.dumps(outcome.to_json(show_pii=True)["services"], ensure_ascii=False)
+    assert all(case.full_name is None or case.full_name in shown for case in cases)

@@ -25,6 +25,7 @@ from vlens_async.errors import (
     DocumentMismatchError,
     FlowError,
     LivenessFailedError,
+    UnprocessableEntityError,
     VerificationFailedError,
     VlensError,
     api_error_class,
@@ -73,6 +74,7 @@ class ScriptedClient:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.options: list[dict[str, Any]] = []
         self.script: dict[str, list[Any]] = {"front": [], "back": [], "liveness": []}
         self.gate: asyncio.Event | None = None
 
@@ -95,17 +97,22 @@ class ScriptedClient:
         return envelope(tx=tx, side=step)
 
     async def scan_id_front(
-        self, image: Any, *, transaction_id: str | None = None, **_: Any
+        self, image: Any, *, transaction_id: str | None = None, **options: Any
     ) -> Any:
+        self.options.append(options)
         return await self._answer("front", transaction_id)
 
-    async def scan_id_back(self, image: Any, *, transaction_id: str | None = None, **_: Any) -> Any:
+    async def scan_id_back(
+        self, image: Any, *, transaction_id: str | None = None, **options: Any
+    ) -> Any:
+        self.options.append(options)
         return await self._answer("back", transaction_id)
 
     async def check_liveness(
-        self, faces: Sequence[Any], *, id_front: Any, transaction_id: str, **_: Any
+        self, faces: Sequence[Any], *, id_front: Any, transaction_id: str, **options: Any
     ) -> Any:
         assert id_front is not None
+        self.options.append(options)
         return await self._answer("liveness", transaction_id)
 
 
@@ -433,3 +440,74 @@ def test_ids_are_unique_per_transaction() -> None:
     ids = {make_tx(client).transaction_id for _ in itertools.repeat(None, 50)}
     assert len(ids) == 50
     assert make_tx(client, transaction_id="abc").transaction_id == "abc"
+
+
+async def test_failed_rescan_takes_the_side_back() -> None:
+    """A rescan the service rejects replaces the side there, so liveness is refused again."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("front", api_error_class(200, 3011)("card not detected", error_code=3011))
+    with pytest.raises(DocumentError):
+        await tx.scan_front(IMG, rescan=True)
+    assert tx.state is FlowState.BACK_SCANNED
+    sent = len(client.calls)
+    with pytest.raises(FlowError):
+        await tx.check_liveness(FACES)
+    assert len(client.calls) == sent
+    await tx.scan_front(IMG)
+    assert tx.state is FlowState.ID_SCANNED
+
+
+async def test_non_verdict_liveness_error_uses_no_attempt() -> None:
+    """A liveness error that judges nothing about the frames (an ordering 5000) is not counted."""
+    client = ScriptedClient()
+    tx = make_tx(client, max_liveness_attempts=1)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("liveness", api_error_class(200, 5000)("order", error_code=5000))
+    with pytest.raises(VlensError):
+        await tx.check_liveness(FACES)
+    assert tx.liveness_attempts == 0
+    assert tx.state is FlowState.ID_SCANNED
+
+
+async def test_prepare_flag_reaches_the_client() -> None:
+    """With prepare=False the client is told not to prepare either (raw bytes are sent)."""
+    client = ScriptedClient()
+    await verify(client, IMG, IMG, FACES, prepare=False)
+    assert client.options
+    assert all(options["prepare"] is False for options in client.options)
+
+
+async def test_restored_step_errors_keep_class_and_status() -> None:
+    """After restore, a failed step's error is rebuilt with its code family and status class."""
+    client = ScriptedClient()
+    client.queue("front", api_error_class(422, 3011)("not detected", status=422, error_code=3011))
+    tx = make_tx(client)
+    with pytest.raises(DocumentError):
+        await tx.scan_front(IMG)
+    restored = Transaction.restore(client, json.loads(json.dumps(tx.snapshot())))
+    error = restored.steps[Step.FRONT].error
+    assert isinstance(error, DocumentError)
+    assert isinstance(error, UnprocessableEntityError)
+    assert restored.result.error_code == 3011
+
+
+async def test_step_messages_are_ours_not_the_servers() -> None:
+    """A recorded failure keeps our description; the server's text (a name) stays on the error."""
+    client = ScriptedClient()
+    err = api_error_class(200, 3012)(
+        "POST /verify/id/front failed: name mismatch",
+        error_code=3012,
+        error_message="Name Mona Hassan does not match",
+    )
+    client.queue("front", err)
+    tx = make_tx(client)
+    with pytest.raises(DocumentError):
+        await tx.scan_front(IMG)
+    snapshot = json.dumps(tx.snapshot())
+    assert "Mona" not in snapshot
+    assert "Mona" not in json.dumps(tx.result.to_json())
+    assert tx.steps[Step.FRONT].error is err

@@ -37,6 +37,7 @@ import attrs
 
 from . import _wire, errors
 from ._redact import mask_id, redact
+from .config import NotGiven
 from .errors import (
     APIConnectionError,
     APIError,
@@ -45,8 +46,10 @@ from .errors import (
     BundleError,
     DocumentExpiredError,
     DocumentMismatchError,
+    FaceError,
     FlowError,
     ImageError,
+    ImageRejectedError,
     LivenessFailedError,
     PermissionDeniedError,
     UnprocessableEntityError,
@@ -137,6 +140,25 @@ _NOT_VERDICTS: Final = (
 )
 _HARD_FAILURES: Final = (DocumentExpiredError, DocumentMismatchError)
 
+# Liveness answers that judge the frames, and so use up an attempt. Other errors on liveness
+# (an ordering error, say) say nothing about the frames.
+_LIVENESS_VERDICTS: Final = (
+    VerificationFailedError,
+    FaceError,
+    ImageRejectedError,
+    ValidationFailedError,
+    BadRequestError,
+    UnsupportedMediaTypeError,
+)
+
+# Where a failed rescan of an ID side leaves the machine: that side is no longer done.
+_WITHOUT_SIDE: Final[Mapping[tuple[FlowState, Step], FlowState]] = {
+    (FlowState.FRONT_SCANNED, Step.FRONT): FlowState.NEW,
+    (FlowState.BACK_SCANNED, Step.BACK): FlowState.NEW,
+    (FlowState.ID_SCANNED, Step.FRONT): FlowState.BACK_SCANNED,
+    (FlowState.ID_SCANNED, Step.BACK): FlowState.FRONT_SCANNED,
+}
+
 
 def next_state(state: FlowState, step: Step) -> FlowState:
     """The guarded transition: the state after ``step`` succeeds, or :class:`FlowError`."""
@@ -171,6 +193,7 @@ class FlowClient(Protocol):
         client_transaction_id: str | None = ...,
         name_check_value: str | None = ...,
         get_extracted_data: bool = ...,
+        prepare: bool | NotGiven = ...,
     ) -> VerificationResponse:
         """Send the ID front."""
         ...
@@ -183,6 +206,7 @@ class FlowClient(Protocol):
         client_transaction_id: str | None = ...,
         name_check_value: str | None = ...,
         get_extracted_data: bool = ...,
+        prepare: bool | NotGiven = ...,
     ) -> VerificationResponse:
         """Send the ID back."""
         ...
@@ -196,6 +220,7 @@ class FlowClient(Protocol):
         client_transaction_id: str | None = ...,
         name_check_value: str | None = ...,
         get_extracted_data: bool = ...,
+        prepare: bool | NotGiven = ...,
     ) -> VerificationResponse:
         """Send the three face frames with the ID front."""
         ...
@@ -211,6 +236,7 @@ class StepRecord:
     error_type: str | None = None
     error_code: int | None = None
     error_message: str | None = None
+    http_status: int | None = None
     request_id: str | None = None
     error: BaseException | None = attrs.field(default=None, repr=False, eq=False)
 
@@ -218,14 +244,19 @@ class StepRecord:
         """Record a success."""
         self.status, self.duration = StepStatus.SUCCEEDED, duration
         self.error_type = self.error_code = self.error_message = self.error = None
+        self.http_status = None
 
     def failed(self, exc: BaseException, duration: float) -> None:
-        """Record a failure, keeping the typed error and the server's (redacted) message."""
+        """Record a failure, keeping the typed error.
+
+        ``error_message`` is our own description (method, path, what the code means), never the
+        server's free text, which may name the applicant; that stays on ``error.error_message``.
+        """
         self.status, self.duration, self.error = StepStatus.FAILED, duration, exc
         self.error_type = error_type_name(exc)
         self.error_code = getattr(exc, "error_code", None)
-        server_text = getattr(exc, "error_message", None) or str(exc)
-        self.error_message = redact(server_text)
+        self.error_message = redact(getattr(exc, "message", None) or str(exc))
+        self.http_status = getattr(exc, "status", None)
         self.request_id = getattr(exc, "request_id", None)
 
     def to_json(self) -> dict[str, Any]:
@@ -237,21 +268,26 @@ class StepRecord:
             "error_type": self.error_type,
             "error_code": self.error_code,
             "error_message": self.error_message,
+            "http_status": self.http_status,
             "request_id": self.request_id,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepRecord:
-        """Rebuild from :meth:`to_json`'s output."""
-        return cls(
+        """Rebuild from :meth:`to_json`'s output, the typed error included."""
+        record = cls(
             status=StepStatus(data.get("status", StepStatus.PENDING)),
             attempts=int(data.get("attempts", 0)),
             duration=data.get("duration"),
             error_type=data.get("error_type"),
             error_code=data.get("error_code"),
             error_message=data.get("error_message"),
+            http_status=data.get("http_status"),
             request_id=data.get("request_id"),
         )
+        if record.error_type is not None:
+            record.error = _restore_error(data)
+        return record
 
 
 @attrs.frozen(repr=False)
@@ -284,10 +320,11 @@ class VerificationOutcome:
 
     @property
     def error_message(self) -> str | None:
-        """A redacted message for :attr:`error`: the server's own words when it sent any."""
+        """Our description of :attr:`error` (safe to log or show); the server's own words, which
+        may name the applicant, stay on ``error.error_message``."""
         if self.error is None:
             return None
-        return redact(getattr(self.error, "error_message", None) or str(self.error))
+        return redact(getattr(self.error, "message", None) or str(self.error))
 
     @property
     def finished(self) -> bool:
@@ -314,7 +351,7 @@ class VerificationOutcome:
             "cross_check": [flag.value for flag in self.cross_check],
             "front": _extracted_json(self.front, show_pii),
             "back": _extracted_json(self.back, show_pii),
-            "services": None if self.services is None else _to_plain(self.services),
+            "services": _services_json(self.services, show_pii),
             "steps": {step.value: record.to_json() for step, record in self.steps.items()},
             "liveness_attempts": self.liveness_attempts,
             "timings": dict(self.timings),
@@ -333,6 +370,34 @@ def _json_value(_: Any, __: Any, value: Any) -> Any:
 def _to_plain(model: Any) -> dict[str, Any]:
     """A response model as plain JSON with snake_case keys, which the wire converter reads back."""
     return attrs.asdict(model, value_serializer=_json_value)
+
+
+# Personal data inside ``services``: AML case names and birth dates, validation values.
+_SERVICE_PII: Final = ("full_name", "date_of_birth", "value")
+
+
+def _mask_tree(value: Any) -> Any:
+    """Mask ID numbers and drop the personal fields of ``_SERVICE_PII``, recursively."""
+    if isinstance(value, list):
+        return [_mask_tree(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key in _SERVICE_PII and item is not None:
+            out[key] = "<hidden>"
+        elif key in _ID_FIELDS and item:
+            out[key] = mask_id(str(item))
+        else:
+            out[key] = _mask_tree(item)
+    return out
+
+
+def _services_json(services: Services | None, show_pii: bool) -> Any:
+    if services is None:
+        return None
+    plain = _to_plain(services)
+    return plain if show_pii else _mask_tree(plain)
 
 
 def _extracted_json(data: IdFrontData | IdBackData | None, show_pii: bool) -> Any:
@@ -481,10 +546,12 @@ class Transaction:
         return done
 
     def _common_options(self) -> dict[str, Any]:
+        # ``prepare`` too: with it off the client must send the raw input, not prepare it itself.
         return {
             "client_transaction_id": self._client_transaction_id,
             "name_check_value": self._name_check_value,
             "get_extracted_data": self._get_extracted_data,
+            "prepare": self._prepare,
         }
 
     async def _prepared_document(self, image: ImageInput, timing_key: str) -> ImageInput:
@@ -516,13 +583,14 @@ class Transaction:
         # without touching the record or the state, so the step can simply be sent again.
         record = self._steps[step]
         target = next_state(self._state, step)
+        was_done = record.status is StepStatus.SUCCEEDED
         started = time.perf_counter()
         try:
             response = await send()
         except APIError as exc:
             record.attempts += 1
             record.failed(exc, time.perf_counter() - started)
-            self._after_failure(step, exc)
+            self._after_failure(step, exc, rescan=was_done)
             raise
         record.attempts += 1
         record.succeeded(time.perf_counter() - started)
@@ -531,10 +599,16 @@ class Transaction:
         self._state = target
         return response
 
-    def _after_failure(self, step: Step, exc: APIError) -> None:
+    def _after_failure(self, step: Step, exc: APIError, *, rescan: bool) -> None:
         if isinstance(exc, _HARD_FAILURES):
             self._fail(exc)
-        elif step is Step.LIVENESS and is_verdict(exc):
+        elif step is not Step.LIVENESS and rescan and is_verdict(exc):
+            # The server replaced the side with the failed rescan: the side is no longer done.
+            self._state = _WITHOUT_SIDE[(self._state, step)]
+            self._responses.pop(step, None)
+            if step is Step.FRONT:
+                self._front_image = None
+        elif step is Step.LIVENESS and isinstance(exc, _LIVENESS_VERDICTS):
             self._liveness_attempts += 1
             if isinstance(exc, VerificationFailedError) and not isinstance(
                 exc, LivenessFailedError
@@ -638,7 +712,7 @@ class Transaction:
             }
             tx._timings = {str(k): float(v) for k, v in snapshot.get("timings", {}).items()}
             failure = snapshot.get("failure")
-            tx._failure = None if failure is None else _restore_failure(failure)
+            tx._failure = None if failure is None else _restore_error(failure)
         except (KeyError, TypeError, ValueError) as exc:
             raise FlowError(f"malformed snapshot: {type(exc).__name__}") from exc
         return tx
@@ -658,15 +732,19 @@ def error_type_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _restore_failure(data: Mapping[str, Any]) -> APIError:
-    # Rebuild the recorded class by name so ``except DocumentExpiredError`` still works.
-    cls = getattr(errors, str(data.get("error_type")), APIError)
-    if not (isinstance(cls, type) and issubclass(cls, APIError)):
-        cls = APIError
+def _restore_error(data: Mapping[str, Any]) -> APIError:
+    """Rebuild a recorded error with its class, so ``except DocumentExpiredError`` (or the
+    status class it came with) still catches it after a restore."""
+    status, code = data.get("http_status"), data.get("error_code")
+    named = getattr(errors, str(data.get("error_type")), None)
+    cls = named if isinstance(named, type) and issubclass(named, APIError) else APIError
+    combined = errors.api_error_class(status, code)
+    if issubclass(combined, cls):
+        cls = combined
     return cls(
-        str(data.get("error_message") or "the transaction failed"),
-        error_code=data.get("error_code"),
-        error_message=data.get("error_message"),
+        str(data.get("error_message") or "the step failed"),
+        status=status,
+        error_code=code,
         request_id=data.get("request_id"),
     )
 
@@ -674,7 +752,8 @@ def _restore_failure(data: Mapping[str, Any]) -> APIError:
 def _failure_json(exc: BaseException) -> dict[str, Any]:
     record = StepRecord()
     record.failed(exc, 0.0)
-    return {k: v for k, v in record.to_json().items() if k.startswith(("error", "request"))}
+    keep = ("error", "request", "http")
+    return {k: v for k, v in record.to_json().items() if k.startswith(keep)}
 
 
 def _raise_for_verdict(response: VerificationResponse) -> None:
