@@ -314,7 +314,8 @@ async def prepare_faces(
         ),
         return_exceptions=True,
     )
-    return _collect_faces(outcomes)
+    # The thumbnail comparison is pure Python (about a millisecond): off the loop too.
+    return await asyncio.to_thread(_collect_faces, outcomes)
 
 
 # --- the sync twins ---
