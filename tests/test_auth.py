@@ -301,3 +301,47 @@ async def test_hundred_concurrent_client_calls_one_login(no_backoff: None) -> No
         logins = next(v for k, v in mock.requests.items() if k[1].path.endswith("Login"))
     assert len(logins) == 1
     assert auth.logins == 1
+
+
+async def test_refresh_lost_on_the_way_falls_back_to_login() -> None:
+    """A refresh that fails for any API reason (503, reset) is not retried: a login replaces it."""
+    clock = FakeClock()
+    api, auth = FakeAPI(lifetime=100), admin(clock)
+    await auth.get_token(api)
+    clock.now += 100
+
+    async def lost(refresh_token: str) -> Tokens:
+        api.refreshes.append(refresh_token)
+        raise errors.APIConnectionError("reset after sending")
+
+    api.refresh_token = lost  # type: ignore[method-assign]
+    assert await auth.get_token(api) == "access-L2"
+    assert (api.refreshes, api.logins) == (["refresh-L1"], 2)
+
+
+def test_one_admin_login_serves_clients_in_two_event_loops() -> None:
+    """One AdminLogin used by clients in two successive asyncio.run() calls, contended in each."""
+    clock = FakeClock()
+    auth = AdminLogin("acme", "admin@acme.example", "s3cret-pass", clock=clock)
+
+    def slow(payload: dict[str, Any]) -> Any:
+        async def answer(url: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)  # yield, so the other calls queue on the lock meanwhile
+            return reply(payload=payload)
+
+        return answer
+
+    async def burst() -> None:
+        with aioresponses() as mock:
+            mock.post(LOGIN_URL, callback=slow(tokens_envelope("a1", "r1", expireInSeconds=100)))
+            mock.post(REFRESH_URL, callback=slow(tokens_envelope("a2", "r1", expireInSeconds=100)))
+            mock.post(FRONT_URL, payload=OK_ENVELOPE, repeat=True)
+            async with VlensClient(
+                API_KEY, base_url=BASE, auth=auth, tenancy_name="acme", prepare_images=False
+            ) as client:
+                await asyncio.gather(*(client.scan_id_front(b"img") for _ in range(5)))
+
+    asyncio.run(burst())
+    clock.now += 100  # the token is stale: the second loop renews it under the lock again
+    asyncio.run(burst())
+    assert (auth.logins, auth.refreshes) == (1, 1)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import io
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -680,3 +682,127 @@ async def test_image_errors_stop_the_call_before_sending() -> None:
             with pytest.raises(errors.UnsupportedImageError):
                 await c.scan_id_front(b"this is not an image")
         assert calls(mock, "front") == []
+
+
+# --- review fixes: non-idempotent calls, deadline errors, base_url, transaction options ---
+
+
+async def test_refresh_and_otp_check_are_not_retried_on_5xx() -> None:
+    """refresh_token (rotates the token) and verify_phone_otp (one-time) are sent once on a 503."""
+    with aioresponses() as mock:
+        mock.post(REFRESH_URL, status=503, payload={}, repeat=True)
+        mock.post(PHONE_URL, status=503, payload={}, repeat=True)
+        async with client() as c:
+            with pytest.raises(errors.InternalServerError):
+                await c.refresh_token("refresh-1")
+            with pytest.raises(errors.InternalServerError):
+                await c.verify_phone_otp("+201234567890", "otp-req-1", "123456")
+        assert len(calls(mock, "RefreshToken")) == 1
+        assert len(calls(mock, "StepVerifyPhone")) == 1
+
+
+async def test_otp_check_still_retries_on_429() -> None:
+    """A 429 means nothing was done, so even the one-time password check is sent again."""
+    with aioresponses() as mock:
+        mock.post(PHONE_URL, status=429, payload={})
+        mock.post(PHONE_URL, payload=golden("apimd_phone_otp_response.json"))
+        async with client() as c:
+            await c.verify_phone_otp("+201234567890", "otp-req-1", "123456")
+        assert len(calls(mock, "StepVerifyPhone")) == 2
+
+
+class SlowToken:
+    """An AuthProvider whose token arrives after the call's (tiny) deadline has passed."""
+
+    async def get_token(self, api: Any) -> str | None:
+        """Sleep past the deadline, then hand out a token."""
+        await asyncio.sleep(0.05)
+        return "tok"
+
+    async def on_unauthorized(self, api: Any, rejected: str | None) -> bool:
+        """Never renews."""
+        return False
+
+
+async def test_deadline_timeout_carries_request_id_method_and_path() -> None:
+    """A deadline spent before the first attempt raises APITimeoutError naming the request."""
+    with aioresponses() as mock:
+        mock.post(FRONT_URL, payload=OK_ENVELOPE)
+        async with client(auth=SlowToken()) as c:
+            with pytest.raises(errors.APITimeoutError) as info:
+                await c.scan_id_front(b"img", request_id="rid-42", timeouts=Timeouts(deadline=0.01))
+        assert calls(mock, "front") == []
+    assert info.value.request_id == "rid-42"
+    assert info.value.method == "POST"
+    assert info.value.path == "/api/DigitalIdentity/verify/id/front"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://admin:SECRETPW@api.vlenseg.com",
+        "https://admin@api.vlenseg.com",
+        "http://admin:SECRETPW@127.0.0.1:8080",
+    ],
+)
+def test_base_url_with_credentials_is_refused(url: str) -> None:
+    """user:password@ in base_url is refused with a clear error that does not repeat it."""
+    with pytest.raises(errors.ConfigurationError, match="credentials") as info:
+        VlensClient(API_KEY, base_url=url)
+    assert "SECRETPW" not in str(info.value)
+    assert "admin" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://admin:SECRETPW@files.example/x",
+        "https://admin:SECRETPW@",
+        "admin:SECRETPW@api.vlenseg.com",
+        "http://admin:SECRETPW@api.vlenseg.com",
+        "https://admin:SECRETPW@[::1",
+    ],
+)
+def test_bad_base_url_errors_never_echo_userinfo(url: str) -> None:
+    """Whatever is wrong with base_url, the error shows at most its scheme and host."""
+    with pytest.raises(errors.ConfigurationError) as info:
+        VlensClient(API_KEY, base_url=url)
+    assert "SECRETPW" not in str(info.value)
+    assert "admin" not in str(info.value)
+
+
+async def test_transaction_passes_the_flow_options() -> None:
+    """client.transaction() takes the Transaction's options as typed keywords and passes them."""
+    params = inspect.signature(VlensClient.transaction).parameters
+    assert {"max_liveness_attempts", "get_extracted_data", "prepare"} <= set(params)
+    assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in params.values())
+    async with client() as c:
+        tx = c.transaction("tx-1", max_liveness_attempts=1, get_extracted_data=False, prepare=False)
+        default = c.transaction()
+    assert (tx._max_liveness_attempts, tx._get_extracted_data, tx._prepare) == (1, False, False)
+    assert (default._max_liveness_attempts, default._get_extracted_data, default._prepare) == (
+        3,
+        True,
+        True,
+    )
+    with pytest.raises(errors.FlowError):
+        c.transaction(max_liveness_attempts=0)
+
+
+async def test_retries_are_logged_at_debug_on_our_logger(caplog: pytest.LogCaptureFixture) -> None:
+    """Each scheduled retry has a DEBUG line on "vlens_async" naming method, path and request id."""
+    with aioresponses() as mock:
+        mock.post(FRONT_URL, status=503, payload={})
+        mock.post(FRONT_URL, payload=OK_ENVELOPE)
+        async with client() as c:
+            with caplog.at_level(logging.DEBUG, logger="vlens_async"):
+                await c.scan_id_front(b"img", request_id="rid-9")
+    (record,) = [
+        r for r in caplog.records if r.name == "vlens_async" and "retry scheduled" in r.getMessage()
+    ]
+    line = record.getMessage()
+    assert record.levelno == logging.DEBUG
+    assert line.startswith("POST /api/DigitalIdentity/verify/id/front retry scheduled")
+    assert "attempt=1" in line
+    assert "reason=InternalServerError" in line
+    assert "request_id=rid-9" in line

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from test_client_support import no_backoff, serve
+from multidict import CIMultiDict, CIMultiDictProxy
+from test_client_support import BASE, IMAGES_URL, free_port, mock_api, no_backoff, serve
+from yarl import URL
 
 from vlens_async import errors
 from vlens_async.auth import AdminLogin
 from vlens_async.client import VlensClient, configure_logging_from_env, logger
-from vlens_async.config import RetryPolicy
+from vlens_async.config import RetryPolicy, Timeouts
 
 __all__ = ["no_backoff"]
 
@@ -340,6 +346,127 @@ async def test_tls_certificates_are_always_verified(tmp_path: Path, no_backoff: 
                 await c.scan_id_front(IMAGE, retry=RetryPolicy.disabled())
     finally:
         await runner.cleanup()
-    cause = info.value.__cause__
-    assert cause is not None
-    assert "certificate" in str(cause).lower()
+    assert info.value.cause_type == "ClientConnectorCertificateError"  # type: ignore[attr-defined]
+    assert "certificate" in info.value.cause_reason  # type: ignore[attr-defined]
+
+
+# --- transport failures: aiohttp's exception texts quote the URL, query string included ---
+
+IMAGES_QUERY_URL = (
+    "https://vlens.test/api/DigitalIdentity/GetUserDigitalIdentityImages"
+    f"?emailOrPhoneNumber={PHONE.replace('+', '%2B')}"
+)
+
+
+def chain_text(exc: BaseException) -> str:
+    """The formatted traceback plus str/repr of every exception reachable from ``exc``."""
+    parts = ["".join(traceback.format_exception(exc))]
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        parts += [str(current), repr(current), repr(vars(current))]
+        todo += [current.__cause__, current.__context__]
+    return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a new connect hangs (SYN dropped)."""
+    server = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port: int = server.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
+async def test_connect_timeout_traceback_has_no_phone_number() -> None:
+    """A connect timeout on list_identity_images(phone): no phone number anywhere in the chain."""
+    with full_backlog() as port:
+        await asyncio.sleep(0.05)  # let the fillers' handshakes land in the queue
+        async with VlensClient(
+            API_KEY, base_url=f"http://127.0.0.1:{port}", access_token=USER_TOKEN
+        ) as c:
+            with pytest.raises(errors.APITimeoutError) as info:
+                await c.list_identity_images(
+                    PHONE,
+                    retry=RetryPolicy.disabled(),
+                    timeouts=Timeouts(connect=0.2, per_attempt=10, deadline=10),
+                )
+    exc = info.value
+    assert_clean(chain_text(exc), "connect-timeout traceback")
+    assert exc.cause_type == "ConnectionTimeoutError"  # type: ignore[attr-defined]
+    assert exc.path == "/api/DigitalIdentity/GetUserDigitalIdentityImages"
+    assert exc.__cause__ is None
+    assert exc.__context__ is None
+
+
+async def test_connection_refused_traceback_has_no_phone_number() -> None:
+    """A refused connection on list_identity_images(phone): clean traceback, cause type kept."""
+    async with VlensClient(
+        API_KEY, base_url=f"http://127.0.0.1:{free_port()}", access_token=USER_TOKEN
+    ) as c:
+        with pytest.raises(errors.APIConnectionError) as info:
+            await c.list_identity_images(PHONE, retry=RetryPolicy.disabled())
+    exc = info.value
+    assert_clean(chain_text(exc), "connection-refused traceback")
+    assert exc.cause_type == "ClientConnectorError"  # type: ignore[attr-defined]
+    assert exc.__cause__ is None
+
+
+def url_quoting_failures() -> list[BaseException]:
+    """Every failure the transport maps, each with the full URL in its text, as aiohttp does."""
+    url = URL(IMAGES_QUERY_URL, encoded=True)
+    info = aiohttp.RequestInfo(url, "GET", CIMultiDictProxy(CIMultiDict()), url)
+    key = aiohttp.client_reqrep.ConnectionKey("vlens.test", 443, True, None, None, None, None)
+    return [
+        aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}"),
+        aiohttp.SocketTimeoutError(f"Timeout on reading data from socket {url}"),
+        aiohttp.ServerTimeoutError(f"Timeout {url}"),
+        TimeoutError(f"timed out {url}"),
+        aiohttp.ClientConnectorError(key, OSError(111, f"Connect call failed {url}")),
+        aiohttp.ClientConnectorDNSError(key, OSError(-2, f"Name not known {url}")),
+        aiohttp.ClientConnectorCertificateError(key, ssl.SSLCertVerificationError(f"bad {url}")),
+        aiohttp.ClientConnectorSSLError(key, ssl.SSLError(f"handshake {url}")),
+        aiohttp.ServerDisconnectedError(f"Server disconnected {url}"),
+        aiohttp.ClientPayloadError(f"Response payload is not completed {url}"),
+        aiohttp.InvalidUrlClientError(str(url)),
+        aiohttp.ClientOSError(104, f"Connection reset by peer {url}"),
+        aiohttp.ClientResponseError(info, (), status=400, message=f"bad {url}"),
+        aiohttp.TooManyRedirects(info, ()),
+        ConnectionResetError(104, f"reset {url}"),
+        OSError(f"broken {url}"),
+    ]
+
+
+@pytest.mark.parametrize("failure", url_quoting_failures(), ids=lambda e: type(e).__name__)
+async def test_no_transport_failure_chains_the_url(failure: BaseException) -> None:
+    """Whatever aiohttp raises, our error neither chains nor quotes it; the type name is kept."""
+    assert PHONE[1:] in str(failure) + repr(failure)  # the premise: aiohttp's text has it
+    with mock_api() as mock:
+        mock.get(IMAGES_URL, exception=failure)
+        async with VlensClient(API_KEY, base_url=BASE, access_token=USER_TOKEN) as c:
+            with pytest.raises(errors.APIConnectionError) as info:
+                await c.list_identity_images(PHONE, retry=RetryPolicy.disabled())
+    exc = info.value
+    assert_clean(chain_text(exc), f"{type(failure).__name__} traceback")
+    assert exc.cause_type == type(failure).__name__  # type: ignore[attr-defined]
+    assert exc.cause_reason  # type: ignore[attr-defined]
+    assert exc.__cause__ is None
+    assert exc.__context__ is None
+    assert isinstance(exc, errors.APITimeoutError) == isinstance(failure, TimeoutError)

@@ -12,7 +12,7 @@ import stamina
 
 from vlens_async import errors
 from vlens_async._retrying import backoff_delay, is_retryable, plan_delay, run_with_retries
-from vlens_async._transport import connection_not_established
+from vlens_async._transport import Request, connection_error, connection_not_established
 from vlens_async.config import RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=4, initial=0.5, max_backoff=8.0, jitter=0.25, retry_after_cap=30)
@@ -96,12 +96,14 @@ def test_what_is_retried(exc: Exception, idempotent: bool, expected: bool) -> No
 
 def test_non_idempotent_calls_retry_when_the_connection_never_opened() -> None:
     """A connect failure (request never sent) is retried even for a call that is not idempotent."""
-    never_sent = errors.APIConnectionError("refused")
-    never_sent.__cause__ = aiohttp.ClientConnectorError(
-        aiohttp.client_reqrep.ConnectionKey("h", 1, False, None, None, None, None),
-        OSError(111, "refused"),
-    )
+    key = aiohttp.client_reqrep.ConnectionKey("h", 1, False, None, None, None, None)
+    request = Request("POST", "/p", {}, "rid-1")
+    never_sent = connection_error(request, aiohttp.ClientConnectorError(key, OSError(111, "x")))
+    maybe_sent = connection_error(request, aiohttp.ServerDisconnectedError())
     assert is_retryable(never_sent, POLICY, idempotent=False, not_sent=connection_not_established)
+    assert not is_retryable(
+        maybe_sent, POLICY, idempotent=False, not_sent=connection_not_established
+    )
 
 
 async def test_retries_until_success(testing_mode: None) -> None:
@@ -283,3 +285,51 @@ async def test_disabled_policy_makes_one_attempt(testing_mode: None) -> None:
             attempt, policy=once, deadline_at=None, retryable=lambda e: is_retryable(e, once)
         )
     assert calls == 1
+
+
+async def test_last_attempt_raises_the_real_error_not_a_timeout(testing_mode: None) -> None:
+    """Attempts run out on a 429 whose Retry-After would pass the deadline: the 429 is raised."""
+    clock = FakeClock()
+    policy = RetryPolicy(max_attempts=2, initial=0.5, jitter=0, retry_after_cap=30)
+
+    async def attempt(number: int, left: float | None) -> str:
+        raise status_error(503) if number == 1 else status_error(429, retry_after=20)
+
+    with pytest.raises(errors.APIError) as info:
+        await run_with_retries(
+            attempt,
+            policy=policy,
+            deadline_at=clock() + 10,
+            retryable=lambda e: is_retryable(e, policy),
+            clock=clock,
+        )
+    assert type(info.value) is errors.RateLimitError
+
+
+@pytest.mark.parametrize("spent_before", [True, False], ids=["before-attempt", "before-retry"])
+async def test_deadline_timeout_names_the_request(testing_mode: None, spent_before: bool) -> None:
+    """Either APITimeoutError of the deadline logic carries the request id, method and path."""
+    clock = FakeClock()
+    deadline_at = clock() + (-1 if spent_before else 5)
+
+    async def attempt(number: int, left: float | None) -> str:
+        clock.now += 100
+        raise status_error(503)
+
+    with pytest.raises(errors.APITimeoutError) as info:
+        await run_with_retries(
+            attempt,
+            policy=POLICY,
+            deadline_at=deadline_at,
+            retryable=lambda e: is_retryable(e, POLICY),
+            clock=clock,
+            request_id="rid-7",
+            method="POST",
+            path="/api/x",
+        )
+    assert (info.value.request_id, info.value.method, info.value.path) == (
+        "rid-7",
+        "POST",
+        "/api/x",
+    )
+    assert str(info.value).startswith("POST /api/x failed: ")

@@ -430,3 +430,31 @@ def _detail(code: int, message: str) -> Any:
     from vlens_async.models import ValidationDetail
 
     return ValidationDetail(code=code, message=message)
+
+
+def test_models_import_only_attrs_and_the_standard_library() -> None:
+    """models.py imports attrs and stdlib only (DESIGN.md), nothing of ours."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    from vlens_async import models
+
+    tree = ast.parse(Path(models.__file__).read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." if node.level else (node.module or "").split(".")[0])
+    allowed = {"attrs", "__future__"} | set(sys.stdlib_module_names)
+    assert imported <= allowed, imported - allowed
+
+
+def test_national_id_repr_keeps_only_the_last_four_digits() -> None:
+    """The models' own mask shows the last 4 characters of an id number and stars the rest."""
+    from vlens_async.models import IdFrontData
+
+    assert "'**********4567'" in repr(IdFrontData(id_number="29901011234567"))
+    assert "id_number=None" in repr(IdFrontData())
+    assert "id_number=''" in repr(IdFrontData(id_number=""))

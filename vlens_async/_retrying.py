@@ -17,9 +17,13 @@ turns every backoff off in tests and its instrumentation hooks see our retries. 
 Only calls that are safe to repeat are retried on every failure. The verify endpoints are: the
 client fixes ``transaction_id`` before the first attempt (it generates one when the caller did not),
 so a repeated scan lands on the same transaction instead of opening a second one. Calls that are not
-idempotent (an OTP request sends an SMS, a sign-up creates an account) are retried only when the
-request provably never reached the server (the connection was never established), or was refused
-with a 429.
+idempotent (an OTP request sends an SMS, an OTP check or a token refresh spends what it sends, a
+sign-up creates an account) are retried only when the request provably never reached the server
+(the connection was never established), or was refused with a 429.
+
+stamina's own retry hooks are process-wide (``stamina.instrumentation.set_on_retry_hooks``; there is
+no per-call hook), so the library leaves them alone; each retry also gets a DEBUG line of ours on
+the ``vlens_async`` logger.
 """
 
 from __future__ import annotations
@@ -99,31 +103,43 @@ async def run_with_retries(
     deadline_at: float | None,
     retryable: Callable[[BaseException], bool],
     clock: Callable[[], float] = time.monotonic,
+    request_id: str | None = None,
+    method: str | None = None,
+    path: str | None = None,
 ) -> T:
     """Run ``attempt_fn(attempt, seconds_left)`` until it succeeds, under ``policy``.
 
     ``deadline_at`` is a ``clock()`` time (or ``None``). The last error is raised when attempts
     run out or the failure is not retryable; :class:`APITimeoutError` when the deadline has passed
-    or the next wait would pass it.
+    or the next wait would pass it. ``request_id``, ``method`` and ``path`` name the call in our
+    log lines and on that :class:`APITimeoutError`.
     """
     attempt = 0
     deadline_hit = False
+    head = f"{method} {path} failed: " if method and path else ""
 
     def on_failure(exc: Exception) -> bool | float:
         nonlocal deadline_hit
         if not retryable(exc):
             return False
+        # Out of attempts first: the last attempt's own error is the one to raise, whatever a
+        # Retry-After on it says about the deadline.
+        if attempt >= policy.max_attempts:
+            return False
         delay = plan_delay(attempt, exc, policy)
         if deadline_at is not None and clock() + delay >= deadline_at:
             deadline_hit = True
             return False
-        if attempt >= policy.max_attempts:
-            return False
+        # stamina's own hooks are process-wide (its default one logs at WARNING to the "stamina"
+        # logger); this DEBUG line is ours, on the library's logger.
         logger.debug(
-            "retry scheduled after attempt=%d delay=%.2fs reason=%s",
+            "%s %s retry scheduled after attempt=%d delay=%.2fs reason=%s request_id=%s",
+            method,
+            path,
             attempt,
             delay,
             type(exc).__name__,
+            request_id,
         )
         return delay
 
@@ -138,19 +154,24 @@ async def run_with_retries(
                 attempt = retry.num
                 left = None if deadline_at is None else deadline_at - clock()
                 if left is not None and left <= 0:
-                    raise APITimeoutError(f"the call's deadline ran out before attempt {attempt}")
+                    raise APITimeoutError(
+                        f"{head}the call's deadline ran out before attempt {attempt}",
+                        request_id=request_id,
+                        method=method,
+                        path=path,
+                    )
                 result = await attempt_fn(attempt, left)
     except APIError as exc:
         if deadline_hit and not isinstance(exc, APITimeoutError):
             raise APITimeoutError(
-                "the call's deadline would pass before the next retry",
+                f"{head}the call's deadline would pass before the next retry",
                 status=exc.status,
                 error_code=exc.error_code,
                 error_message=exc.error_message,
                 validation_errors=exc.validation_errors,
-                request_id=exc.request_id,
-                method=exc.method,
-                path=exc.path,
+                request_id=exc.request_id or request_id,
+                method=exc.method or method,
+                path=exc.path or path,
                 envelope=exc.envelope,
                 retry_after=exc.retry_after,
             ) from exc

@@ -1,7 +1,10 @@
 """Send one HTTP request and turn what happened into a model or one of our errors.
 
 This is the one boundary where aiohttp's exceptions and the server's failure signals become
-:mod:`vlens_async.errors` (always ``raise ... from exc``, so the cause stays inspectable):
+:mod:`vlens_async.errors`. aiohttp's exception texts quote the whole request URL, query string
+included (``?emailOrPhoneNumber=%2B2012...``), so they are never chained (neither ``__cause__`` nor
+``__context__``): the error keeps the cause's type name on ``cause_type`` and a fixed, URL-free
+reason on ``cause_reason`` instead (see :func:`connection_error`).
 
 - no usable response (DNS, refused, reset, a body cut short) -> :class:`APIConnectionError`;
   no response in time -> :class:`APITimeoutError`;
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import io
 import logging
 import time
@@ -51,7 +55,15 @@ from .errors import (
     api_error_class,
 )
 
-__all__ = ["EnvelopeModel", "Request", "connection_not_established", "interpret", "logger", "send"]
+__all__ = [
+    "EnvelopeModel",
+    "Request",
+    "connection_error",
+    "connection_not_established",
+    "interpret",
+    "logger",
+    "send",
+]
 
 logger: Final = logging.getLogger("vlens_async")
 
@@ -296,14 +308,80 @@ def interpret(
     return model
 
 
+# Set on the errors :func:`connection_error` builds (errors.py declares no such field).
+_NEVER_SENT: Final = "_vlens_never_sent"
+
+
 def connection_not_established(exc: BaseException) -> bool:
     """True when ``exc`` is a connection error raised before the request could reach the server.
 
     Only these are safe to retry for calls that are not idempotent (an OTP request, a sign-up).
     """
-    return isinstance(exc, APIConnectionError) and isinstance(
-        exc.__cause__, aiohttp.ClientConnectorError
+    return isinstance(exc, APIConnectionError) and getattr(exc, _NEVER_SENT, False) is True
+
+
+def _cause_reason(exc: BaseException) -> str:
+    # Fixed phrases by type, never the exception's own text (it quotes the URL). For OS errors
+    # only the errno's symbolic name, which cannot carry anything of the request.
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate verification failed"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name did not resolve"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "no connection within the connect timeout"
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return "no data within the read timeout"
+    if isinstance(exc, TimeoutError):
+        return "no response within the attempt's timeout"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "the request URL is invalid"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "aiohttp refused the response"
+    os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(os_error, OSError) and isinstance(os_error.errno, int):
+        return errno.errorcode.get(os_error.errno, f"errno {os_error.errno}")
+    return "the connection failed"
+
+
+def connection_error(request: Request, exc: BaseException) -> APIConnectionError:
+    """Our error for an aiohttp or OS failure while sending ``request`` (not chained to ``exc``).
+
+    A timeout becomes :class:`APITimeoutError`, anything else :class:`APIConnectionError`. The
+    error carries ``cause_type`` (the type name of ``exc``) and ``cause_reason`` (a fixed phrase
+    or an errno name), never the text of ``exc``, which quotes the URL and its query string.
+    """
+    cls: type[APIConnectionError] = APIConnectionError
+    if isinstance(exc, TimeoutError):
+        cls, detail = APITimeoutError, "timed out"
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        detail = "the connection closed before the whole body arrived"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        detail = "could not connect"
+    else:
+        detail = "connection failed"
+    cause_type, reason = type(exc).__name__, _cause_reason(exc)
+    error = cls(
+        _summary(request, None, f"{detail} ({cause_type}: {reason})"),
+        request_id=request.request_id,
+        method=request.method,
+        path=request.path,
     )
+    # Instance attributes (pickled with the error's __dict__): errors.py has no slot for them.
+    vars(error).update(
+        {
+            "cause_type": cause_type,
+            "cause_reason": reason,
+            # Refused, unresolvable, TLS failed: the request provably never left this process.
+            _NEVER_SENT: isinstance(exc, aiohttp.ClientConnectorError),
+        }
+    )
+    return error
 
 
 def _log_attempt(request: Request, outcome: str, attempt: int, started: float) -> None:
@@ -317,6 +395,17 @@ def _log_attempt(request: Request, outcome: str, attempt: int, started: float) -
             (time.perf_counter() - started) * 1000,
             request.request_id,
         )
+
+
+def _outcome(exc: BaseException) -> str:
+    # The ``status=`` word of the attempt's log line.
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "truncated"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect-error"
+    return "connection-error"
 
 
 async def send(
@@ -336,11 +425,7 @@ async def send(
     """
     started = time.perf_counter()
     outcome = "error"
-    common: dict[str, Any] = {
-        "request_id": request.request_id,
-        "method": request.method,
-        "path": request.path,
-    }
+    failure: APIConnectionError | None = None
     try:
         async with session.request(
             request.method,
@@ -355,24 +440,13 @@ async def send(
             outcome = str(status)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             body = await response.read()
-    except TimeoutError as exc:
-        outcome = "timeout"
-        raise APITimeoutError(_summary(request, None, "timed out"), **common) from exc
-    except aiohttp.ClientPayloadError as exc:
-        outcome = "truncated"
-        raise APIConnectionError(
-            _summary(request, None, "the connection closed before the whole body arrived"),
-            **common,
-        ) from exc
-    except aiohttp.ClientConnectorError as exc:
-        outcome = "connect-error"
-        raise APIConnectionError(_summary(request, None, "could not connect"), **common) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        outcome = "connection-error"
-        raise APIConnectionError(
-            _summary(request, None, f"connection failed ({type(exc).__name__})"), **common
-        ) from exc
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        outcome = _outcome(exc)
+        failure = connection_error(request, exc)
     finally:
         _log_attempt(request, outcome, attempt, started)
+    if failure is not None:
+        # Raised here, outside the ``except``, so not even ``__context__`` holds aiohttp's error.
+        raise failure
     payload = await _decode_json(body) if body else _UNDECODABLE
     return interpret(request, status, body, payload, decode, retry_after=retry_after)

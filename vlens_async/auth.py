@@ -8,7 +8,9 @@
 
 Renewal is single-flight: however many calls find the token stale at once, one login or refresh
 goes out and the others wait for it (an ``asyncio.Lock`` with a re-check once acquired). A
-cancelled renewal releases the lock, and the next waiter tries again.
+cancelled renewal releases the lock, and the next waiter tries again. The lock is made for the
+running event loop on first use (and made again in a new loop), so one :class:`AdminLogin` can
+serve clients in successive ``asyncio.run()`` calls.
 
 Providers talk to the API through :class:`TokenEndpoints` (the client passes itself), so this
 module does not depend on the client.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -28,7 +31,7 @@ from .config import (
     DEFAULT_REFRESH_TOKEN_LIFETIME,
     DEFAULT_TOKEN_REFRESH_MARGIN,
 )
-from .errors import AuthenticationError, BadRequestError, ConfigurationError, VlensAPIError
+from .errors import APIError, ConfigurationError
 from .models import Tokens
 
 __all__ = ["AdminLogin", "AuthProvider", "StaticToken", "TokenEndpoints"]
@@ -104,7 +107,11 @@ class AdminLogin:
     _access_renew_at: float = attrs.field(default=0.0, init=False)
     _refresh: str | None = attrs.field(default=None, init=False)
     _refresh_expires_at: float = attrs.field(default=0.0, init=False)
-    _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    # An asyncio.Lock binds to the loop it first waits in; one per loop, made on first use.
+    _lock: asyncio.Lock | None = attrs.field(default=None, init=False)
+    _lock_loop: weakref.ref[asyncio.AbstractEventLoop] | None = attrs.field(
+        default=None, init=False
+    )
     logins: int = attrs.field(default=0, init=False)
     refreshes: int = attrs.field(default=0, init=False)
 
@@ -114,6 +121,13 @@ class AdminLogin:
             f"password='<redacted>', logged_in={self._access is not None})"
         )
 
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is None or self._lock_loop() is not loop:
+            # A weak reference: an AdminLogin kept in a module must not keep a finished loop alive.
+            self._lock, self._lock_loop = asyncio.Lock(), weakref.ref(loop)
+        return self._lock
+
     def _fresh(self) -> bool:
         return self._access is not None and self.clock() < self._access_renew_at
 
@@ -121,14 +135,14 @@ class AdminLogin:
         """A valid access token, logging in or refreshing first when needed (single-flight)."""
         if self._fresh():
             return self._access
-        async with self._lock:
+        async with self._loop_lock():
             if not self._fresh():  # another task may have renewed it while we waited
                 await self._renew(api)
             return self._access
 
     async def on_unauthorized(self, api: TokenEndpoints, rejected: str | None) -> bool:
         """Renew after a 401, unless another task already replaced the rejected token."""
-        async with self._lock:
+        async with self._loop_lock():
             if self._access is not None and self._access != rejected:
                 return True
             self._access = None
@@ -140,8 +154,9 @@ class AdminLogin:
         if self._refresh is not None and now < self._refresh_expires_at:
             try:
                 tokens = await api.refresh_token(self._refresh)
-            except (AuthenticationError, BadRequestError, VlensAPIError):
-                # The refresh token was refused (expired, revoked, already rotated): log in again.
+            except APIError:
+                # Refused (expired, revoked, already rotated), or the reply was lost: a refresh is
+                # not retried (the server may have rotated the token already), so log in again.
                 self._refresh = None
             else:
                 self.refreshes += 1

@@ -448,7 +448,13 @@ class VlensClient:
             attempt = partial(self._attempt, session, request, decode, limits)
             try:
                 return await run_with_retries(
-                    attempt, policy=policy, deadline_at=deadline_at, retryable=retryable
+                    attempt,
+                    policy=policy,
+                    deadline_at=deadline_at,
+                    retryable=retryable,
+                    request_id=request_id,
+                    method=method,
+                    path=path,
                 )
             except AuthenticationError:
                 if renewed or auth is None or not await auth.on_unauthorized(self, token):
@@ -819,7 +825,9 @@ class VlensClient:
     ) -> Tokens:
         """Exchange a refresh token for a new access token (``POST /api/credentials/RefreshToken``).
 
-        The server may rotate the refresh token: use ``tokens.current_refresh_token`` next.
+        The server may rotate the refresh token: use ``tokens.current_refresh_token`` next. Not
+        idempotent (a rotation voids the token sent, so a retry after a lost reply would send a
+        dead one): retried like :meth:`request_phone_otp`.
         """
         return await self._data_call(
             "POST",
@@ -828,6 +836,7 @@ class VlensClient:
             request_id=request_id,
             fields={"refreshToken": refresh_token},
             use_auth=False,
+            idempotent=False,
             timeouts=timeouts,
             retry=retry,
         )
@@ -891,7 +900,10 @@ class VlensClient:
         timeouts: Timeouts | NotGiven = NOT_GIVEN,
         retry: RetryPolicy | NotGiven = NOT_GIVEN,
     ) -> PhoneOtpResult:
-        """Check the one-time password the user received (``POST .../Register/StepVerifyPhone``)."""
+        """Check the one-time password the user received (``POST .../Register/StepVerifyPhone``).
+
+        Not idempotent (the password is single-use): retried like :meth:`request_phone_otp`.
+        """
         return await self._data_call(
             "POST",
             PHONE_STEP_PATH,
@@ -903,6 +915,7 @@ class VlensClient:
                 "phoneNumberOtp": otp,
             },
             use_auth=False,
+            idempotent=False,
             timeouts=timeouts,
             retry=retry,
         )
@@ -948,17 +961,31 @@ class VlensClient:
         *,
         client_transaction_id: str | None = None,
         name_check_value: str | None = None,
-        **options: Any,
+        max_liveness_attempts: int | None = None,
+        get_extracted_data: bool = True,
+        prepare: bool = True,
     ) -> Transaction:
-        """A :class:`~vlens_async.Transaction` on this client: the step-by-step flow."""
-        from .flow import Transaction
+        """A :class:`~vlens_async.Transaction` on this client: the step-by-step flow.
+
+        The options are the Transaction's own: ``max_liveness_attempts`` (``None`` for the flow's
+        default, :data:`vlens_async.flow.DEFAULT_MAX_LIVENESS_ATTEMPTS`), ``get_extracted_data``
+        and ``prepare`` (run the image preprocessor before each upload).
+        """
+        # Imported here: the flow sits above the client (DESIGN.md layers).
+        from .flow import DEFAULT_MAX_LIVENESS_ATTEMPTS, Transaction
 
         return Transaction(
             self,
             transaction_id,
             client_transaction_id=client_transaction_id,
             name_check_value=name_check_value,
-            **options,
+            max_liveness_attempts=(
+                DEFAULT_MAX_LIVENESS_ATTEMPTS
+                if max_liveness_attempts is None
+                else max_liveness_attempts
+            ),
+            get_extracted_data=get_extracted_data,
+            prepare=prepare,
         )
 
     async def verify(

@@ -155,13 +155,29 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
 
     Plain ``http://`` is accepted for loopback hosts (the emulator) and refused for any other host
     unless ``allow_insecure_http`` is true: identity documents must not cross a network unencrypted.
+    A URL with ``user:password@`` is refused: credentials go in ``api_key`` and ``access_token``
+    or ``auth``. Error messages show at most the scheme and the host, never the whole URL.
     """
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname
+    except ValueError:  # an unbalanced IPv6 bracket, say
+        raise ConfigurationError("base_url is not a valid URL") from None
+    # Only a scheme followed by "//" is surely a scheme: in "user:pw@host" urlsplit takes "user".
+    scheme = parts.scheme if parts.netloc else ""
+    if scheme not in ("http", "https"):
+        shown = f" (got {scheme}://)" if scheme else ""
+        raise ConfigurationError(f"base_url must be an http:// or https:// URL{shown}")
+    if "@" in parts.netloc:
         raise ConfigurationError(
-            "refusing plain http:// to a non-loopback host; use https:// "
+            f"base_url must not carry credentials (user:password@), got {scheme}://{host or ''}: "
+            "pass the API key as api_key and tokens with access_token or auth"
+        )
+    if not host:
+        raise ConfigurationError(f"base_url has no host (got {scheme}://)")
+    if scheme == "http" and not allow_insecure_http and not _is_loopback(host):
+        raise ConfigurationError(
+            f"refusing plain http:// to a non-loopback host ({host}); use https:// "
             "or pass allow_insecure_http=True"
         )
     return base_url.rstrip("/")

@@ -18,8 +18,6 @@ from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
-from ._redact import mask_id
-
 __all__ = [
     "AMLCase",
     "AMLResult",
@@ -56,8 +54,14 @@ def _hidden(value: object) -> str:
     return "None" if value is None else "'<redacted>'"
 
 
+def _mask_id(value: str) -> str:
+    # Only the last 4 characters shown (the same rule as ``_redact.mask_id``; models import
+    # nothing of ours, DESIGN.md).
+    return "*" * max(len(value) - 4, 0) + value[-4:] if value else ""
+
+
 def _masked(value: object) -> str:
-    return "None" if value is None else repr(mask_id(str(value)))
+    return "None" if value is None else repr(_mask_id(str(value)))
 
 
 def _pii(**kwargs: Any) -> Any:
