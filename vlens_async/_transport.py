@@ -372,15 +372,9 @@ def connection_error(request: Request, exc: BaseException) -> APIConnectionError
         method=request.method,
         path=request.path,
     )
-    # Instance attributes (pickled with the error's __dict__): errors.py has no slot for them.
-    vars(error).update(
-        {
-            "cause_type": cause_type,
-            "cause_reason": reason,
-            # Refused, unresolvable, TLS failed: the request provably never left this process.
-            _NEVER_SENT: isinstance(exc, aiohttp.ClientConnectorError),
-        }
-    )
+    error.cause_type, error.cause_reason = cause_type, reason
+    # Refused, unresolvable, TLS failed: the request provably never left this process.
+    vars(error)[_NEVER_SENT] = isinstance(exc, aiohttp.ClientConnectorError)
     return error
 
 

@@ -248,7 +248,15 @@ def _rebuild(cls: type[APIError], message: str, state: dict[str, Any]) -> APIErr
 
 
 class APIConnectionError(APIError):
-    """No usable response: the connection failed, was refused or was reset."""
+    """No usable response: the connection failed, was refused or was reset.
+
+    The underlying aiohttp exception is deliberately not chained (its text carries the URL and
+    query string, which may hold a phone number): ``cause_type`` names its class and
+    ``cause_reason`` says what happened in words of ours.
+    """
+
+    cause_type: str | None = None
+    cause_reason: str | None = None
 
 
 class APITimeoutError(APIConnectionError):
