@@ -22,6 +22,7 @@ from vlens_async.client import VlensClient
 from vlens_async.config import RetryPolicy
 from vlens_async.emulator import RunningEmulator
 from vlens_async.emulator.config import DEFAULT_API_KEY
+from vlens_async.flow import Transaction
 from vlens_async.samples import make_applicant
 
 TERMINAL = {"verified", "not_verified", "rejected", "error", "invalid"}
@@ -340,3 +341,58 @@ async def test_throttling_slows_the_job_and_everyone_still_finishes(
     assert summary.throttled > 0
     assert counters["rate_limited"] > 0
     assert counters["transactions_created"] == 6
+
+
+def journal_bytes(folder: Path) -> bytes:
+    """Every byte of the journal on disk (the write-ahead log and lock file included)."""
+    return b"".join(p.read_bytes() for p in sorted(folder.glob("run.db*")))
+
+
+def spellings(text: str) -> list[bytes]:
+    """``text`` as it could appear in a file: UTF-8, and JSON-escaped."""
+    return [text.encode(), json.dumps(text)[1:-1].encode()]
+
+
+async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
+    vlens_client: VlensClient, tmp_path: Path
+) -> None:
+    """After a job with an AML hit, the journal holds none of the applicant's names or address,
+    nor the AML case's full name; what resume and the cross-check need is still there."""
+    manifest = await asyncio.to_thread(write_applicants, tmp_path, ["aml_watchlisted"])
+    fields = make_applicant(100, scenario="aml_watchlisted").fields  # write_applicants' seed
+    runner = BulkRunner(
+        vlens_client,
+        rate_limit=RateLimit.unlimited(),
+        journal=tmp_path / "run.db",
+        results=tmp_path / "results.jsonl",
+        step_retry=FAST_RETRY,
+    )
+    await runner.run(read_manifest(manifest))
+    (line,) = read_results(tmp_path / "results.jsonl")
+    assert "aml_matched" in line["service_flags"]  # the AML case really came back
+    raw = journal_bytes(tmp_path) + (tmp_path / "results.jsonl").read_bytes()
+    personal = [
+        fields.first_name,
+        fields.last_names,
+        fields.first_name_english,
+        fields.last_names_english,
+        fields.address,
+        fields.address_english,
+        f"{fields.first_name_english} {fields.last_names_english}",  # the AML case's full name
+    ]
+    for text in personal:
+        for spelled in spellings(text):
+            assert spelled not in raw
+    with sqlite3.connect(tmp_path / "run.db") as conn:
+        (snapshot,) = conn.execute("SELECT snapshot FROM applicants").fetchone()
+    assert fields.national_id in snapshot  # kept for the cross-check on resume
+    # What is left still rebuilds the transaction and the results line's figures.
+    outcome = Transaction.restore(vlens_client, json.loads(snapshot)).result
+    assert outcome.state.value == line["state"] == "COMPLETED"
+    assert (outcome.validated, outcome.verified) == (line["validated"], line["verified"])
+    assert [flag.value for flag in outcome.cross_check] == line["cross_check"]
+    assert outcome.services is not None
+    assert outcome.services.aml is not None
+    assert outcome.services.aml.aml_matched
+    assert outcome.front is not None
+    assert outcome.front.id_number == fields.national_id

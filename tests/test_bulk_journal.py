@@ -144,23 +144,73 @@ async def test_counts_latencies_and_export(tmp_path: Path) -> None:
 
 
 async def test_snapshot_is_stripped_of_names_before_journaling(tmp_path: Path) -> None:
-    """Names and addresses never reach the journal; the cross-check fields do."""
+    """Only allowed keys reach the journal: names, addresses, AML case names, validation
+    values, the name check, server messages and unknown keys are dropped; ids, dates, gender,
+    states and service flags stay."""
+    front = {
+        "first_name": "Secret",
+        "address": "Street 1",
+        "id_number": "29901011234567",
+        "date_of_birth": "1999-01-01T00:00:00",
+        "gender": "M",
+        "transaction_id": "t-1",
+    }
+    services = {
+        "aml": {"aml_matched": True, "cases": [{"full_name": "Secret Name", "case_no": "9"}]},
+        "validations": [{"field": "idNumber", "value": "Secret", "errors": []}],
+        "spoofing": {"fake": False},
+        "classification": {"doc_type": "id"},
+        "liveness": True,
+        "src": {"is_valid": True, "error_message": "Secret"},
+    }
+    snapshot = {
+        "version": 1,
+        "transaction_id": "t-1",
+        "state": "FAILED",
+        "name_check_value": "Secret",
+        "failure": {"error_type": "DocumentError", "error_code": 3001, "error_message": "Secret"},
+        "steps": {"front": {"status": "failed", "attempts": 1, "error_message": "Secret"}},
+        "responses": {
+            "front": {
+                "services": services,
+                "data": {"id_front_data": front, "user": {"name": "Secret"}},
+                "error_message": "Secret",
+            }
+        },
+        "timings": {"front": 0.5},
+        "added_later": {"anything": "Secret"},
+    }
     journal = await Journal.open(tmp_path / "j.db")
     await journal.claim(applicant("a", 1))
-    snapshot = {
-        "state": "FRONT_SCANNED",
-        "front": {"first_name": "Secret", "address": "Street 1", "id_number": "29901011234567"},
-        "name_check_value": "Secret",
-    }
-    await journal.save_step("a", state="FRONT_SCANNED", snapshot=snapshot, steps=[])
+    await journal.save_step("a", state="FAILED", snapshot=snapshot, steps=[])
     await journal.close()
     # Every byte on disk, the write-ahead log included if it is still there.
     raw = files_bytes(tmp_path, "j.db*")
     assert b"Secret" not in raw
     assert b"Street" not in raw
     assert strip_snapshot(snapshot) == {
-        "state": "FRONT_SCANNED",
-        "front": {"id_number": "29901011234567"},
+        "version": 1,
+        "transaction_id": "t-1",
+        "state": "FAILED",
+        "failure": {"error_type": "DocumentError", "error_code": 3001},
+        "steps": {"front": {"status": "failed", "attempts": 1}},
+        "responses": {
+            "front": {
+                "services": {
+                    "aml": {"aml_matched": True},
+                    "validations": [{"field": "idNumber"}],
+                    "spoofing": {"fake": False},
+                    "liveness": True,
+                    "src": {"is_valid": True},
+                },
+                "data": {
+                    "id_front_data": {
+                        k: v for k, v in front.items() if k != "first_name" and k != "address"
+                    }
+                },
+            }
+        },
+        "timings": {"front": 0.5},
     }
 
 

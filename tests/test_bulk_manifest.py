@@ -168,3 +168,54 @@ def test_bom_and_tsv_are_understood(tmp_path: Path, images: Path) -> None:
     (item,) = list(iter_manifest(manifest))
     assert isinstance(item, BulkApplicant)
     assert item.applicant_id == "a1"
+
+
+def test_repr_hides_image_paths(tmp_path: Path) -> None:
+    """A folder is often named after the customer, so an applicant's repr shows no path."""
+    folder = tmp_path / "Secret Person"
+    applicant = BulkApplicant("a1", folder / "f.jpg", folder / "b.jpg", (folder / "1.jpg",) * 3)
+    assert "Secret" not in repr(applicant)
+    assert "a1" in repr(applicant)
+
+
+def test_deeply_nested_jsonl_line_is_an_invalid_row(tmp_path: Path, images: Path) -> None:
+    """A line of 100,000 '[' (which exhausts json's recursion) fails its row, not the job."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("[" * 100_000 + "\n" + json.dumps(row("ok")) + "\n")
+    items = list(iter_manifest(manifest))
+    assert isinstance(items[0], InvalidRow)
+    assert items[0].row == 1
+    assert "nested too deeply" in items[0].reason
+    assert isinstance(items[1], BulkApplicant)
+    assert count_manifest_rows(manifest) == 2
+
+
+def test_csv_field_over_the_size_limit_fails_its_row_only(tmp_path: Path, images: Path) -> None:
+    """A CSV field over the csv module's 128 KB limit is one invalid row; the rows after it
+    are read, and the count agrees."""
+    manifest = write_csv(tmp_path / "m.csv", [row("a1"), row("a2", front="x" * 200_000), row("a3")])
+    items = list(iter_manifest(manifest))
+    assert [(type(i).__name__, i.row) for i in items] == [
+        ("BulkApplicant", 1),
+        ("InvalidRow", 2),
+        ("BulkApplicant", 3),
+    ]
+    assert isinstance(items[1], InvalidRow)
+    assert "field limit" in items[1].reason
+    assert "xxxx" not in items[1].reason
+    assert count_manifest_rows(manifest) == 3
+
+
+def test_csv_header_over_the_size_limit_fails_the_manifest(tmp_path: Path, images: Path) -> None:
+    """A header the csv module cannot parse is a BulkInputError, from counting and reading."""
+    manifest = write_csv(tmp_path / "m.csv", [row("a1")], header=HEADER + "," + "x" * 200_000)
+    with pytest.raises(BulkInputError, match="header"):
+        count_manifest_rows(manifest)
+    with pytest.raises(BulkInputError, match="header"):
+        list(iter_manifest(manifest))
+
+
+def test_counting_a_missing_manifest_is_a_bulk_input_error(tmp_path: Path) -> None:
+    """count_manifest_rows says 'not found' as iter_manifest does, not a bare OSError."""
+    with pytest.raises(BulkInputError, match="not found"):
+        count_manifest_rows(tmp_path / "none.csv")

@@ -54,11 +54,20 @@ def test_parse_accepts_both_windows_in_any_spelling(text: str, expected: RateLim
     assert RateLimit.parse(text) == expected
 
 
-@pytest.mark.parametrize("text", ["10", "10/h", "ten/s", "0/s", "-1/s", "10/s,20/s", "1.5/s"])
+@pytest.mark.parametrize(
+    "text", ["10", "10/h", "ten/s", "0/s", "-1/s", "10/s,20/s", "1.5/s", "0", "", " "]
+)
 def test_parse_rejects_what_it_cannot_honour(text: str) -> None:
     """Unknown units, non-whole or non-positive counts and a window given twice are errors."""
     with pytest.raises(ConfigurationError):
         RateLimit.parse(text)
+
+
+def test_parse_zero_is_an_error_that_names_the_way_to_turn_limiting_off() -> None:
+    """'0' is refused (it read as unlimited, silently turning the limit off); the message says
+    'none' or 'off' is how to ask for no limit."""
+    with pytest.raises(ConfigurationError, match="'none' or 'off'"):
+        RateLimit.parse("0")
 
 
 def test_str_round_trips_through_parse() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from vlens_async import _wire
+from vlens_async import _wire, bulk
 from vlens_async._manifest import BulkApplicant, InvalidRow
 from vlens_async.bulk import BulkRunner, RateLimit, format_summary
 from vlens_async.config import RetryPolicy
@@ -407,3 +407,162 @@ async def test_graceful_stop_does_not_wait_for_rate_limit_tokens(
     with sqlite3.connect(tmp_path / "journal.db") as conn:
         journaled = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
     assert journaled == 2
+
+
+def journal_bytes(tmp_path: Path) -> bytes:
+    """Every byte of the journal on disk (the write-ahead log included)."""
+    return b"".join(p.read_bytes() for p in sorted(tmp_path.glob("journal.db*")))
+
+
+async def test_a_manifest_reader_failing_unexpectedly_stops_the_job_instead_of_hanging(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A reader that raises something unforeseen mid-way still ends the job (it stops, with a
+    reason that quotes no row), rather than leaving the workers waiting for ever."""
+    people = applicants(image_dir, 2)
+
+    def rows() -> Any:
+        yield from people
+        raise ValueError("row 3 names Secret Person")
+
+    summary = await asyncio.wait_for(runner(ScriptedClient(), tmp_path).run(rows()), 30)
+    assert summary.interrupted
+    assert summary.stop_reason == "cannot read the manifest: ValueError"
+    assert set(summary.by_outcome) <= {"verified", "pending"}
+
+
+async def test_an_unexpected_error_fails_one_applicant_not_the_job(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """An unforeseen exception in one applicant's step ends that applicant in ``error`` (by
+    its class, without its message) and the others go on."""
+
+    def fault(step: str, who: str, attempt: int) -> BaseException | None:
+        return KeyError("Secret Person") if (who, step) == ("a2", "back") else None
+
+    summary = await runner(ScriptedClient(fault), tmp_path).run(applicants(image_dir, 3))
+    lines = {line["applicant_id"]: line for line in results(tmp_path)}
+    assert summary.by_outcome == {"verified": 2, "error": 1}
+    assert not summary.interrupted
+    assert (lines["a2"]["outcome"], lines["a2"]["error_type"]) == ("error", "KeyError")
+    assert lines["a2"]["error_message"] == "unexpected KeyError"
+    assert lines["a2"]["failed_step"] == "back"
+    assert b"Secret" not in journal_bytes(tmp_path)
+
+
+async def test_journal_step_records_name_the_public_error_class(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A 422 with code 3010 is journaled as DocumentExpiredError, not its combined class name."""
+    client = ScriptedClient(lambda step, who, n: error(422, 3010) if step == "back" else None)
+    await runner(client, tmp_path).run(applicants(image_dir, 1))
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        types = conn.execute("SELECT error_type FROM steps WHERE ok=0").fetchall()
+    assert types == [("DocumentExpiredError",)]
+
+
+async def test_throttling_until_retries_run_out_is_an_error_not_a_verdict(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """Code 4003 on every attempt leaves the applicant in ``error`` (retryable), not
+    ``rejected``: the service never judged the images."""
+    client = ScriptedClient(lambda step, who, n: error(None, 4003) if step == "front" else None)
+    await runner(client, tmp_path).run(applicants(image_dir, 1))
+    (line,) = results(tmp_path)
+    assert (line["outcome"], line["error_type"], line["error_code"]) == (
+        "error",
+        "TooManyAttemptsError",
+        4003,
+    )
+
+
+async def test_server_messages_reach_neither_results_nor_journal(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """The server's free-text error_message (which may name the person) is replaced by the
+    client's own message; error code and type are kept."""
+
+    def fault(step: str, who: str, attempt: int) -> BaseException | None:
+        if step != "back":
+            return None
+        return error(422, 3010, error_message="the card of Secret Person has expired")
+
+    await runner(ScriptedClient(fault), tmp_path).run(applicants(image_dir, 1))
+    (line,) = results(tmp_path)
+    assert (line["error_code"], line["error_type"]) == (3010, "DocumentExpiredError")
+    assert line["error_message"] == "scripted"  # what the client said, not the server
+    assert b"Secret" not in journal_bytes(tmp_path)
+    assert "Secret" not in (tmp_path / "results.jsonl").read_text()
+
+
+async def test_graceful_stop_cuts_a_retry_backoff_short(tmp_path: Path, image_dir: Path) -> None:
+    """A stop() during a long backoff between two attempts ends the job at once, with the
+    failed attempt journaled and the applicant pending."""
+    slow = RetryPolicy(max_attempts=5, initial=300, max_backoff=300, jitter=0)
+    client = ScriptedClient(lambda step, who, n: error(503) if step == "front" else None)
+    client.notify_calls = 1
+    run = runner(client, tmp_path, step_retry=slow, concurrency=1)
+    task = asyncio.create_task(run.run(applicants(image_dir, 1)))
+    await asyncio.wait_for(client.reached.wait(), 30)
+    await asyncio.sleep(0)  # let the worker reach its backoff
+    run.stop("test")
+    summary = await asyncio.wait_for(task, 30)
+    assert summary.interrupted
+    assert summary.by_outcome == {"pending": 1}
+    assert len(client.calls) == 1
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        assert conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 1
+
+
+class RecordingProgress:
+    """A progress reporter that remembers what ``start`` was told."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[int | None, int]] = []
+
+    def start(self, total: int | None, skipped: int = 0) -> None:
+        self.started.append((total, skipped))
+
+    def update(self, stats: Any) -> None:
+        """Ignored."""
+
+    def close(self, stats: Any) -> None:
+        """Ignored."""
+
+
+async def test_a_resumed_run_tells_the_progress_what_is_already_finished(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """On resume, progress.start gets the applicants finished in earlier runs, so the first
+    line says so and the ETA counts only what is left."""
+    await runner(ScriptedClient(), tmp_path).run(applicants(image_dir, 3))
+    progress = RecordingProgress()
+    summary = await runner(ScriptedClient(), tmp_path, resume=True, progress=progress, total=5).run(
+        applicants(image_dir, 5)
+    )
+    assert progress.started == [(5, 3)]
+    assert summary.skipped == 3
+    assert summary.processed == 2
+
+
+async def test_resume_prepares_only_the_images_the_remaining_steps_need(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After front and back were journaled, a resume prepares the front (liveness sends it)
+    and the faces, but not the back again."""
+    client = ScriptedClient(lambda step, who, n: error(401) if step == "liveness" else None)
+    first = await runner(client, tmp_path).run(applicants(image_dir, 1))
+    assert first.by_outcome == {"pending": 1}
+    prepared: list[str] = []
+    real = bulk.prepare_document_sync
+
+    def recording(path: Any, **options: Any) -> Any:
+        prepared.append(Path(path).name)
+        return real(path, **options)
+
+    monkeypatch.setattr(bulk, "prepare_document_sync", recording)
+    client = ScriptedClient()
+    second = await runner(client, tmp_path, resume=True).run(applicants(image_dir, 1))
+    assert second.by_outcome == {"verified": 1}
+    assert [step for step, _, _ in client.calls] == ["liveness"]
+    assert prepared == ["front.jpg"]

@@ -3,8 +3,8 @@
 What it holds, per applicant: the manifest row, the state of its flow and the transaction id
 (written *before* the first request, so a crash can never lead to a second transaction), the
 flow's snapshot after every step, each HTTP attempt (step, outcome, status, error code, duration)
-and, once finished, the line of the results file. No images, and no personal data beyond what the
-results file needs (see :func:`strip_snapshot`).
+and, once finished, the line of the results file. No images, no names or addresses, no server
+free text: only what resume and the national-ID cross-check need (see :data:`SNAPSHOT_ALLOW`).
 
 Why SQLite: atomic transactions (a write either happened or did not, even under SIGKILL), an
 index for duplicate-id detection without holding every id in memory, and percentile queries over
@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 
 import attrs
 import orjson
@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, the rest wo
 
 __all__ = [
     "PENDING",
+    "SNAPSHOT_ALLOW",
     "Claim",
     "ClaimKind",
     "Journal",
@@ -55,41 +56,80 @@ __all__ = [
 
 SCHEMA_VERSION: Final = 1
 PENDING: Final = "pending"
-# Snapshot keys (at any depth) that carry personal data the journal does not need to resume: names,
-# addresses, jobs. The national ID, birth date, gender and dates stay: the cross-checks need them.
-_PII_KEYS: Final = frozenset(
-    {
-        "first_name",
-        "last_names",
-        "name",
-        "first_name_english",
-        "last_names_english",
-        "name_english",
-        "address",
-        "address_1",
-        "address_2",
-        "address_english",
-        "address_1_english",
-        "address_2_english",
-        "city",
-        "district",
-        "job",
-        "job_english",
-        "job_title",
-        "job_title_english",
-        "husband_name",
-        "husband_name_english",
-        "religion",
-        "religion_english",
-        "marital_status",
-        "marital_status_english",
-        "name_check_value",
-        "user",
-        "phone_number",
-        "email",
-        "email_address",
-    }
+# What of a flow snapshot the journal keeps: an allow-list, so that a field the service adds
+# later (or one we forgot) is dropped rather than stored. ``True`` keeps a plain value (a string,
+# number, boolean or null, never a structure); a dict keeps those keys of a mapping (``"*"``:
+# every key); a one-item list keeps each item of a list by that spec. It keeps what resume and the
+# results need: state, ids, step records (without the server's free-text message), and of the
+# extracted data only what the national-ID cross-check reads; of the services, only the flags the
+# results line reports. Names, addresses, jobs, the name check, AML case names and validation
+# values never reach the file.
+_Spec: TypeAlias = "bool | Mapping[str, _Spec] | list[_Spec]"
+_ERROR: Final[Mapping[str, _Spec]] = {"error_type": True, "error_code": True, "request_id": True}
+_STEP: Final[_Spec] = {"status": True, "attempts": True, "duration": True, **_ERROR}
+_FRONT: Final[_Spec] = dict.fromkeys(
+    (
+        "id_number",
+        "date_of_birth",
+        "gender",
+        "transaction_id",
+        "request_id",
+        "client_transaction_id",
+    ),
+    True,
 )
+_BACK: Final[_Spec] = dict.fromkeys(
+    (
+        "id_number",
+        "gender",
+        "gender_english",
+        "id_expiry",
+        "release_date",
+        "transaction_id",
+        "request_id",
+        "client_transaction_id",
+    ),
+    True,
+)
+_SERVICES: Final[_Spec] = {
+    "validations": [{"field": True}],  # the field's name only: its value is personal data
+    "spoofing": {"fake": True},
+    "liveness": True,
+    "aml": {"aml_matched": True},
+    "src": {"is_valid": True},
+}
+_RESPONSE: Final[_Spec] = {
+    "services": _SERVICES,
+    "data": {
+        "is_verification_process_completed": True,
+        "is_digital_identity_verified": True,
+        "id_front_data": _FRONT,
+        "id_back_data": _BACK,
+    },
+    "error_code": True,
+    "sent_transaction_id": True,
+    "request_id": True,
+}
+SNAPSHOT_ALLOW: Final[_Spec] = {
+    **dict.fromkeys(
+        (
+            "version",
+            "transaction_id",
+            "client_transaction_id",
+            "state",
+            "max_liveness_attempts",
+            "liveness_attempts",
+            "get_extracted_data",
+            "prepare",
+        ),
+        True,
+    ),
+    "failure": _ERROR,
+    "steps": {"*": _STEP},
+    "responses": {"*": _RESPONSE},
+    "timings": {"*": True},
+}
+_PLAIN: Final = (str, int, float, bool, type(None))
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -106,7 +146,7 @@ CREATE TABLE IF NOT EXISTS applicants (
     status TEXT NOT NULL,            -- 'active' or 'done'
     state TEXT NOT NULL,             -- the flow's state after the last journaled step
     transaction_id TEXT NOT NULL,
-    snapshot TEXT,                   -- Transaction.snapshot() as JSON, stripped of names
+    snapshot TEXT,                   -- Transaction.snapshot() as JSON, SNAPSHOT_ALLOW only
     attempts INTEGER NOT NULL DEFAULT 0,
     outcome TEXT,
     error_key TEXT,                  -- the error code, or the error class when there is none
@@ -140,13 +180,23 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def strip_snapshot(value: Any) -> Any:
-    """Return a copy of a JSON value without the personal-data keys the journal does not need."""
-    if isinstance(value, Mapping):
-        return {k: strip_snapshot(v) for k, v in value.items() if k not in _PII_KEYS}
-    if isinstance(value, list | tuple):
-        return [strip_snapshot(v) for v in value]
-    return value
+def strip_snapshot(value: Any, spec: _Spec = SNAPSHOT_ALLOW) -> Any:
+    """Return a copy of a flow snapshot with only what :data:`SNAPSHOT_ALLOW` lets through
+    (``None`` for a value that does not have the allowed shape)."""
+    if isinstance(spec, bool):
+        return value if spec and isinstance(value, _PLAIN) else None
+    if isinstance(spec, list):
+        if not isinstance(value, list | tuple):
+            return None
+        return [strip_snapshot(item, spec[0]) for item in value]
+    if not isinstance(value, Mapping):
+        return None
+    out = {}
+    for key, item in value.items():
+        item_spec = spec.get(key, spec.get("*"))
+        if item_spec is not None:
+            out[key] = strip_snapshot(item, item_spec)
+    return out
 
 
 class ClaimKind(enum.Enum):
@@ -279,6 +329,11 @@ class Journal:
     async def counts(self) -> JournalCounts:
         """Totals over the whole job."""
         return await self._call(self._counts_sync)
+
+    async def finished_before(self, *, excluding: Sequence[str] = ()) -> int:
+        """Applicants finished in earlier runs (a resume skips them), leaving out those whose
+        outcome is in ``excluding`` (the ones it will try again)."""
+        return await self._call(self._finished_sync, tuple(excluding))
 
     async def latencies(self) -> dict[str, LatencyStats]:
         """Latency percentiles per step (endpoint) over this run's attempts."""
@@ -485,6 +540,13 @@ class Journal:
             )
         }
         return JournalCounts(by_outcome=by_outcome, by_error=by_error)
+
+    def _finished_sync(self, excluding: tuple[str, ...]) -> int:
+        marks = ", ".join("?" * len(excluding))
+        query = "SELECT count(*) FROM applicants WHERE status='done' AND run < ?"
+        if excluding:
+            query += f" AND outcome NOT IN ({marks})"
+        return int(self._db.execute(query, (self.run, *excluding)).fetchone()[0])
 
     def _latencies_sync(self) -> dict[str, LatencyStats]:
         conn = self._db

@@ -3,8 +3,8 @@
 A manifest of a million rows must not be loaded at once, so :func:`iter_manifest` is a generator
 that reads one record at a time and checks it as it goes. A bad row does not stop the job: it comes
 out as an :class:`InvalidRow` with its row number and the reason, and the runner records it as
-failed. Only a manifest that cannot be read at all (no such file, a CSV header without a required
-column) raises :class:`~vlens_async.errors.BulkInputError`.
+failed. Only a manifest that cannot be read at all (no such file, a CSV header that cannot be
+parsed or lacks a required column) raises :class:`~vlens_async.errors.BulkInputError`.
 
 Duplicate applicant ids are *not* detected here: that needs memory proportional to the job, so the
 runner asks its journal (an indexed SQLite table on disk) instead.
@@ -17,9 +17,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -44,19 +44,22 @@ IMAGE_COLUMNS: Final = ("front", "back", *FACE_COLUMNS)
 ALL_COLUMNS: Final = (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
 MAX_ID_LENGTH: Final = 200
 
+_R = TypeVar("_R")
+
 
 @attrs.frozen
 class BulkApplicant:
     """One applicant of a bulk job: where their images are, and what to send with them.
 
     ``row`` is the 1-based number of the record in the manifest (a CSV header is not counted).
-    Paths are resolved against the manifest's folder. The repr shows no personal data.
+    Paths are resolved against the manifest's folder. The repr shows no personal data: neither
+    the name check nor the image paths (a folder is often named after the customer).
     """
 
     applicant_id: str
-    front: Path
-    back: Path
-    faces: tuple[Path, Path, Path]
+    front: Path = attrs.field(repr=False)
+    back: Path = attrs.field(repr=False)
+    faces: tuple[Path, Path, Path] = attrs.field(repr=False)
     row: int = 0
     name_check_value: str | None = attrs.field(default=None, repr=False)
     client_transaction_id: str | None = None
@@ -100,19 +103,56 @@ def iter_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestItem]:
 
 
 def count_manifest_rows(path: str | os.PathLike[str]) -> int:
-    """Count the records of a manifest without keeping them (for a progress bar's total)."""
+    """Count the records of a manifest without keeping them (for a progress bar's total).
+
+    Counts what :func:`iter_manifest` yields: a CSV record it cannot parse is one (invalid) row.
+    Raises :class:`~vlens_async.errors.BulkInputError` when the file or its header cannot be read.
+    """
     manifest = Path(path)
+    if not manifest.is_file():
+        raise BulkInputError(f"manifest not found: {manifest}")
     if manifest_format(manifest) == "jsonl":
         with manifest.open("rb") as fh:
             return sum(1 for line in fh if line.strip())
     with manifest.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
         reader = csv.reader(fh, dialect=_dialect(manifest))
-        next(reader, None)  # the header
-        return sum(1 for record in reader if any(cell.strip() for cell in record))
+        _csv_header(lambda: next(reader, None))
+        count = 0
+        for record in _csv_records(reader, lambda: reader.line_num):
+            if isinstance(record, csv.Error) or any(cell.strip() for cell in record):
+                count += 1
+        return count
 
 
 def _dialect(path: Path) -> type[csv.Dialect]:
     return csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
+
+
+def _csv_header(read: Callable[[], Sequence[str] | None]) -> list[str]:
+    """The header's column names; a header the csv module cannot parse fails the manifest."""
+    try:
+        names = read()
+    except csv.Error as exc:
+        # The csv module's own words quote no data ("field larger than field limit (131072)").
+        raise BulkInputError(f"cannot read the manifest header: {exc}") from None
+    return [name.strip() for name in names or ()]
+
+
+def _csv_records(reader: Iterator[_R], line_num: Callable[[], int]) -> Iterator[_R | csv.Error]:
+    """The reader's records, with the error for one it cannot parse (a field over the csv
+    module's size limit, say): the reader drops the rest of that line and goes on after it."""
+    failed_at = -1
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if line_num() == failed_at:
+                # Nothing was read since the last error: going on would never end.
+                raise BulkInputError(f"cannot read the manifest: {exc}") from None
+            failed_at = line_num()
+            yield exc
 
 
 def _iter_csv(manifest: Path, base: Path) -> Iterator[ManifestItem]:
@@ -120,14 +160,18 @@ def _iter_csv(manifest: Path, base: Path) -> Iterator[ManifestItem]:
     # errors="replace": a badly encoded row fails its own checks instead of killing the job.
     with manifest.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
         reader = csv.DictReader(fh, dialect=_dialect(manifest))
-        header = [name.strip() for name in reader.fieldnames or ()]
+        header = _csv_header(lambda: reader.fieldnames)
         missing = [column for column in MANIFEST_COLUMNS if column not in header]
         if missing:
             # Every row would fail the same way; say it once instead.
             raise BulkInputError(f"manifest header lacks column(s): {', '.join(missing)}")
         reader.fieldnames = header
         row = 0
-        for record in reader:
+        for record in _csv_records(reader, lambda: reader.line_num):
+            if isinstance(record, csv.Error):
+                row += 1
+                yield InvalidRow(row, f"cannot parse the row as CSV: {record}")
+                continue
             if not any((value or "").strip() for key, value in record.items() if key is not None):
                 continue  # a blank line
             row += 1
@@ -152,6 +196,10 @@ def _iter_jsonl(manifest: Path, base: Path) -> Iterator[ManifestItem]:
                 continue
             except ValueError:
                 yield InvalidRow(row, "not valid UTF-8")
+                continue
+            except RecursionError:
+                # json recurses once per nesting level: "[[[[..." deep enough exhausts the stack.
+                yield InvalidRow(row, "not valid JSON (nested too deeply)")
                 continue
             if not isinstance(record, dict):
                 yield InvalidRow(row, "not a JSON object")

@@ -95,10 +95,20 @@ class RateLimit:
     @classmethod
     def parse(cls, text: str) -> RateLimit:
         """Parse ``"10/s,60/min"``: whole numbers; either part may be left out; ``"none"`` or
-        ``"off"`` for no limit. Units: ``s``, ``sec``, ``second``; ``m``, ``min``, ``minute``."""
+        ``"off"`` (or ``"unlimited"``, what ``str`` gives) for no limit. Units: ``s``, ``sec``,
+        ``second``; ``m``, ``min``, ``minute``.
+
+        ``"0"`` and an empty text are errors: either could mean "no requests" as well as "no
+        limit", and guessing "no limit" would silently lift the tenant's limit.
+        """
         stripped = text.strip().lower()
-        if stripped in ("", "none", "off", "unlimited", "0"):
+        if stripped in ("none", "off", "unlimited"):
             return cls.unlimited()
+        if stripped in ("", "0"):
+            raise ConfigurationError(
+                f"rate limit {text.strip()!r} is ambiguous: give it like '10/s,60/min', "
+                "or 'none' or 'off' for no limit"
+            )
         values: dict[str, int] = {}
         for part in stripped.split(","):
             match = _PART.match(part)

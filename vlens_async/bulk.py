@@ -38,6 +38,7 @@ import concurrent.futures
 import contextlib
 import csv
 import functools
+import logging
 import os
 import random
 import signal
@@ -92,7 +93,6 @@ from .errors import (
     APIError,
     APIStatusError,
     AuthenticationError,
-    BadRequestError,
     BundleError,
     CompressionError,
     ConfigurationError,
@@ -107,15 +107,10 @@ from .errors import (
     RequestTimeoutError,
     ResponseDecodeError,
     TooManyAttemptsError,
-    UnprocessableEntityError,
     UnsupportedImageError,
-    UnsupportedMediaTypeError,
-    ValidationFailedError,
-    VerificationFailedError,
-    VlensAPIError,
     VlensError,
 )
-from .flow import FlowState, Step, StepStatus, Transaction
+from .flow import FlowState, Step, StepStatus, Transaction, error_type_name, is_verdict
 from .images import (
     ImageInput,
     PreparedFaces,
@@ -159,15 +154,6 @@ DEFAULT_STEP_RETRY: Final = RetryPolicy(max_attempts=6, initial=0.5, max_backoff
 _READ_BATCH: Final = 64
 _TICK: Final = 1.0
 
-# The service said no to what was sent: retrying the same images cannot change the answer.
-_VERDICTS: Final = (
-    VlensAPIError,
-    ValidationFailedError,
-    VerificationFailedError,
-    BadRequestError,
-    UnsupportedMediaTypeError,
-    UnprocessableEntityError,
-)
 # Worth another attempt of the same step on the same transaction: nothing was decided.
 _TRANSIENT: Final = (
     APIConnectionError,
@@ -182,6 +168,7 @@ _TRANSIENT: Final = (
 _FATAL: Final = (AuthenticationError, PermissionDeniedError, BundleError)
 
 _T = TypeVar("_T")
+logger: Final = logging.getLogger("vlens_async")
 
 
 # --- classification ---
@@ -200,8 +187,8 @@ def _is_transient(exc: BaseException, policy: RetryPolicy) -> bool:
         return False
     if isinstance(exc, TooManyAttemptsError):
         return True
-    if isinstance(exc, VlensAPIError):
-        return False  # a code about the document or the face, even on a 5xx
+    if is_verdict(exc):
+        return False  # the answer to these images (a document or face code, even on a 5xx)
     if isinstance(exc, _TRANSIENT):
         return True
     return isinstance(exc, APIStatusError) and exc.status in policy.statuses
@@ -218,7 +205,7 @@ def _outcome_for(state: FlowState | None, error: BaseException | None, verified:
         return "rejected"  # the capture itself is unusable, as liveness would have said
     if isinstance(error, ImageError):
         return "invalid"  # a file we cannot read or shrink: the manifest needs fixing
-    if state is FlowState.FAILED or isinstance(error, _VERDICTS):
+    if state is FlowState.FAILED or (error is not None and is_verdict(error)):
         return "rejected"
     return "error"
 
@@ -264,7 +251,7 @@ class _MeteredClient:
                     duration,
                     status=exc.status,
                     error_code=exc.error_code,
-                    error_type=type(exc).__name__,
+                    error_type=error_type_name(exc),
                 )
             )
             raise
@@ -397,6 +384,8 @@ class _Live:
     skipped: int = 0
     resumed: int = 0
     total: int | None = None
+    # Known from the journal before the manifest is read: the progress shows it from the start.
+    skipped_before: int = 0
 
     def stats(self) -> ProgressStats:
         done = sum(self.by_outcome.values())
@@ -404,7 +393,7 @@ class _Live:
         return ProgressStats(
             done=done,
             failed=failed,
-            skipped=self.skipped,
+            skipped=max(self.skipped, self.skipped_before),
             total=self.total,
             elapsed=time.monotonic() - self.started,
             by_outcome=dict(self.by_outcome),
@@ -459,6 +448,7 @@ class BulkRunner:
         self.progress: ProgressReporter = progress or NullProgress()
         self.total = total
         self._stopping = False
+        self._stop_event = asyncio.Event()  # wakes the retry backoffs up on stop()
         self._stop_reason: str | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._hard_stopped = False
@@ -478,6 +468,7 @@ class BulkRunner:
         if not self._stopping:
             self._stopping = True
             self._stop_reason = reason
+            self._stop_event.set()
             self.limiter.close()
             return
         self._hard_stopped = True
@@ -489,6 +480,13 @@ class BulkRunner:
         """True once :meth:`stop` was called."""
         return self._stopping
 
+    async def _sleep_unless_stopped(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if :meth:`stop` is called; True if it was."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop_event.wait()
+        return self._stopping
+
     # --- the job ---
 
     async def run(
@@ -497,14 +495,16 @@ class BulkRunner:
         """Verify every applicant (a :class:`BulkApplicant`, or an :class:`InvalidRow` to record)
         and return the summary. ``applicants`` is read lazily; a sync iterable is read in a
         worker thread, since reading a manifest does blocking file I/O."""
-        self._live = _Live(total=self.total)
         journal = await Journal.open(self.journal_path, resume=self.resume)
         self._journal = journal
+        retried = ("error",) if self.retry_errors else ()
+        skipped = await journal.finished_before(excluding=retried) if self.resume else 0
+        self._live = _Live(total=self.total, skipped_before=skipped)
         self._prepare_pool = concurrent.futures.ThreadPoolExecutor(
             self.prepare_threads, thread_name_prefix="vlens-bulk-images"
         )
         queue: asyncio.Queue[ManifestItem | None] = asyncio.Queue(maxsize=self.concurrency)
-        self.progress.start(self.total)
+        self.progress.start(self.total, skipped=skipped)
         ticker = asyncio.create_task(self._tick())
         producer = asyncio.create_task(self._produce(applicants, queue))
         self._workers = [asyncio.create_task(self._work(queue)) for _ in range(self.concurrency)]
@@ -539,7 +539,7 @@ class BulkRunner:
                 by_outcome=counts.by_outcome,
                 by_error=counts.by_error,
                 processed=stats.done,
-                skipped=stats.skipped,
+                skipped=self._live.skipped,
                 resumed=self._live.resumed,
                 elapsed=stats.elapsed,
                 throughput=stats.rate,
@@ -567,17 +567,25 @@ class BulkRunner:
         applicants: Iterable[ManifestItem] | AsyncIterable[ManifestItem],
         queue: asyncio.Queue[ManifestItem | None],
     ) -> None:
+        cancelled = False
         try:
             async for item in _aiter(applicants):
                 if self._stopping:
                     break
                 await queue.put(item)  # blocks while every worker is busy: bounded memory
-        except (VlensError, OSError, UnicodeError) as exc:
-            # The manifest became unreadable part-way: stop as on Ctrl-C (resume can go on).
-            self.stop(f"cannot read the manifest: {type(exc).__name__}: {redact(str(exc))}")
-        # One end marker per worker. Not in a ``finally``: once cancelled, nobody takes them.
-        for _ in range(self.concurrency):
-            await queue.put(None)
+        except asyncio.CancelledError:
+            cancelled = True  # run() is ending and cancels the workers too
+            raise
+        except Exception as exc:
+            # The manifest became unreadable part-way (whatever the reason: a reader that
+            # raises cannot give the next row): stop as on Ctrl-C, and resume can go on.
+            self.stop(f"cannot read the manifest: {_reading_error(exc)}")
+        finally:
+            # One end marker per worker, however reading ended, or they would wait for ever;
+            # not once cancelled, when nobody is left to take them.
+            if not cancelled:
+                for _ in range(self.concurrency):
+                    await queue.put(None)
 
     async def _work(self, queue: asyncio.Queue[ManifestItem | None]) -> None:
         while True:
@@ -629,6 +637,7 @@ class _ApplicantRun:
         assert runner._prepare_pool is not None
         self.images = _Images(applicant, runner._prepare_pool, prepare=runner.prepare)
         self.timings: dict[str, float] = {}
+        self.failed_step: Step | None = None  # the step that ended the run with an error
         self.started = time.perf_counter()
         assert runner._journal is not None
         self.journal = runner._journal
@@ -672,7 +681,7 @@ class _ApplicantRun:
         if error is not None and _is_fatal(error):
             # Not this applicant's fault: keep it pending for a resume and stop the job.
             await self._save(tx)
-            self.runner.stop(f"{_error_type(error)}: {_error_message(error)}")
+            self.runner.stop(f"{error_type_name(error)}: {_error_message(error)}")
             return
         await self._finish(tx, error)
 
@@ -707,6 +716,22 @@ class _ApplicantRun:
                 await self._step(tx, step)
             except (APIError, ImageError, FlowError) as exc:
                 self.timings[step.value] = time.perf_counter() - started
+                self.failed_step = step
+                return exc
+            except _Stop:
+                raise
+            except Exception as exc:
+                # Unforeseen trouble with this applicant alone: record it as an error (a resume
+                # with retry_errors tries again) rather than end the whole job. The class only:
+                # the message of an unknown error may name a file or a person.
+                logger.error(
+                    "bulk: row %d failed unexpectedly in %s (%s); recorded as an error",
+                    self.applicant.row,
+                    step.value,
+                    type(exc).__name__,
+                )
+                self.timings[step.value] = time.perf_counter() - started
+                self.failed_step = step
                 return exc
             self.timings[step.value] = time.perf_counter() - started
             if step is not Step.LIVENESS:  # the last step is journaled with the result
@@ -739,7 +764,11 @@ class _ApplicantRun:
                     raise
                 if self.runner.stopping:
                     raise _Stop from exc
-                await asyncio.sleep(plan_delay(attempt, exc, self.runner.step_retry))
+                # The backoff ends early on stop(): a graceful stop must not wait out a
+                # long Retry-After before the applicant is journaled.
+                delay = plan_delay(attempt, exc, self.runner.step_retry)
+                if await self.runner._sleep_unless_stopped(delay):
+                    raise _Stop from exc
 
     async def _finish(self, tx: Transaction | None, error: BaseException | None) -> None:
         result = self._result(tx, error)
@@ -758,9 +787,11 @@ class _ApplicantRun:
         outcome = None if tx is None else tx.result
         state = None if tx is None else tx.state
         error = error if error is not None else (None if outcome is None else outcome.error)
+        # The step the flow recorded as failed, else the one an image or unexpected error
+        # stopped (the flow records API answers only).
         failed_step = next(
             (s.value for s in Step if tx is not None and tx.steps[s].status is StepStatus.FAILED),
-            None,
+            None if self.failed_step is None else self.failed_step.value,
         )
         verified = bool(outcome and outcome.verified)
         return {
@@ -772,7 +803,7 @@ class _ApplicantRun:
             "client_transaction_id": self.applicant.client_transaction_id,
             "validated": bool(outcome and outcome.validated),
             "verified": verified,
-            "error_type": None if error is None else _error_type(error),
+            "error_type": None if error is None else error_type_name(error),
             "error_code": getattr(error, "error_code", None),
             "error_message": None if error is None else _error_message(error),
             "failed_step": failed_step,
@@ -801,18 +832,28 @@ def _service_flags(services: Services | None) -> list[str]:
     return flags
 
 
-def _error_type(exc: BaseException) -> str:
-    # A status-and-code error (``DocumentExpiredError[UnprocessableEntityError]``) is reported
-    # by its code family, the part an operator acts on.
-    for cls in type(exc).__mro__:
-        if not cls.__dict__.get("_combined", False):
-            return cls.__name__
+def _reading_error(exc: BaseException) -> str:
+    """Why the manifest could not be read, without its contents (a row may name a customer)."""
+    if isinstance(exc, VlensError):
+        return f"{error_type_name(exc)}: {redact(str(exc))}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
     return type(exc).__name__
 
 
 def _error_message(exc: BaseException) -> str:
-    server = getattr(exc, "error_message", None)
-    return redact(str(server or exc))
+    """Our own words for ``exc``, never the server's.
+
+    The server's ``error_message`` is free text that may hold a customer's name, which
+    :func:`redact` cannot recognise; the client builds an :class:`APIError`'s ``message`` from
+    the method, path and a table of reasons, and our other errors from our own text. Anything
+    else (a bug, an OS error naming a file) is told by its class only.
+    """
+    if isinstance(exc, APIError):
+        return redact(exc.message)
+    if isinstance(exc, VlensError):
+        return redact(str(exc))
+    return f"unexpected {type(exc).__name__}"
 
 
 async def _aiter(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
