@@ -34,10 +34,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import errno
-import io
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final, Protocol, TypeVar
@@ -156,14 +155,28 @@ async def _decode_json(body: bytes) -> Any:
     return _parse_json(body)
 
 
-# aiohttp warns (ResourceWarning) about raw bytes bodies over 1 MiB; a BytesIO body is written
-# in chunks that yield to the loop. A fresh one per attempt, since sending consumes it.
+# aiohttp warns (ResourceWarning) about raw bytes bodies over 1 MiB. Its BytesIO payload avoids
+# that but writes 64 KiB at a time with a loop round-trip each (about 25 % more client CPU on a
+# 2.7 MB liveness body), so large bodies go as a few 1 MiB memoryview slices instead, with an
+# explicit Content-Length (no chunked encoding). A fresh iterator per attempt: sending consumes it.
 _LARGE_BODY_BYTES: Final = 1024 * 1024
 
 
-def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+async def _slices(body: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(body)
+    for start in range(0, len(view), _LARGE_BODY_BYTES):
+        yield view[start : start + _LARGE_BODY_BYTES]
+
+
+def _headers(request: Request) -> Mapping[str, str]:
+    if request.body is not None and len(request.body) > _LARGE_BODY_BYTES:
+        return {**request.headers, "Content-Length": str(len(request.body))}
+    return request.headers
+
+
+def _payload(body: bytes | None) -> bytes | AsyncIterator[memoryview] | None:
     if body is not None and len(body) > _LARGE_BODY_BYTES:
-        return io.BytesIO(body)
+        return _slices(body)
     return body
 
 
@@ -426,7 +439,7 @@ async def send(
             base_url + request.path,
             data=_payload(request.body),
             params=request.params,
-            headers=request.headers,
+            headers=_headers(request),
             timeout=client_timeout,
             allow_redirects=False,
         ) as response:

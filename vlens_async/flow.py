@@ -31,7 +31,7 @@ import enum
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 
@@ -776,7 +776,13 @@ def _raise_for_verdict(response: VerificationResponse) -> None:
 
 @attrs.define
 class _Preparation:
-    """Starts all preprocessing at once; each image is awaited when its upload needs it."""
+    """Starts the preprocessing of all five images; each is awaited when its upload needs it.
+
+    The front gets a head start: with five images decoded at once on a small machine, all of
+    them finish late and the first upload waits for the slowest. Alone, the front has every core
+    (its downscale runs in parallel bands), its upload starts sooner, and the back and the three
+    frames are prepared while it travels, well before they are needed.
+    """
 
     front: asyncio.Task[ImageInput]
     back: asyncio.Task[ImageInput]
@@ -791,10 +797,11 @@ class _Preparation:
         faces: Sequence[ImageInput] | PreparedFaces,
         capture_times: Sequence[float] | None,
     ) -> _Preparation:
+        first = asyncio.create_task(tx._prepared_document(front, "prepare_front"))
         return cls(
-            asyncio.create_task(tx._prepared_document(front, "prepare_front")),
-            asyncio.create_task(tx._prepared_document(back, "prepare_back")),
-            asyncio.create_task(tx._prepare_faces(faces, capture_times)),
+            first,
+            asyncio.create_task(_after(first, lambda: tx._prepared_document(back, "prepare_back"))),
+            asyncio.create_task(_after(first, lambda: tx._prepare_faces(faces, capture_times))),
         )
 
     async def close(self) -> None:
@@ -803,6 +810,15 @@ class _Preparation:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_T = TypeVar("_T")
+
+
+async def _after(first: asyncio.Task[Any], work: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``work`` once ``first`` has finished, however it finished."""
+    await asyncio.wait({first})
+    return await work()
 
 
 async def _scan_sides(tx: Transaction, prep: _Preparation) -> None:
