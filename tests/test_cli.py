@@ -172,6 +172,11 @@ def test_bulk_command_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFix
     status, stdout, _ = run(capsys, *base, "--resume")
     assert status == 0
     assert "4 skipped" in stdout
+    fresh = ("bulk", str(manifest), "--journal", str(tmp_path / "raw.db"), "--out", str(out))
+    status, _, _ = run(capsys, *fresh, "--no-prepare", "--rate", "50/s,3000/min")
+    assert status == 0
+    outcomes = [json.loads(line)["outcome"] for line in out.read_text().splitlines()]
+    assert len(outcomes) == 4
 
 
 def test_python_dash_m_entry_point() -> None:

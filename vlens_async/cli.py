@@ -441,6 +441,12 @@ def _add_bulk(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="with --resume, also retry applicants that ended with a transient error",
     )
+    p.add_argument(
+        "--no-prepare",
+        dest="prepare",
+        action="store_false",
+        help="send the scans as they are (only for images known to be compliant JPEGs)",
+    )
     _add_connection_options(p)
     p.set_defaults(func=cmd_bulk)
 
@@ -458,6 +464,7 @@ async def _bulk(args: argparse.Namespace, emulator: EmulatorConfig | None = None
             rate_limit=args.rate,
             resume=args.resume,
             retry_errors=args.retry_errors,
+            prepare=args.prepare,
             progress=True,
         )
 
@@ -499,7 +506,7 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--latency", default=_DEMO_LATENCY, help=_LATENCY_HELP)
     p.add_argument("--faults", default=_DEMO_FAULTS, help=_FAULTS_HELP)
     _add_connection_options(p)
-    p.set_defaults(func=cmd_demo, resume=False, retry_errors=False)
+    p.set_defaults(func=cmd_demo, resume=False, retry_errors=False, prepare=True)
 
 
 def _demo_manifest(args: argparse.Namespace) -> Path:
