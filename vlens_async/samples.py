@@ -35,6 +35,8 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps, 
 
 from vlens_async import _card_code as cc
 from vlens_async._redact import mask_id
+from vlens_async.errors import InvalidNationalIdError
+from vlens_async.national_id import parse_national_id
 
 __all__ = [
     "SCENARIOS",
@@ -221,15 +223,12 @@ def _add_years(day: date, years: int) -> date:
 
 def _parse_national_id(number: str) -> tuple[date, Literal["M", "F"], int] | None:
     """Birth date, gender and governorate code of a 14-digit number, or None if inconsistent."""
-    if len(number) != 14 or not number.isdigit() or number[0] not in "23":
-        return None
-    century = 1900 if number[0] == "2" else 2000
     try:
-        born = date(century + int(number[1:3]), int(number[3:5]), int(number[5:7]))
-    except ValueError:
+        nid = parse_national_id(number)
+    except InvalidNationalIdError:
         return None
-    gender: Literal["M", "F"] = "M" if int(number[12]) % 2 else "F"
-    return born, gender, int(number[7:9])
+    gender: Literal["M", "F"] = "M" if nid.gender == "M" else "F"
+    return nid.birth_date, gender, int(nid.governorate_code)
 
 
 def _fields_from_payload(p: cc.CardPayload) -> ApplicantFields | None:
