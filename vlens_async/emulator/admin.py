@@ -6,6 +6,9 @@ other token (an admin without the permission, an end user) a 403.
 
 from __future__ import annotations
 
+import asyncio
+
+import orjson
 from aiohttp import web
 
 from .config import REQUESTS_PERMISSION
@@ -78,4 +81,8 @@ async def step_image(request: web.Request) -> web.Response:
         raise ApiFailure(
             404, "The image is no longer stored (evicted by the emulator's image cap)."
         )
-    return json_response(envelope(data={"image": b64.decode("ascii")}))
+    # A stored image is megabytes of base64: build the JSON off the loop.
+    body = await asyncio.to_thread(
+        lambda: orjson.dumps(envelope(data={"image": b64.decode("ascii")}))
+    )
+    return web.Response(body=body, content_type="application/json")
