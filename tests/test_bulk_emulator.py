@@ -396,3 +396,18 @@ async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
     assert outcome.services.aml.aml_matched
     assert outcome.front is not None
     assert outcome.front.id_number == fields.national_id
+
+
+async def test_runner_accepts_a_manifest_path(vlens_client: VlensClient, tmp_path: Path) -> None:
+    """run() given a path reads it as a manifest (a str is not iterated as characters)."""
+    manifest = await asyncio.to_thread(write_applicants, tmp_path, ["valid", "valid"])
+    runner = BulkRunner(
+        vlens_client,
+        rate_limit=RateLimit.unlimited(),
+        journal=tmp_path / "run.db",
+        results=tmp_path / "results.jsonl",
+        step_retry=FAST_RETRY,
+    )
+    summary = await runner.run(str(manifest))
+    assert summary.total == 2
+    assert summary.by_outcome.get("verified") == 2

@@ -490,11 +490,15 @@ class BulkRunner:
     # --- the job ---
 
     async def run(
-        self, applicants: Iterable[ManifestItem] | AsyncIterable[ManifestItem]
+        self,
+        applicants: Iterable[ManifestItem] | AsyncIterable[ManifestItem] | str | os.PathLike[str],
     ) -> BulkSummary:
         """Verify every applicant (a :class:`BulkApplicant`, or an :class:`InvalidRow` to record)
         and return the summary. ``applicants`` is read lazily; a sync iterable is read in a
-        worker thread, since reading a manifest does blocking file I/O."""
+        worker thread, since reading a manifest does blocking file I/O. A path is read as a
+        manifest (:func:`read_manifest`), never iterated character by character."""
+        if isinstance(applicants, str | os.PathLike):
+            applicants = read_manifest(applicants)
         journal = await Journal.open(self.journal_path, resume=self.resume)
         self._journal = journal
         retried = ("error",) if self.retry_errors else ()
