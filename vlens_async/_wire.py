@@ -20,7 +20,6 @@ The rules, from the reference pages in ``shared/seeds``:
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +30,7 @@ from typing import Any, Final, TypeVar, Union
 import attrs
 import cattrs
 import orjson
+import pybase64
 from cattrs.gen import make_dict_structure_fn
 
 from .errors import ResponseDecodeError
@@ -326,7 +326,7 @@ def encode_body(fields: Mapping[str, Any], images: Mapping[str, bytes]) -> bytes
         first = False
         parts.append(orjson.dumps(name))
         parts.append(b':"')
-        parts.append(base64.b64encode(data))
+        parts.append(pybase64.b64encode(data))
         parts.append(b'"')
     parts.append(b"}")
     return b"".join(parts)
@@ -337,6 +337,6 @@ def b64decode(text: str) -> bytes:
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
+        return pybase64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ResponseDecodeError("the image in the response is not valid base64") from exc
