@@ -301,16 +301,7 @@ def _decide_scan(
         return failed(3010, "The ID card has expired.")
     issues: list[Issue] = check_national_id(fields, today)
     src = src_result(issues)
-    if opts.name_check_value and not name_matches(opts.name_check_value, fields):
-        issues.append(
-            Issue(
-                NAME_MISMATCH_CODE,
-                "NameMismatch",
-                "name",
-                opts.name_check_value,
-                "The name does not match the ID card.",
-            )
-        )
+    issues.extend(_name_issues(opts.name_check_value, fields))
     aml = aml_cases(fields, flags, tenant.config.aml_watchlist)
     record = StepRecord(
         side,
@@ -462,17 +453,7 @@ async def liveness(request: web.Request) -> web.Response:
         )
     person = (card_fields or front.fields).person_id
     passed, reason = liveness_verdict([(img.b64, info) for img, info in inp.faces], person)
-    issues: tuple[Issue, ...] = ()
-    if opts.name_check_value and not name_matches(opts.name_check_value, front.fields):
-        issues = (
-            Issue(
-                NAME_MISMATCH_CODE,
-                "NameMismatch",
-                "name",
-                opts.name_check_value,
-                "The name does not match the ID card.",
-            ),
-        )
+    issues = _name_issues(opts.name_check_value, front.fields)
     record = StepRecord(
         "liveness",
         ok=True,
@@ -534,3 +515,11 @@ async def link_transaction(request: web.Request) -> web.Response:
             state, tenant, tx, extracted=extracted, request_id=None, client_transaction_id=None
         )
     )
+
+
+def _name_issues(name_check_value: str | None, fields: IdentityFields) -> tuple[Issue, ...]:
+    """The validation issue for a ``name_check_value`` that does not match the card, if any."""
+    if not name_check_value or name_matches(name_check_value, fields):
+        return ()
+    message = "The name does not match the ID card."
+    return (Issue(NAME_MISMATCH_CODE, "NameMismatch", "name", name_check_value, message),)
