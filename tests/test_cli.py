@@ -191,3 +191,21 @@ def test_python_dash_m_entry_point() -> None:
     assert result.returncode == 0
     for command in ("demo", "verify", "bulk", "images", "emulator"):
         assert command in result.stdout
+
+
+def test_verify_unreadable_image_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Text files given as images are refused before any upload: one line, exit 2."""
+    paths = []
+    for name in ("front", "back", "f1", "f2", "f3"):
+        paths.append(tmp_path / f"{name}.jpg")
+        paths[-1].write_text("not an image")
+    faces = [arg for p in paths[2:] for arg in ("--face", str(p))]
+    status, out, err = run(
+        capsys, "verify", "--front", str(paths[0]), "--back", str(paths[1]), *faces
+    )
+    assert status == 2
+    assert "UnsupportedImageError" in err
+    assert len(err.strip().splitlines()) == 1
+    assert out == ""

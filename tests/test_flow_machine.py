@@ -26,6 +26,7 @@ from vlens_async.errors import (
     FlowError,
     LivenessFailedError,
     UnprocessableEntityError,
+    ValidationFailedError,
     VerificationFailedError,
     VlensError,
     api_error_class,
@@ -511,3 +512,69 @@ async def test_step_messages_are_ours_not_the_servers() -> None:
     assert "Mona" not in snapshot
     assert "Mona" not in json.dumps(tx.result.to_json())
     assert tx.steps[Step.FRONT].error is err
+
+
+async def test_rescan_after_a_transient_failure_still_reverts_the_side() -> None:
+    """A rescan that first fails in transit, then is rejected, still takes the side back."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("front", APIConnectionError("reset"))
+    with pytest.raises(APIConnectionError):
+        await tx.scan_front(IMG, rescan=True)
+    assert tx.state is FlowState.ID_SCANNED  # the server still holds the earlier front
+    client.queue("front", api_error_class(422, 7001)("wrong side", status=422, error_code=7001))
+    with pytest.raises(VlensError):
+        await tx.scan_front(IMG)
+    assert tx.state is FlowState.BACK_SCANNED
+    with pytest.raises(FlowError):
+        await tx.check_liveness(FACES)
+
+
+async def test_validation_errors_on_liveness_use_no_attempt() -> None:
+    """Validation issues (name or document) say nothing about the frames: no attempt is used."""
+    client = ScriptedClient()
+    tx = make_tx(client, max_liveness_attempts=1)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("liveness", ValidationFailedError("name mismatch"))
+    with pytest.raises(ValidationFailedError):
+        await tx.check_liveness(FACES)
+    assert tx.liveness_attempts == 0
+    assert tx.state is FlowState.ID_SCANNED
+
+
+async def test_verify_refuses_two_frames_before_sending_anything() -> None:
+    """verify() with two face frames raises FlowError and sends no side."""
+    client = ScriptedClient()
+    with pytest.raises(FlowError):
+        await verify(client, IMG, IMG, FACES[:2], prepare=False)
+    assert client.calls == []
+
+
+def test_outcome_json_hides_server_text_in_services() -> None:
+    """Validation and SRC messages quoting a national ID or a name are hidden in to_json()."""
+    body = {
+        "services": {
+            "validations": {
+                "validation_errors": [
+                    {
+                        "field": "idNumber",
+                        "value": NID,
+                        "errors": [{"code": 3001, "message": f"Mona Hassan {NID} invalid"}],
+                    }
+                ]
+            },
+            "SRC": {"isValid": False, "errorMessage": f"{NID} not found for Mona Hassan"},
+        },
+        "data": {},
+    }
+    response = _wire.structure(body, VerificationResponse)
+    client = ScriptedClient()
+    tx = make_tx(client)
+    tx._responses[Step.FRONT] = response
+    text = json.dumps(tx.result.to_json())
+    assert NID not in text
+    assert "Mona" not in text
+    assert "Mona" in json.dumps(tx.result.to_json(show_pii=True))

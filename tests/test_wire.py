@@ -458,3 +458,11 @@ def test_national_id_repr_keeps_only_the_last_four_digits() -> None:
     assert "'**********4567'" in repr(IdFrontData(id_number="29901011234567"))
     assert "id_number=None" in repr(IdFrontData())
     assert "id_number=''" in repr(IdFrontData(id_number=""))
+
+
+def test_step_image_base64_with_surplus_padding_still_decodes() -> None:
+    """Over-padded base64 (accepted by the stdlib) decodes; garbage is a ResponseDecodeError."""
+    assert _wire.b64decode("QUJD====") == b"ABC"
+    assert _wire.b64decode("data:image/jpeg;base64,QU JD\n") == b"ABC"
+    with pytest.raises(ResponseDecodeError):
+        _wire.b64decode("QU*D")

@@ -20,6 +20,7 @@ The rules, from the reference pages in ``shared/seeds``:
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -336,7 +337,12 @@ def b64decode(text: str) -> bytes:
     """Decode base64 from the server (tolerating a ``data:...;base64,`` prefix and whitespace)."""
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
+    compact = "".join(text.split())
     try:
-        return pybase64.b64decode("".join(text.split()), validate=True)
+        return pybase64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        pass  # pybase64 is stricter than the stdlib on surplus padding: let the stdlib judge
+    try:
+        return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ResponseDecodeError("the image in the response is not valid base64") from exc

@@ -289,11 +289,22 @@ async def _verify(args: argparse.Namespace) -> VerificationOutcome:
 
 
 def _no_verdict(outcome: VerificationOutcome) -> bool:
-    """True when the service never judged anything (unreachable, credentials refused)."""
-    from vlens_async.errors import APIConnectionError, AuthenticationError, PermissionDeniedError
+    """True when the service never judged anything: unreachable, credentials refused, or an
+    input refused before the first upload (an unreadable image)."""
+    from vlens_async.errors import (
+        APIConnectionError,
+        AuthenticationError,
+        FlowError,
+        ImageError,
+        PermissionDeniedError,
+    )
+    from vlens_async.flow import FlowState
 
     unusable = (APIConnectionError, AuthenticationError, PermissionDeniedError)
-    return isinstance(outcome.error, unusable)
+    refused_input = outcome.state is FlowState.NEW and isinstance(
+        outcome.error, ImageError | FlowError
+    )
+    return isinstance(outcome.error, unusable) or refused_input
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

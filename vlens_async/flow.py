@@ -146,7 +146,6 @@ _LIVENESS_VERDICTS: Final = (
     VerificationFailedError,
     FaceError,
     ImageRejectedError,
-    ValidationFailedError,
     BadRequestError,
     UnsupportedMediaTypeError,
 )
@@ -373,7 +372,8 @@ def _to_plain(model: Any) -> dict[str, Any]:
 
 
 # Personal data inside ``services``: AML case names and birth dates, validation values.
-_SERVICE_PII: Final = ("full_name", "date_of_birth", "value")
+# The server's free text (validation and SRC messages) may quote any of them, so it goes too.
+_SERVICE_PII: Final = ("full_name", "date_of_birth", "value", "message", "error_message")
 
 
 def _mask_tree(value: Any) -> Any:
@@ -583,7 +583,9 @@ class Transaction:
         # without touching the record or the state, so the step can simply be sent again.
         record = self._steps[step]
         target = next_state(self._state, step)
-        was_done = record.status is StepStatus.SUCCEEDED
+        # From the state, not the record: a transient failure of an earlier rescan already
+        # marked the record FAILED, though the server still holds the side.
+        was_done = (self._state, step) in _WITHOUT_SIDE
         started = time.perf_counter()
         try:
             response = await send()
@@ -857,8 +859,12 @@ async def verify(
     are ready. Pass ``transaction`` to continue one (steps that succeeded are skipped).
 
     A failure of the verification (an API, flow or image error) is reported in the outcome's
-    ``error`` and ``state``; with ``raise_on_failure`` it is raised instead.
+    ``error`` and ``state``; with ``raise_on_failure`` it is raised instead. ``faces`` that are
+    not three frames raise :class:`FlowError` at once, before anything is prepared or sent.
     """
+    if not isinstance(faces, PreparedFaces) and len(faces) != 3:
+        # Refused before anything is prepared or sent, not after both sides were uploaded.
+        raise FlowError("liveness needs exactly three face frames", step=Step.LIVENESS.value)
     tx = transaction or Transaction(
         client,
         transaction_id,
