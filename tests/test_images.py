@@ -791,17 +791,6 @@ def test_impossible_budget_is_compression_error() -> None:
         prepare_document_sync(noise, max_bytes=1024, max_side=400)
 
 
-@pytest.mark.parametrize("bands", [2, 3])
-def test_banded_downscale_is_pixel_identical(monkeypatch: pytest.MonkeyPatch, bands: int) -> None:
-    """Resizing in parallel bands gives exactly the pixels of one resize."""
-    monkeypatch.setattr(images, "_BANDS", bands)
-    im = decode(make_photo(2000, 1500, 4))
-    assert (
-        images._downscale(im, (1280, 960)).tobytes()
-        == im.resize((1280, 960), images._RESAMPLE).tobytes()
-    )
-
-
 def test_big_factor_downscale_pre_reduces() -> None:
     """A large non-JPEG downscale is box-reduced first and still lands on the exact size."""
     im = Image.new("RGB", (3000, 2000), (10, 20, 30))

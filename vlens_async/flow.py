@@ -781,9 +781,9 @@ class _Preparation:
     """Starts the preprocessing of all five images; each is awaited when its upload needs it.
 
     The front gets a head start: with five images decoded at once on a small machine, all of
-    them finish late and the first upload waits for the slowest. Alone, the front has every core
-    (its downscale runs in parallel bands), its upload starts sooner, and the back and the three
-    frames are prepared while it travels, well before they are needed.
+    them finish late and the first upload waits for the slowest. Alone, the front has a core to
+    itself, its upload starts sooner, and the back and the three frames are prepared while it
+    travels, well before they are needed.
     """
 
     front: asyncio.Task[ImageInput]

@@ -35,7 +35,6 @@ three frames in a small thread pool) for scripts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import math
@@ -153,12 +152,6 @@ IDENTICAL_FRAME_THRESHOLD: Final = 0.085
 # 0.1 dB (PSNR) below LANCZOS and the resize 30 % faster.
 _RESAMPLE: Final = Image.Resampling.BICUBIC
 _REDUCING_GAP: Final = 3.0  # non-JPEG inputs: integer box reduction first, then BICUBIC
-# A large downscale of the only image in flight runs as horizontal bands on this many threads
-# (the calling worker and a small pool): Pillow releases the GIL while resizing, so 2 cores nearly
-# halve the 20-50 ms a 2000 px -> 1280 px BICUBIC takes. Below _BAND_MIN_PIXELS of output one
-# thread is as fast.
-_BANDS: Final = max(1, min(4, os.cpu_count() or 1))
-_BAND_MIN_PIXELS: Final = 600_000
 
 # JPEG APPn segments kept by the pass-through: APP0 JFIF (rewritten without its thumbnail) and
 # APP14 Adobe (it tells decoders whether the three components are RGB or YCbCr). All other APPn
@@ -519,30 +512,6 @@ def _prepare(
     image: ImageInput, max_bytes: int, max_side: int
 ) -> tuple[PreparedImage, bytes | None]:
     """The prepared image, and its thumbnail when the work produced one anyway."""
-    with _in_flight():
-        return _prepare_one(image, max_bytes, max_side)
-
-
-@contextlib.contextmanager
-def _in_flight() -> Iterator[None]:
-    """Count preparations running in this process (see _downscale's bands)."""
-    global _active
-    with _active_lock:
-        _active += 1
-    try:
-        yield
-    finally:
-        with _active_lock:
-            _active -= 1
-
-
-_active = 0
-_active_lock: Final = threading.Lock()
-
-
-def _prepare_one(
-    image: ImageInput, max_bytes: int, max_side: int
-) -> tuple[PreparedImage, bytes | None]:
     if isinstance(image, PreparedImage):
         if image.fits(max_bytes, max_side):
             return image, None
@@ -755,57 +724,16 @@ def _reencode(
 
 
 def _downscale(im: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize to ``size``: integer box pre-reduction for big factors, then banded BICUBIC."""
+    """Resize to ``size``: integer box pre-reduction for big factors, then BICUBIC.
+
+    One thread per image: splitting a resize into parallel bands made a lone image 14 ms
+    faster on 2 cores, but three frames then took 2.4x one instead of 1.7x, and a busy
+    server gains nothing from it (every core already has an image).
+    """
     factor = int(min(im.width / size[0], im.height / size[1]) / _REDUCING_GAP)
-    if factor >= 2:  # what Pillow's reducing_gap does, kept outside so the bands stay exact
+    if factor >= 2:  # what Pillow's reducing_gap does
         im = im.reduce(factor)
-    # Bands only pay when cores are idle: with other images in flight (three liveness frames,
-    # a busy server) they would only add threads fighting for the same cores and the event loop.
-    alone = _active <= 1
-    bands = _BANDS if alone and size[0] * size[1] >= _BAND_MIN_PIXELS else 1
-    if bands == 1:
-        return im.resize(size, _RESAMPLE)
-    # Pillow clips the filter support at the image's edges, not the box's, so bands resized
-    # separately are pixel-identical to one resize; the GIL is released while each runs.
-    width, height = size
-    scale = im.height / height
-    edges = [height * i // bands for i in range(bands + 1)]
-
-    def band(i: int) -> Image.Image:
-        top, bottom = edges[i], edges[i + 1]
-        box = (0.0, top * scale, float(im.width), bottom * scale)
-        return im.resize((width, bottom - top), _RESAMPLE, box=box)
-
-    others = [_band_pool().submit(band, i) for i in range(1, bands)]
-    parts = [band(0)] + [future.result() for future in others]
-    out = Image.new(im.mode, size)
-    for top, part in zip(edges, parts, strict=False):
-        out.paste(part, (0, top))
-    return out
-
-
-_band_executor: ThreadPoolExecutor | None = None
-_band_lock: Final = threading.Lock()
-
-
-def _band_pool() -> ThreadPoolExecutor:
-    global _band_executor
-    with _band_lock:
-        if _band_executor is None:
-            _band_executor = ThreadPoolExecutor(
-                max_workers=max(1, _BANDS - 1), thread_name_prefix="vlens-images-band"
-            )
-        return _band_executor
-
-
-def _forget_band_pool() -> None:
-    # A forked child inherits the executor but not its threads: start afresh.
-    global _band_executor
-    _band_executor = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_band_pool)
+    return im.resize(size, _RESAMPLE)
 
 
 def _normalise_mode(im: Image.Image) -> Image.Image:
