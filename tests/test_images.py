@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import random
 import struct
+import traceback
 import warnings
 import zlib
 from collections.abc import Callable
@@ -227,6 +229,16 @@ def test_la_png_flattened_on_white() -> None:
     p = assert_compliant(prepare_document_sync(encode(im, "PNG")), FACE_MAX_BYTES, FACE_MAX_SIDE)
     assert close(pixel(p, (30, 50)), (255, 255, 255))
     assert close(pixel(p, (170, 50)), (40, 40, 40))
+
+
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (0, 0, 0)), ("L", 0)])
+def test_png_colour_key_flattened_on_white(mode: str, key: object) -> None:
+    """A PNG whose tRNS chunk names a transparent colour (RGB or grey) gets white there."""
+    im = Image.new(mode, (64, 64), key)  # type: ignore[arg-type]
+    im.paste(Image.new(mode, (32, 64), 200 if mode == "L" else (200, 10, 10)), (32, 0))
+    p = prepare_document_sync(encode(im, "PNG", transparency=key))
+    assert close(pixel(p, (10, 32)), (255, 255, 255))
+    assert close(pixel(p, (50, 32)), (200, 200, 200) if mode == "L" else (200, 10, 10))
 
 
 def test_palette_gif() -> None:
@@ -529,12 +541,38 @@ def test_oversized_input_refused_before_reading(monkeypatch: pytest.MonkeyPatch)
         prepare_document_sync(io.BytesIO(b"\xff" * 5000))
 
 
+def test_unreadable_path_names_no_file(tmp_path: Path) -> None:
+    """A missing file (or base64 taken for a path) is refused without its name anywhere.
+
+    The OSError is not chained: its text carries the path, which a traceback would print.
+    """
+    name = "Ahmed_Mohamed_29001011234567.jpg"
+    b64 = base64.b64encode(photo(64, 48)).decode()
+    for path in (str(tmp_path / name), tmp_path / name, b64, "bad\x00path"):
+        with pytest.raises(UnsupportedImageError, match="cannot read the image file") as info:
+            prepare_document_sync(path)
+        shown = "".join(traceback.format_exception(info.value))
+        assert info.value.__cause__ is None
+        assert info.value.__suppress_context__
+        assert "Ahmed" not in shown
+        assert b64[:40] not in shown
+
+
+def test_closed_file_object_is_typed() -> None:
+    """A closed file object is an UnsupportedImageError, not a bare ValueError."""
+    fh = io.BytesIO(photo(64, 48))
+    fh.close()
+    with pytest.raises(UnsupportedImageError, match="cannot read the file object"):
+        prepare_document_sync(fh)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"max_bytes": 10}, "max_bytes"),
         ({"max_bytes": 1.5e6}, "max_bytes"),
         ({"max_side": 10}, "max_side"),
+        ({"max_side": 100_000}, "largest side a JPEG can have"),
     ],
 )
 def test_bad_budget(kwargs: dict[str, object], match: str, small_jpeg: bytes) -> None:
@@ -641,6 +679,36 @@ def test_strip_keeps_adobe_segment() -> None:
     """The APP14 Adobe segment (colour transform) survives stripping."""
     data = encode(Image.new("CMYK", (16, 16), (0, 50, 100, 0)))
     assert 0xEE in segments(images._strip_jpeg_metadata(data))
+
+
+def app14(payload: bytes) -> bytes:
+    """An APP14 segment carrying ``payload``."""
+    return b"\xff\xee" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_strip_cuts_adobe_segment_to_what_decoders_read() -> None:
+    """Bytes after the 12 that decoders read in an APP14 Adobe segment do not pass through."""
+    base = photo(400, 300)
+    adobe = b"Adobe\x00\x64\x00\x00\x00\x00\x01"
+    data = base[:2] + app14(adobe + b"GPS 30.04N 31.23E Ahmed Mohamed") + base[2:]
+    p = prepare_document_sync(data)
+    assert p.passthrough
+    assert b"Ahmed" not in p.data
+    assert b"GPS" not in p.data
+    assert app14(adobe) in p.data
+    assert decode(p.data).tobytes() == decode(base).tobytes()
+
+
+def test_junk_between_segments_is_reencoded_not_refused() -> None:
+    """A compliant JPEG whose markers the stripper cannot walk, but decoders read, is re-encoded."""
+    base = photo(400, 300)
+    at = base.index(b"\xff\xdb")
+    data = base[:at] + b"\x00\x00" + base[at:]  # libjpeg skips junk before a marker
+    with pytest.raises(UnsupportedImageError):
+        images._strip_jpeg_metadata(data)
+    p = assert_compliant(prepare_document_sync(data), DOCUMENT_MAX_BYTES, DOCUMENT_MAX_SIDE)
+    assert not p.passthrough
+    assert (p.width, p.height) == (400, 300)
 
 
 @pytest.mark.parametrize(

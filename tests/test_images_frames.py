@@ -26,6 +26,7 @@ from vlens_async.images import (
     PreparedFaces,
     PreparedImage,
     frame_difference,
+    prepare_document,
     prepare_faces,
     prepare_faces_sync,
 )
@@ -294,6 +295,10 @@ async def test_frames_within_spread(applicants: dict[int, tuple[bytes, bytes, by
         ({"capture_times": ("a", "b", "c")}, "capture_times"),
         ({"capture_times": (0.0, float("nan"), 0.1)}, "capture_times"),
         ({"max_spread": 0}, "max_spread"),
+        ({"capture_times": (0.0, 100.0, 200.0), "max_spread": float("nan")}, "max_spread"),
+        ({"max_spread": float("inf")}, "max_spread"),
+        ({"max_spread": "0.5"}, "max_spread"),
+        ({"max_spread": True}, "max_spread"),
         ({"max_bytes": 100}, "max_bytes"),
     ],
 )
@@ -354,3 +359,33 @@ async def test_event_loop_free_while_preparing_twelve_mp_frames(
     }
     request.node.user_properties.extend(figures.items())
     print(f"three 12 MP frames: {figures}")  # shown with -rP; timing targets live in benchmarks
+
+
+# --- a caller's PIL image shared between threads ---
+
+
+def test_one_unloaded_pil_image_as_three_frames() -> None:
+    """The same lazily loaded PIL image as three frames: identical frames, the image unharmed.
+
+    The three threads would otherwise load it at once, which corrupts it (a bogus "truncated"
+    error, and wrong pixels left in the caller's image).
+    """
+    data = make_photo(1600, 1200, 5)
+    expected = Image.open(io.BytesIO(data))
+    expected.load()
+    for _ in range(3):
+        im = Image.open(io.BytesIO(data))  # not loaded yet
+        with pytest.raises(IdenticalFramesError):
+            prepare_faces_sync(im, im, im)
+        assert im.tobytes() == expected.tobytes()
+
+
+async def test_one_unloaded_pil_image_in_concurrent_calls() -> None:
+    """Two concurrent preparations of one unloaded PIL image both succeed."""
+    data = make_photo(1600, 1200, 6)
+    for _ in range(3):
+        im = Image.open(io.BytesIO(data))
+        a, b = await asyncio.gather(
+            prepare_document(im, max_side=1000), prepare_document(im, max_side=800)
+        )
+        assert (a.width, b.width) == (1000, 800)

@@ -35,6 +35,7 @@ three frames in a small thread pool) for scripts.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import math
@@ -111,6 +112,7 @@ MIN_SIDE: Final = 320
 # The smallest budgets a caller may ask for: below these no photo is usable.
 _MIN_MAX_BYTES: Final = 1024
 _MIN_MAX_SIDE: Final = 16
+_JPEG_MAX_SIDE: Final = 65_500  # libjpeg's JPEG_MAX_DIMENSION
 
 # Quality search. With Pillow's default (fixed) Huffman tables a JPEG's size is, to within a few
 # per cent, the sum of the sizes of its 16-pixel MCU rows. So a "sample" image made of one stripe in
@@ -158,6 +160,7 @@ _REDUCING_GAP: Final = 3.0  # non-JPEG inputs: integer box reduction first, then
 # (EXIF, XMP, ICC, maker notes, MPF) and COM are metadata and are dropped.
 _APP0: Final = 0xE0
 _APP14: Final = 0xEE
+_ADOBE_LENGTH: Final = 12  # "Adobe", version, two flag words, colour transform
 _COM: Final = 0xFE
 _SOS: Final = 0xDA
 _EOI: Final = 0xD9
@@ -179,6 +182,8 @@ _WHITE: Final = (255, 255, 255)
 
 # ``warnings.catch_warnings`` swaps process-wide state; serialise our uses of it.
 _WARNINGS_LOCK: Final = threading.Lock()
+# Loading (and reading the EXIF of) a caller's PIL image mutates it; one thread at a time.
+_CALLER_IMAGE_LOCK: Final = threading.Lock()
 
 
 # --- public values ---
@@ -378,15 +383,21 @@ def _check_budget(max_bytes: int, max_side: int) -> None:
         raise ConfigurationError(
             f"max_bytes must be an int of at least {_MIN_MAX_BYTES}, got {max_bytes!r}"
         )
-    if not isinstance(max_side, int) or max_side < _MIN_MAX_SIDE:
+    if not isinstance(max_side, int) or not _MIN_MAX_SIDE <= max_side <= _JPEG_MAX_SIDE:
         raise ConfigurationError(
-            f"max_side must be an int of at least {_MIN_MAX_SIDE}, got {max_side!r}"
+            f"max_side must be an int from {_MIN_MAX_SIDE} to {_JPEG_MAX_SIDE} (the largest side "
+            f"a JPEG can have), got {max_side!r}"
         )
 
 
 def _check_timing(capture_times: Sequence[float | datetime] | None, max_spread: float) -> None:
-    if max_spread <= 0:
-        raise ConfigurationError(f"max_spread must be positive, got {max_spread!r}")
+    if (
+        not isinstance(max_spread, int | float)
+        or isinstance(max_spread, bool)
+        or not math.isfinite(max_spread)  # NaN would compare false and switch the check off
+        or max_spread <= 0
+    ):
+        raise ConfigurationError(f"max_spread must be a positive number, got {max_spread!r}")
     if capture_times is None:
         return
     times = list(capture_times)
@@ -543,20 +554,28 @@ def _read_input(image: ImageInput) -> bytes:
 
 def _read_path(path: str | os.PathLike[str]) -> bytes:
     # The path itself may name a person (bulk folders often do), so it is never in a message.
+    # Not chained either: an OSError's text carries the path (or a base64 string taken for one).
     try:
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size > MAX_INPUT_BYTES:
                 raise ImageTooLargeError(f"the file is over {MAX_INPUT_BYTES} bytes")
             return fh.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        raise UnsupportedImageError(f"cannot read the image file ({type(exc).__name__})") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise UnsupportedImageError(f"cannot read the image file ({_os_reason(exc)})") from None
+
+
+def _os_reason(exc: Exception) -> str:
+    """The kind of an I/O failure without its text (which names the file)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{type(exc).__name__}, {errno.errorcode.get(exc.errno, exc.errno)}"
+    return type(exc).__name__
 
 
 def _read_file(fh: BinaryIO) -> bytes:
     try:
         data = fh.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        raise UnsupportedImageError(f"cannot read the file object ({type(exc).__name__})") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a closed file
+        raise UnsupportedImageError(f"cannot read the file object ({_os_reason(exc)})") from None
     if not isinstance(data, bytes | bytearray | memoryview):
         raise UnsupportedImageError("the file object must be opened in binary mode")
     return bytes(data)
@@ -570,13 +589,9 @@ def _prepare_bytes(
         _check_pixels(im.size)
         orientation = _orientation(im)
         if _may_pass_through(im, orientation, max_side):
-            stripped = _strip_jpeg_metadata(data)
-            if len(stripped) <= max_bytes:
-                # Decoding at 1/8 scale proves the scan data is readable (a marker walk cannot)
-                # and gives the identical-frame thumbnail for free.
-                thumbnail = _thumbnail(stripped)
-                prepared = _prepared(stripped, im.size, None, len(data), passthrough=True)
-                return prepared, thumbnail
+            passed = _pass_through(data, im.size, max_bytes)
+            if passed is not None:
+                return passed
         return _reencode(im, orientation, len(data), max_bytes, max_side, owned=True), None
     except ImageError:
         raise
@@ -586,11 +601,36 @@ def _prepare_bytes(
         im.close()
 
 
+def _pass_through(
+    data: bytes, size: tuple[int, int], max_bytes: int
+) -> tuple[PreparedImage, bytes] | None:
+    """The compliant JPEG without its metadata, or None when it must be re-encoded instead.
+
+    A JPEG whose segments the marker walk cannot follow (junk between segments, which decoders
+    skip) is re-encoded rather than refused.
+    """
+    try:
+        stripped = _strip_jpeg_metadata(data)
+        if len(stripped) > max_bytes:
+            return None
+        # Decoding at 1/8 scale proves the scan data is readable (a marker walk cannot) and
+        # gives the identical-frame thumbnail for free.
+        thumbnail = _thumbnail(stripped)
+    except ImageError:
+        return None
+    return _prepared(stripped, size, None, len(data), passthrough=True), thumbnail
+
+
 def _prepare_pil(image: Image.Image, max_bytes: int, max_side: int) -> PreparedImage:
     _check_pixels(image.size)
     try:
-        image.load()
-        return _reencode(image, _orientation(image), 0, max_bytes, max_side, owned=False)
+        # The caller's image may be lazily loaded and passed more than once (the same object as
+        # two frames, or to concurrent calls): loading it from two threads at once corrupts it.
+        with _CALLER_IMAGE_LOCK:
+            image.load()
+            orientation = _orientation(image)
+        # Loaded, it is only read from here on.
+        return _reencode(image, orientation, 0, max_bytes, max_side, owned=False)
     except ImageError:
         raise
     except Exception as exc:
@@ -739,6 +779,9 @@ def _downscale(im: Image.Image, size: tuple[int, int]) -> Image.Image:
 def _normalise_mode(im: Image.Image) -> Image.Image:
     """Convert to L, LA, RGB or RGBA, the modes Pillow resizes well (with alpha premultiplied)."""
     mode = im.mode
+    if mode in ("L", "RGB") and "transparency" in im.info:
+        # A PNG tRNS colour key: that colour is transparent and must come out white too.
+        return im.convert("LA" if mode == "L" else "RGBA")
     if mode in ("L", "LA", "RGB", "RGBA"):
         return im
     if mode in ("P", "PA"):
@@ -995,7 +1038,10 @@ def _kept_segment(marker: int, payload: bytes) -> bytes | None:
             return b"\xff\xe0\x00\x10" + payload[:12] + b"\x00\x00"
         return b""
     if marker == _APP14:
-        return None if payload.startswith(b"Adobe") else b""
+        if payload.startswith(b"Adobe") and len(payload) >= _ADOBE_LENGTH:
+            # Decoders read 12 bytes (the colour transform is the last); the rest could carry text.
+            return b"\xff\xee\x00\x0e" + payload[:_ADOBE_LENGTH]
+        return b""
     if 0xE0 <= marker <= 0xEF or marker == _COM:
         return b""
     return None
