@@ -23,6 +23,7 @@ from test_client_support import mock_api as aioresponses
 from vlens_async import errors
 from vlens_async.auth import AdminLogin, AuthProvider, StaticToken
 from vlens_async.client import VlensClient
+from vlens_async.config import Timeouts
 from vlens_async.models import Tokens
 
 __all__ = ["no_backoff"]
@@ -48,12 +49,17 @@ class FakeAPI:
         self.gate = asyncio.Event()
         self.gate.set()
         self.refuse_refresh = False
+        self.refuse_login = False
+        self.login_starts = 0
 
     async def login(
         self, username_or_email: str, password: str, *, tenancy_name: str | None = None
     ) -> Tokens:
+        self.login_starts += 1
         await self.gate.wait()
         self.logins += 1
+        if self.refuse_login:
+            raise errors.AuthenticationError("wrong password", status=401)
         return Tokens(
             access_token=f"access-L{self.logins}",
             expire_in_seconds=self.lifetime,
@@ -178,7 +184,7 @@ async def test_unauthorized_renews_once_for_many_rejected_callers() -> None:
 
 
 async def test_cancelled_login_lets_the_next_caller_try() -> None:
-    """Cancelling the task doing the login releases the lock; the next caller logs in."""
+    """Cancelling the only caller of a login leaves it running; the next caller gets its token."""
     api, auth = FakeAPI(), admin()
     api.gate.clear()
     first = asyncio.create_task(auth.get_token(api))
@@ -188,6 +194,39 @@ async def test_cancelled_login_lets_the_next_caller_try() -> None:
         await first
     api.gate.set()
     assert await auth.get_token(api) == "access-L1"
+
+
+async def test_failed_login_is_shared_by_every_waiting_caller() -> None:
+    """A refused login is one attempt: all 20 callers waiting for it get its error.
+
+    Otherwise each waiter would log in again in turn, and a wrong password would cost 20 attempts
+    (and perhaps the account, where the server locks it after a few).
+    """
+    api, auth = FakeAPI(), admin()
+    api.refuse_login = True
+    api.gate.clear()
+    waiting = [asyncio.create_task(auth.get_token(api)) for _ in range(20)]
+    await asyncio.sleep(0)
+    api.gate.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, errors.AuthenticationError) for r in results)
+    assert api.logins == 1
+    api.refuse_login = False
+    assert await auth.get_token(api) == "access-L2"  # a later call tries afresh
+
+
+async def test_caller_giving_up_does_not_cancel_the_shared_login() -> None:
+    """A waiter that stops waiting (cancelled, or out of time) leaves the login to the others."""
+    api, auth = FakeAPI(), admin()
+    api.gate.clear()
+    quitter = asyncio.create_task(auth.get_token(api))
+    stayer = asyncio.create_task(auth.get_token(api))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    api.gate.set()
+    assert await stayer == "access-L1"
+    assert quitter.cancelled()
+    assert api.login_starts == 1  # the stayer did not have to start another
 
 
 def test_admin_login_repr_hides_credentials() -> None:
@@ -286,6 +325,26 @@ async def test_failed_login_raises_authentication_error(no_backoff: None) -> Non
         ) as client:
             with pytest.raises(errors.AuthenticationError):
                 await client.scan_id_front(b"img")
+
+
+async def test_deadline_covers_waiting_for_credentials(no_backoff: None) -> None:
+    """A call's deadline also bounds the wait for a token (a login stuck behind a slow server)."""
+
+    class Stuck:
+        async def get_token(self, api: Any) -> str | None:
+            await asyncio.Event().wait()
+            return None  # pragma: no cover - never reached
+
+        async def on_unauthorized(self, api: Any, rejected: str | None) -> bool:
+            return False  # pragma: no cover - no call is ever sent
+
+    async with VlensClient(API_KEY, base_url=BASE, auth=Stuck(), prepare_images=False) as client:
+        call = client.scan_id_front(b"img", timeouts=Timeouts(deadline=0.2))
+        with pytest.raises(errors.APITimeoutError, match="renewing credentials") as info:
+            await asyncio.wait_for(call, 10)  # a builtin TimeoutError here would fail the test
+    assert info.value.path is not None
+    assert info.value.path.endswith("front")
+    assert info.value.__cause__ is None
 
 
 async def test_hundred_concurrent_client_calls_one_login(no_backoff: None) -> None:

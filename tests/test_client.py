@@ -126,6 +126,22 @@ def test_configuration_is_checked() -> None:
     VlensClient(API_KEY, base_url="http://localhost:8080/")
     with pytest.raises(errors.ConfigurationError):
         VlensClient(API_KEY, language="fr")
+    # A name under .localhost is resolved by DNS like any other: no plain http to it.
+    with pytest.raises(errors.ConfigurationError, match="http"):
+        VlensClient(API_KEY, base_url="http://evil.localhost:8080")
+
+
+@pytest.mark.parametrize("bad", ["key\r\nX-Injected: 1", "key\n", "key\x00"])
+def test_credentials_that_no_header_can_carry_are_refused(bad: str) -> None:
+    """A CR, LF or NUL in a key, token or tenancy is a ConfigurationError that never shows it."""
+    for make in (
+        lambda: VlensClient(bad),
+        lambda: VlensClient(API_KEY, access_token=bad),
+        lambda: VlensClient(API_KEY, tenancy_name=bad),
+    ):
+        with pytest.raises(errors.ConfigurationError, match="line break or NUL") as info:
+            make()
+        assert "key" not in str(info.value).replace("api_key", "")
 
 
 # --- headers and ids ---

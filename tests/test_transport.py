@@ -191,6 +191,10 @@ def test_html_502_is_a_decode_error_with_status_and_body() -> None:
         run(502, page)
     assert info.value.status == 502
     assert info.value.body == page
+    # ... and a 5xx like any other, whichever ``except`` the caller wrote.
+    assert isinstance(info.value, errors.InternalServerError)
+    assert isinstance(info.value, errors.APIStatusError)
+    assert type(info.value) is errors.decode_error_class(503)
 
 
 @pytest.mark.parametrize("body", [b"", b"Unauthorized", b"<html>no</html>"])
@@ -231,6 +235,7 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     assert parse_retry_after("inf") is None
+    assert parse_retry_after("Wed, 21 Oct 10000000000 07:28:00 GMT") is None  # past year 9999
     now = datetime(2026, 1, 1, tzinfo=UTC)
     header = format_datetime(now + timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(header, now=now.timestamp()) == pytest.approx(30.0)

@@ -11,8 +11,9 @@ reason on ``cause_reason`` instead (see :func:`connection_error`).
 - a non-2xx status -> the class :func:`api_error_class` picks from the status and the envelope's
   ``error_code`` (both failure styles caught by either ``except``);
 - a 2xx whose body is not the envelope (HTML, truncated JSON, not an object) -> ResponseDecodeError,
-  and so is a 5xx whose body is a non-empty non-JSON page (a proxy's HTML 502); a 4xx keeps its
-  status class whatever its body, so ``except AuthenticationError`` always works for a 401;
+  and so is a 5xx whose body is a non-empty non-JSON page (a proxy's HTML 502), which is also its
+  status class (:func:`decode_error_class`); a 4xx keeps its status class whatever its body, so
+  ``except AuthenticationError`` always works for a 401;
 - a 2xx with a non-zero ``error_code`` -> the :class:`VlensAPIError` family (0 and null are
   success); a 2xx with a non-empty ``validation_errors`` list -> :class:`ValidationFailedError`.
 
@@ -52,6 +53,7 @@ from .errors import (
     ResponseDecodeError,
     ValidationFailedError,
     api_error_class,
+    decode_error_class,
 )
 
 __all__ = [
@@ -190,7 +192,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a year past 9999
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
@@ -272,7 +274,7 @@ def interpret(
         kept = body[:MAX_KEPT_BODY]
         if ok or (status >= 500 and body.strip()):
             what = "not JSON" if payload is _UNDECODABLE else "not a JSON object"
-            raise ResponseDecodeError(
+            raise decode_error_class(status)(
                 _summary(request, status, f"the response body is {what}"),
                 body=kept,
                 envelope=None if payload is _UNDECODABLE else payload,

@@ -7,10 +7,11 @@
   refresh-token rotation, and renews once more when the server answers 401 anyway.
 
 Renewal is single-flight: however many calls find the token stale at once, one login or refresh
-goes out and the others wait for it (an ``asyncio.Lock`` with a re-check once acquired). A
-cancelled renewal releases the lock, and the next waiter tries again. The lock is made for the
-running event loop on first use (and made again in a new loop), so one :class:`AdminLogin` can
-serve clients in successive ``asyncio.run()`` calls.
+goes out, as a task of its own, and every caller waits for that task and gets its outcome, a
+failure included (so a wrong password costs one login attempt, not one per waiting call). A
+caller that is cancelled, or whose deadline passes, stops waiting; the renewal goes on for the
+others. The task belongs to the running event loop (a new loop starts its own), so one
+:class:`AdminLogin` can serve clients in successive ``asyncio.run()`` calls.
 
 Providers talk to the API through :class:`TokenEndpoints` (the client passes itself), so this
 module does not depend on the client.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -30,6 +30,7 @@ from .config import (
     DEFAULT_ACCESS_TOKEN_LIFETIME,
     DEFAULT_REFRESH_TOKEN_LIFETIME,
     DEFAULT_TOKEN_REFRESH_MARGIN,
+    check_header_value,
 )
 from .errors import APIError, ConfigurationError
 from .models import Tokens
@@ -73,6 +74,7 @@ class StaticToken:
     def __attrs_post_init__(self) -> None:
         if not self.token:
             raise ConfigurationError("the access token is empty")
+        check_header_value(self.token, "the access token")
 
     async def get_token(self, api: TokenEndpoints) -> str | None:
         """Return the token."""
@@ -81,6 +83,12 @@ class StaticToken:
     async def on_unauthorized(self, api: TokenEndpoints, rejected: str | None) -> bool:
         """A static token cannot be renewed: the 401 stands."""
         return False
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Every waiter may have given up; the failure must not be logged as never retrieved.
+    if not task.cancelled():
+        task.exception()
 
 
 def _margin(lifetime: float, configured: float) -> float:
@@ -107,11 +115,8 @@ class AdminLogin:
     _access_renew_at: float = attrs.field(default=0.0, init=False)
     _refresh: str | None = attrs.field(default=None, init=False)
     _refresh_expires_at: float = attrs.field(default=0.0, init=False)
-    # An asyncio.Lock binds to the loop it first waits in; one per loop, made on first use.
-    _lock: asyncio.Lock | None = attrs.field(default=None, init=False)
-    _lock_loop: weakref.ref[asyncio.AbstractEventLoop] | None = attrs.field(
-        default=None, init=False
-    )
+    # The renewal in flight, if any: a task of the loop that started it.
+    _renewal: asyncio.Task[None] | None = attrs.field(default=None, init=False)
     logins: int = attrs.field(default=0, init=False)
     refreshes: int = attrs.field(default=0, init=False)
 
@@ -121,33 +126,39 @@ class AdminLogin:
             f"password='<redacted>', logged_in={self._access is not None})"
         )
 
-    def _loop_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is None or self._lock_loop() is not loop:
-            # A weak reference: an AdminLogin kept in a module must not keep a finished loop alive.
-            self._lock, self._lock_loop = asyncio.Lock(), weakref.ref(loop)
-        return self._lock
-
     def _fresh(self) -> bool:
         return self._access is not None and self.clock() < self._access_renew_at
 
     async def get_token(self, api: TokenEndpoints) -> str | None:
         """A valid access token, logging in or refreshing first when needed (single-flight)."""
-        if self._fresh():
-            return self._access
-        async with self._loop_lock():
-            if not self._fresh():  # another task may have renewed it while we waited
-                await self._renew(api)
-            return self._access
+        if not self._fresh():
+            await self._join_renewal(api)
+        return self._access
 
     async def on_unauthorized(self, api: TokenEndpoints, rejected: str | None) -> bool:
         """Renew after a 401, unless another task already replaced the rejected token."""
-        async with self._loop_lock():
-            if self._access is not None and self._access != rejected:
-                return True
-            self._access = None
-            await self._renew(api)
+        if self._in_flight() is None and self._access is not None and self._access != rejected:
             return True
+        if self._in_flight() is None:
+            self._access = None
+        await self._join_renewal(api)
+        return True
+
+    def _in_flight(self) -> asyncio.Task[None] | None:
+        task = self._renewal
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return None
+        return task
+
+    async def _join_renewal(self, api: TokenEndpoints) -> None:
+        task = self._in_flight()
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._renew(api))
+            task.add_done_callback(_retrieve)
+            self._renewal = task
+        # The shield keeps one caller's cancellation (or deadline) from cancelling the renewal
+        # every other caller is waiting for.
+        await asyncio.shield(task)
 
     async def _renew(self, api: TokenEndpoints) -> None:
         now = self.clock()

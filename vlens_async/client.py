@@ -13,6 +13,7 @@ view sharing the session (and its connection pool) with its own token.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -41,9 +42,11 @@ from .config import (
     NotGiven,
     RetryPolicy,
     Timeouts,
+    check_header_value,
     given_or,
 )
 from .errors import (
+    APITimeoutError,
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
@@ -200,6 +203,31 @@ async def _face_bytes(
     return a, b, c
 
 
+async def _within(
+    awaitable: Awaitable[T],
+    deadline_at: float | None,
+    request_id: str,
+    method: str,
+    path: str,
+) -> T:
+    """Await ``awaitable`` for what is left of a call's deadline; APITimeoutError after that."""
+    left = None if deadline_at is None else deadline_at - time.monotonic()
+    try:
+        if left is not None and left <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(left):
+            return await awaitable
+    except TimeoutError:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()  # never started when the deadline had already passed
+        raise APITimeoutError(
+            f"{method} {path} failed: the call's deadline ran out while renewing credentials",
+            request_id=request_id,
+            method=method,
+            path=path,
+        ) from None
+
+
 def new_request_id() -> str:
     """A fresh ``X-Request-Id``: a random UUID-4 string.
 
@@ -258,6 +286,9 @@ class VlensClient:
     ) -> None:
         if not api_key:
             raise ConfigurationError("api_key is required")
+        check_header_value(api_key, "api_key")
+        if tenancy_name:
+            check_header_value(tenancy_name, "tenancy_name")
         if access_token is not None and auth is not None:
             raise ConfigurationError("pass access_token or auth, not both")
         config = ClientConfig(
@@ -434,8 +465,11 @@ class VlensClient:
         auth = self._auth if use_auth else None
         renewed = False
         while True:
-            # Logging in or refreshing is a call of its own, with its own deadline.
-            token = await auth.get_token(self) if auth is not None else None
+            token = (
+                await self._token(auth, deadline_at, request_id, method, path)
+                if auth is not None
+                else None
+            )
             request = Request(
                 method=method,
                 path=path,
@@ -457,10 +491,25 @@ class VlensClient:
                     path=path,
                 )
             except AuthenticationError:
-                if renewed or auth is None or not await auth.on_unauthorized(self, token):
+                if renewed or auth is None:
+                    raise
+                renew = auth.on_unauthorized(self, token)
+                if not await _within(renew, deadline_at, request_id, method, path):
                     raise
                 renewed = True
                 logger.debug("%s %s: 401, credentials renewed, trying once more", method, path)
+
+    async def _token(
+        self,
+        auth: AuthProvider,
+        deadline_at: float | None,
+        request_id: str,
+        method: str,
+        path: str,
+    ) -> str | None:
+        # A login or refresh is a call of its own (with the client's own timeouts), shared by
+        # every caller waiting for it; this call stops waiting when its deadline passes.
+        return await _within(auth.get_token(self), deadline_at, request_id, method, path)
 
     async def _attempt(
         self,

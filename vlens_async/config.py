@@ -36,6 +36,7 @@ __all__ = [
     "RetryPolicy",
     "Timeouts",
     "check_base_url",
+    "check_header_value",
     "given_or",
 ]
 
@@ -54,7 +55,11 @@ DEFAULT_BACKOFF_INITIAL: Final = 0.25
 DEFAULT_BACKOFF_MAX: Final = 8.0
 DEFAULT_BACKOFF_JITTER: Final = 0.5
 DEFAULT_RETRY_AFTER_CAP: Final = 30.0
-RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+# Every 5xx is transient (a proxy's 520-524 included) except those that say the request itself
+# can never work here: 501 Not Implemented, 505 HTTP version, 506, 508 loop, 510, 511 proxy login.
+RETRYABLE_STATUSES: Final = frozenset(
+    {408, 429} | set(range(500, 600)) - {501, 505, 506, 508, 510, 511}
+)
 
 # Tokens: lifetimes the API documents (used when a response omits them), and how long before
 # expiry a token is renewed (capped at a tenth of its lifetime, so short-lived tokens still work).
@@ -142,7 +147,9 @@ class RetryPolicy:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    # Not "*.localhost": RFC 6761 asks resolvers to keep those on loopback, but a plain DNS
+    # resolver may answer for them with any address.
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -202,3 +209,14 @@ class ClientConfig:
             raise ConfigurationError("language must be 'en', 'ar' or None")
         if self.connector_limit < 1:
             raise ConfigurationError("connector_limit must be at least 1")
+
+
+def check_header_value(value: str, what: str) -> str:
+    """Refuse a credential that cannot travel in an HTTP header (a CR, LF or NUL in it).
+
+    aiohttp would refuse it at the first request with a bare ValueError; the message names
+    ``what``, never the value.
+    """
+    if any(c in value for c in "\r\n\x00"):
+        raise ConfigurationError(f"{what} contains a line break or NUL, which no header can carry")
+    return value

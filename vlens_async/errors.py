@@ -91,6 +91,7 @@ __all__ = [
     "VlensAPIError",
     "VlensError",
     "api_error_class",
+    "decode_error_class",
 ]
 
 
@@ -392,15 +393,28 @@ def _code_class(error_code: int) -> type[VlensAPIError]:
 _COMBINED: dict[tuple[type[APIError], type[APIError]], type[APIError]] = {}
 
 
-def _combined(code_cls: type[VlensAPIError], status_cls: type[APIStatusError]) -> type[APIError]:
+def _combined(first: type[APIError], status_cls: type[APIStatusError]) -> type[APIError]:
     # Made once per pair and cached, so ``type(err)`` is stable across calls.
-    key = (code_cls, status_cls)
+    key = (first, status_cls)
     if key not in _COMBINED:
-        name = f"{code_cls.__name__}[{status_cls.__name__}]"
-        doc = f"{code_cls.__doc__} Sent with a non-2xx status ({status_cls.__name__})."
+        name = f"{first.__name__}[{status_cls.__name__}]"
+        doc = f"{first.__doc__} Sent with a non-2xx status ({status_cls.__name__})."
         namespace = {"__doc__": doc, "__module__": __name__, "_combined": True}
-        _COMBINED[key] = type(name, (code_cls, status_cls), namespace)
+        _COMBINED[key] = type(name, (first, status_cls), namespace)
     return _COMBINED[key]
+
+
+def decode_error_class(status: int | None) -> type[ResponseDecodeError]:
+    """The class for a body that is not the envelope: with a non-2xx status, also its class.
+
+    A proxy's HTML 502 page is then both a :class:`ResponseDecodeError` and an
+    :class:`InternalServerError`, so ``except InternalServerError`` sees every 5xx.
+    """
+    if status is None or 200 <= status < 300:
+        return ResponseDecodeError
+    combined = _combined(ResponseDecodeError, _status_class(status))
+    assert issubclass(combined, ResponseDecodeError)
+    return combined
 
 
 def _is_combined(cls: type[Any]) -> bool:
