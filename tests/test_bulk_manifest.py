@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from vlens_async._manifest import (
+    MAX_ID_LENGTH,
     BulkApplicant,
     InvalidRow,
+    _csv_records,
     count_manifest_rows,
     iter_manifest,
 )
@@ -219,3 +223,175 @@ def test_counting_a_missing_manifest_is_a_bulk_input_error(tmp_path: Path) -> No
     """count_manifest_rows says 'not found' as iter_manifest does, not a bare OSError."""
     with pytest.raises(BulkInputError, match="not found"):
         count_manifest_rows(tmp_path / "none.csv")
+
+
+def write_jsonl(path: Path, records: list[dict[str, str]]) -> Path:
+    """Write ``records`` as JSONL with json's ASCII escapes (so lone surrogates survive)."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="ascii")
+    return path
+
+
+def kinds(items: list[BulkApplicant | InvalidRow]) -> list[tuple[str, int]]:
+    """Each item's class name and row number."""
+    return [(type(i).__name__, i.row) for i in items]
+
+
+def test_unusable_image_path_fails_its_row_only(tmp_path: Path, images: Path) -> None:
+    """A path too long for the file system (stat raises OSError) or holding a NUL byte is an
+    invalid row whose reason does not quote it; the rows after it are read."""
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [row("a1", front="img/" + "Mona" * 100), row("a2", back="img/b\0.jpg"), row("a3")],
+    )
+    items = list(iter_manifest(manifest))
+    assert kinds(items) == [("InvalidRow", 1), ("InvalidRow", 2), ("BulkApplicant", 3)]
+    assert items[0] == InvalidRow(1, "front: cannot check the file (file name too long)", "a1")
+    assert isinstance(items[1], InvalidRow)
+    assert items[1].reason.startswith("back:")
+    assert "Mona" not in repr(items)
+
+
+def test_consecutive_unparseable_csv_rows_are_each_invalid(tmp_path: Path, images: Path) -> None:
+    """Two CSV rows in a row over the field size limit are two invalid rows, not a dead job."""
+    big = "x" * 200_000
+    records = [row("a1"), row("a2", front=big), row("a3", back=big), row("a4")]
+    manifest = write_csv(tmp_path / "m.csv", records)
+    items = list(iter_manifest(manifest))
+    assert kinds(items) == [
+        ("BulkApplicant", 1),
+        ("InvalidRow", 2),
+        ("InvalidRow", 3),
+        ("BulkApplicant", 4),
+    ]
+    assert count_manifest_rows(manifest) == 4
+
+
+def test_a_csv_reader_that_cannot_advance_stops_the_job() -> None:
+    """A reader failing again without consuming a line would loop forever: it is one error,
+    then a BulkInputError."""
+
+    class Stuck:
+        def __iter__(self) -> Stuck:
+            return self
+
+        def __next__(self) -> list[str]:
+            raise csv.Error("stuck")
+
+    records = _csv_records(Stuck(), lambda: 7)
+    assert isinstance(next(records), csv.Error)
+    with pytest.raises(BulkInputError, match="cannot read the manifest"):
+        next(records)
+
+
+@pytest.mark.parametrize("column", ["applicant_id", "name_check_value", "client_transaction_id"])
+def test_lone_surrogate_in_a_text_field_fails_its_row(
+    tmp_path: Path, images: Path, column: str
+) -> None:
+    """A lone surrogate (which sqlite and orjson refuse) in a stored or sent field fails its
+    row at reading time, and the invalid item holds only encodable text."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", [row("a1") | {column: "\ud800abc"}, row("a2")])
+    items = list(iter_manifest(manifest))
+    assert kinds(items) == [("InvalidRow", 1), ("BulkApplicant", 2)]
+    bad = items[0]
+    assert isinstance(bad, InvalidRow)
+    assert bad.reason.startswith(f"{column} is not valid text")
+    assert bad.applicant_id == (None if column == "applicant_id" else "a1")
+    bad.reason.encode("utf-8")
+
+
+def test_stray_quote_does_not_carry_later_rows_into_the_journal(
+    tmp_path: Path, images: Path
+) -> None:
+    """A stray quote that swallows the rest of the file is one invalid row whose id and reason
+    hold none of the swallowed text (later rows' names); a stray quote on the last row, which
+    swallows only its own cells, is caught too."""
+    manifest = tmp_path / "m.csv"
+    write_csv(manifest, [row("c-0", name_check_value="Ali Omar")])
+    cells = ",".join(row("c-1", name_check_value="Mona Hassan").values())
+    later = ",".join(row("c-2", name_check_value="Sara Adel").values())
+    with manifest.open("a") as fh:
+        fh.write(f'"{cells}\n{later}\n')
+    items = list(iter_manifest(manifest))
+    assert kinds(items) == [("BulkApplicant", 1), ("InvalidRow", 2)]
+    assert items[1] == InvalidRow(2, "applicant_id spans several lines: a stray quote?")
+    assert count_manifest_rows(manifest) == 2
+
+    last = write_csv(tmp_path / "last.csv", [])
+    with last.open("a") as fh:
+        fh.write(f'"{cells}\n')
+    (item,) = list(iter_manifest(last))
+    assert isinstance(item, InvalidRow)
+    assert item.applicant_id is None
+    assert "stray quote" in item.reason
+    assert "Mona" not in repr(item)
+
+
+def test_bad_ids_are_not_kept_and_good_ids_still_match(tmp_path: Path, images: Path) -> None:
+    """Control characters and overlong ids fail the row without keeping the id; a bad
+    client_transaction_id keeps the (valid) applicant id; surrounding spaces are not part of
+    an id, so a duplicate written with them is still the same id."""
+    records = [
+        row("a\tb"),
+        row("a" * (MAX_ID_LENGTH + 1)),
+        row("a3", client_transaction_id="tx\x00"),
+        row(" a4 "),
+        row("a4"),
+    ]
+    items = list(iter_manifest(write_jsonl(tmp_path / "m.jsonl", records)))
+    assert items[:3] == [
+        InvalidRow(1, "applicant_id contains a control character"),
+        InvalidRow(2, f"applicant_id longer than {MAX_ID_LENGTH} characters"),
+        InvalidRow(3, "client_transaction_id contains a control character", "a3"),
+    ]
+    assert [i.applicant_id for i in items[3:]] == ["a4", "a4"]
+
+
+def test_symlinked_manifest_reads_paths_from_the_folder_of_the_link(
+    tmp_path: Path, images: Path
+) -> None:
+    """Relative image paths are joined to the folder of the manifest path the user gave, not to
+    the folder of the file a symlink points at."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = write_csv(elsewhere / "m.csv", [row("a1")])
+    link = tmp_path / "m.csv"
+    link.symlink_to(target)
+    (item,) = list(iter_manifest(link))
+    assert isinstance(item, BulkApplicant)
+    assert item.front == images / "f.jpg"
+
+
+def test_undecodable_csv_bytes_fail_a_text_field_but_not_a_path(
+    tmp_path: Path, images: Path
+) -> None:
+    """A non-UTF-8 byte in an id fails its row instead of storing a garbled id, while a file
+    name in a legacy encoding still names its file."""
+    (images / "f\udce9.jpg").write_bytes(b"\xff\xd8")  # the file name's bytes: "f\xe9.jpg"
+    manifest = write_csv(tmp_path / "m.csv", [row("a\x00"), row("a2", front="img/f\x01.jpg")])
+    data = manifest.read_bytes().replace(b"\x00", b"\xff").replace(b"\x01", b"\xe9")
+    manifest.write_bytes(data)
+    items = list(iter_manifest(manifest))
+    assert items[0] == InvalidRow(
+        1, "applicant_id is not valid text (bad UTF-8 or a lone surrogate)"
+    )
+    assert isinstance(items[1], BulkApplicant)
+    assert os.fsencode(items[1].front).endswith(b"f\xe9.jpg")
+
+
+def test_an_overlong_json_number_is_invalid_json(tmp_path: Path, images: Path) -> None:
+    """A number past Python's digit limit is 'not valid JSON', not 'not valid UTF-8'."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"applicant_id": ' + "9" * 5000 + "}\n")
+    (item,) = list(iter_manifest(manifest))
+    assert isinstance(item, InvalidRow)
+    assert item.reason.startswith("not valid JSON")
+
+
+def test_manifest_errors_quote_no_path(tmp_path: Path) -> None:
+    """A manifest path the file system refuses (too long) is a BulkInputError, and neither it
+    nor a missing manifest's error quotes the path (a folder may name a customer)."""
+    for manifest in (tmp_path / ("Mona" * 100 + ".csv"), tmp_path / "Mona.csv"):
+        for read in (count_manifest_rows, lambda p: list(iter_manifest(p))):
+            with pytest.raises(BulkInputError) as caught:
+                read(manifest)
+            assert "Mona" not in str(caught.value)
