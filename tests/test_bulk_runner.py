@@ -288,6 +288,94 @@ async def test_credentials_error_stops_the_job_and_keeps_applicants_pending(
     assert summary.by_outcome == {"pending": 1}
     assert len(client.calls) == 1
     assert isinstance(AuthenticationError("x"), APIError)
+    assert summary.stopped_by_error
+
+
+async def test_the_same_error_in_many_workers_is_still_a_graceful_stop(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """Six workers refused at once stop the job once, gracefully: every step sent is journaled.
+
+    (Each refusal used to call stop(); the second counted as the user's second Ctrl-C and
+    cancelled the others before they journaled what they had sent.)
+    """
+    client = ScriptedClient(lambda step, tx, n: error(401), delay=0.05)
+    client.gate = asyncio.Event()
+    run = runner(client, tmp_path, concurrency=6)
+    task = asyncio.create_task(run.run(applicants(image_dir, 6)))
+    client.notify_in_flight = 6
+    await client.reached.wait()  # all six front scans are in flight
+    client.gate.set()
+    summary = await task
+    assert summary.stopped_by_error
+    assert not run._hard_stopped
+    assert len(client.calls) == 6
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        journaled = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
+    assert journaled == 6
+    assert summary.by_outcome == {"pending": 6}
+
+
+async def test_rows_read_before_the_manifest_fails_are_not_lost(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A reader that fails after three rows: those three are processed, then the job stops."""
+    people = applicants(image_dir, 3)
+
+    def manifest() -> Any:
+        yield from people
+        raise OSError("disk gone")
+
+    summary = await runner(ScriptedClient(), tmp_path).run(manifest())
+    assert summary.stopped_by_error
+    assert summary.stop_reason is not None
+    assert summary.stop_reason.startswith("cannot read the manifest")
+    assert summary.by_outcome == {"verified": 3}
+
+
+async def test_invalid_rows_survive_a_resume_that_stops_early(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A resume stopped before it reads the bad rows again keeps them in the totals."""
+    people = applicants(image_dir, 3)
+    items = [people[0], InvalidRow(4, "missing value(s) for face_2", "bad"), people[1], people[2]]
+    first = await runner(ScriptedClient(), tmp_path).run(items)
+    assert first.by_outcome == {"verified": 3, "invalid": 1}
+    run = runner(ScriptedClient(), tmp_path, resume=True)
+    run.stop("at once")
+    second = await run.run(items)
+    assert second.by_outcome == {"verified": 3, "invalid": 1}
+    assert [line["outcome"] for line in results(tmp_path)].count("invalid") == 1
+
+
+async def test_finished_applicant_whose_row_turned_bad_keeps_its_result(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """Verified in run 1, its scans archived before a resume: still verified, not also invalid."""
+    people = applicants(image_dir, 2)
+    await runner(ScriptedClient(), tmp_path).run(people)
+    archived = InvalidRow(people[0].row, "front: file not found", people[0].applicant_id)
+    second = await runner(ScriptedClient(), tmp_path, resume=True).run([archived, people[1]])
+    assert second.by_outcome == {"verified": 2}
+    assert [line["outcome"] for line in results(tmp_path)] == ["verified", "verified"]
+
+
+async def test_pending_applicant_whose_row_turned_bad_is_reported_invalid(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """Unfinished in run 1, its row bad in run 2: invalid (not also pending), then resumable."""
+    people = applicants(image_dir, 1)
+    client = ScriptedClient(lambda step, tx, n: error(401) if step == "back" else None)
+    first = await runner(client, tmp_path).run(people)
+    assert first.by_outcome == {"pending": 1}
+    moved = InvalidRow(people[0].row, "back: file not found", people[0].applicant_id)
+    second = await runner(ScriptedClient(), tmp_path, resume=True).run([moved])
+    assert second.by_outcome == {"invalid": 1}
+    assert second.complete
+    third_client = ScriptedClient()
+    third = await runner(third_client, tmp_path, resume=True).run(people)
+    assert third.by_outcome == {"verified": 1}
+    assert [step for step, _, _ in third_client.calls] == ["back", "liveness"]  # same transaction
 
 
 async def test_invalid_rows_and_duplicates_are_recorded_and_the_job_goes_on(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vlens_async.cli import main
+from vlens_async.emulator import BackgroundEmulator
 from vlens_async.samples import make_applicant
 
 
@@ -177,6 +179,70 @@ def test_bulk_command_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFix
     assert status == 0
     outcomes = [json.loads(line)["outcome"] for line in out.read_text().splitlines()]
     assert len(outcomes) == 4
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-applicant manifest with its images (written by `vlens demo`, which also runs it)."""
+    folder = tmp_path_factory.mktemp("manifest")
+    argv = ["demo", "--count", "2", "--folder", str(folder), "--latency", "none", "--faults", ""]
+    assert main(argv) == 0
+    return folder / "applicants" / "manifest.csv"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (taken, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def bulk_argv(manifest: Path, folder: Path, *extra: str) -> tuple[str, ...]:
+    """`vlens bulk` on ``manifest`` with its journal and results in ``folder``."""
+    journal, out = str(folder / "run.db"), str(folder / "out.jsonl")
+    return ("bulk", str(manifest), "--journal", journal, "--out", out, *extra)
+
+
+def test_bulk_against_an_unreachable_service_exits_2(
+    tmp_path: Path, small_manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing answers at --base-url: one line and exit 2 before any applicant is tried."""
+    url = f"http://127.0.0.1:{free_port()}"
+    argv = bulk_argv(small_manifest, tmp_path, "--base-url", url, "--api-key", "k")
+    status, _, err = run(capsys, *argv)
+    assert status == 2
+    assert "cannot reach 127.0.0.1" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run.db").exists()
+
+
+def test_bulk_with_refused_credentials_exits_2(
+    tmp_path: Path,
+    small_manifest: Path,
+    vlens_emulator_thread: BackgroundEmulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A wrong API key stops the job (applicants kept pending) with exit 2, not 130."""
+    url = vlens_emulator_thread.base_url
+    argv = bulk_argv(small_manifest, tmp_path, "--base-url", url, "--api-key", "wrong-key")
+    status, out, _ = run(capsys, *argv)
+    assert status == 2
+    assert "AuthenticationError" in out
+    assert "fix that" in out
+
+
+def test_bulk_refuses_a_journal_that_is_not_one(
+    tmp_path: Path, small_manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An old results file given as --journal: exit 2 with a reason, and the file untouched."""
+    journal = tmp_path / "run.db"
+    journal.write_text('{"applicant_id": "a1", "outcome": "verified"}\n')
+    before = journal.read_bytes()
+    status, _, err = run(capsys, *bulk_argv(small_manifest, tmp_path))
+    assert status == 2
+    assert "not a vlens journal" in err
+    assert journal.read_bytes() == before
 
 
 def test_python_dash_m_entry_point() -> None:

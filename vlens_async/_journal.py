@@ -176,6 +176,13 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE INDEX IF NOT EXISTS steps_latency ON steps (run, step, duration);
 """
 
+# An applicant counts unless it is unfinished and its row is bad now (its scans moved away, say):
+# that row is reported invalid instead, and the journaled transaction waits for a fixed row.
+_LIVE: Final = (
+    "NOT (a.status != 'done' AND EXISTS (SELECT 1 FROM invalid_rows i"
+    " WHERE i.row = a.row AND i.applicant_id = a.applicant_id))"
+)
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -322,9 +329,10 @@ class Journal:
         """Journal the applicant's terminal outcome (``result`` is its results-file line)."""
         await self._call(self._save_sync, applicant_id, state, snapshot, steps, result)
 
-    async def record_invalid(self, item: InvalidRow) -> None:
-        """Record a manifest row that cannot be processed."""
-        await self._call(self._invalid_sync, item)
+    async def record_invalid(self, item: InvalidRow) -> bool:
+        """Record a manifest row that cannot be processed; False when the row's applicant
+        finished in an earlier run, whose result stands (its scans may have been archived)."""
+        return await self._call(self._invalid_sync, item)
 
     async def counts(self) -> JournalCounts:
         """Totals over the whole job."""
@@ -382,10 +390,17 @@ class Journal:
                         f"journal {self.path} already holds {known} applicant(s): resume it, "
                         "or give a new journal path"
                     )
-                # Bad rows are read again on resume; forget the old ones so a fixed row is gone.
-                conn.execute("DELETE FROM invalid_rows")
+                # Bad rows stay until their row is read again (a fixed row then clears its entry,
+                # see _claim_sync): a resume stopped before reaching them must not lose them.
                 cur = conn.execute("INSERT INTO runs (started_at) VALUES (?)", (time.time(),))
                 self.run = int(cur.lastrowid or 0)
+        except sqlite3.DatabaseError:
+            conn.close()
+            self._unlock()
+            # An old results file given as --journal, say: refuse it rather than touch it.
+            raise BulkInputError(
+                "the journal file is not a vlens journal (not an SQLite database)"
+            ) from None
         except BaseException:
             conn.close()
             self._unlock()
@@ -425,6 +440,10 @@ class Journal:
     def _claim_sync(self, applicant: BulkApplicant) -> Claim:
         conn = self._db
         with _transaction(conn):
+            # This row reads well now: whatever was wrong with it in an earlier run is gone.
+            conn.execute(
+                "DELETE FROM invalid_rows WHERE row=? AND run < ?", (applicant.row, self.run)
+            )
             found = conn.execute(
                 "SELECT row, run, status, transaction_id, snapshot, attempts, outcome"
                 " FROM applicants WHERE applicant_id=?",
@@ -513,20 +532,30 @@ class Journal:
             ],
         )
 
-    def _invalid_sync(self, item: InvalidRow) -> None:
+    def _invalid_sync(self, item: InvalidRow) -> bool:
         conn = self._db
         with _transaction(conn):
+            if item.applicant_id is not None:
+                done = conn.execute(
+                    "SELECT 1 FROM applicants WHERE applicant_id=? AND row=? AND status='done'"
+                    " AND run < ?",
+                    (item.applicant_id, item.row, self.run),
+                ).fetchone()
+                if done is not None:
+                    return False  # finished in an earlier run (its scans since archived, say)
             conn.execute(
                 "INSERT OR REPLACE INTO invalid_rows (row, applicant_id, reason, run)"
                 " VALUES (?, ?, ?, ?)",
                 (item.row, item.applicant_id, item.reason, self.run),
             )
+        return True
 
     def _counts_sync(self) -> JournalCounts:
         conn = self._db
         by_outcome: dict[str, int] = {}
         for outcome, n in conn.execute(
-            "SELECT coalesce(outcome, ?), count(*) FROM applicants GROUP BY 1", (PENDING,)
+            f"SELECT coalesce(outcome, ?), count(*) FROM applicants a WHERE {_LIVE} GROUP BY 1",
+            (PENDING,),
         ):
             by_outcome[outcome] = n
         invalid = conn.execute("SELECT count(*) FROM invalid_rows").fetchone()[0]
@@ -535,8 +564,8 @@ class Journal:
         by_error = {
             key: n
             for key, n in conn.execute(
-                "SELECT error_key, count(*) FROM applicants WHERE error_key IS NOT NULL"
-                " GROUP BY 1 ORDER BY 2 DESC"
+                "SELECT error_key, count(*) FROM applicants a WHERE error_key IS NOT NULL"
+                f" AND {_LIVE} GROUP BY 1 ORDER BY 2 DESC"
             )
         }
         return JournalCounts(by_outcome=by_outcome, by_error=by_error)
@@ -577,7 +606,7 @@ class Journal:
         # A cursor streams the rows: memory stays flat however long the job is.
         cursor = conn.execute(
             "SELECT row, applicant_id, state, transaction_id, outcome, result, NULL"
-            " FROM applicants"
+            f" FROM applicants a WHERE {_LIVE}"
             " UNION ALL SELECT row, applicant_id, NULL, NULL, 'invalid', NULL, reason"
             " FROM invalid_rows ORDER BY 1",
         )

@@ -229,7 +229,9 @@ class BulkSummary:
     applicants finished, ``skipped`` (finished before), ``resumed`` (continued from a journaled
     step), ``elapsed`` seconds, ``throughput`` (finished per second), ``latency`` per endpoint,
     ``requests`` sent, ``throttled`` signals received (429 or 4003). ``interrupted`` is true when
-    a signal or ``stop()`` ended the run early, ``stop_reason`` says why.
+    a signal or ``stop()`` ended the run early, ``stop_reason`` says why; ``stopped_by_error`` is
+    true when an error that no retry fixes stopped it (credentials refused, a permission missing,
+    the manifest unreadable): fix that, then resume.
     """
 
     total: int
@@ -247,6 +249,7 @@ class BulkSummary:
     concurrency: int
     interrupted: bool = False
     stop_reason: str | None = None
+    stopped_by_error: bool = False
     journal: str | None = None
     results: str | None = None
 
@@ -319,9 +322,12 @@ def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
     )
     if summary.interrupted or summary.pending:
         reason = f" ({summary.stop_reason})" if summary.stop_reason else ""
+        if summary.stopped_by_error:
+            advice = "fix that, then run again with resume to finish them."
+        else:
+            advice = "run again with resume to finish them."
         console.print(
-            f"Stopped early{reason}: {summary.pending} applicant(s) pending; "
-            "run again with resume to finish them."
+            f"Stopped early{reason}: {summary.pending} applicant(s) pending; {advice}"
             if summary.interrupted
             else f"{summary.pending} applicant(s) pending; run again with resume."
         )

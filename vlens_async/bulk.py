@@ -452,6 +452,8 @@ class BulkRunner:
         self._stop_reason: str | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._hard_stopped = False
+        self._stopped_by_error = False
+        self._unread = False  # the manifest failed part-way: rows after it were never read
         self._requests = 0
         self._journal: Journal | None = None
         self._prepare_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -474,6 +476,26 @@ class BulkRunner:
         self._hard_stopped = True
         for task in self._workers:
             task.cancel()
+
+    def _reading_failed(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stopped_by_error = True
+        self._unread = True
+
+    @property
+    def _interrupted(self) -> bool:
+        return self._stopping or self._unread
+
+    def _halt(self, reason: str) -> None:
+        """Stop gracefully because of an error (bad credentials, an unreadable manifest).
+
+        Unlike :meth:`stop`, never the hard stop however often it is called: several workers
+        may hit the same error at once, and only the user's second signal cancels steps in flight.
+        """
+        if not self._stopping:
+            self._stopped_by_error = True
+            self.stop(reason)
 
     @property
     def stopping(self) -> bool:
@@ -535,7 +557,7 @@ class BulkRunner:
                 counts = await journal.counts()
                 latency = await journal.latencies()
             finally:
-                await journal.close(interrupted=self._stopping)
+                await journal.close(interrupted=self._interrupted)
             stats = self._live.stats()
             self.progress.close(stats)
             return BulkSummary(
@@ -552,8 +574,9 @@ class BulkRunner:
                 throttled=self.limiter.bucket.throttle_signals,
                 rate_limit=str(self.limiter.limit),
                 concurrency=self.concurrency,
-                interrupted=self._stopping,
+                interrupted=self._interrupted,
                 stop_reason=self._stop_reason,
+                stopped_by_error=self._stopped_by_error,
                 journal=None if self.journal_path is None else str(self.journal_path),
                 results=None if self.results_path is None else str(self.results_path),
             )
@@ -581,9 +604,10 @@ class BulkRunner:
             cancelled = True  # run() is ending and cancels the workers too
             raise
         except Exception as exc:
-            # The manifest became unreadable part-way (whatever the reason: a reader that
-            # raises cannot give the next row): stop as on Ctrl-C, and resume can go on.
-            self.stop(f"cannot read the manifest: {_reading_error(exc)}")
+            # The manifest became unreadable part-way (a reader that raises cannot give the
+            # next row). The rows already read are still verified (the end markers come after
+            # them), or a resume would stop at the same place with them still undone.
+            self._reading_failed(f"cannot read the manifest: {_reading_error(exc)}")
         finally:
             # One end marker per worker, however reading ended, or they would wait for ever;
             # not once cancelled, when nobody is left to take them.
@@ -603,8 +627,8 @@ class BulkRunner:
 
     async def _record_invalid(self, item: InvalidRow) -> None:
         assert self._journal is not None
-        await self._journal.record_invalid(item)
-        self._count("invalid")
+        if await self._journal.record_invalid(item):
+            self._count("invalid")
 
     def _count(self, outcome: str) -> None:
         self._live.by_outcome[outcome] += 1
@@ -685,7 +709,7 @@ class _ApplicantRun:
         if error is not None and _is_fatal(error):
             # Not this applicant's fault: keep it pending for a resume and stop the job.
             await self._save(tx)
-            self.runner.stop(f"{error_type_name(error)}: {_error_message(error)}")
+            self.runner._halt(f"{error_type_name(error)}: {_error_message(error)}")
             return
         await self._finish(tx, error)
 
@@ -868,17 +892,26 @@ async def _aiter(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
         return
     iterator = iter(items)
 
-    def batch() -> list[_T]:
-        out = []
-        for item in iterator:
-            out.append(item)
-            if len(out) >= _READ_BATCH:
-                break
-        return out
+    def batch() -> tuple[list[_T], Exception | None]:
+        # The rows read before a failure are returned with it: they must not be lost.
+        out: list[_T] = []
+        try:
+            for item in iterator:
+                out.append(item)
+                if len(out) >= _READ_BATCH:
+                    break
+        except Exception as exc:
+            return out, exc
+        return out, None
 
-    while chunk := await asyncio.to_thread(batch):
+    while True:
+        chunk, error = await asyncio.to_thread(batch)
         for item in chunk:
             yield item
+        if error is not None:
+            raise error
+        if not chunk:
+            return
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestItem]:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -439,7 +440,9 @@ def _add_bulk(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=(
             "Bounded, rate-limited bulk verification with a crash-safe journal: --resume "
             "continues a stopped run without opening a second transaction for anyone. Exit "
-            "status: 0 when every applicant reached an outcome, 130 when stopped early."
+            "status: 0 when every applicant reached an outcome, 2 for bad input, an unreachable "
+            "service or an error that stopped the job (credentials refused, say), 130 when "
+            "stopped early."
         ),
     )
     p.add_argument("manifest", type=Path, help="CSV or JSONL: applicant_id, front, back, face_1..3")
@@ -465,6 +468,8 @@ def _add_bulk(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
 async def _bulk(args: argparse.Namespace, emulator: EmulatorConfig | None = None) -> BulkSummary:
     from vlens_async.bulk import run_bulk
 
+    if args.base_url:
+        await _check_reachable(args.base_url)
     async with _client(args, emulator) as client:
         return await run_bulk(
             client,
@@ -480,10 +485,32 @@ async def _bulk(args: argparse.Namespace, emulator: EmulatorConfig | None = None
         )
 
 
+async def _check_reachable(base_url: str) -> None:
+    """Refuse to start a job against a service that does not answer at all (exit status 2).
+
+    Without this every applicant would retry its way to ``error`` and the job would exit 0. Any
+    HTTP answer, even a 404 or a 401, proves the service is there.
+    """
+    import aiohttp
+
+    host = urlsplit(base_url).hostname or base_url
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_PROBE_TIMEOUT)) as session,
+            session.get(base_url, allow_redirects=False),
+        ):
+            return
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        # Not chained, and no URL: aiohttp's texts quote it whole.
+        raise _CliError(f"cannot reach {host} ({type(exc).__name__})") from None
+
+
 def _report(summary: BulkSummary) -> int:
     from vlens_async.bulk import format_summary
 
     print(format_summary(summary))
+    if summary.stopped_by_error:
+        return 2  # credentials, permissions or the manifest: the user has something to fix
     return 0 if summary.complete else 130
 
 
@@ -494,6 +521,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     return _report(asyncio.run(_bulk(args)))
 
 
+_PROBE_TIMEOUT = 15.0  # seconds for the reachability check before a bulk job
 _DEMO_LATENCY = "lognormal:median=150ms,sigma=0.4"
 _DEMO_FAULTS = "503:0.02,502:0.005,429:0.002,reset_after:0.01,malformed:0.01"
 
