@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -232,3 +234,26 @@ async def test_a_journal_in_use_by_another_job_is_refused(tmp_path: Path) -> Non
     await first.close()
     second = await Journal.open(tmp_path / "j.db", resume=True)
     await second.close()
+
+
+async def test_a_queued_write_survives_its_caller_being_cancelled(tmp_path: Path) -> None:
+    """A hard stop cancels the worker waiting for its step's write; the write still lands."""
+    journal = await Journal.open(tmp_path / "j.db")
+    await journal.claim(applicant("a", 1))
+    gate = threading.Event()
+    busy = asyncio.ensure_future(journal._call(gate.wait, 5))  # holds the journal thread
+    write = asyncio.ensure_future(
+        journal.save_step(
+            "a", state="FRONT_SCANNED", snapshot=None, steps=[StepRecord("front", 1, True, 0.1)]
+        )
+    )
+    await asyncio.sleep(0.01)  # the write is queued behind the busy call
+    write.cancel()
+    gate.set()
+    await busy
+    await journal.close(interrupted=True)
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        steps = conn.execute("SELECT step, ok FROM steps").fetchall()
+        state = conn.execute("SELECT state FROM applicants").fetchone()
+    assert steps == [("front", 1)]
+    assert state == ("FRONT_SCANNED",)

@@ -359,7 +359,12 @@ class Journal:
 
     async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        # Shielded: a caller cancelled by a hard stop must not take its write off the queue (the
+        # step it records was sent; dropped, a resume would send it again). close() is queued
+        # behind it, so it lands before the file closes.
+        return await asyncio.shield(
+            loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        )
 
     @property
     def _db(self) -> sqlite3.Connection:
