@@ -308,6 +308,35 @@ def test_numbers_for_strings_and_strict_booleans() -> None:
     assert r.services.spoofing.fake is False
 
 
+def test_blank_optional_values_are_absent_and_bools_read_as_text() -> None:
+    """A date, number or bool OCR could not read comes back as "": absent, not a broken reply.
+
+    A blank string field stays blank, and a validation value the server sent as a JSON bool is
+    text ("true"/"false") like every other value.
+    """
+    payload = {
+        "error_code": "",
+        "data": {
+            "idFrontData": {"idNumber": "29901011234567", "dateOfBirth": "", "firstName": ""},
+            "idBackData": {"releaseDate": " ", "idExpiry": "2030-01-01"},
+        },
+        "services": {
+            "liveness": "",
+            "validations": {"validation_errors": [{"field": "married", "value": False}]},
+        },
+    }
+    r = _wire.structure(payload, VerificationResponse)
+    assert r.error_code is None
+    assert r.data.id_front_data is not None
+    assert r.data.id_front_data.date_of_birth is None
+    assert r.data.id_front_data.first_name == ""
+    assert r.data.id_back_data is not None
+    assert r.data.id_back_data.release_date is None
+    assert r.data.id_back_data.id_expiry == datetime(2030, 1, 1, tzinfo=UTC)
+    assert r.services.liveness is None
+    assert [i.value for i in r.services.validations] == ["false"]
+
+
 @pytest.mark.parametrize(
     ("payload", "where"),
     [

@@ -9,9 +9,12 @@ The rules, from the reference pages in ``shared/seeds``:
   ``transactionId``, ``Validations`` and ``validations``, ``AML``/``aml``, ``maritalStatus`` and
   ``marital_status`` all land on the same field. When a response carries both spellings, the first
   non-null one wins, except for validation errors, whose lists are merged (nothing is lost).
-- Unknown keys are ignored (the API adds fields); ``null`` means "absent" (the field's default).
+- Unknown keys are ignored (the API adds fields); ``null`` means "absent" (the field's default),
+  and so does a blank string in an optional date, number or bool field (a value OCR could not
+  read comes back as ``""``).
 - Scalars are strict: a bool is a JSON bool (or 0/1, "true"/"false"), not any truthy value; a
-  string field accepts a number (an ID number sent as a JSON number) but not an object.
+  string field accepts a number (an ID number sent as a JSON number) or a bool (as "true" or
+  "false"), but not an object.
 - Dates are ISO 8601 with 0 to 7 fractional digits (.NET writes 7; Python reads at most 6) and an
   optional zone; a naive time is UTC, as the API documents.
 - Any failure becomes :class:`~vlens_async.errors.ResponseDecodeError` with cattrs' readable paths
@@ -114,7 +117,9 @@ def parse_datetime(value: str) -> datetime:
 def _structure_str(value: Any, _: type) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, bool):  # before int: a bool is an int in Python
+        return "true" if value else "false"
+    if isinstance(value, int | float):
         return str(value)
     raise TypeError("expected a string")
 
@@ -229,9 +234,12 @@ def _optional_hook_factory(type_: Any, converter: cattrs.Converter) -> Callable[
     # ``X | None``: resolve X's hook once, instead of cattrs' dispatch on every value.
     inner_type = next(arg for arg in type_.__args__ if arg is not type(None))
     inner = converter.get_structure_hook(inner_type)
+    blank_is_absent = inner_type is not str and inner_type is not Any
 
     def structure_optional(value: Any, _: Any) -> Any:
-        return None if value is None else inner(value, inner_type)
+        if value is None or (blank_is_absent and isinstance(value, str) and not value.strip()):
+            return None
+        return inner(value, inner_type)
 
     return structure_optional
 
