@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_client_support import free_port
 
 from vlens_async.cli import main
 from vlens_async.emulator import BackgroundEmulator
@@ -188,14 +188,6 @@ def small_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = ["demo", "--count", "2", "--folder", str(folder), "--latency", "none", "--faults", ""]
     assert main(argv) == 0
     return folder / "applicants" / "manifest.csv"
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (taken, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def bulk_argv(manifest: Path, folder: Path, *extra: str) -> tuple[str, ...]:

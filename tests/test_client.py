@@ -34,6 +34,7 @@ from test_client_support import (
     golden,
     jpeg,
     no_backoff,
+    reply,
     serve,
 )
 from test_client_support import mock_api as aioresponses
@@ -83,6 +84,22 @@ async def test_using_the_client_outside_async_with_raises() -> None:
     with pytest.raises(errors.ClientClosedError):
         async with c:
             pass
+
+
+async def test_closing_the_client_between_retries_is_client_closed_error() -> None:
+    """Closed while a call waits to retry: ClientClosedError, not aiohttp's RuntimeError."""
+    c = client()
+
+    async def close_then_fail(url: Any, **kwargs: Any) -> Any:
+        await c.close()
+        return reply(503, {"error_code": None})
+
+    with aioresponses() as mock:
+        mock.post(FRONT_URL, callback=close_then_fail)
+        async with c:
+            with pytest.raises(errors.ClientClosedError, match="closed"):
+                await c.scan_id_front(b"img")
+        assert len(calls(mock, "front")) == 1
 
 
 async def test_views_follow_their_parent() -> None:

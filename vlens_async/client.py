@@ -525,6 +525,9 @@ class VlensClient:
         client_timeout = aiohttp.ClientTimeout(
             total=total, sock_connect=limits.connect, sock_read=limits.read
         )
+        if session.closed:
+            # Closed while this call waited to retry: say so, not aiohttp's bare RuntimeError.
+            session = self._session()
         return await send(
             session,
             self._shared.base_url,
