@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vlens_async import _wire
+from vlens_async import _wire, errors
 from vlens_async.errors import (
     APIConnectionError,
     DocumentError,
@@ -578,3 +578,95 @@ def test_outcome_json_hides_server_text_in_services() -> None:
     assert NID not in text
     assert "Mona" not in text
     assert "Mona" in json.dumps(tx.result.to_json(show_pii=True))
+
+
+def test_outcome_json_hides_the_applicants_personal_data() -> None:
+    """Names, addresses, birth date, job, religion, marital status: hidden unless show_pii."""
+    body = {
+        "data": {
+            "idFrontData": {
+                "idNumber": NID,
+                "firstName": "منى",
+                "firstNameEnglish": "Mona",
+                "address": "12 Tahrir St",
+                "dateOfBirth": "1999-01-01T00:00:00Z",
+                "gender": "F",
+            },
+            "idBackData": {"idNumber": NID, "religion": "x-religion", "husbandName": "Karim"},
+        }
+    }
+    client = ScriptedClient()
+    tx = make_tx(client)
+    tx._responses[Step.FRONT] = _wire.structure(body, VerificationResponse)
+    tx._responses[Step.BACK] = _wire.structure(body, VerificationResponse)
+    plain = tx.result.to_json()
+    text = json.dumps(plain, ensure_ascii=False)
+    for secret in ("Mona", "منى", "Tahrir", "1999-01-01", "x-religion", "Karim", NID):
+        assert secret not in text
+    assert plain["front"]["gender"] == "F"
+    assert plain["front"]["id_number"].endswith(NID[-4:])
+    shown = json.dumps(tx.result.to_json(show_pii=True), ensure_ascii=False)
+    assert all(s in shown for s in ("Mona", "منى", "Tahrir", "x-religion", "Karim", NID))
+
+
+@pytest.mark.parametrize(
+    ("error", "counted"),
+    [
+        (api_error_class(400, 4002)("bundle exhausted", status=400, error_code=4002), False),
+        (api_error_class(200, 4002)("bundle exhausted", status=200, error_code=4002), False),
+        (api_error_class(400, 5000)("generic", status=400, error_code=5000), False),
+        (api_error_class(400, 3011)("no card", status=400, error_code=3011), False),
+        (api_error_class(400, None)("bad frame base64", status=400), True),
+        (api_error_class(415, None)("frame format", status=415), True),
+        (api_error_class(400, 4207)("no face", status=400, error_code=4207), True),
+    ],
+)
+async def test_only_errors_about_the_frames_use_a_liveness_attempt(
+    error: Exception, counted: bool
+) -> None:
+    """The same error code counts the same whichever HTTP status carries it."""
+    client = ScriptedClient()
+    tx = make_tx(client, max_liveness_attempts=2)
+    await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("liveness", error)
+    with pytest.raises(VlensError):
+        await tx.check_liveness(FACES)
+    assert tx.liveness_attempts == int(counted)
+    assert tx.state is FlowState.ID_SCANNED
+
+
+async def test_restored_proxy_page_error_is_still_a_server_error() -> None:
+    """A step failed by a proxy's HTML 502 restores as ResponseDecodeError and 5xx alike."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    page = errors.decode_error_class(502)("not JSON", status=502, body=b"<html>")
+    client.queue("front", page)
+    with pytest.raises(errors.InternalServerError):
+        await tx.scan_front(IMG)
+    await tx.scan_back(IMG)
+    client.queue("liveness", api_error_class(422, 3101)("mismatch", status=422, error_code=3101))
+    with pytest.raises(VlensError):
+        await tx.check_liveness(FACES)
+    step = Transaction.restore(client, tx.snapshot()).steps[Step.FRONT]
+    assert isinstance(step.error, errors.ResponseDecodeError)
+    assert isinstance(step.error, errors.InternalServerError)
+
+
+async def test_snapshot_after_restore_is_the_same_snapshot() -> None:
+    """Client-side fields of a stored response (its request id, the id sent) survive a restore."""
+    client = ScriptedClient()
+    tx = make_tx(client)
+    await tx.scan_front(IMG)
+    snapshot = tx.snapshot()
+    restored = Transaction.restore(client, snapshot)
+    assert restored.snapshot() == snapshot
+    assert restored.response(Step.FRONT) == tx.response(Step.FRONT)
+
+
+async def test_verify_refuses_two_capture_times_before_sending_anything() -> None:
+    """verify() with two capture times raises ConfigurationError and sends no side."""
+    client = ScriptedClient()
+    with pytest.raises(errors.ConfigurationError, match="capture_times"):
+        await verify(client, IMG, IMG, FACES, capture_times=[0.0, 0.1], prepare=False)
+    assert client.calls == []

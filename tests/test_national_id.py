@@ -136,3 +136,45 @@ def test_cross_check_flags_missing_and_invalid_numbers() -> None:
         CrossCheckFlag.ID_INVALID,
     )
     assert cross_check(Outcome(), today=TODAY) == ()
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        "{}\n",
+        "\t{}",
+        "\u200f{}\u200f",
+        "{}\u00a0",
+        "299\u20130101\u20121234567",
+        "2990101 1234567\r\n",
+    ],
+)
+def test_parse_ignores_every_kind_of_separator(noise: str) -> None:
+    """Whitespace, dashes and invisible right-to-left marks around or inside the number."""
+    value = noise.format("29901011234567") if "{}" in noise else noise
+    assert parse_national_id(value, today=TODAY).number == "29901011234567"
+
+
+def test_cross_check_checks_each_side_against_a_usable_number() -> None:
+    """An invalid front number still lets the back be checked against the back's number; a side
+    without a number is flagged even when the other side has one."""
+    flags = cross_check(Outcome(Front("123"), Back("29901011234567", "M")), today=TODAY)
+    assert set(flags) == {
+        CrossCheckFlag.FRONT_BACK_ID_MISMATCH,
+        CrossCheckFlag.ID_INVALID,
+        CrossCheckFlag.BACK_GENDER_MISMATCH,  # 29901011234567 is a woman's number
+    }
+    flags = cross_check(Outcome(Front(None), Back("29901011234567")), today=TODAY)
+    assert flags == (CrossCheckFlag.ID_MISSING,)
+    rtl = cross_check(Outcome(Front("\u200f29901011234567"), Back("29901011234567")), today=TODAY)
+    assert rtl == ()
+
+
+def test_cross_check_birth_date_sent_as_cairo_midnight_in_utc() -> None:
+    """1999-01-01 at midnight in Cairo is 1998-12-31T22:00Z: the same birth date, no flag."""
+    cairo_midnight = dt.datetime(1998, 12, 31, 22, 0, tzinfo=dt.UTC)
+    front = Front("29901011234567", cairo_midnight, "F")
+    assert cross_check(Outcome(front), today=TODAY) == ()
+    day_before = dt.datetime(1998, 12, 31, 0, 0, tzinfo=dt.UTC)
+    flags = cross_check(Outcome(Front("29901011234567", day_before, "F")), today=TODAY)
+    assert flags == (CrossCheckFlag.BIRTH_DATE_MISMATCH,)

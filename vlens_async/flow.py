@@ -44,6 +44,7 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     BundleError,
+    ConfigurationError,
     DocumentExpiredError,
     DocumentMismatchError,
     FaceError,
@@ -52,6 +53,7 @@ from .errors import (
     ImageRejectedError,
     LivenessFailedError,
     PermissionDeniedError,
+    ResponseDecodeError,
     UnprocessableEntityError,
     UnsupportedMediaTypeError,
     ValidationFailedError,
@@ -141,14 +143,18 @@ _NOT_VERDICTS: Final = (
 _HARD_FAILURES: Final = (DocumentExpiredError, DocumentMismatchError)
 
 # Liveness answers that judge the frames, and so use up an attempt. Other errors on liveness
-# (an ordering error, say) say nothing about the frames.
-_LIVENESS_VERDICTS: Final = (
-    VerificationFailedError,
-    FaceError,
-    ImageRejectedError,
-    BadRequestError,
-    UnsupportedMediaTypeError,
-)
+# (an ordering error, a bundle or generic error, say) say nothing about the frames.
+_FRAME_VERDICTS: Final = (VerificationFailedError, FaceError, ImageRejectedError)
+# A 400 or 415 judges the frames only when no error code says what it is about: the same code
+# must count the same whichever failure style (HTTP status or 200) the tenant uses.
+_FRAME_STATUSES: Final = (BadRequestError, UnsupportedMediaTypeError)
+
+
+def _judges_frames(exc: APIError) -> bool:
+    if isinstance(exc, _FRAME_VERDICTS):
+        return True
+    return isinstance(exc, _FRAME_STATUSES) and not exc.error_code
+
 
 # Where a failed rescan of an ID side leaves the machine: that side is no longer done.
 _WITHOUT_SIDE: Final[Mapping[tuple[FlowState, Step], FlowState]] = {
@@ -404,10 +410,15 @@ def _extracted_json(data: IdFrontData | IdBackData | None, show_pii: bool) -> An
     if data is None:
         return None
     plain = _to_plain(data)
-    if not show_pii:
-        for name in _ID_FIELDS:
-            if plain.get(name):
-                plain[name] = mask_id(str(plain[name]))
+    if show_pii:
+        return plain
+    # Every field the model hides in its repr (names, addresses, birth date, religion, ...) is
+    # hidden here too; ID numbers keep their last 4 digits.
+    for field in attrs.fields(type(data)):
+        value = plain.get(field.name)
+        if not value or field.repr is True:
+            continue
+        plain[field.name] = mask_id(str(value)) if field.name in _ID_FIELDS else "<hidden>"
     return plain
 
 
@@ -610,7 +621,7 @@ class Transaction:
             self._responses.pop(step, None)
             if step is Step.FRONT:
                 self._front_image = None
-        elif step is Step.LIVENESS and isinstance(exc, _LIVENESS_VERDICTS):
+        elif step is Step.LIVENESS and _judges_frames(exc):
             self._liveness_attempts += 1
             if isinstance(exc, VerificationFailedError) and not isinstance(
                 exc, LivenessFailedError
@@ -709,8 +720,7 @@ class Transaction:
             tx._liveness_attempts = int(snapshot.get("liveness_attempts", 0))
             tx._steps = {Step(k): StepRecord.from_json(v) for k, v in snapshot["steps"].items()}
             tx._responses = {
-                Step(k): _wire.structure(v, VerificationResponse)
-                for k, v in snapshot.get("responses", {}).items()
+                Step(k): _restore_response(v) for k, v in snapshot.get("responses", {}).items()
             }
             tx._timings = {str(k): float(v) for k, v in snapshot.get("timings", {}).items()}
             failure = snapshot.get("failure")
@@ -734,12 +744,29 @@ def error_type_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _restore_response(data: Mapping[str, Any]) -> VerificationResponse:
+    """A journaled response, with the fields the client filled in itself (the converter reads
+    only what a server sends), so a restored transaction snapshots exactly as before."""
+    response = _wire.structure(data, VerificationResponse)
+    return attrs.evolve(
+        response,
+        sent_transaction_id=data.get("sent_transaction_id"),
+        request_id=data.get("request_id"),
+    )
+
+
 def _restore_error(data: Mapping[str, Any]) -> APIError:
     """Rebuild a recorded error with its class, so ``except DocumentExpiredError`` (or the
     status class it came with) still catches it after a restore."""
     status, code = data.get("http_status"), data.get("error_code")
     named = getattr(errors, str(data.get("error_type")), None)
     cls = named if isinstance(named, type) and issubclass(named, APIError) else APIError
+    if issubclass(cls, ResponseDecodeError):  # a proxy's HTML 502 is a 5xx too
+        return errors.decode_error_class(status)(
+            str(data.get("error_message") or "the step failed"),
+            status=status,
+            request_id=data.get("request_id"),
+        )
     combined = errors.api_error_class(status, code)
     if issubclass(combined, cls):
         cls = combined
@@ -860,11 +887,14 @@ async def verify(
 
     A failure of the verification (an API, flow or image error) is reported in the outcome's
     ``error`` and ``state``; with ``raise_on_failure`` it is raised instead. ``faces`` that are
-    not three frames raise :class:`FlowError` at once, before anything is prepared or sent.
+    not three frames raise :class:`FlowError`, and ``capture_times`` that are not three times
+    :class:`ConfigurationError`, at once, before anything is prepared or sent.
     """
     if not isinstance(faces, PreparedFaces) and len(faces) != 3:
         # Refused before anything is prepared or sent, not after both sides were uploaded.
         raise FlowError("liveness needs exactly three face frames", step=Step.LIVENESS.value)
+    if capture_times is not None and len(capture_times) != 3:
+        raise ConfigurationError(f"capture_times needs 3 values, got {len(capture_times)}")
     tx = transaction or Transaction(
         client,
         transaction_id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import unicodedata
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -88,13 +89,19 @@ class NationalId:
         return mask_id(self.number)
 
 
+def _is_separator(char: str) -> bool:
+    # Whitespace (tabs, newlines, no-break spaces), dashes of every kind, and invisible format
+    # marks (the right-to-left mark Arabic OCR puts around numbers): none is part of the number.
+    return char.isspace() or unicodedata.category(char) in ("Pd", "Cf")
+
+
 def parse_national_id(value: str, *, today: dt.date | None = None) -> NationalId:
-    """Parse a 14-digit national ID number (Arabic-Indic digits and spaces accepted).
+    """Parse a 14-digit national ID number (Arabic-Indic digits and separators accepted).
 
     Raises :class:`InvalidNationalIdError` naming the reason (never the number) when the length,
     century, birth date or governorate code is wrong, or the birth date is in the future.
     """
-    digits = value.translate(_ARABIC_DIGITS).replace(" ", "").replace("-", "")
+    digits = _digits(value)
     if len(digits) != 14 or not digits.isascii() or not digits.isdigit():
         raise InvalidNationalIdError("a national ID number has exactly 14 digits")
     century = _CENTURIES.get(digits[0])
@@ -158,7 +165,11 @@ class _Outcome(Protocol):
 
 
 def _as_date(value: dt.datetime | dt.date | None) -> dt.date | None:
-    return value.date() if isinstance(value, dt.datetime) else value
+    # A date sent as a time: Cairo's midnight in UTC is 22:00 or 21:00 of the day before, so
+    # round to the nearest midnight rather than truncate.
+    if isinstance(value, dt.datetime):
+        return (value + dt.timedelta(hours=12)).date()
+    return value
 
 
 def _gender(value: str | None) -> str | None:
@@ -207,21 +218,25 @@ def cross_check(outcome: _Outcome, *, today: dt.date | None = None) -> tuple[Cro
     """
     today = today or dt.date.today()
     front, back = outcome.front, outcome.back
-    numbers = [n for n in (front and front.id_number, back and back.id_number) if n]
+    front_number = front.id_number if front is not None else None
+    back_number = back.id_number if back is not None else None
     flags: list[CrossCheckFlag] = []
-    if (front is not None or back is not None) and not numbers:
+    if (front is not None and not front_number) or (back is not None and not back_number):
         flags.append(CrossCheckFlag.ID_MISSING)
-    if len(numbers) == 2 and _digits(numbers[0]) != _digits(numbers[1]):
+    if front_number and back_number and _digits(front_number) != _digits(back_number):
         flags.append(CrossCheckFlag.FRONT_BACK_ID_MISMATCH)
-    nid = _parse_or_none(numbers[0], today) if numbers else None
-    if numbers and nid is None:
+    front_nid = _parse_or_none(front_number, today)
+    back_nid = _parse_or_none(back_number, today)
+    if (front_number and front_nid is None) or (back_number and back_nid is None):
         flags.append(CrossCheckFlag.ID_INVALID)
-    if nid is not None and front is not None:
-        flags.extend(_check_front(nid, front))
+    # Each side is checked against its own number, or the other side's when its own is unusable.
+    nid_for_front = front_nid or back_nid
+    if nid_for_front is not None and front is not None:
+        flags.extend(_check_front(nid_for_front, front))
     if back is not None:
-        flags.extend(_check_back(nid, back, today))
+        flags.extend(_check_back(back_nid or front_nid, back, today))
     return tuple(flags)
 
 
 def _digits(number: str) -> str:
-    return number.translate(_ARABIC_DIGITS).replace(" ", "").replace("-", "")
+    return "".join(c for c in number.translate(_ARABIC_DIGITS) if not _is_separator(c))
