@@ -98,7 +98,7 @@ async def test_login_and_refresh_rotates(raw: Raw, vlens_emulator: RunningEmulat
         "userNameOrEmailAddress": vlens_emulator.admin_username,
         "password": vlens_emulator.admin_password,
     }
-    status, data, _ = await raw.post(LOGIN, body)
+    status, data, _ = await raw.post(LOGIN, body, headers={"TenancyName": body["tenancyName"]})
     assert status == 200
     assert data is not None
     login = data["data"]
@@ -118,7 +118,7 @@ async def test_login_and_refresh_rotates(raw: Raw, vlens_emulator: RunningEmulat
     assert fresh["newRefreshToken"] == fresh["refreshToken"] != login["refreshToken"]
     status, _, _ = await raw.post(REFRESH, {"refreshToken": login["refreshToken"]})
     assert status == 401
-    status, _, _ = await raw.post(LOGIN, {**body, "password": "wrong"})
+    status, _ = await raw.login(body["userNameOrEmailAddress"], "wrong")
     assert status == 401
 
 
@@ -157,8 +157,7 @@ async def test_otp_registration_flow(raw: Raw, vlens_emulator: RunningEmulator) 
     status, data, _ = await raw.post(EXISTS, {"email": "nobody@b.eg"})
     assert data is not None
     assert data["data"] == {"exists": False}
-    login = {"userNameOrEmailAddress": phone, "password": "secret-pw"}
-    status, data, _ = await raw.post(LOGIN, login)
+    status, _ = await raw.login(phone, "secret-pw")
     assert status == 200
 
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from test_emulator_support import FRONT, applicant, b64, small_jpeg
 
 from vlens_async.cli import _emulator_config, build_parser, main
-from vlens_async.emulator import BackgroundEmulator, RunningEmulator
+from vlens_async.emulator import BackgroundEmulator, RunningEmulator, emulator_in_thread, server
 from vlens_async.emulator.faults import FaultKind
 
 
@@ -63,6 +68,32 @@ def test_thread_fixture_for_sync_code(vlens_emulator_thread: BackgroundEmulator)
     assert resp.status_code == 503
     emu.reset()
     assert emu.counters()["requests_total"] == 0
+
+
+def _emulator_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "vlens-emulator" and t.is_alive()}
+
+
+def test_thread_start_timeout_stops_the_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that neither finishes nor fails in time: the error comes after the half-started
+    server was cancelled (its cleanup ran) and its thread joined."""
+    cleaned_up = threading.Event()
+
+    @contextlib.asynccontextmanager
+    async def never_starts(*_: Any, **__: Any) -> AsyncIterator[RunningEmulator]:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned_up.set()
+        raise AssertionError("unreachable")
+        yield  # a generator, for asynccontextmanager
+
+    monkeypatch.setattr(server, "running_emulator", never_starts)
+    before = _emulator_threads()
+    with pytest.raises(RuntimeError, match="did not start"), emulator_in_thread(start_timeout=0.2):
+        pass
+    assert cleaned_up.is_set()
+    assert _emulator_threads() <= before
 
 
 def test_cli_builds_the_config() -> None:

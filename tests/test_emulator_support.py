@@ -125,7 +125,13 @@ class Raw:
         return status, data
 
     async def liveness(
-        self, front: bytes, faces: tuple[bytes, bytes, bytes] | list[bytes], tx: str, **extra: Any
+        self,
+        front: bytes,
+        faces: tuple[bytes, bytes, bytes] | list[bytes],
+        tx: str,
+        *,
+        token: str | None = None,
+        **extra: Any,
     ) -> Any:
         """Send liveness; returns (status, json)."""
         body = {
@@ -136,7 +142,7 @@ class Raw:
             "transaction_id": tx,
             **extra,
         }
-        status, data, _ = await self.post(LIVENESS, body)
+        status, data, _ = await self.post(LIVENESS, body, token=token)
         return status, data
 
     async def scan_both(self, app: samples.Applicant, tx: str | None = None) -> str:
@@ -150,33 +156,43 @@ class Raw:
 
     async def admin_token(self, username: str | None = None, password: str | None = None) -> str:
         """Log in as an admin (the one with the Requests permission by default)."""
-        body = {
-            "tenancyName": self.emu.tenancy_name,
-            "userNameOrEmailAddress": username or self.emu.admin_username,
-            "password": password or self.emu.admin_password,
-        }
-        status, data, _ = await self.post(
-            LOGIN, body, headers={"TenancyName": self.emu.tenancy_name}
+        status, data = await self.login(
+            username or self.emu.admin_username or "", password or self.emu.admin_password or ""
         )
         assert status == 200, data
         assert data is not None
         return str(data["data"]["accessToken"])
 
-    async def register(
-        self, phone: str, password: str = "secret-pw", email: str | None = None
-    ) -> str:
-        """Send an OTP, read it through the control API, register; returns the user token."""
+    async def login(self, username: str, password: str) -> tuple[int, dict[str, Any] | None]:
+        """Log in with the TenancyName header and the tenancyName field; (status, json)."""
+        body = {
+            "tenancyName": self.emu.tenancy_name,
+            "userNameOrEmailAddress": username,
+            "password": password,
+        }
+        headers = {"TenancyName": self.emu.tenancy_name}
+        status, data, _ = await self.post(LOGIN, body, headers=headers)
+        return status, data
+
+    async def confirmed_otp(self, phone: str) -> dict[str, str]:
+        """Send an OTP, read it through the control API and confirm it; the Register fields."""
         status, data, _ = await self.post(OTP, {"phoneNumber": phone})
         assert status == 200, data
         assert data is not None
-        request_id = data["data"]["phoneNumberOtpRequestId"]
-        code = self.emu.otp(phone)
-        body = {
+        otp = {
             "phoneNumber": phone,
-            "password": password,
-            "phoneNumberOtp": code,
-            "phoneNumberOtpRequestId": request_id,
+            "phoneNumberOtpRequestId": data["data"]["phoneNumberOtpRequestId"],
+            "phoneNumberOtp": self.emu.otp(phone) or "",
         }
+        status, data, _ = await self.post(OTP, otp)
+        assert status == 200, data
+        return otp
+
+    async def register(
+        self, phone: str, password: str = "secret-pw", email: str | None = None
+    ) -> str:
+        """Confirm an OTP, register; returns the user token."""
+        body = {**await self.confirmed_otp(phone), "password": password}
         if email:
             body["email"] = email
         status, data, _ = await self.post(REGISTER, body)

@@ -274,9 +274,7 @@ def test_sliding_window_limiter() -> None:
     """At most 10 in any second and 60 in any minute; a refusal says how long to wait."""
     limiter = SlidingWindowLimiter(10, 60)
     assert all(limiter.acquire(0.0) is None for _ in range(10))
-    wait = limiter.acquire(0.5)
-    assert wait == pytest.approx(0.5)
-    assert limiter.retry_after_header(wait) == "1"
+    assert limiter.acquire(0.5) == pytest.approx(0.5)
     t = 1.0
     admitted = 10
     while t < 60.0:

@@ -2,8 +2,11 @@
 Register/StepVerifyPhone (send and check an OTP) and Register.
 
 Admins log in with their user name; end users may log in with their phone number or e-mail address
-and password (they get a token without admin permissions). Register errors use ``error_code`` 400,
-as the API has done.
+and password (they get a token without admin permissions). Login needs the ``TenancyName`` header
+and the ``tenancyName`` body field (API.md), else 400. Register errors use ``error_code`` 400, as
+the API has done. An OTP request survives :data:`~.state.MAX_OTP_ATTEMPTS` wrong codes; then it is
+dead (4003, too many attempts) and a new OTP must be requested. Register needs the OTP and the id
+of the request that StepVerifyPhone confirmed for that phone.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from aiohttp import web
 
 from .envelopes import ApiFailure, envelope
 from .httpio import STATE_KEY, TENANT_KEY, json_response, read_json
-from .state import Principal
+from .state import EmulatorState, OtpRecord, Principal
 
 __all__ = ["check_existence", "login", "refresh", "register", "verify_phone"]
 
 _PHONE: Final = re.compile(r"^\+\d{8,15}$")
 _EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MIN_PASSWORD: Final = 6
+TOO_MANY_ATTEMPTS_CODE: Final = 4003
 
 
 def _text(body: dict[str, Any], *names: str) -> str | None:
@@ -59,13 +63,33 @@ def _token_data(access: str, access_ttl: float) -> dict[str, Any]:
     }
 
 
+def _check_tenancy(request: web.Request, body: dict[str, Any], tenant_name: str) -> None:
+    """Both the ``TenancyName`` header and the ``tenancyName`` field, naming the key's tenant."""
+    header = (request.headers.get("TenancyName") or "").strip() or None
+    field = _text(body, "tenancyName")
+    missing = {
+        name: [what]
+        for name, value, what in (
+            ("TenancyName", header, "required (header)"),
+            ("tenancyName", field, "required"),
+        )
+        if value is None
+    }
+    if missing:
+        # 400, not 401: the request itself is incomplete (API.md requires the header and the
+        # field), which is judged before any credential; the descriptions name what is missing,
+        # as for the other required fields.
+        raise ApiFailure(400, f"Required: {', '.join(missing)}.", descriptions=missing)
+    for value in (header, field):
+        if value is not None and value.lower() != tenant_name.lower():
+            raise ApiFailure(401, "Unknown tenancy name for this API key.")
+
+
 async def login(request: web.Request) -> web.Response:
     """POST /api/credentials/Login."""
     state, tenant = request.app[STATE_KEY], request[TENANT_KEY]
     body = await read_json(request)
-    tenancy = request.headers.get("TenancyName") or _text(body, "tenancyName")
-    if tenancy is not None and tenancy.lower() != tenant.name.lower():
-        raise ApiFailure(401, "Unknown tenancy name for this API key.")
+    _check_tenancy(request, body, tenant.name)
     username = _text(body, "userNameOrEmailAddress", "userName")
     password = body.get("password")
     if username is None or not isinstance(password, str):
@@ -138,9 +162,7 @@ async def verify_phone(request: web.Request) -> web.Response:
         }
         return json_response(envelope(data=data))
     request_id = _text(body, "phoneNumberOtpRequestId")
-    if not state.check_otp(tenant.name, phone, request_id, str(code)):
-        raise ApiFailure(400, "The OTP is wrong or has expired.", error_code=400)
-    record = state.otps[(tenant.name, phone)]
+    record = _require_otp(state, tenant.name, phone, request_id, str(code))
     record.confirmed = True
     data = {
         "phoneNumber": phone,
@@ -162,10 +184,14 @@ async def register(request: web.Request) -> web.Response:
         raise ApiFailure(400, "email is not a valid address.", error_code=400)
     if not isinstance(password, str) or len(password) < _MIN_PASSWORD:
         raise ApiFailure(400, "password must have at least 6 characters.", error_code=400)
-    code = body.get("phoneNumberOtp")
-    request_id = _text(body, "phoneNumberOtpRequestId")
-    if not state.check_otp(tenant.name, phone, request_id, None if code is None else str(code)):
-        raise ApiFailure(400, "The OTP is wrong or has expired.", error_code=400)
+    code, request_id = _required_otp_fields(body)
+    record = _require_otp(state, tenant.name, phone, request_id, code)
+    if not record.confirmed:
+        raise ApiFailure(
+            400,
+            "The phone number is not confirmed: check the OTP with StepVerifyPhone first.",
+            error_code=400,
+        )
     if state.find_user(tenant.name, phone=phone) is not None:
         raise ApiFailure(400, "This phone number is already registered.", error_code=400)
     if email is not None and state.find_user(tenant.name, email=email) is not None:
@@ -180,3 +206,37 @@ async def register(request: web.Request) -> web.Response:
         "isDigitalIdentityVerified": False,
     }
     return json_response(envelope(data=data))
+
+
+def _required_otp_fields(body: dict[str, Any]) -> tuple[str, str]:
+    """Register's ``phoneNumberOtp`` and ``phoneNumberOtpRequestId`` (API.md lists both)."""
+    raw_code = body.get("phoneNumberOtp")
+    code = str(raw_code).strip() if isinstance(raw_code, str | int) else ""
+    request_id = _text(body, "phoneNumberOtpRequestId")
+    missing = {
+        name: ["required"]
+        for name, value in (("phoneNumberOtp", code), ("phoneNumberOtpRequestId", request_id))
+        if not value
+    }
+    if missing:
+        raise ApiFailure(
+            400, f"Required: {', '.join(missing)}.", error_code=400, descriptions=missing
+        )
+    assert request_id is not None
+    return code, request_id
+
+
+def _require_otp(
+    state: EmulatorState, tenant: str, phone: str, request_id: str | None, code: str
+) -> OtpRecord:
+    """The phone's OTP record when ``code`` is right; 400 when wrong, 4003 once it is dead."""
+    verdict = state.check_otp(tenant, phone, request_id, code)
+    if verdict == "too_many":
+        raise ApiFailure(
+            422,
+            "Too many wrong codes for this OTP request; request a new OTP.",
+            error_code=TOO_MANY_ATTEMPTS_CODE,
+        )
+    if verdict != "ok":
+        raise ApiFailure(400, "The OTP is wrong or has expired.", error_code=400)
+    return state.otps[(tenant, phone)]

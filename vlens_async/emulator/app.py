@@ -2,8 +2,9 @@
 
 The middleware, in order: count the arrival; add the configured latency; roll the fault dice (a
 pre-work fault answers now, without touching state); resolve the tenant from ``ApiKey`` (401);
-apply the tenant's rate limit (429 + code 4003 + ``Retry-After``); run the handler; turn refusals
-into envelopes in the tenant's failure style; apply a post-work fault (reset, slow, truncated,
+apply the tenant's rate limit (code 4003 only: 422, or 200 in the ``ok`` failure style; API.md
+documents no 429 and no rate-limit header); run the handler; turn refusals into envelopes in the
+tenant's failure style; apply a post-work fault (reset, slow, truncated,
 malformed); count the outcome. The control API (``/_emulator/``) bypasses all of it.
 """
 
@@ -179,16 +180,13 @@ async def _handle(
         if tenant is None:
             raise ApiFailure(401, "A valid ApiKey header is required.")
         request[TENANT_KEY] = tenant
-        if tenant.limiter is not None:
-            wait = tenant.limiter.acquire(time.monotonic())
-            if wait is not None:
-                state.metrics.rate_limited += 1
-                raise ApiFailure(
-                    429,
-                    "Too many requests for this tenant; retry later.",
-                    error_code=4003,
-                    headers={"Retry-After": tenant.limiter.retry_after_header(wait)},
-                )
+        if tenant.limiter is not None and tenant.limiter.acquire(time.monotonic()) is not None:
+            state.metrics.rate_limited += 1
+            # API.md: "code 4003 (too many attempts) is the only throttling signal", so no 429
+            # and no Retry-After; an injected 429 fault (a proxy's) is another matter.
+            raise ApiFailure(
+                422, "Too many requests for this tenant; retry later.", error_code=4003
+            )
         response = await handler(request)
     except ApiFailure as failure:
         response = _failure_response(request, failure, tenant)

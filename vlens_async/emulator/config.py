@@ -107,7 +107,8 @@ class TenantConfig:
     enabled check fails for the national IDs listed in ``ntra_rejects`` / ``cso_rejects`` (the
     emulated registries) and passes otherwise. ``aml_watchlist`` adds IDs to the AML watchlist
     beside the cards that ``samples`` marks as watchlisted. ``rate_limit`` enforces
-    ``rate_per_second`` and ``rate_per_minute`` (strict sliding windows) with 429 + code 4003.
+    ``rate_per_second`` and ``rate_per_minute`` (strict sliding windows) with code 4003 (HTTP 422,
+    or 200 in the ``ok`` failure style; no 429, no ``Retry-After``).
     """
 
     name: str = DEFAULT_TENANCY_NAME

@@ -105,9 +105,10 @@ class EmulatorControl:
         return self.state.counters()
 
     def otp(self, phone: str, tenant: str | None = None) -> str | None:
-        """The live OTP code sent to ``phone``, or ``None``."""
+        """The live OTP code sent to ``phone``, or ``None`` (none, expired, or dead after too many
+        wrong codes)."""
         view = self.state.otp_view(phone, tenant)
-        return None if view is None or view["expired"] else str(view["otp"])
+        return None if view is None or view["expired"] or view["dead"] else str(view["otp"])
 
     def configure_tenant(self, tenant: str | None = None, **changes: Any) -> dict[str, Any]:
         """Change a tenant's switches (see the module docstring for the names)."""
@@ -136,14 +137,25 @@ class EmulatorControl:
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _is_loopback(remote: str | None) -> bool:
+    """Whether the peer is a loopback address, IPv4-mapped ones included."""
+    if remote is None:
+        return False
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    # A dual-stack listener reports an IPv4 peer as ::ffff:127.0.0.1, which ipaddress (before
+    # Python 3.13) does not call loopback: judge the IPv4 address it carries.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 @web.middleware
 async def loopback_only(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Refuse the control API to any peer that is not a loopback address."""
-    try:
-        loopback = request.remote is not None and ipaddress.ip_address(request.remote).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not _is_loopback(request.remote):
         return json_response({"error": "the control API answers loopback peers only"}, status=403)
     try:
         return await handler(request)

@@ -1,12 +1,13 @@
 """The per-tenant rate limit: strict sliding windows (N per second and M per minute).
 
 Strict means at most N requests in *any* window of one second (and M in any 60 s), which is what a
-client-side limiter must respect; a refused request does not consume a slot.
+client-side limiter must respect; a refused request does not consume a slot. A refusal is answered
+with code 4003 alone (API.md documents no 429 and no rate-limit header), so the wait computed here
+is for tests and counters, not sent.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 __all__ = ["SlidingWindowLimiter"]
@@ -39,8 +40,3 @@ class SlidingWindowLimiter:
         self._second.append(now)
         self._minute.append(now)
         return None
-
-    @staticmethod
-    def retry_after_header(wait: float) -> str:
-        """``Retry-After`` is whole seconds (RFC 9110), rounded up so a client never comes early."""
-        return str(max(1, math.ceil(wait)))

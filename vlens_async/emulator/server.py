@@ -35,6 +35,8 @@ __all__ = [
 
 _T = TypeVar("_T")
 DEFAULT_SHUTDOWN_TIMEOUT = 2.0
+DEFAULT_START_TIMEOUT = 30.0
+_JOIN_TIMEOUT = 30.0
 
 
 def _admin(config: EmulatorConfig, with_permission: bool) -> AdminConfig | None:
@@ -267,26 +269,76 @@ class BackgroundEmulator:
         return self._call(lambda: self._running.transaction(transaction_id))
 
 
+class _ThreadStart:
+    """What the emulator thread and its starter share, and how the starter gives up on it.
+
+    ``abandon`` and the task are guarded by one lock so that giving up works at any moment: before
+    the thread's loop exists (``main`` then returns at once), or while the server is starting or
+    serving (the task is cancelled, which runs the server's cleanup and ends the loop).
+    """
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.task: asyncio.Task[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop: asyncio.Event | None = None
+        self.emulator: BackgroundEmulator | None = None
+        self.error: BaseException | None = None
+
+    def adopt(self, task: asyncio.Task[Any]) -> asyncio.Event | None:
+        """Called on the thread's loop: record it and return the stop event; ``None`` when the
+        starter already gave up."""
+        with self.lock:
+            if self.abandoned:
+                return None
+            self.task, self.loop, self.stop = task, task.get_loop(), asyncio.Event()
+            return self.stop
+
+    def request_stop(self) -> None:
+        """Called by the starter at the end of the ``with`` block: a graceful stop."""
+        with self.lock:
+            if self.loop is not None and self.stop is not None:
+                self.loop.call_soon_threadsafe(self.stop.set)
+
+    def abandon(self) -> None:
+        """Called by the starter: stop the thread whatever it is doing."""
+        with self.lock:
+            self.abandoned = True
+            if self.task is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(self.task.cancel)
+
+
 @contextlib.contextmanager
 def emulator_in_thread(
-    config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: EmulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    start_timeout: float = DEFAULT_START_TIMEOUT,
 ) -> Iterator[BackgroundEmulator]:
-    """Serve the emulator from a background thread for the duration of the ``with`` block."""
-    started = threading.Event()
-    box: dict[str, Any] = {}
+    """Serve the emulator from a background thread for the duration of the ``with`` block.
+
+    ``RuntimeError`` when it fails or does not start within ``start_timeout`` seconds; the thread
+    is stopped and joined before that is raised.
+    """
+    start = _ThreadStart()
 
     async def main() -> None:
-        stop = asyncio.Event()
-        box["stop"] = stop
-        box["loop"] = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        stop = start.adopt(task)
+        if stop is None:
+            return
         try:
             async with running_emulator(config, host=host, port=port) as running:
-                box["emulator"] = BackgroundEmulator(running, box["loop"])
-                started.set()
+                start.emulator = BackgroundEmulator(running, task.get_loop())
+                start.started.set()
                 await stop.wait()
         except BaseException as exc:
-            box["error"] = exc
-            started.set()
+            start.error = exc
+            start.started.set()
             raise
 
     def target() -> None:
@@ -295,16 +347,19 @@ def emulator_in_thread(
 
     thread = threading.Thread(target=target, name="vlens-emulator", daemon=True)
     thread.start()
-    started.wait(timeout=30)
-    if "error" in box:
-        raise RuntimeError("the emulator failed to start") from box["error"]
-    if "emulator" not in box:
-        raise RuntimeError("the emulator did not start within 30 s")
+    start.started.wait(timeout=start_timeout)
+    if start.error is not None or start.emulator is None:
+        # Not started (yet): stop it, and wait for the thread, so nothing is left serving.
+        start.abandon()
+        thread.join(timeout=_JOIN_TIMEOUT)
+        if start.error is not None and not isinstance(start.error, asyncio.CancelledError):
+            raise RuntimeError("the emulator failed to start") from start.error
+        raise RuntimeError(f"the emulator did not start within {start_timeout:g} s")
     try:
-        yield box["emulator"]
+        yield start.emulator
     finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(timeout=30)
+        start.request_stop()
+        thread.join(timeout=_JOIN_TIMEOUT)
 
 
 async def serve_forever(

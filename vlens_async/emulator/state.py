@@ -1,8 +1,11 @@
 """The emulator's memory: tenants, admins, users, tokens, OTPs, transactions, images, counters.
 
 Everything here is touched only from the event loop thread (worker threads get immutable inputs
-and return results), so no locks are needed. Time for tokens and OTPs comes from :meth:`now`, a
-wall clock the control API can move forward to expire things without sleeping.
+and return results). The one exception to "the loop serialises everything" is a verify step that
+awaits between checking a transaction and recording into it (image storage may spill to disk):
+those steps hold the transaction's lock from :attr:`EmulatorState.tx_locks`. Time for tokens and
+OTPs comes from :meth:`now`, a wall clock the control API can move forward to expire things
+without sleeping.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .cache import LruCache
 from .config import EmulatorConfig, TenantConfig
 from .faults import FaultConfig, FaultPlan
 from .identity import IdentityFields
+from .locks import KeyedLocks
 from .metrics import Metrics
 from .payload import ImageHeader
 from .ratelimit import SlidingWindowLimiter
@@ -32,7 +36,9 @@ from .rules import AmlCase, Issue, SrcResult
 from .storage import ImageStore
 
 __all__ = [
+    "MAX_OTP_ATTEMPTS",
     "EmulatorState",
+    "OtpCheck",
     "OtpRecord",
     "Principal",
     "StepRecord",
@@ -44,6 +50,11 @@ __all__ = [
 
 Step = Literal["front", "back", "liveness"]
 _MAX_TOKENS: Final = 100_000  # oldest tokens are forgotten beyond this (bounded memory)
+# Wrong codes one OTP request survives; then it is dead (4003) so 6 digits cannot be brute-forced.
+MAX_OTP_ATTEMPTS: Final = 5
+
+OtpCheck = Literal["ok", "wrong", "too_many"]
+"""How an OTP check went: right code, wrong (or expired, unknown) code, or a dead request."""
 
 
 @attrs.define
@@ -122,6 +133,12 @@ class OtpRecord:
     code: str = attrs.field(repr=False)
     expires_at: float
     confirmed: bool = False
+    failed_attempts: int = 0
+
+    @property
+    def dead(self) -> bool:
+        """Too many wrong codes: only a new OTP request helps."""
+        return self.failed_attempts >= MAX_OTP_ATTEMPTS
 
 
 @attrs.define
@@ -204,6 +221,8 @@ class EmulatorState:
             max_count=config.image_store_max_count,
             spill_dir=config.image_spill_dir,
         )
+        # Not reset with the rest: a request in flight across a reset still releases its lock.
+        self.tx_locks = KeyedLocks()
         self._init_mutable()
 
     def _init_mutable(self) -> None:
@@ -352,14 +371,23 @@ class EmulatorState:
         self.otps[(tenant, phone)] = record
         return record
 
-    def check_otp(self, tenant: str, phone: str, request_id: str | None, code: str | None) -> bool:
-        """Whether ``code`` is the live OTP of ``phone`` (and its request id, when given)."""
+    def check_otp(self, tenant: str, phone: str, request_id: str | None, code: str) -> OtpCheck:
+        """Check ``code`` against the live OTP of ``phone`` (and its request id, when given).
+
+        A wrong code counts against the request; after :data:`MAX_OTP_ATTEMPTS` of them every
+        check answers ``"too_many"``, even with the right code.
+        """
         record = self.otps.get((tenant, phone))
-        if record is None or record.expires_at <= self.now() or code is None:
-            return False
+        if record is None or record.expires_at <= self.now():
+            return "wrong"
         if request_id and request_id != record.request_id:
-            return False
-        return hmac.compare_digest(record.code, str(code))
+            return "wrong"  # another (older) request: not a guess at this one's code
+        if record.dead:
+            return "too_many"
+        if hmac.compare_digest(record.code, code):
+            return "ok"
+        record.failed_attempts += 1
+        return "wrong"
 
     def add_user(self, tenant: str, phone: str, email: str | None, password: str) -> User:
         """Register an end user."""
@@ -416,6 +444,7 @@ class EmulatorState:
             "phoneNumberOtpRequestId": record.request_id,
             "expired": record.expires_at <= self.now(),
             "confirmed": record.confirmed,
+            "dead": record.dead,
         }
 
     def counters(self) -> dict[str, Any]:

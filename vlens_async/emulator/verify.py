@@ -4,7 +4,12 @@ LinkUserWithExistingTransaction.
 Each step runs in two halves. The heavy half (parse the body, check every image, read card and face
 codes) runs once per request in a worker thread and touches no mutable state. The light half runs
 on the event loop: it applies the ordering and consistency rules against the transaction, records
-the step and answers.
+the step and answers. It awaits while storing images (a spill to disk), so it holds the
+transaction's lock throughout: steps of one transaction run one after the other, and a front and
+a back sent at once are still cross-checked (3101).
+
+An end user's token acts only on transactions that are unlinked or linked to that user: verify
+calls and LinkUserWithExistingTransaction refuse another user's with 5000 before changing anything.
 
 Rules, in the order they are checked (a failed check is recorded as the step's latest attempt):
 - a scan of an image without a card code takes the other side's fields, or fields derived from the
@@ -69,6 +74,8 @@ __all__ = ["link_transaction", "liveness", "scan_back", "scan_front"]
 
 Side = Literal["front", "back"]
 ORDERING_ERROR_CODE: Final = 5000
+# API.md: generic; Link has always refused another user's transaction with it.
+GENERIC_ERROR_CODE: Final = 5000
 _FACE_FIELDS: Final = ("face_1", "face_2", "face_3")
 _FILE_SUFFIX: Final = {
     "idFrontImage": "id_front",
@@ -209,6 +216,20 @@ async def _analyse(
         raise _payload_failure(exc) from None
 
 
+def _refuse_other_users(tx: Transaction | None, principal: Principal | None) -> None:
+    """5000 when an end user's token names a transaction linked to another user.
+
+    Without it one user could read another's extracted data (phone, e-mail, ID number) or
+    overwrite their steps. Admin tokens and the ApiKey alone are not users: they pass.
+    """
+    if tx is None or tx.user_id is None or principal is None or principal.kind != "user":
+        return
+    if principal.user_id != tx.user_id:
+        raise ApiFailure(
+            422, "The transaction is linked to another user.", error_code=GENERIC_ERROR_CODE
+        )
+
+
 def _attach_user(state: EmulatorState, tx: Transaction, principal: Principal | None) -> None:
     # A verify call made with an end user's token links the transaction to that user.
     if principal is None or principal.kind != "user" or principal.user_id is None:
@@ -323,11 +344,26 @@ async def _scan(request: web.Request, side: Side) -> web.Response:
     state, tenant = request.app[STATE_KEY], request[TENANT_KEY]
     principal = bearer_principal(request, state)
     inp = await _analyse(request, analyse_scan)
+    tx_id = inp.options.transaction_id or str(uuid.uuid4())
+    async with state.tx_locks.hold(tx_id):  # check and record atomically (module docstring)
+        tx, record = await _record_scan(state, tenant, principal, side, inp, tx_id)
+        return _scan_response(state, tenant, tx, record, side, inp.options)
+
+
+async def _record_scan(
+    state: EmulatorState,
+    tenant: TenantState,
+    principal: Principal | None,
+    side: Side,
+    inp: ScanInput,
+    tx_id: str,
+) -> tuple[Transaction, StepRecord]:
+    """Check a scan against its transaction and record it (a failure too, then raise it)."""
     opts = inp.options
-    tx_id = opts.transaction_id or str(uuid.uuid4())
     tx = state.transactions.get(tx_id)
     if tx is not None and tx.tenant != tenant.name:
         raise ApiFailure(422, "This transaction_id is already in use.", error_code=5000)
+    _refuse_other_users(tx, principal)
     record, failure = _decide_scan(state, tenant, tx, tx_id, side, inp)
     if failure is not None and tx is None and opts.transaction_id is None:
         raise failure  # a first scan that failed opens no transaction the caller cannot name
@@ -342,6 +378,18 @@ async def _scan(request: web.Request, side: Side) -> web.Response:
     tx.updated_at = record.at
     if failure is not None:
         raise failure
+    return tx, record
+
+
+def _scan_response(
+    state: EmulatorState,
+    tenant: TenantState,
+    tx: Transaction,
+    record: StepRecord,
+    side: Side,
+    opts: StepOptions,
+) -> web.Response:
+    """The answer to a successful scan."""
     validated, verified = _verdict(tenant, tx)
     ids = Ids(tx.id, opts.request_id, opts.client_transaction_id or tx.client_transaction_id)
     fields = record.fields if opts.get_extracted_data else None
@@ -431,7 +479,31 @@ async def liveness(request: web.Request) -> web.Response:
             "'transaction_id' is required for liveness.",
             descriptions={"transaction_id": ["required"]},
         )
-    tx = state.transaction(opts.transaction_id, tenant.name)
+    async with state.tx_locks.hold(opts.transaction_id):  # see the module docstring
+        tx = await _record_liveness(state, tenant, principal, inp, opts.transaction_id)
+        return json_response(
+            _transaction_envelope(
+                state,
+                tenant,
+                tx,
+                extracted=opts.get_extracted_data,
+                request_id=opts.request_id,
+                client_transaction_id=opts.client_transaction_id,
+            )
+        )
+
+
+async def _record_liveness(
+    state: EmulatorState,
+    tenant: TenantState,
+    principal: Principal | None,
+    inp: LivenessInput,
+    tx_id: str,
+) -> Transaction:
+    """Check liveness against its transaction and record it (or raise the failure)."""
+    opts = inp.options
+    tx = state.transaction(tx_id, tenant.name)
+    _refuse_other_users(tx, principal)
     missing = [s for s in ("front", "back") if tx is None or tx.ok(s) is None]
     if tx is None or missing:
         what = "ID front and back" if len(missing) == 2 else f"ID {missing[0]}"
@@ -472,16 +544,7 @@ async def liveness(request: web.Request) -> web.Response:
     tx.steps["liveness"] = record
     tx.updated_at = now
     _attach_user(state, tx, principal)
-    return json_response(
-        _transaction_envelope(
-            state,
-            tenant,
-            tx,
-            extracted=opts.get_extracted_data,
-            request_id=opts.request_id,
-            client_transaction_id=opts.client_transaction_id,
-        )
-    )
+    return tx
 
 
 async def link_transaction(request: web.Request) -> web.Response:
@@ -490,7 +553,25 @@ async def link_transaction(request: web.Request) -> web.Response:
     principal = require_principal(request, state)
     if principal.kind != "user" or principal.user_id not in state.users:
         raise ApiFailure(403, "Only an end user's token can link a transaction.")
-    body = await read_json(request)
+    tx_id, extracted = _link_body(await read_json(request))
+    # Under the lock so a verify step in flight on this transaction cannot see it change owner.
+    async with state.tx_locks.hold(tx_id):
+        tx = state.transaction(tx_id, tenant.name)
+        if tx is None:
+            raise ApiFailure(404, "Transaction not found.")
+        _refuse_other_users(tx, principal)
+        state.link(tx, state.users[principal.user_id])
+        state.metrics.step(tx.id, "link")
+        tx.updated_at = state.now()
+        return json_response(
+            _transaction_envelope(
+                state, tenant, tx, extracted=extracted, request_id=None, client_transaction_id=None
+            )
+        )
+
+
+def _link_body(body: dict[str, Any]) -> tuple[str, bool]:
+    """(transaction id, getExtractedData) of a LinkUserWithExistingTransaction body."""
     raw = body.get("transactionId") or body.get("transaction_id")
     try:
         tx_id = parse_transaction_id(raw if isinstance(raw, str) else None, "transactionId")
@@ -500,21 +581,7 @@ async def link_transaction(request: web.Request) -> web.Response:
         raise ApiFailure(
             400, "'transactionId' is required.", descriptions={"transactionId": ["required"]}
         )
-    extracted = body.get("getExtractedData", False) is True
-    tx = state.transaction(tx_id, tenant.name)
-    if tx is None:
-        raise ApiFailure(404, "Transaction not found.")
-    user = state.users[principal.user_id]
-    if tx.user_id is not None and tx.user_id != user.id:
-        raise ApiFailure(422, "The transaction is linked to another user.", error_code=5000)
-    state.link(tx, user)
-    state.metrics.step(tx.id, "link")
-    tx.updated_at = state.now()
-    return json_response(
-        _transaction_envelope(
-            state, tenant, tx, extracted=extracted, request_id=None, client_transaction_id=None
-        )
-    )
+    return tx_id, body.get("getExtractedData", False) is True
 
 
 def _name_issues(name_check_value: str | None, fields: IdentityFields) -> tuple[Issue, ...]:
