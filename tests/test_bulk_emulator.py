@@ -324,7 +324,7 @@ async def test_rate_limit_holds_at_the_server(tmp_path: Path) -> None:
 async def test_throttling_slows_the_job_and_everyone_still_finishes(
     vlens_emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    """A tenant stricter than configured answers 429/4003; the runner slows down, retries on
+    """A tenant stricter than configured answers 4003; the runner slows down, retries on
     the same transactions, and every applicant still ends verified."""
     manifest = await asyncio.to_thread(write_applicants, tmp_path, ["valid"] * 6, distinct=2)
     async with VlensClient(vlens_emulator.api_key, base_url=vlens_emulator.base_url) as client:
