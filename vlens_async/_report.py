@@ -269,7 +269,7 @@ class BulkSummary:
         return sum(n for outcome, n in self.by_outcome.items() if outcome in FAILED_OUTCOMES)
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON (for ``--json`` and for logs)."""
+        """Plain JSON (for logs and dashboards)."""
         data = attrs.asdict(self, recurse=True)
         data["pending"] = self.pending
         data["complete"] = self.complete

@@ -248,7 +248,11 @@ def _add_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--transaction-id", default=None, help="use this transaction id")
     p.add_argument("--client-transaction-id", default=None, help="your own reference")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.add_argument("--show-pii", action="store_true", help="show national ID numbers in full")
+    p.add_argument(
+        "--show-pii",
+        action="store_true",
+        help="show personal data: names, addresses, birth date, full ID numbers",
+    )
     _add_connection_options(p)
     p.set_defaults(func=cmd_verify)
 

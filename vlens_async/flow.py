@@ -344,7 +344,9 @@ class VerificationOutcome:
         )
 
     def to_json(self, *, show_pii: bool = False) -> dict[str, Any]:
-        """Plain JSON; national ID numbers are masked to their last 4 digits unless ``show_pii``."""
+        """Plain JSON. Unless ``show_pii``, every personal field is hidden (names, addresses,
+        birth date, job, religion, AML case names, the server's free text) and national ID
+        numbers keep only their last 4 digits."""
         return {
             "state": self.state.value,
             "transaction_id": self.transaction_id,
@@ -881,8 +883,8 @@ async def verify(
 ) -> VerificationOutcome:
     """Run the whole flow in one await, pipelined, and return its :class:`VerificationOutcome`.
 
-    All five images start preprocessing in threads at once; the first side uploads as soon as it
-    is ready, the other follows, and liveness goes as soon as both sides succeeded and its frames
+    The front is prepared first and uploaded; the back and the three frames are prepared while it
+    travels, the back follows, and liveness goes as soon as both sides succeeded and its frames
     are ready. Pass ``transaction`` to continue one (steps that succeeded are skipped).
 
     A failure of the verification (an API, flow or image error) is reported in the outcome's
