@@ -229,6 +229,15 @@ async def test_caller_giving_up_does_not_cancel_the_shared_login() -> None:
     assert api.login_starts == 1  # the stayer did not have to start another
 
 
+async def test_nonsense_lifetime_does_not_renew_on_every_call() -> None:
+    """A zero or negative expireInSeconds falls back to the documented lifetime."""
+    for lifetime in (0, -5):
+        api, auth = FakeAPI(lifetime=lifetime), admin()
+        for _ in range(3):
+            assert await auth.get_token(api) == "access-L1"
+        assert api.logins == 1
+
+
 def test_admin_login_repr_hides_credentials() -> None:
     """Neither the user name (often an e-mail) nor the password shows in repr."""
     text = repr(admin())

@@ -91,6 +91,11 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
+def _lifetime(given: int | None, default: float) -> float:
+    # Missing, zero or negative (a server's bug) would renew before every call: use the default.
+    return float(given) if given is not None and given > 0 else float(default)
+
+
 def _margin(lifetime: float, configured: float) -> float:
     # Renew ``configured`` seconds early, but never more than a tenth of the lifetime, so a
     # short-lived token (an emulator's 30 s, say) is still used rather than renewed every call.
@@ -177,17 +182,19 @@ class AdminLogin:
             self.username_or_email, self.password, tenancy_name=self.tenancy_name
         )
         self.logins += 1
+        # A fresh login starts a new session: a refresh token of the old one is not kept.
+        self._refresh = None
         self._store(tokens, now)
 
     def _store(self, tokens: Tokens, now: float) -> None:
-        lifetime = float(tokens.expire_in_seconds or DEFAULT_ACCESS_TOKEN_LIFETIME)
+        lifetime = _lifetime(tokens.expire_in_seconds, DEFAULT_ACCESS_TOKEN_LIFETIME)
         self._access = tokens.access_token
         self._access_renew_at = now + lifetime - _margin(lifetime, self.refresh_margin)
         rotated = tokens.current_refresh_token
         if rotated:
             # Rotation: the server may hand out a new refresh token and void the old one.
-            refresh_life = float(
-                tokens.refresh_token_expire_in_seconds or DEFAULT_REFRESH_TOKEN_LIFETIME
+            refresh_life = _lifetime(
+                tokens.refresh_token_expire_in_seconds, DEFAULT_REFRESH_TOKEN_LIFETIME
             )
             if rotated != self._refresh or tokens.refresh_token_expire_in_seconds:
                 self._refresh_expires_at = now + refresh_life - _margin(refresh_life, 60.0)
