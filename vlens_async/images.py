@@ -340,16 +340,39 @@ def prepare_faces_sync(
     """Blocking twin of :func:`prepare_faces` (frames still run concurrently, in a thread pool)."""
     _check_budget(max_bytes, max_side)
     _check_timing(capture_times, max_spread)
-    frames = (f1, f2, f3)
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="vlens-images") as pool:
-        futures = [
-            pool.submit(_prepare_frame, f, i, max_bytes, max_side) for i, f in enumerate(frames)
-        ]
-        outcomes: list[tuple[PreparedImage, bytes] | BaseException] = []
-        for future in futures:
-            exc = future.exception()
-            outcomes.append(exc if exc is not None else future.result())
+    pool = _frame_pool()
+    futures = [
+        pool.submit(_prepare_frame, f, i, max_bytes, max_side) for i, f in enumerate((f1, f2, f3))
+    ]
+    outcomes: list[tuple[PreparedImage, bytes] | BaseException] = []
+    for future in futures:
+        exc = future.exception()
+        outcomes.append(exc if exc is not None else future.result())
     return _collect_faces(outcomes)
+
+
+# The sync twin's three worker threads, started once: a bulk job calls it for every applicant,
+# and starting three threads per call cost more CPU than checking three compliant frames.
+_frame_executor: ThreadPoolExecutor | None = None
+_frame_lock: Final = threading.Lock()
+
+
+def _frame_pool() -> ThreadPoolExecutor:
+    global _frame_executor
+    with _frame_lock:
+        if _frame_executor is None:
+            _frame_executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="vlens-images")
+        return _frame_executor
+
+
+def _forget_frame_pool() -> None:
+    # A forked child inherits the executor but not its threads: start afresh.
+    global _frame_executor
+    _frame_executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_frame_pool)
 
 
 def load_image_bytes(image: ImageInput) -> bytes:
@@ -461,8 +484,9 @@ def _check_identical(frames: Sequence[PreparedImage], thumbs: Sequence[bytes]) -
             raise IdenticalFramesError(
                 f"face_{i + 1} and face_{j + 1} are the same image", pair=(i, j), difference=0.0
             )
+    normalised = [_normalised(thumb) for thumb in thumbs]  # once per frame, not per pair
     for i, j in ((0, 1), (1, 2), (0, 2)):
-        difference = _thumbnail_difference(thumbs[i], thumbs[j])
+        difference = _normalised_difference(normalised[i], normalised[j])
         if difference < IDENTICAL_FRAME_THRESHOLD:
             raise IdenticalFramesError(
                 f"face_{i + 1} and face_{j + 1} are nearly identical "
@@ -500,19 +524,22 @@ def _normalised(thumb: bytes) -> list[float]:
     """The thumbnail without its outer ring, as zero-mean, unit-variance values."""
     side, ring = THUMBNAIL_SIDE, _THUMBNAIL_RING
     # The ring is where a shifted or cropped copy differs most (pixels enter and leave there).
-    pixels = [
-        thumb[y * side + x] for y in range(ring, side - ring) for x in range(ring, side - ring)
-    ]
+    pixels = b"".join(
+        thumb[y * side + ring : (y + 1) * side - ring] for y in range(ring, side - ring)
+    )
     n = len(pixels)
     mean = sum(pixels) / n
-    var = sum((p - mean) ** 2 for p in pixels) / n
+    var = max(sum(p * p for p in pixels) / n - mean * mean, 0.0)
     # A flat frame has no contrast to normalise; 1 grey level keeps it flat instead of noisy.
     std = max(math.sqrt(var), 1.0)
     return [(p - mean) / std for p in pixels]
 
 
 def _thumbnail_difference(a: bytes, b: bytes) -> float:
-    za, zb = _normalised(a), _normalised(b)
+    return _normalised_difference(_normalised(a), _normalised(b))
+
+
+def _normalised_difference(za: list[float], zb: list[float]) -> float:
     return sum(abs(x - y) for x, y in zip(za, zb, strict=True)) / len(za)
 
 
