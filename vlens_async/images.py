@@ -351,8 +351,9 @@ def prepare_faces_sync(
     return _collect_faces(outcomes)
 
 
-# The sync twin's three worker threads, started once: a bulk job calls it for every applicant,
-# and starting three threads per call cost more CPU than checking three compliant frames.
+# The sync twin's worker threads, started once: a bulk job calls it for every applicant, and
+# starting three threads per call cost more CPU than checking three compliant frames. One per
+# core (three at least), so concurrent callers on a big machine are not held to three frames.
 _frame_executor: ThreadPoolExecutor | None = None
 _frame_lock: Final = threading.Lock()
 
@@ -361,7 +362,9 @@ def _frame_pool() -> ThreadPoolExecutor:
     global _frame_executor
     with _frame_lock:
         if _frame_executor is None:
-            _frame_executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="vlens-images")
+            _frame_executor = ThreadPoolExecutor(
+                max_workers=max(3, os.cpu_count() or 1), thread_name_prefix="vlens-images"
+            )
         return _frame_executor
 
 
