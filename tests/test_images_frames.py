@@ -389,3 +389,26 @@ async def test_one_unloaded_pil_image_in_concurrent_calls() -> None:
             prepare_document(im, max_side=1000), prepare_document(im, max_side=800)
         )
         assert (a.width, b.width) == (1000, 800)
+
+
+def test_sync_twin_reuses_its_threads(
+    monkeypatch: pytest.MonkeyPatch, applicants: dict[int, tuple[bytes, bytes, bytes]]
+) -> None:
+    """prepare_faces_sync runs frames on threads started once, not three new ones per call.
+
+    Thread objects, not idents (an ident is reused once its thread has ended): with new threads
+    per call, every call would add at least one thread never seen before.
+    """
+    seen: set[threading.Thread] = set()
+    real = images._prepare_frame
+
+    def spy(*args: object) -> object:
+        seen.add(threading.current_thread())
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(images, "_prepare_frame", spy)
+    pool_size = images._frame_pool()._max_workers
+    for _ in range(pool_size + 2):
+        prepare_faces_sync(*applicants[6])
+    assert threading.current_thread() not in seen
+    assert len(seen) <= pool_size
