@@ -194,6 +194,7 @@ async def test_cancelled_login_lets_the_next_caller_try() -> None:
         await first
     api.gate.set()
     assert await auth.get_token(api) == "access-L1"
+    assert api.login_starts == 1  # the cancelled caller's login went on; none was started again
 
 
 async def test_failed_login_is_shared_by_every_waiting_caller() -> None:

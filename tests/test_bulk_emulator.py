@@ -169,9 +169,12 @@ async def test_crash_and_resume_never_repeats_a_journaled_step(
 
 async def wait_journaled(child: asyncio.subprocess.Process, journal: Path, steps: int) -> None:
     """Wait until the child has journaled ``steps`` successful steps."""
-    while await asyncio.to_thread(count_journaled, journal) < steps:
+    for _ in range(3000):  # 60 s at most, so a hung child fails here, not at pytest's timeout
+        if await asyncio.to_thread(count_journaled, journal) >= steps:
+            return
         assert child.returncode is None, "the job ended too early"
         await asyncio.sleep(0.02)
+    raise AssertionError(f"{steps} steps were not journaled in time")
 
 
 async def test_first_signal_drains_second_stops_at_once(

@@ -186,7 +186,10 @@ def small_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-applicant manifest with its images (written by `vlens demo`, which also runs it)."""
     folder = tmp_path_factory.mktemp("manifest")
     argv = ["demo", "--count", "2", "--folder", str(folder), "--latency", "none", "--faults", ""]
-    assert main(argv) == 0
+    with pytest.MonkeyPatch.context() as env:  # the embedded emulator, never a real tenant
+        for name in ("VLENS_BASE_URL", "VLENS_API_KEY", "VLENS_ACCESS_TOKEN", "VLENS_TENANCY_NAME"):
+            env.delenv(name, raising=False)
+        assert main(argv) == 0
     return folder / "applicants" / "manifest.csv"
 
 

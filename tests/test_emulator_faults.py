@@ -94,11 +94,21 @@ async def test_reset_after_does_the_work(raw: Raw, vlens_emulator: RunningEmulat
 
 
 async def test_slow_body_still_arrives_whole(raw: Raw, vlens_emulator: RunningEmulator) -> None:
-    """slow dribbles the body, which is complete and valid once read."""
+    """slow dribbles the body in pieces (read here as several chunks), complete once read; the
+    same small answer without the fault comes in one piece."""
+
+    async def chunks() -> list[bytes]:
+        body = {"image": b64(small_jpeg())}
+        headers = {**raw.headers(), "Content-Type": "application/json"}
+        async with raw.session.post(FRONT, data=json.dumps(body), headers=headers) as resp:
+            assert resp.status == 200
+            return [chunk async for chunk in resp.content.iter_any()]
+
+    assert len(await chunks()) == 1
     vlens_emulator.set_faults("slow:1,slow_duration=0.1s")
-    status, body, _ = await _front_raw(raw)
-    assert status == 200
-    assert json.loads(body)["data"]["idFrontData"]["transaction_id"]
+    pieces = await chunks()
+    assert len(pieces) >= 2
+    assert json.loads(b"".join(pieces))["data"]["idFrontData"]["transaction_id"]
 
 
 @pytest.mark.parametrize("kind", ["truncated", "malformed"])

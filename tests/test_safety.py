@@ -281,7 +281,10 @@ async def test_log_line_has_method_path_status_attempt_duration(
 
 def test_vlens_log_env_turns_on_debug_once() -> None:
     """VLENS_LOG=debug sets the logger to DEBUG with one stderr handler; otherwise nothing."""
-    level, handlers = logger.level, list(logger.handlers)
+    level, original = logger.level, list(logger.handlers)
+    # The import already applied the developer's own VLENS_LOG, if any: start from none.
+    logger.handlers[:] = [h for h in original if not getattr(h, "_vlens_env", False)]
+    handlers = list(logger.handlers)
     try:
         configure_logging_from_env({})
         assert logger.handlers == handlers
@@ -292,7 +295,7 @@ def test_vlens_log_env_turns_on_debug_once() -> None:
         assert len(added) == 1
     finally:
         logger.setLevel(level)
-        logger.handlers[:] = handlers
+        logger.handlers[:] = original
 
 
 @pytest.mark.parametrize(
