@@ -136,14 +136,17 @@ async def test_crash_and_resume_never_repeats_a_journaled_step(
 ) -> None:
     """SIGKILL mid-job, then resume: everyone ends terminal, one transaction per applicant, and
     no step whose result was journaled is sent again."""
-    vlens_emulator.set_faults(None, ["fixed:80ms"])
+    # A slow liveness keeps applicants unfinished for a second after their sides are journaled,
+    # so the kill lands mid-job even when this loop is slow to see the journal (a busy machine).
+    vlens_emulator.set_faults(None, ["fixed:80ms", "fixed:1s@liveness"])
     journal, out = tmp_path / "run.db", tmp_path / "results.jsonl"
     args = [vlens_emulator.base_url, vlens_emulator.api_key, str(valid_manifest), str(journal)]
     child = await run_child(*args, str(out), "fresh")
     await wait_journaled(child, journal, 5)
     child.send_signal(signal.SIGKILL)
     await child.communicate()
-    await asyncio.sleep(0.3)  # let requests already in the emulator finish their work there
+    await asyncio.sleep(1.3)  # let requests already in the emulator finish their work there
+    vlens_emulator.set_faults(None, ["fixed:80ms"])
     before = vlens_emulator.counters()["steps"]
     journaled = await asyncio.to_thread(journaled_steps, journal)
     assert len(journaled) >= 5
