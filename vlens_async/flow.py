@@ -44,7 +44,6 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     BundleError,
-    ConfigurationError,
     DocumentExpiredError,
     DocumentMismatchError,
     FaceError,
@@ -60,7 +59,14 @@ from .errors import (
     VerificationFailedError,
     VlensAPIError,
 )
-from .images import ImageInput, PreparedFaces, PreparedImage, prepare_document, prepare_faces
+from .images import (
+    ImageInput,
+    PreparedFaces,
+    PreparedImage,
+    capture_spread,
+    prepare_document,
+    prepare_faces,
+)
 from .models import IdBackData, IdFrontData, Services, VerificationResponse
 from .national_id import CrossCheckFlag, cross_check
 
@@ -763,14 +769,10 @@ def _restore_error(data: Mapping[str, Any]) -> APIError:
     status, code = data.get("http_status"), data.get("error_code")
     named = getattr(errors, str(data.get("error_type")), None)
     cls = named if isinstance(named, type) and issubclass(named, APIError) else APIError
-    if issubclass(cls, ResponseDecodeError):  # a proxy's HTML 502 is a 5xx too
-        return errors.decode_error_class(status)(
-            str(data.get("error_message") or "the step failed"),
-            status=status,
-            request_id=data.get("request_id"),
-        )
     combined = errors.api_error_class(status, code)
-    if issubclass(combined, cls):
+    if issubclass(cls, ResponseDecodeError):  # a proxy's HTML 502 is a 5xx too
+        cls = errors.decode_error_class(status)
+    elif issubclass(combined, cls):
         cls = combined
     return cls(
         str(data.get("error_message") or "the step failed"),
@@ -890,13 +892,13 @@ async def verify(
     A failure of the verification (an API, flow or image error) is reported in the outcome's
     ``error`` and ``state``; with ``raise_on_failure`` it is raised instead. ``faces`` that are
     not three frames raise :class:`FlowError`, and ``capture_times`` that are not three times
-    :class:`ConfigurationError`, at once, before anything is prepared or sent.
+    :class:`~vlens_async.errors.ConfigurationError`, at once, before anything is prepared or sent.
     """
     if not isinstance(faces, PreparedFaces) and len(faces) != 3:
         # Refused before anything is prepared or sent, not after both sides were uploaded.
         raise FlowError("liveness needs exactly three face frames", step=Step.LIVENESS.value)
-    if capture_times is not None and len(capture_times) != 3:
-        raise ConfigurationError(f"capture_times needs 3 values, got {len(capture_times)}")
+    if capture_times is not None:
+        capture_spread(capture_times)  # malformed times are refused before anything is sent
     tx = transaction or Transaction(
         client,
         transaction_id,

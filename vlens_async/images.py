@@ -82,6 +82,7 @@ __all__ = [
     "ImageInput",
     "PreparedFaces",
     "PreparedImage",
+    "capture_spread",
     "frame_difference",
     "load_image_bytes",
     "prepare_document",
@@ -426,20 +427,29 @@ def _check_timing(capture_times: Sequence[float | datetime] | None, max_spread: 
         raise ConfigurationError(f"max_spread must be a positive number, got {max_spread!r}")
     if capture_times is None:
         return
-    times = list(capture_times)
-    if len(times) != 3:
-        raise ConfigurationError(f"capture_times needs 3 values, got {len(times)}")
-    try:
-        spread = _spread(times)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            "capture_times must be three numbers of seconds or three comparable datetimes"
-        ) from exc
+    spread = capture_spread(capture_times)
     if spread > max_spread:
         raise FrameTimingError(
             f"the frames were captured {spread:.3f} s apart; at most {max_spread} s is allowed",
             spread=spread,
         )
+
+
+def capture_spread(capture_times: Sequence[float | datetime]) -> float:
+    """Seconds between the first and the last of three capture times (floats or datetimes).
+
+    Raises :class:`~vlens_async.errors.ConfigurationError` for anything but three finite numbers
+    or three comparable datetimes.
+    """
+    times = list(capture_times)
+    if len(times) != 3:
+        raise ConfigurationError(f"capture_times needs 3 values, got {len(times)}")
+    try:
+        return _spread(times)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            "capture_times must be three numbers of seconds or three comparable datetimes"
+        ) from exc
 
 
 def _spread(times: Sequence[float | datetime]) -> float:
