@@ -11,6 +11,7 @@ import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 from PIL import Image, ImageChops, ImageOps, ImageStat
@@ -20,6 +21,7 @@ from vlens_async.errors import IdenticalFramesError, UnsupportedImageError
 from vlens_async.images import prepare_document_sync, prepare_faces_sync
 from vlens_async.samples import make_photo
 
+T = TypeVar("T")
 SIDE = 640  # 2000x1500 inputs are reduced more than 2x: the grain path's condition
 
 
@@ -59,6 +61,27 @@ def spy_grain_path(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
     monkeypatch.setattr(images, "_grain_preserving_downscale", spy)
     return calls
+
+
+def bounded(call: Callable[[], T], seconds: float = 60) -> T:
+    """Run ``call`` in a daemon thread and return its result or raise its error; a hang fails
+    the test instead of hanging the run (a daemon thread is not joined at exit)."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def reference(data: bytes, size: tuple[int, int]) -> Image.Image:
@@ -133,22 +156,53 @@ def test_grain_path_is_closer_to_a_full_decode(
     assert kept_db >= halved_db + 1.5, (kept_db, halved_db)
 
 
-def test_grain_output_is_a_plain_jpeg_at_its_reported_quality(grainy: bytes) -> None:
-    """The YCbCr encode is a baseline JFIF JPEG that decodes to RGB, and the reported quality is
-    the one its quantisation tables were made with (two encodes run at once; Pillow keeps
-    save() options on the image object, so sharing one would swap them)."""
-    p = prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE)
+def test_grain_output_is_a_plain_jpeg_at_its_reported_quality(
+    monkeypatch: pytest.MonkeyPatch, grainy: bytes
+) -> None:
+    """The YCbCr encode is a baseline JFIF JPEG that decodes to RGB, without the input's EXIF,
+    ICC profile or comment, and the reported quality is the one its quantisation tables were
+    made with."""
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    out = io.BytesIO()
+    decode(grainy).save(
+        out, "JPEG", quality=92, exif=exif, icc_profile=b"\0" * 300, comment=b"Mona Lisa"
+    )
+    calls = spy_grain_path(monkeypatch)
+    p = prepare_document_sync(out.getvalue(), max_bytes=200_000, max_side=SIDE)
+    assert len(calls) == 1
     assert p.quality is not None
-    with Image.open(io.BytesIO(p.data)) as out:
-        assert out.format == "JPEG"
-        assert out.mode == "RGB"
-        assert "jfif" in out.info
-        assert "exif" not in out.info
-        tables = out.quantization  # type: ignore[attr-defined]
+    with Image.open(io.BytesIO(p.data)) as got:
+        assert got.format == "JPEG"
+        assert got.mode == "RGB"
+        assert "jfif" in got.info
+        assert not {"exif", "icc_profile", "comment"} & set(got.info)
+        tables = got.quantization  # type: ignore[attr-defined]
+    assert b"PhoneMaker" not in p.data
+    assert b"Mona Lisa" not in p.data
     fresh = io.BytesIO()
     decode(p.data).save(fresh, "JPEG", quality=p.quality)
     with Image.open(fresh) as again:
         assert again.quantization == tables  # type: ignore[attr-defined]
+
+
+def test_grain_path_encodes_the_next_quality_early(
+    monkeypatch: pytest.MonkeyPatch, grainy: bytes
+) -> None:
+    """With both cores its own, the grain path starts the quality above the estimate at once."""
+    early: list[int] = []
+    real = images._SizeModel.encode_early
+
+    def spy(self: images._SizeModel, quality: int, pool: object) -> None:
+        early.append(quality)
+        real(self, quality, pool)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(images._SizeModel, "encode_early", spy)
+    p = prepare_document_sync(grainy, max_bytes=80_000, max_side=SIDE)
+    assert p.quality is not None
+    assert p.quality < images.MAX_QUALITY
+    assert len(early) == 1
+    assert early[0] - 1 <= p.quality <= early[0]  # the estimate, or the one started early
 
 
 def test_grain_path_turns_the_photo_upright(grainy: bytes) -> None:
@@ -214,10 +268,8 @@ def test_failed_luma_decode_releases_the_helper(
 
     monkeypatch.setattr(images, "_chroma_planes", fake_chroma)
     cut = grainy[: len(grainy) * 2 // 3]
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(prepare_document_sync, cut, max_bytes=200_000, max_side=SIDE)
-        with pytest.raises(UnsupportedImageError, match="truncated"):
-            future.result(timeout=60)
+    with pytest.raises(UnsupportedImageError, match="truncated"):
+        bounded(lambda: prepare_document_sync(cut, max_bytes=200_000, max_side=SIDE))
     assert waited.is_set()
     monkeypatch.undo()
     p = prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE)
@@ -231,23 +283,91 @@ def test_failed_chroma_decode_is_typed(monkeypatch: pytest.MonkeyPatch, grainy: 
         raise OSError("broken data stream when reading image file")
 
     monkeypatch.setattr(images, "_chroma_planes", broken)
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(prepare_document_sync, grainy, max_bytes=200_000, max_side=SIDE)
-        with pytest.raises(UnsupportedImageError, match="corrupt or unreadable"):
-            future.result(timeout=60)
+    with pytest.raises(UnsupportedImageError, match=r"\(OSError\)"):
+        bounded(lambda: prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE))
 
 
-def test_three_grainy_frames_at_once(grainy: bytes) -> None:
+def test_three_grainy_frames_at_once(monkeypatch: pytest.MonkeyPatch, grainy: bytes) -> None:
     """Three grainy frames share the helper pool without deadlock; the same frame thrice is
     still caught."""
+    calls = spy_grain_path(monkeypatch)
     frames = [make_photo(1600, 1200, seed, hard=True) for seed in (21, 22, 23)]
-    with ThreadPoolExecutor(1) as pool:
-        faces = pool.submit(prepare_faces_sync, *frames, max_bytes=150_000, max_side=SIDE)
-        prepared = faces.result(timeout=120)
+    prepared = bounded(
+        lambda: prepare_faces_sync(*frames, max_bytes=150_000, max_side=SIDE), seconds=120
+    )
+    assert len(calls) == 3
     assert [(p.width, p.height) for p in prepared] == [(SIDE, SIDE * 3 // 4)] * 3
     assert all(p.size <= 150_000 for p in prepared)
     with pytest.raises(IdenticalFramesError):
         prepare_faces_sync(grainy, grainy, grainy, max_bytes=150_000, max_side=SIDE)
+
+
+def test_busy_helper_pool_does_not_hold_an_image(
+    monkeypatch: pytest.MonkeyPatch, grainy: bytes
+) -> None:
+    """With every helper thread taken (other images' work), the image decodes its colour itself
+    rather than waiting in the queue."""
+    calls = spy_grain_path(monkeypatch)
+    pool = images._helper_pool()
+    release = threading.Event()
+    blockers = [pool.submit(release.wait, 60) for _ in range(pool._max_workers)]
+    try:
+        p = bounded(lambda: prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE), 30)
+    finally:
+        release.set()
+    for blocker in blockers:
+        blocker.result(timeout=10)
+    assert len(calls) == 1
+    assert p.size <= 200_000
+
+
+def rgb_coded(data: bytes) -> bytes:
+    """The photo as a JPEG whose components are R, G and B (Adobe transform 0), not YCbCr."""
+    out = io.BytesIO()
+    decode(data).save(out, "JPEG", quality=90, keep_rgb=True)
+    return out.getvalue()
+
+
+def test_rgb_coded_grainy_jpeg(monkeypatch: pytest.MonkeyPatch, grainy: bytes) -> None:
+    """A grainy JPEG coded as RGB takes the grain path too (libjpeg will not hand out its
+    colour as YCbCr: it is decoded as RGB and converted)."""
+    data = rgb_coded(grainy)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.info.get("adobe_transform") == 0
+        assert not images._coded_as_ycbcr(im)
+    calls = spy_grain_path(monkeypatch)
+    p = prepare_document_sync(data, max_bytes=200_000, max_side=SIDE)
+    assert len(calls) == 1
+    target = reference(data, (p.width, p.height))
+    assert psnr(decode(p.data), target) > 30
+
+
+def test_grainy_strip_a_few_pixels_high(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grainy strip whose output is lower than the luma band count still comes out whole."""
+    strip = decode(make_photo(8000, 12, 3, hard=True))
+    out = io.BytesIO()
+    strip.save(out, "JPEG", quality=95)
+    calls = spy_grain_path(monkeypatch)
+    p = prepare_document_sync(out.getvalue(), max_bytes=50_000, max_side=1280)
+    assert calls == [(1280, 2)]
+    assert (p.width, p.height) == (1280, 2)
+
+
+def test_extra_pictures_and_metadata_do_not_count_as_grain(
+    monkeypatch: pytest.MonkeyPatch, clean: bytes
+) -> None:
+    """Bytes per pixel counts the picture only: a grain-free MPO of three pictures, or one with
+    a large ICC profile, keeps the fast path."""
+    im = decode(clean)
+    mpo, icc = io.BytesIO(), io.BytesIO()
+    im.save(mpo, "MPO", save_all=True, append_images=[im, im], quality=95)
+    im.save(icc, "JPEG", quality=95, icc_profile=bytes(range(256)) * 3000)
+    calls = spy_grain_path(monkeypatch)
+    for data in (mpo.getvalue(), icc.getvalue()):
+        assert len(data) >= images._GRAIN_BYTES_PER_PIXEL * im.width * im.height
+        p = prepare_document_sync(data, max_bytes=200_000, max_side=SIDE)
+        assert p.size <= 200_000
+    assert calls == []
 
 
 # --- the quality search ---
