@@ -161,8 +161,8 @@ def downscales(data: bytes, size: tuple[int, int]) -> dict[str, Callable[[], Ima
         return _grain_preserving_downscale(im, data, size).convert("RGB")
 
     return {
-        "1/2-scale decode + BICUBIC (clean input)": drafted,
-        "full-size luma, 2 threads (ours)": grain_kept,
+        "1/2-scale decode + BICUBIC": drafted,
+        "full-size luma + 1/8 colour (ours)": grain_kept,
         "full decode + BICUBIC": lambda: full_decode(data).resize(size, Image.Resampling.BICUBIC),
         "full decode + 2x LANCZOS + LANCZOS": lambda: (
             full_decode(data).resize((size[0] * 25 // 16, size[1] * 25 // 16), LANCZOS)
