@@ -108,10 +108,11 @@ def test_grainy_jpeg_takes_the_grain_path(monkeypatch: pytest.MonkeyPatch, grain
     [
         (lambda grainy, clean: clean, SIDE),  # no grain: the 1/2-scale decode loses nothing
         (lambda grainy, clean: grainy, 1100),  # reduced less than 2x: no reduced-scale IDCT
+        (lambda grainy, clean: grainy, 1000),  # the 1/2-scale decode lands on it: no resize
         (lambda grainy, clean: decode(grainy), SIDE),  # a caller's PIL image is never drafted
         (lambda grainy, clean: cmyk(grainy), SIDE),  # only YCbCr JPEGs have a luma to keep
     ],
-    ids=["clean", "small-reduction", "pil-input", "cmyk"],
+    ids=["clean", "small-reduction", "exact-half", "pil-input", "cmyk"],
 )
 def test_other_inputs_keep_the_fast_path(
     monkeypatch: pytest.MonkeyPatch,
@@ -287,9 +288,43 @@ def test_failed_chroma_decode_is_typed(monkeypatch: pytest.MonkeyPatch, grainy: 
         bounded(lambda: prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE))
 
 
-def test_three_grainy_frames_at_once(monkeypatch: pytest.MonkeyPatch, grainy: bytes) -> None:
-    """Three grainy frames share the helper pool without deadlock; the same frame thrice is
-    still caught."""
+def test_grainy_image_among_others_keeps_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch, grainy: bytes
+) -> None:
+    """The grain path takes a second core, so only an image prepared alone takes it: three
+    frames at once, or an image while another is in flight, keep the 1/2-scale decode."""
+    calls = spy_grain_path(monkeypatch)
+    frames = [make_photo(1600, 1200, seed, hard=True) for seed in (21, 22, 23)]
+    prepared = bounded(lambda: prepare_faces_sync(*frames, max_bytes=150_000, max_side=SIDE))
+    assert [(p.width, p.height) for p in prepared] == [(SIDE, SIDE * 3 // 4)] * 3
+    with images._preparing(1):  # another image in flight
+        prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE)
+    assert calls == []
+    prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE)
+    assert len(calls) == 1
+    assert images._in_flight == 0
+
+
+async def test_async_frames_count_as_in_flight(
+    monkeypatch: pytest.MonkeyPatch, grainy: bytes
+) -> None:
+    """prepare_faces counts its three frames before any starts, and forgets them after, even
+    when one fails."""
+    calls = spy_grain_path(monkeypatch)
+    frames = [make_photo(1600, 1200, seed, hard=True) for seed in (24, 25)]
+    await images.prepare_faces(*frames, grainy, max_bytes=150_000, max_side=SIDE)
+    assert calls == []
+    with pytest.raises(UnsupportedImageError):
+        await images.prepare_faces(*frames, b"not an image", max_bytes=150_000, max_side=SIDE)
+    assert images._in_flight == 0
+
+
+def test_three_grainy_frames_share_the_helpers(
+    monkeypatch: pytest.MonkeyPatch, grainy: bytes
+) -> None:
+    """Forced onto the grain path at once, three frames share the helper pool without
+    deadlock (helpers run apart from the frame pool), and the same frame thrice is caught."""
+    monkeypatch.setattr(images, "_alone", lambda: True)
     calls = spy_grain_path(monkeypatch)
     frames = [make_photo(1600, 1200, seed, hard=True) for seed in (21, 22, 23)]
     prepared = bounded(

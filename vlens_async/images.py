@@ -35,6 +35,7 @@ three frames in a small thread pool) for scripts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import io
@@ -318,13 +319,14 @@ async def prepare_faces(
     _check_budget(max_bytes, max_side)
     _check_timing(capture_times, max_spread)
     frames = (f1, f2, f3)
-    outcomes = await asyncio.gather(
-        *(
-            asyncio.to_thread(_prepare_frame, f, i, max_bytes, max_side)
-            for i, f in enumerate(frames)
-        ),
-        return_exceptions=True,
-    )
+    with _preparing(len(frames)):  # counted before any frame starts: they all see the others
+        outcomes = await asyncio.gather(
+            *(
+                asyncio.to_thread(_prepare_frame, f, i, max_bytes, max_side)
+                for i, f in enumerate(frames)
+            ),
+            return_exceptions=True,
+        )
     # The thumbnail comparison is pure Python (about a millisecond): off the loop too.
     return await asyncio.to_thread(_collect_faces, outcomes)
 
@@ -337,7 +339,8 @@ def prepare_document_sync(
 ) -> PreparedImage:
     """Blocking twin of :func:`prepare_document`, for scripts: never call it on an event loop."""
     _check_budget(max_bytes, max_side)
-    return _prepare(image, max_bytes, max_side)[0]
+    with _preparing(1):
+        return _prepare(image, max_bytes, max_side)[0]
 
 
 def prepare_faces_sync(
@@ -354,14 +357,42 @@ def prepare_faces_sync(
     _check_budget(max_bytes, max_side)
     _check_timing(capture_times, max_spread)
     pool = _frame_pool()
-    futures = [
-        pool.submit(_prepare_frame, f, i, max_bytes, max_side) for i, f in enumerate((f1, f2, f3))
-    ]
     outcomes: list[tuple[PreparedImage, bytes] | BaseException] = []
-    for future in futures:
-        exc = future.exception()
-        outcomes.append(exc if exc is not None else future.result())
+    with _preparing(3):
+        futures = [
+            pool.submit(_prepare_frame, f, i, max_bytes, max_side)
+            for i, f in enumerate((f1, f2, f3))
+        ]
+        for future in futures:
+            exc = future.exception()
+            outcomes.append(exc if exc is not None else future.result())
     return _collect_faces(outcomes)
+
+
+# Images being prepared in this process. The grain-preserving path takes a second core, so an
+# image takes it only when nothing else is being prepared: with other images in flight every
+# core already has work, and its 1.7x CPU would slow them all (three grainy frames at once took
+# 115 ms longer, and verify() with them 114 ms longer). A grainy image may therefore come out
+# slightly different alone and alongside others; both are within the limits.
+_in_flight = 0
+_in_flight_lock: Final = threading.Lock()
+
+
+@contextlib.contextmanager
+def _preparing(count: int) -> Iterator[None]:
+    global _in_flight
+    with _in_flight_lock:
+        _in_flight += count
+    try:
+        yield
+    finally:
+        with _in_flight_lock:
+            _in_flight -= count
+
+
+def _alone() -> bool:
+    """Whether this is the only image being prepared in the process."""
+    return _in_flight <= 1
 
 
 # The sync twin's worker threads, started once: a bulk job calls it for every applicant, and
@@ -809,7 +840,12 @@ def _reencode(
     read its ``encoderinfo`` and ``info["comment"]``).
     """
     target = _target_size(im.size, max_side)
-    if data is not None and isinstance(im, JpegImageFile) and _grainy(im, data, target):
+    if (
+        data is not None
+        and isinstance(im, JpegImageFile)
+        and _grainy(im, data, target)
+        and _alone()
+    ):
         pixels = _grain_preserving_downscale(im, data, target)  # YCbCr, encoded as it is
     else:
         pixels = _decoded_rgb(im, target, drafted=data is not None)
@@ -843,12 +879,23 @@ def _grainy(im: JpegImageFile, data: bytes, target: tuple[int, int]) -> bool:
     least = _GRAIN_BYTES_PER_PIXEL * width * height
     if im.mode != "RGB" or width < 2 * target[0] or height < 2 * target[1] or len(data) < least:
         return False
+    if _lands_on(im.size, target):
+        return False  # the reduced-scale decode alone makes the size: faster than two decodes
     # Count the picture only: not EXIF thumbnails, ICC or XMP, nor an MPO's other pictures
     # (the marker walk takes 3 ms on a 6.6 MB photo, so only likely candidates pay for it).
     try:
         return len(_strip_jpeg_metadata(data)) >= least
     except ImageError:
         return True  # a marker walk that fails says nothing about grain
+
+
+def _lands_on(size: tuple[int, int], target: tuple[int, int]) -> bool:
+    """Whether libjpeg's 1/2, 1/4 or 1/8 scale gives ``target`` exactly (as draft picks it)."""
+    scale = min(size[0] // target[0], size[1] // target[1])
+    for s in (8, 4, 2, 1):
+        if scale >= s:
+            return ((size[0] + s - 1) // s, (size[1] + s - 1) // s) == target
+    return False
 
 
 def _grain_preserving_downscale(
