@@ -6,11 +6,13 @@ pixel) are instead decoded twice at once, luma at full size and chroma at reduce
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -435,3 +437,65 @@ def test_corrected_guess_aims_at_the_budget(seed: int, quality: int) -> None:
     found, _ = images._search_quality(im, budget)
     assert found is not None
     assert found[0] == quality + 1
+
+
+def test_prefer_throughput_turns_the_grain_path_off(
+    monkeypatch: pytest.MonkeyPatch, grainy: bytes
+) -> None:
+    """Inside prefer_throughput() (nested, from another thread too) no image takes the grain
+    path; after it, an image alone does again."""
+    calls = spy_grain_path(monkeypatch)
+    with images.prefer_throughput(), images.prefer_throughput():
+        bounded(lambda: prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE))
+    assert calls == []
+    assert images._in_flight == 0
+    prepare_document_sync(grainy, max_bytes=200_000, max_side=SIDE)
+    assert len(calls) == 1
+
+
+async def test_bulk_jobs_prefer_throughput(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, grainy: bytes
+) -> None:
+    """A bulk job holds prefer_throughput() while it runs: its images, prepared one at a time,
+    never take a second core."""
+    from vlens_async import bulk
+
+    seen: list[int] = []
+    real = images.prepare_document_sync
+
+    def spy(image: object, **kwargs: object) -> images.PreparedImage:
+        seen.append(images._in_flight)
+        return real(image, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bulk, "prepare_document_sync", spy)
+    front = tmp_path / "front.jpg"
+    front.write_bytes(grainy)
+    side = bulk._prepare_side("front", front)
+    assert seen == [0]  # outside a job: alone
+    assert side.size > 0
+    seen.clear()
+    entered: list[int] = []
+    original = bulk.prefer_throughput
+
+    @contextlib.contextmanager
+    def watched() -> Iterator[None]:
+        with original():
+            entered.append(images._in_flight)
+            yield
+
+    monkeypatch.setattr(bulk, "prefer_throughput", watched)
+
+    class NoClient:
+        def with_options(self, **options: object) -> NoClient:
+            return self
+
+    runner = bulk.BulkRunner(
+        NoClient(),  # type: ignore[arg-type]
+        concurrency=1,
+        rate_limit=bulk.RateLimit.unlimited(),
+        journal=tmp_path / "journal.db",
+    )
+    summary = await runner.run([])
+    assert entered == [1]
+    assert summary.processed == 0
+    assert images._in_flight == 0
