@@ -652,3 +652,30 @@ async def test_resume_prepares_only_the_images_the_remaining_steps_need(
     assert second.by_outcome == {"verified": 1}
     assert [step for step, _, _ in client.calls] == ["liveness"]
     assert prepared == ["front.jpg"]
+
+
+async def test_images_are_prepared_for_throughput_during_a_job(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, image_dir: Path
+) -> None:
+    """Every image a job prepares sees another in flight (the job's prefer_throughput()), so
+    none takes the grain-preserving path's second core; after the job the count is back to 0."""
+    from vlens_async import images
+
+    seen: list[int] = []
+    real_doc, real_faces = bulk.prepare_document_sync, bulk.prepare_faces_sync
+
+    def doc(image: Any, **kwargs: Any) -> Any:
+        seen.append(images._in_flight)
+        return real_doc(image, **kwargs)
+
+    def faces(*frames: Any, **kwargs: Any) -> Any:
+        seen.append(images._in_flight)
+        return real_faces(*frames, **kwargs)
+
+    monkeypatch.setattr(bulk, "prepare_document_sync", doc)
+    monkeypatch.setattr(bulk, "prepare_faces_sync", faces)
+    summary = await runner(ScriptedClient(), tmp_path).run(applicants(image_dir, 3))
+    assert summary.by_outcome == {"verified": 3}
+    assert len(seen) == 9
+    assert min(seen) >= 1
+    assert images._in_flight == 0

@@ -6,13 +6,13 @@ pixel) are instead decoded twice at once, luma at full size and chroma at reduce
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import io
 import math
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -453,49 +453,48 @@ def test_prefer_throughput_turns_the_grain_path_off(
     assert len(calls) == 1
 
 
-async def test_bulk_jobs_prefer_throughput(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, grainy: bytes
+async def test_cancelled_frames_still_count_until_they_end(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A bulk job holds prefer_throughput() while it runs: its images, prepared one at a time,
-    never take a second core."""
-    from vlens_async import bulk
+    """A cancelled prepare_faces (a deadline) leaves its frames running in their threads; they
+    keep counting as in flight until each ends, so none of them, nor another image, takes the
+    grain path meanwhile."""
+    calls = spy_grain_path(monkeypatch)
+    frames = [make_photo(1600, 1200, seed, hard=True) for seed in (31, 32, 33)]
+    started = threading.Event()
+    real = images._prepare
 
-    seen: list[int] = []
-    real = images.prepare_document_sync
+    def slow(*args: object) -> object:
+        started.set()
+        time.sleep(0.2)  # the caller gives up while the frames are running
+        return real(*args)  # type: ignore[arg-type]
 
-    def spy(image: object, **kwargs: object) -> images.PreparedImage:
-        seen.append(images._in_flight)
-        return real(image, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(images, "_prepare", slow)
+    task = asyncio.create_task(images.prepare_faces(*frames, max_bytes=150_000, max_side=SIDE))
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert images._in_flight == 3
+    for _ in range(200):  # the frames end on their own, within seconds
+        if images._in_flight == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert images._in_flight == 0
+    assert calls == []
 
-    monkeypatch.setattr(bulk, "prepare_document_sync", spy)
-    front = tmp_path / "front.jpg"
-    front.write_bytes(grainy)
-    side = bulk._prepare_side("front", front)
-    assert seen == [0]  # outside a job: alone
-    assert side.size > 0
-    seen.clear()
-    entered: list[int] = []
-    original = bulk.prefer_throughput
 
-    @contextlib.contextmanager
-    def watched() -> Iterator[None]:
-        with original():
-            entered.append(images._in_flight)
-            yield
+def test_prefer_throughput_is_no_decorator() -> None:
+    """Used as a decorator it would not cover a coroutine's run, so it is not one."""
+    with pytest.raises(TypeError):
+        images.prefer_throughput()(lambda: None)  # type: ignore[operator]
 
-    monkeypatch.setattr(bulk, "prefer_throughput", watched)
 
-    class NoClient:
-        def with_options(self, **options: object) -> NoClient:
-            return self
-
-    runner = bulk.BulkRunner(
-        NoClient(),  # type: ignore[arg-type]
-        concurrency=1,
-        rate_limit=bulk.RateLimit.unlimited(),
-        journal=tmp_path / "journal.db",
-    )
-    summary = await runner.run([])
-    assert entered == [1]
-    assert summary.processed == 0
+def test_count_never_goes_negative_and_resets_in_a_forked_child() -> None:
+    """A block exited in a forked child that never entered it (or twice) leaves the count at 0;
+    the fork hook forgets the parent's images in flight."""
+    images._count(-5)
+    assert images._in_flight == 0
+    images._count(2)
+    images._forget_pools()  # what the at-fork hook runs in the child
     assert images._in_flight == 0

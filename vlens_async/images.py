@@ -168,10 +168,12 @@ _REDUCING_GAP: Final = 3.0  # non-JPEG inputs: integer box reduction first, then
 # 2.9 dB (PSNR) below a full decode + LANCZOS downscale. A JPEG of at least
 # _GRAIN_BYTES_PER_PIXEL (sharp, noisy content costs bytes; the normal 12 MP sample has 0.13,
 # the hard one 0.55, bench_flow's noisy phone-size inputs 0.45-0.55) is instead decoded twice at
-# once: luma alone at full size, BICUBIC-downscaled in two bands on two threads, and colour at
-# reduced scale (the encoder halves chroma anyway). That costs about 1.7x the CPU of the 1/2-scale
-# path, for the same wall time on an otherwise idle pair of cores, and lands within 0.5 dB of the
-# full decode. Grain-free photos lose nothing to the 1/2-scale path (0.4 dB) and keep it.
+# once: luma alone at full size, BICUBIC-downscaled in bands shared by two threads, and colour
+# at reduced scale (the encoder halves chroma anyway). That costs about 1.7x the CPU of the
+# 1/2-scale path, for the same wall time on an otherwise idle pair of cores, and lands within
+# 0.5 dB of the full decode. Grain-free photos lose nothing to the 1/2-scale path (0.4 dB) and
+# keep it. Only when the image is reduced more than 2x, the 1/2-scale decode does not land on the
+# size (see _grainy) and no other image is being prepared (see _alone).
 _GRAIN_BYTES_PER_PIXEL: Final = 0.3
 
 # JPEG APPn segments kept by the pass-through: APP0 JFIF (rewritten without its thumbnail) and
@@ -324,14 +326,17 @@ async def prepare_faces(
     _check_budget(max_bytes, max_side)
     _check_timing(capture_times, max_spread)
     frames = (f1, f2, f3)
-    with _preparing(len(frames)):  # counted before any frame starts: they all see the others
+    counted = _CountedFrames(len(frames))
+    try:
         outcomes = await asyncio.gather(
             *(
-                asyncio.to_thread(_prepare_frame, f, i, max_bytes, max_side)
+                asyncio.to_thread(counted.run, i, f, max_bytes, max_side)
                 for i, f in enumerate(frames)
             ),
             return_exceptions=True,
         )
+    finally:
+        counted.drop_unstarted()  # cancelled: frames already running still count until they end
     # The thumbnail comparison is pure Python (about a millisecond): off the loop too.
     return await asyncio.to_thread(_collect_faces, outcomes)
 
@@ -363,14 +368,16 @@ def prepare_faces_sync(
     _check_timing(capture_times, max_spread)
     pool = _frame_pool()
     outcomes: list[tuple[PreparedImage, bytes] | BaseException] = []
-    with _preparing(3):
+    counted = _CountedFrames(3)
+    try:
         futures = [
-            pool.submit(_prepare_frame, f, i, max_bytes, max_side)
-            for i, f in enumerate((f1, f2, f3))
+            pool.submit(counted.run, i, f, max_bytes, max_side) for i, f in enumerate((f1, f2, f3))
         ]
         for future in futures:
             exc = future.exception()
             outcomes.append(exc if exc is not None else future.result())
+    finally:
+        counted.drop_unstarted()
     return _collect_faces(outcomes)
 
 
@@ -383,16 +390,60 @@ _in_flight = 0
 _in_flight_lock: Final = threading.Lock()
 
 
-@contextlib.contextmanager
-def _preparing(count: int) -> Iterator[None]:
+def _count(delta: int) -> None:
     global _in_flight
     with _in_flight_lock:
-        _in_flight += count
-    try:
-        yield
-    finally:
-        with _in_flight_lock:
-            _in_flight -= count
+        _in_flight = max(0, _in_flight + delta)  # never below 0, even after a fork mid-block
+
+
+class _Counted:
+    """Counts ``count`` images in flight for the duration of a ``with`` block (and only a
+    ``with`` block: unlike contextlib's, it is no decorator, which would not cover a coroutine).
+    """
+
+    def __init__(self, images: int) -> None:
+        self._images = images
+
+    def __enter__(self) -> None:
+        _count(self._images)
+
+    def __exit__(self, *exc: object) -> None:
+        _count(-self._images)
+
+
+def _preparing(count: int) -> _Counted:
+    return _Counted(count)
+
+
+class _CountedFrames:
+    """Liveness frames counted in flight from before any starts (so each sees the others) until
+    each ends, or is dropped unstarted when its caller gives up; a frame still running after a
+    cancellation keeps counting."""
+
+    def __init__(self, count: int) -> None:
+        self._lock = threading.Lock()
+        self._unstarted = set(range(count))
+        _count(count)
+
+    def run(
+        self, index: int, image: ImageInput, max_bytes: int, max_side: int
+    ) -> tuple[PreparedImage, bytes]:
+        """Prepare frame ``index`` (in a worker thread) unless it was dropped."""
+        with self._lock:
+            if index not in self._unstarted:
+                raise RuntimeError("frame dropped before it started")  # nobody awaits it
+            self._unstarted.discard(index)
+        try:
+            return _prepare_frame(image, index, max_bytes, max_side)
+        finally:
+            _count(-1)
+
+    def drop_unstarted(self) -> None:
+        """Stop counting the frames that never started (all have, after a normal return)."""
+        with self._lock:
+            dropped = len(self._unstarted)
+            self._unstarted.clear()
+        _count(-dropped)
 
 
 def _alone() -> bool:
@@ -400,18 +451,17 @@ def _alone() -> bool:
     return _in_flight <= 1
 
 
-@contextlib.contextmanager
-def prefer_throughput() -> Iterator[None]:
-    """While this block runs, every image in the process is prepared for throughput.
+def prefer_throughput() -> contextlib.AbstractContextManager[None]:
+    """A ``with`` block inside which every image in the process is prepared for throughput.
 
     An image prepared while no other is takes the grain-preserving path when it is a grainy JPEG
     (full-resolution luma, with a second thread: the same wall time for 1.7x the CPU). Inside this
     block it never does, as if another image were always in flight. A bulk job holds it for its
     whole run (its spare core belongs to the event loop); hold it in a service whose cores are
-    busy with other requests. Nestable, and safe from any thread or coroutine.
+    busy with other requests. Nestable, and usable from any thread or coroutine (``with``, not as
+    a decorator).
     """
-    with _preparing(1):
-        yield
+    return _Counted(1)
 
 
 # The sync twin's worker threads, started once: a bulk job calls it for every applicant, and
@@ -447,10 +497,12 @@ def _helper_pool() -> ThreadPoolExecutor:
 
 
 def _forget_pools() -> None:
-    # A forked child inherits the executors but not their threads: start afresh.
-    global _frame_executor, _helper_executor
+    # A forked child inherits the executors but not their threads, nor the images the parent's
+    # other threads were preparing: start afresh.
+    global _frame_executor, _helper_executor, _in_flight
     _frame_executor = None
     _helper_executor = None
+    _in_flight = 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -893,7 +945,14 @@ def _decoded_rgb(im: Image.Image, target: tuple[int, int], *, drafted: bool) -> 
 
 
 def _grainy(im: JpegImageFile, data: bytes, target: tuple[int, int]) -> bool:
-    """Whether a reduced-scale decode would alias this JPEG's grain (see _GRAIN_BYTES_PER_PIXEL)."""
+    """Whether this JPEG is worth the grain-preserving path (see _GRAIN_BYTES_PER_PIXEL).
+
+    Not when the reduced-scale decode alone makes the size (a 4000x3000 photo to a 2000 px
+    document): its aliasing is then at its worst (luma 32 dB against a full decode + LANCZOS,
+    41 dB with full-size luma), but there is no resize for the second thread to take over, so
+    two decodes would make the image slower (117 ms against 78 ms), and ``verify()`` waits for
+    its front. Fidelity here would cost wall time; elsewhere it costs only CPU.
+    """
     width, height = im.size
     least = _GRAIN_BYTES_PER_PIXEL * width * height
     if im.mode != "RGB" or width < 2 * target[0] or height < 2 * target[1] or len(data) < least:
