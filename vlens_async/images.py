@@ -914,8 +914,8 @@ def _reencode(
     if (
         data is not None
         and isinstance(im, JpegImageFile)
-        and _grainy(im, data, target)
         and _alone()
+        and _grainy(im, data, target)
     ):
         pixels = _grain_preserving_downscale(im, data, target)  # YCbCr, encoded as it is
     else:
