@@ -55,7 +55,7 @@ from datetime import datetime
 from typing import BinaryIO, Final, TypeAlias, overload
 
 import attrs
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 
 from .config import (
@@ -872,6 +872,7 @@ def _may_pass_through(im: Image.Image, orientation: int, max_side: int) -> bool:
         and im.mode == "RGB"
         and orientation == 1
         and max(im.size) <= max_side
+        and _colour_profile(im) is None  # its pixels would change colour without the profile
     )
 
 
@@ -911,37 +912,86 @@ def _reencode(
     read its ``encoderinfo`` and ``info["comment"]``).
     """
     target = _target_size(im.size, max_side)
-    if (
+    profile = _colour_profile(im)  # read before a draft changes the mode
+    grain = (
         data is not None
         and isinstance(im, JpegImageFile)
         and _alone()
         and _grainy(im, data, target)
-    ):
+    )
+    if grain and isinstance(im, JpegImageFile) and data is not None:  # (narrowed for mypy)
         pixels = _grain_preserving_downscale(im, data, target)  # YCbCr, encoded as it is
+        if profile is not None:
+            pixels = _to_srgb(pixels.convert("RGB"), profile)
     else:
-        pixels = _decoded_rgb(im, target, drafted=data is not None)
+        pixels = _decoded_rgb(im, target, profile, drafted=data is not None)
     for op in _TRANSPOSE.get(orientation, ()):
         pixels = pixels.transpose(op)
     if pixels is im and data is None:
         pixels = im.copy()
     pixels.info = {}  # no comment, EXIF or ICC profile can ride along into the encoder
     # The grain-preserving path has both cores to itself: it may encode a second quality early.
-    spare = _helper_pool() if pixels.mode == "YCbCr" else None
-    data_out, quality, size = _compress(pixels, max_bytes, spare)
+    data_out, quality, size = _compress(pixels, max_bytes, _helper_pool() if grain else None)
     input_bytes = 0 if data is None else len(data)
     return _prepared(data_out, size, quality, input_bytes, passthrough=False)
 
 
-def _decoded_rgb(im: Image.Image, target: tuple[int, int], *, drafted: bool) -> Image.Image:
-    """``im`` as RGB at ``target``; a JPEG we own is decoded at reduced scale when it can be."""
+def _decoded_rgb(
+    im: Image.Image,
+    target: tuple[int, int],
+    profile: ImageCms.ImageCmsProfile | None,
+    *,
+    drafted: bool,
+) -> Image.Image:
+    """``im`` as sRGB at ``target``; a JPEG we own is decoded at reduced scale when it can be."""
     if drafted and target != im.size and isinstance(im, JpegImageFile):
         # libjpeg scales by 1/2, 1/4 or 1/8 inside the IDCT, never below the target size.
         im.draft(None, target)
     im.load()
-    pixels = _normalise_mode(im)
+    pixels: Image.Image = im
+    if profile is not None and im.mode == "CMYK":
+        # Through its profile, not Pillow's naive formula (print CMYK would come out garish).
+        pixels, profile = _to_srgb(im, profile), None
+    pixels = _normalise_mode(pixels)
     if pixels.size != target:
         pixels = _downscale(pixels, target)
-    return _to_rgb(pixels)
+    pixels = _to_rgb(pixels)
+    # An RGB profile is applied after the downscale: the same colours, on fewer pixels.
+    return pixels if profile is None else _to_srgb(pixels, profile)
+
+
+def _colour_profile(im: Image.Image) -> ImageCms.ImageCmsProfile | None:
+    """The embedded ICC profile when the pixels must be converted to sRGB, else None.
+
+    Phones embed Display P3 and cameras Adobe RGB; the service, like most decoders, reads the
+    pixels as sRGB, and the profile is stripped with the other metadata. None for no profile, an
+    sRGB one (by its description), one that does not describe the image's RGB or CMYK pixels,
+    or one LittleCMS cannot read: those pixels are taken as sRGB, as they would be anyway.
+    """
+    icc = im.info.get("icc_profile")
+    if not icc or not isinstance(icc, bytes) or im.mode not in ("RGB", "CMYK"):
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = str(profile.profile.xcolor_space).strip()
+        description = str(profile.profile.profile_description or "")
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return None
+    if space != im.mode or "srgb" in description.lower():
+        return None
+    return profile
+
+
+def _to_srgb(im: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
+    """``im`` (RGB or CMYK, as ``profile`` describes) converted to sRGB RGB."""
+    # A fresh sRGB profile per call: LittleCMS profile handles are not for sharing across threads.
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    try:
+        converted = ImageCms.profileToProfile(im, profile, srgb, outputMode="RGB")
+    except ImageCms.PyCMSError:
+        return im if im.mode == "RGB" else _to_rgb(_normalise_mode(im))  # taken as sRGB
+    assert converted is not None  # not in place
+    return converted
 
 
 def _grainy(im: JpegImageFile, data: bytes, target: tuple[int, int]) -> bool:
