@@ -11,11 +11,13 @@ Phone photos are 3 to 6 MB and 12 MP; the service refuses over 5 MB or 25 MP, th
    (:class:`~vlens_async.errors.ImageTooLargeError`). What Pillow cannot read, empty or truncated
    input, text, PDF or HEIC raise :class:`~vlens_async.errors.UnsupportedImageError` with a reason.
 3. A JPEG that already complies (within the byte budget and the side limit, plain RGB, no EXIF
-   rotation to apply) passes through without re-encoding: its metadata segments (EXIF, XMP, ICC,
-   comments, maker notes, trailers after the image) are cut out of the byte stream.
+   rotation to apply, no colour profile but sRGB) passes through without re-encoding: its
+   metadata segments (EXIF, XMP, ICC, comments, maker notes, trailers after the image) are cut
+   out of the byte stream.
 4. Anything else is decoded at reduced scale when it is a JPEG (``draft``: the DCT does most of
    the downscale for free), converted to RGB (CMYK, palette, 16-bit, grayscale; alpha is
-   flattened on white), downscaled so its long side is at most ``max_side``, turned upright from
+   flattened on white; pixels a non-sRGB ICC profile describes are converted to sRGB, as the
+   profile is stripped), downscaled so its long side is at most ``max_side``, turned upright from
    its EXIF orientation, and encoded at the highest quality that fits ``max_bytes``: a cheap
    sample of the image (one MCU row in eight) predicts the size at every quality (the estimate),
    one full encode checks it and usually fits, a second corrected by the first's error fixes a
