@@ -12,6 +12,8 @@ import io
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageStat
 
 from vlens_async import images
@@ -200,3 +202,24 @@ def test_cmyk_with_an_rgb_profile_falls_back_to_the_plain_conversion() -> None:
     cmyk.save(out, "JPEG", quality=95, icc_profile=wide_gamut_profile())
     p = prepare_document_sync(out.getvalue(), max_bytes=500_000, max_side=1280)
     assert near(mean_colour(p.data), (255, 255, 255), 3)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    flips=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=10_000), st.integers(0, 255)), max_size=12
+    ),
+    cut=st.integers(min_value=0, max_value=10_000),
+)
+def test_fuzz_mangled_profiles_never_escape(flips: list[tuple[int, int]], cut: int) -> None:
+    """A profile with bytes flipped or cut (untrusted input, parsed by LittleCMS) still gives a
+    compliant JPEG: converted, or ignored as unreadable."""
+    icc = bytearray(wide_gamut_profile())
+    for position, value in flips:
+        icc[position % len(icc)] = value
+    data = flat_jpeg((96, 64), bytes(icc[: max(1, cut % (len(icc) + 1))]))
+    p = prepare_document_sync(data, max_bytes=500_000, max_side=1280)
+    assert (p.width, p.height) == (96, 64)
+    with Image.open(io.BytesIO(p.data)) as out:
+        assert out.format == "JPEG"
+        assert "icc_profile" not in out.info
