@@ -461,27 +461,34 @@ async def test_cancelled_frames_still_count_until_they_end(
     grain path meanwhile."""
     calls = spy_grain_path(monkeypatch)
     frames = [make_photo(1600, 1200, seed, hard=True) for seed in (31, 32, 33)]
-    started = threading.Event()
+    started = threading.Semaphore(0)
     real = images._prepare
 
     def slow(*args: object) -> object:
-        started.set()
-        time.sleep(0.2)  # the caller gives up while the frames are running
+        started.release()
+        time.sleep(0.3)  # the caller gives up while the frames are running
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(images, "_prepare", slow)
+    await drained()  # frames an earlier test cancelled may still be finishing
     task = asyncio.create_task(images.prepare_faces(*frames, max_bytes=150_000, max_side=SIDE))
-    await asyncio.to_thread(started.wait, 10)
+    for _ in range(3):  # all three running (a frame not yet started would rightly be dropped)
+        assert await asyncio.to_thread(started.acquire, True, 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert images._in_flight == 3
-    for _ in range(200):  # the frames end on their own, within seconds
-        if images._in_flight == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert images._in_flight == 0
+    await drained()  # the frames end on their own, within seconds
     assert calls == []
+
+
+async def drained(seconds: float = 20) -> None:
+    """Wait until no image is counted in flight; fail after ``seconds``."""
+    for _ in range(int(seconds / 0.05)):
+        if images._in_flight == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{images._in_flight} images still counted in flight")
 
 
 def test_prefer_throughput_is_no_decorator() -> None:
