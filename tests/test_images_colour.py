@@ -138,6 +138,7 @@ def test_grainy_wide_gamut_photo_is_converted_on_the_grain_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The grain-preserving path converts too."""
+    monkeypatch.setattr(images, "_alone", lambda: True)  # whatever earlier tests left running
     calls: list[object] = []
     real = images._grain_preserving_downscale
 

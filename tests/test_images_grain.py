@@ -40,6 +40,17 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(255 * 255 / mse)
 
 
+@pytest.fixture(autouse=True)
+def nothing_else_in_flight() -> None:
+    """Whether an image is alone decides its path: wait for frames that an earlier test
+    cancelled (they end on their own in their threads) before each test."""
+    for _ in range(400):
+        if images._in_flight == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{images._in_flight} images still counted in flight")
+
+
 @pytest.fixture(scope="module")
 def grainy() -> bytes:
     """A 2000x1500 photo with pixel-scale grain (0.55 bytes per pixel)."""
