@@ -48,6 +48,7 @@ import io
 import math
 import os
 import re
+import struct
 import tempfile
 import threading
 import warnings
@@ -950,50 +951,127 @@ def _decoded_rgb(
         # libjpeg scales by 1/2, 1/4 or 1/8 inside the IDCT, never below the target size.
         im.draft(None, target)
     im.load()
-    pixels: Image.Image = im
-    if profile is not None and im.mode == "CMYK":
-        # Through its profile, not Pillow's naive formula (print CMYK would come out garish).
-        pixels, profile = _to_srgb(im, profile), None
-    pixels = _normalise_mode(pixels)
+    pixels = _normalise_mode(im)
     if pixels.size != target:
         pixels = _downscale(pixels, target)
     pixels = _to_rgb(pixels)
-    # An RGB profile is applied after the downscale: the same colours, on fewer pixels.
+    # The profile is applied after the downscale: the same colours, on fewer pixels.
     return pixels if profile is None else _to_srgb(pixels, profile)
 
 
 def _colour_profile(im: Image.Image) -> ImageCms.ImageCmsProfile | None:
     """The embedded ICC profile when the pixels must be converted to sRGB, else None.
 
-    Phones embed Display P3 and cameras Adobe RGB; the service, like most decoders, reads the
-    pixels as sRGB, and the profile is stripped with the other metadata. None for no profile, an
-    sRGB one (by its description), one that does not describe the image's RGB or CMYK pixels,
-    or one LittleCMS cannot read: those pixels are taken as sRGB, as they would be anyway.
+    Phones embed Display P3 and cameras Adobe RGB; the service, like most decoders, reads pixels
+    as sRGB, and the profile is stripped with the other metadata. Only a matrix/TRC RGB profile
+    (what photos carry) is applied, after a check of its structure (_matrix_trc), since a lookup
+    table profile of a few hundred bytes can make LittleCMS allocate half a gigabyte. None for
+    no profile, one that is sRGB in effect (_acts_as_srgb, whatever its name), anything else, or
+    one LittleCMS cannot use: those pixels are taken as sRGB, as they would be anyway.
     """
     icc = im.info.get("icc_profile")
-    if not icc or not isinstance(icc, bytes) or im.mode not in ("RGB", "CMYK"):
+    if not icc or not isinstance(icc, bytes) or im.mode not in _PROFILED_MODES:
+        return None
+    if not _matrix_trc(icc):
         return None
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        space = str(profile.profile.xcolor_space).strip()
-        description = str(profile.profile.profile_description or "")
     except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
         return None
-    if space != im.mode or "srgb" in description.lower():
-        return None
-    return profile
+    return None if _acts_as_srgb(icc, profile) else profile
+
+
+_PROFILED_MODES: Final = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
+_MAX_PROFILE_BYTES: Final = 256 * 1024  # matrix/TRC profiles are a few KB (1024-entry curves: 7 KB)
+_MAX_CURVE_ENTRIES: Final = 4096
+_PARAMETRIC_ARGUMENTS: Final = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}  # ICC parametricCurveType
+
+
+def _matrix_trc(icc: bytes) -> bool:
+    """Whether ``icc`` is a well-formed matrix/TRC RGB profile with no lookup tables.
+
+    Every tag must lie inside the profile; the colorants must be XYZ and the three curves small
+    tables or parametric curves, the only tags LittleCMS reads to build the transform.
+    """
+    if not 132 <= len(icc) <= _MAX_PROFILE_BYTES or icc[16:20] != b"RGB " or icc[36:40] != b"acsp":
+        return False
+    (count,) = struct.unpack_from(">I", icc, 128)
+    if count > 64 or 132 + 12 * count > len(icc):
+        return False
+    tags: dict[bytes, bytes] = {}
+    for index in range(count):
+        signature, offset, size = struct.unpack_from(">4sII", icc, 132 + 12 * index)
+        if offset + size > len(icc) or size < 8:
+            return False
+        tags[signature] = icc[offset : offset + size]
+    if any(signature[:3] in (b"A2B", b"B2A", b"D2B", b"B2D") for signature in tags):
+        return False  # lookup tables: LittleCMS would use them instead of the matrix
+    colorants = (tags.get(name, b"") for name in (b"rXYZ", b"gXYZ", b"bXYZ"))
+    if not all(body[:4] == b"XYZ " and len(body) >= 20 for body in colorants):
+        return False
+    return all(_small_curve(tags.get(name, b"")) for name in (b"rTRC", b"gTRC", b"bTRC"))
+
+
+def _small_curve(body: bytes) -> bool:
+    if body[:4] == b"curv" and len(body) >= 12:
+        entries = int(struct.unpack_from(">I", body, 8)[0])
+        return entries <= _MAX_CURVE_ENTRIES and len(body) >= 12 + 2 * entries
+    if body[:4] == b"para" and len(body) >= 12:
+        arguments = _PARAMETRIC_ARGUMENTS.get(int(struct.unpack_from(">H", body, 8)[0]))
+        return arguments is not None and len(body) >= 12 + 4 * arguments
+    return False
+
+
+# Colours whose conversion tells an sRGB profile, whatever its name ("c2", "IEC 61966-2.1
+# Default RGB colour space - sRGB"), from a wide-gamut or linear one named "sRGB"-something.
+_PROBE_COLOURS: Final = (
+    (0, 0, 0), (255, 255, 255), (128, 128, 128), (255, 0, 0), (0, 255, 0), (0, 0, 255),
+    (200, 100, 50), (60, 180, 60), (40, 60, 200), (230, 230, 20),
+)  # fmt: skip
+_SRGB_TOLERANCE: Final = 2  # levels per channel
+_srgb_verdicts: dict[bytes, bool] = {}  # by SHA-256 of the profile: phones send the same few
+_SRGB_VERDICTS_KEPT: Final = 64
+
+
+def _acts_as_srgb(icc: bytes, profile: ImageCms.ImageCmsProfile) -> bool:
+    """Whether converting through ``profile`` to sRGB leaves every probe colour as it was.
+
+    Raises nothing: a profile LittleCMS cannot build a transform for counts as sRGB (unusable).
+    """
+    key = hashlib.sha256(icc).digest()
+    verdict = _srgb_verdicts.get(key)
+    if verdict is None:
+        probe = Image.frombytes(
+            "RGB", (len(_PROBE_COLOURS), 1), bytes(v for colour in _PROBE_COLOURS for v in colour)
+        )
+        try:
+            converted = _convert(probe, profile)
+        except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+            verdict = True
+        else:
+            pairs = zip(probe.tobytes(), converted.tobytes(), strict=True)
+            verdict = all(abs(a - b) <= _SRGB_TOLERANCE for a, b in pairs)
+        if len(_srgb_verdicts) >= _SRGB_VERDICTS_KEPT:
+            _srgb_verdicts.clear()  # a handful of profiles in practice; no LRU needed
+        _srgb_verdicts[key] = verdict
+    return verdict
+
+
+def _convert(im: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
+    # A fresh sRGB profile and transform per call: LittleCMS handles are not for sharing across
+    # threads (building one takes about a millisecond).
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    converted = ImageCms.profileToProfile(im, profile, srgb, outputMode="RGB")
+    assert converted is not None  # not in place
+    return converted
 
 
 def _to_srgb(im: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
-    """``im`` (RGB or CMYK, as ``profile`` describes) converted to sRGB RGB."""
-    # A fresh sRGB profile per call: LittleCMS profile handles are not for sharing across threads.
-    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    """RGB ``im``, as ``profile`` describes it, converted to sRGB (unchanged if that fails)."""
     try:
-        converted = ImageCms.profileToProfile(im, profile, srgb, outputMode="RGB")
-    except ImageCms.PyCMSError:
-        return im if im.mode == "RGB" else _to_rgb(_normalise_mode(im))  # taken as sRGB
-    assert converted is not None  # not in place
-    return converted
+        return _convert(im, profile)
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return im  # taken as sRGB, as without a profile
 
 
 def _grainy(im: JpegImageFile, data: bytes, target: tuple[int, int]) -> bool:
