@@ -916,16 +916,9 @@ def _reencode(
     """
     target = _target_size(im.size, max_side)
     profile = _colour_profile(im)  # read before a draft changes the mode
-    grain = (
-        data is not None
-        and isinstance(im, JpegImageFile)
-        and _alone()
-        and _grainy(im, data, target)
-    )
-    if grain and isinstance(im, JpegImageFile) and data is not None:  # (narrowed for mypy)
-        pixels = _grain_preserving_downscale(im, data, target)  # YCbCr, encoded as it is
-        if profile is not None:
-            pixels = _to_srgb(pixels.convert("RGB"), profile)
+    kept = _grain_kept(im, data, target)  # YCbCr, encoded as it is
+    if kept is not None:
+        pixels = kept if profile is None else _to_srgb(kept.convert("RGB"), profile)
     else:
         pixels = _decoded_rgb(im, target, profile, drafted=data is not None)
     for op in _TRANSPOSE.get(orientation, ()):
@@ -934,9 +927,19 @@ def _reencode(
         pixels = im.copy()
     pixels.info = {}  # no comment, EXIF or ICC profile can ride along into the encoder
     # The grain-preserving path has both cores to itself: it may encode a second quality early.
-    data_out, quality, size = _compress(pixels, max_bytes, _helper_pool() if grain else None)
+    spare = _helper_pool() if kept is not None else None
+    data_out, quality, size = _compress(pixels, max_bytes, spare)
     input_bytes = 0 if data is None else len(data)
     return _prepared(data_out, size, quality, input_bytes, passthrough=False)
+
+
+def _grain_kept(im: Image.Image, data: bytes | None, target: tuple[int, int]) -> Image.Image | None:
+    """The grain-preserving downscale, when this image takes that path (_grainy, _alone)."""
+    if data is None or not isinstance(im, JpegImageFile):
+        return None
+    if not _alone() or not _grainy(im, data, target):  # alone first: _grainy may walk markers
+        return None
+    return _grain_preserving_downscale(im, data, target)
 
 
 def _decoded_rgb(
