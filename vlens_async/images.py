@@ -467,44 +467,43 @@ def prefer_throughput() -> contextlib.AbstractContextManager[None]:
     return _Counted(1)
 
 
+class _LazyPool:
+    """A thread pool started on first use, and forgotten in a forked child (which inherits the
+    executor but not its threads)."""
+
+    def __init__(self, least: int, name: str) -> None:
+        self._least = least
+        self._name = name
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(self._least, os.cpu_count() or 1), thread_name_prefix=self._name
+                )
+            return self._executor
+
+    def forget(self) -> None:
+        self._executor = None
+        self._lock = threading.Lock()  # a child may inherit it held
+
+
 # The sync twin's worker threads, started once: a bulk job calls it for every applicant, and
 # starting three threads per call cost more CPU than checking three compliant frames. One per
 # core (three at least), so concurrent callers on a big machine are not held to three frames.
-_frame_executor: ThreadPoolExecutor | None = None
-_frame_lock: Final = threading.Lock()
-
-
-def _frame_pool() -> ThreadPoolExecutor:
-    global _frame_executor
-    with _frame_lock:
-        if _frame_executor is None:
-            _frame_executor = ThreadPoolExecutor(
-                max_workers=max(3, os.cpu_count() or 1), thread_name_prefix="vlens-images"
-            )
-        return _frame_executor
-
-
+_frame_pool: Final = _LazyPool(3, "vlens-images")
 # Threads that help one image along (the grain-preserving path's second decode and band). Kept
 # apart from the frame pool: a frame waits on its helper, so sharing one pool could deadlock.
-_helper_executor: ThreadPoolExecutor | None = None
-
-
-def _helper_pool() -> ThreadPoolExecutor:
-    global _helper_executor
-    with _frame_lock:
-        if _helper_executor is None:
-            _helper_executor = ThreadPoolExecutor(
-                max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="vlens-images-helper"
-            )
-        return _helper_executor
+_helper_pool: Final = _LazyPool(2, "vlens-images-helper")
 
 
 def _forget_pools() -> None:
-    # A forked child inherits the executors but not their threads, nor the images the parent's
-    # other threads were preparing: start afresh.
-    global _frame_executor, _helper_executor, _in_flight
-    _frame_executor = None
-    _helper_executor = None
+    # A forked child also drops the images the parent's other threads were preparing.
+    global _in_flight
+    _frame_pool.forget()
+    _helper_pool.forget()
     _in_flight = 0
 
 
