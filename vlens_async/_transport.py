@@ -335,29 +335,27 @@ def connection_not_established(exc: BaseException) -> bool:
     return isinstance(exc, APIConnectionError) and getattr(exc, _NEVER_SENT, False) is True
 
 
+# Fixed phrases by type, never the exception's own text (it quotes the URL); the first match
+# wins, so subclasses come before their bases.
+_CAUSE_REASONS: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (aiohttp.ClientConnectorCertificateError, "TLS certificate verification failed"),
+    (aiohttp.ClientSSLError, "TLS handshake failed"),
+    (aiohttp.ClientConnectorDNSError, "the host name did not resolve"),
+    (aiohttp.ConnectionTimeoutError, "no connection within the connect timeout"),
+    (aiohttp.SocketTimeoutError, "no data within the read timeout"),
+    (TimeoutError, "no response within the attempt's timeout"),
+    (aiohttp.ServerDisconnectedError, "the server closed the connection"),
+    (aiohttp.ClientPayloadError, "the response body was cut short"),
+    (aiohttp.InvalidURL, "the request URL is invalid"),
+    (aiohttp.ClientResponseError, "aiohttp refused the response"),
+)
+
+
 def _cause_reason(exc: BaseException) -> str:
-    # Fixed phrases by type, never the exception's own text (it quotes the URL). For OS errors
-    # only the errno's symbolic name, which cannot carry anything of the request.
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "TLS certificate verification failed"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "TLS handshake failed"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "the host name did not resolve"
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "no connection within the connect timeout"
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return "no data within the read timeout"
-    if isinstance(exc, TimeoutError):
-        return "no response within the attempt's timeout"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the response body was cut short"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return "the request URL is invalid"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return "aiohttp refused the response"
+    # For OS errors only the errno's symbolic name, which cannot carry anything of the request.
+    for kind, reason in _CAUSE_REASONS:
+        if isinstance(exc, kind):
+            return reason
     os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
     if isinstance(os_error, OSError) and isinstance(os_error.errno, int):
         return errno.errorcode.get(os_error.errno, f"errno {os_error.errno}")
