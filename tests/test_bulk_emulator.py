@@ -82,6 +82,17 @@ def valid_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_applicants(tmp_path_factory.mktemp("valid"), ["valid"] * 8)
 
 
+def unlimited_runner(client: VlensClient, tmp_path: Path) -> BulkRunner:
+    """A runner on ``client`` without a rate limit, journaling and writing results in tmp_path."""
+    return BulkRunner(
+        client,
+        rate_limit=RateLimit.unlimited(),
+        journal=tmp_path / "run.db",
+        results=tmp_path / "results.jsonl",
+        step_retry=FAST_RETRY,
+    )
+
+
 def read_results(path: Path) -> list[dict[str, Any]]:
     """The results file's lines."""
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -366,13 +377,7 @@ async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
     nor the AML case's full name; what resume and the cross-check need is still there."""
     manifest = await asyncio.to_thread(write_applicants, tmp_path, ["aml_watchlisted"])
     fields = make_applicant(100, scenario="aml_watchlisted").fields  # write_applicants' seed
-    runner = BulkRunner(
-        vlens_client,
-        rate_limit=RateLimit.unlimited(),
-        journal=tmp_path / "run.db",
-        results=tmp_path / "results.jsonl",
-        step_retry=FAST_RETRY,
-    )
+    runner = unlimited_runner(vlens_client, tmp_path)
     await runner.run(read_manifest(manifest))
     (line,) = read_results(tmp_path / "results.jsonl")
     assert "aml_matched" in line["service_flags"]  # the AML case really came back
@@ -407,13 +412,7 @@ async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
 async def test_runner_accepts_a_manifest_path(vlens_client: VlensClient, tmp_path: Path) -> None:
     """run() given a path reads it as a manifest (a str is not iterated as characters)."""
     manifest = await asyncio.to_thread(write_applicants, tmp_path, ["valid", "valid"])
-    runner = BulkRunner(
-        vlens_client,
-        rate_limit=RateLimit.unlimited(),
-        journal=tmp_path / "run.db",
-        results=tmp_path / "results.jsonl",
-        step_retry=FAST_RETRY,
-    )
+    runner = unlimited_runner(vlens_client, tmp_path)
     summary = await runner.run(str(manifest))
     assert summary.total == 2
     assert summary.by_outcome.get("verified") == 2

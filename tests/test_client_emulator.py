@@ -142,12 +142,15 @@ async def test_ok_failure_style_raises_the_code_family_only(vlens_client: VlensC
 FAST = RetryPolicy(max_attempts=3, initial=0.01, max_backoff=0.05, jitter=0.0)
 
 
+def fast_client(emulator: RunningEmulator) -> VlensClient:
+    """A client on ``emulator`` whose retries wait milliseconds."""
+    return VlensClient(emulator.api_key, base_url=emulator.base_url, retry=FAST)
+
+
 async def test_proxy_page_502_is_retried_then_succeeds(vlens_emulator: RunningEmulator) -> None:
     """One HTML 502 (as a proxy sends it) is retried; the second attempt answers."""
     vlens_emulator.set_faults("502:1x1@id_front")
-    async with VlensClient(
-        vlens_emulator.api_key, base_url=vlens_emulator.base_url, retry=FAST
-    ) as client:
+    async with fast_client(vlens_emulator) as client:
         response = await client.scan_id_front(applicant(40).front)
     assert response.transaction_id
     statuses = vlens_emulator.counters()["requests"]["id_front"]
@@ -160,9 +163,7 @@ async def test_persistent_proxy_page_is_a_decode_error_and_a_server_error(
 ) -> None:
     """A 502 page on every attempt: all attempts made, then both error classes."""
     vlens_emulator.set_faults("502:1@id_front")
-    async with VlensClient(
-        vlens_emulator.api_key, base_url=vlens_emulator.base_url, retry=FAST
-    ) as client:
+    async with fast_client(vlens_emulator) as client:
         with pytest.raises(ResponseDecodeError) as info:
             await client.scan_id_front(applicant(41).front)
     assert isinstance(info.value, InternalServerError)
@@ -173,9 +174,7 @@ async def test_persistent_proxy_page_is_a_decode_error_and_a_server_error(
 async def test_injected_429_is_honoured_then_retried(vlens_emulator: RunningEmulator) -> None:
     """A proxy's 429 with Retry-After: the client waits and tries again."""
     vlens_emulator.set_faults("429:1x1@id_back,retry_after=0.05s")
-    async with VlensClient(
-        vlens_emulator.api_key, base_url=vlens_emulator.base_url, retry=FAST
-    ) as client:
+    async with fast_client(vlens_emulator) as client:
         response = await client.scan_id_back(applicant(42).back)
     assert response.transaction_id
     statuses = vlens_emulator.counters()["requests"]["id_back"]
@@ -185,9 +184,7 @@ async def test_injected_429_is_honoured_then_retried(vlens_emulator: RunningEmul
 
 async def test_register_is_not_sent_twice_after_a_5xx(vlens_emulator: RunningEmulator) -> None:
     """Register is not idempotent: a 503 after it was sent is raised, never retried."""
-    async with VlensClient(
-        vlens_emulator.api_key, base_url=vlens_emulator.base_url, retry=FAST
-    ) as client:
+    async with fast_client(vlens_emulator) as client:
         phone = "+201009998877"
         sent = await client.request_phone_otp(phone)
         otp = vlens_emulator.otp(phone)
