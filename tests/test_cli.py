@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_client_support import free_port
 
+from tests.helpers.client import free_port
 from vlens_async.cli import main
 from vlens_async.emulator import BackgroundEmulator
 from vlens_async.samples import make_applicant

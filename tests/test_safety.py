@@ -20,15 +20,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from test_client_support import BASE, IMAGES_URL, free_port, mock_api, no_backoff, serve
 from yarl import URL
 
+from tests.helpers.client import BASE, IMAGES_URL, free_port, mock_api, serve
 from vlens_async import errors
 from vlens_async.auth import AdminLogin
 from vlens_async.client import VlensClient, configure_logging_from_env, logger
 from vlens_async.config import RetryPolicy, Timeouts
-
-__all__ = ["no_backoff"]
 
 API_KEY = "sk-live-SECRETAPIKEY-7f3a9c"
 ADMIN_USER = "boss@acme-tenant.example"

@@ -21,6 +21,8 @@ Fixtures:
 - ``vlens_client`` (async): a ``VlensClient`` for that emulator (API key auth).
 - ``vlens_emulator_thread`` (sync): the same emulator served from a background thread, for
   synchronous tests; its methods are thread-safe.
+- ``no_backoff``: the client's retries keep their attempt count but never sleep (stamina's
+  testing mode), so a test of retry behaviour runs in milliseconds.
 
 The async fixtures need pytest-asyncio; without it only the synchronous fixture is defined.
 """
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+import stamina
 
 from vlens_async.emulator import (
     BackgroundEmulator,
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from vlens_async.client import VlensClient
 
 __all__ = [
+    "no_backoff",
     "pytest_configure",
     "vlens_emulator_config",
     "vlens_emulator_thread",
@@ -70,6 +74,13 @@ def _configured(request: pytest.FixtureRequest, base: EmulatorConfig) -> Emulato
     tenant_changes = fields.pop("tenant", None) or {}
     config: EmulatorConfig = attrs.evolve(base, **fields) if fields else base
     return config.with_tenant(**tenant_changes) if tenant_changes else config
+
+
+@pytest.fixture
+def no_backoff() -> Iterator[None]:
+    """Retries without sleeping: stamina's testing mode, each policy's attempt count kept."""
+    with stamina.set_testing(True, attempts=100, cap=True):
+        yield
 
 
 @pytest.fixture

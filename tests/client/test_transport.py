@@ -14,9 +14,8 @@ import pytest
 from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_client_support import BASE, golden, serve
-from test_client_support import mock_api as aioresponses
 
+from tests.helpers.client import BASE, golden, mock_api, serve
 from vlens_async import _wire, errors
 from vlens_async._transport import (
     Request,
@@ -319,7 +318,7 @@ async def test_send_maps_connection_refused() -> None:
 
 async def test_send_maps_timeouts() -> None:
     """A response slower than the attempt's timeout is an APITimeoutError."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(BASE + REQ.path, timeout=True)
         async with aiohttp.ClientSession() as session:
             with pytest.raises(errors.APITimeoutError) as info:
@@ -338,7 +337,7 @@ async def test_send_maps_timeouts() -> None:
 )
 async def test_send_maps_resets_and_truncation(exc: Exception) -> None:
     """Resets, disconnects and cut-short bodies are APIConnectionError (request may have landed)."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(BASE + REQ.path, exception=exc)
         async with aiohttp.ClientSession() as session:
             with pytest.raises(errors.APIConnectionError) as info:
@@ -350,7 +349,7 @@ async def test_send_maps_resets_and_truncation(exc: Exception) -> None:
 
 async def test_send_reads_status_body_and_retry_after() -> None:
     """send() passes status, body and Retry-After through interpret()."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(BASE + REQ.path, status=429, payload=envelope(None), headers={"Retry-After": "3"})
         async with aiohttp.ClientSession() as session:
             with pytest.raises(errors.RateLimitError) as info:

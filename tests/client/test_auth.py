@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_client_support import (
+
+from tests.helpers.client import (
     API_KEY,
     BASE,
     FRONT_URL,
@@ -14,19 +15,15 @@ from test_client_support import (
     OK_ENVELOPE,
     REFRESH_URL,
     body_of,
-    no_backoff,
+    mock_api,
     reply,
     tokens_envelope,
 )
-from test_client_support import mock_api as aioresponses
-
 from vlens_async import errors
 from vlens_async.auth import AdminLogin, AuthProvider, StaticToken
 from vlens_async.client import VlensClient
 from vlens_async.config import Timeouts
 from vlens_async.models import Tokens
-
-__all__ = ["no_backoff"]
 
 
 class FakeClock:
@@ -252,7 +249,7 @@ def test_admin_login_repr_hides_credentials() -> None:
 
 async def test_client_logs_in_then_sends_the_bearer(no_backoff: None) -> None:
     """AdminLogin on a client: Login (with TenancyName, no Bearer), then the call with Bearer."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LOGIN_URL, payload=tokens_envelope("admin-access-1", "admin-refresh-1"))
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with VlensClient(
@@ -282,7 +279,7 @@ async def test_client_renews_once_on_401_and_retries(no_backoff: None) -> None:
             return reply(401, {"error_code": None, "error_message": "token expired"})
         return reply(200, OK_ENVELOPE)
 
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LOGIN_URL, payload=tokens_envelope("access-1", "refresh-1"))
         mock.post(
             REFRESH_URL,
@@ -301,7 +298,7 @@ async def test_client_renews_once_on_401_and_retries(no_backoff: None) -> None:
 
 async def test_client_401_twice_raises(no_backoff: None) -> None:
     """If the renewed token is refused too, the AuthenticationError is raised (no loop)."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LOGIN_URL, payload=tokens_envelope("a1", "r1"), repeat=True)
         mock.post(REFRESH_URL, payload=tokens_envelope("a2", "r2"), repeat=True)
         mock.post(FRONT_URL, status=401, payload={"error_code": None}, repeat=True)
@@ -316,7 +313,7 @@ async def test_client_401_twice_raises(no_backoff: None) -> None:
 
 async def test_static_token_401_is_final(no_backoff: None) -> None:
     """With a static token a 401 is raised after one attempt."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, status=401, body=b"", repeat=True)
         async with VlensClient(
             API_KEY, base_url=BASE, access_token="user-tok", prepare_images=False
@@ -328,7 +325,7 @@ async def test_static_token_401_is_final(no_backoff: None) -> None:
 
 async def test_failed_login_raises_authentication_error(no_backoff: None) -> None:
     """Wrong admin credentials surface as AuthenticationError from the call that needed them."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LOGIN_URL, status=401, payload={"error_code": None, "error_message": "bad"})
         async with VlensClient(
             API_KEY, base_url=BASE, auth=admin(), tenancy_name="acme", prepare_images=False
@@ -359,7 +356,7 @@ async def test_deadline_covers_waiting_for_credentials(no_backoff: None) -> None
 
 async def test_hundred_concurrent_client_calls_one_login(no_backoff: None) -> None:
     """100 concurrent scans on a fresh AdminLogin client make exactly one Login request."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LOGIN_URL, payload=tokens_envelope("a1", "r1"), repeat=True)
         mock.post(FRONT_URL, payload=OK_ENVELOPE, repeat=True)
         auth = admin()
@@ -401,7 +398,7 @@ def test_one_admin_login_serves_clients_in_two_event_loops() -> None:
         return answer
 
     async def burst() -> None:
-        with aioresponses() as mock:
+        with mock_api() as mock:
             mock.post(LOGIN_URL, callback=slow(tokens_envelope("a1", "r1", expireInSeconds=100)))
             mock.post(REFRESH_URL, callback=slow(tokens_envelope("a2", "r1", expireInSeconds=100)))
             mock.post(FRONT_URL, payload=OK_ENVELOPE, repeat=True)

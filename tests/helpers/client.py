@@ -1,4 +1,4 @@
-"""Shared helpers for the client's tests (no tests here): golden fixtures, servers, images."""
+"""Helpers for the client's tests: golden fixtures, canned responses, servers, small images."""
 
 from __future__ import annotations
 
@@ -6,20 +6,18 @@ import io
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
-import stamina
 from aiohttp import web
 from aioresponses import CallbackResult, aioresponses
 from PIL import Image
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 BASE = "https://vlens.test"
 API_KEY = "test-api-key-5f1d2c9a"
 
@@ -103,13 +101,6 @@ def jpeg(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200,
 def body_of(call: Any) -> Any:
     """The JSON body of a request recorded by aioresponses."""
     return orjson.loads(call.kwargs["data"])
-
-
-@pytest.fixture
-def no_backoff() -> Iterator[None]:
-    """stamina's testing mode: no sleeping between attempts, the policy's attempt count kept."""
-    with stamina.set_testing(True, attempts=100, cap=True):
-        yield
 
 
 def free_port() -> int:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_emulator_support import small_jpeg
 
+from tests.helpers.emulator import small_jpeg
 from vlens_async import samples
 from vlens_async.emulator.cache import LruCache
 from vlens_async.emulator.faults import FaultConfig, FaultKind, FaultPlan, Latency, parse_duration

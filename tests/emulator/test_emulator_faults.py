@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from test_emulator_support import EXISTS, FRONT, Raw, b64, new_tx, small_jpeg
 
+from tests.helpers.emulator import EXISTS, FRONT, Raw, b64, new_tx, small_jpeg
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, create_app
 from vlens_async.emulator.faults import FaultConfig
 

@@ -12,7 +12,8 @@ import aiohttp
 import attrs
 import pytest
 import yarl
-from test_emulator_support import (
+
+from tests.helpers.emulator import (
     BACK,
     EXISTS,
     FRONT,
@@ -30,11 +31,10 @@ from test_emulator_support import (
     new_tx,
     small_jpeg,
 )
-
 from vlens_async import samples
 from vlens_async.emulator import RunningEmulator
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 
 
 @pytest.fixture

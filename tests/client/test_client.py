@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from PIL import Image
-from test_client_support import (
+
+from tests.helpers.client import (
     API_KEY,
     BACK_URL,
     BASE,
@@ -33,12 +34,10 @@ from test_client_support import (
     body_of,
     golden,
     jpeg,
-    no_backoff,
+    mock_api,
     reply,
     serve,
 )
-from test_client_support import mock_api as aioresponses
-
 from vlens_async import errors
 from vlens_async.client import VlensClient
 from vlens_async.config import RetryPolicy, Timeouts
@@ -51,8 +50,6 @@ from vlens_async.models import (
     Tokens,
     VerificationResponse,
 )
-
-__all__ = ["no_backoff"]
 
 pytestmark = pytest.mark.usefixtures("no_backoff")
 
@@ -94,7 +91,7 @@ async def test_closing_the_client_between_retries_is_client_closed_error() -> No
         await c.close()
         return reply(503, {"error_code": None})
 
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, callback=close_then_fail)
         async with c:
             with pytest.raises(errors.ClientClosedError, match="closed"):
@@ -104,7 +101,7 @@ async def test_closing_the_client_between_retries_is_client_closed_error() -> No
 
 async def test_views_follow_their_parent() -> None:
     """A view is usable while its parent is open and closed with it; closing a view is a no-op."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE, repeat=True)
         parent = client()
         view = parent.for_user("user-token")
@@ -166,7 +163,7 @@ def test_credentials_that_no_header_can_carry_are_refused(bad: str) -> None:
 
 async def test_headers_on_a_verify_call() -> None:
     """ApiKey, Bearer, TenancyName, Accept_Language, X-Request-Id and JSON content type are sent."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client(access_token="user-tok", tenancy_name="acme", language="ar") as c:
             response = await c.scan_id_front(b"img")
@@ -182,7 +179,7 @@ async def test_headers_on_a_verify_call() -> None:
 
 async def test_no_optional_headers_when_not_set() -> None:
     """Without a token, tenancy or language, those headers are absent."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client() as c:
             await c.scan_id_front(b"img")
@@ -192,7 +189,7 @@ async def test_no_optional_headers_when_not_set() -> None:
 
 async def test_first_scan_gets_a_client_generated_transaction_id() -> None:
     """With no transaction_id, a UUID4 is generated, sent, and reported back."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client() as c:
             response = await c.scan_id_front(b"img")
@@ -206,7 +203,7 @@ async def test_server_transaction_id_wins() -> None:
     payload = golden("gitbook_verify_response.json")
     payload["services"] = {}
     payload["error_code"] = None
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(BACK_URL, payload=payload)
         async with client() as c:
             response = await c.scan_id_back(b"img", transaction_id="mine")
@@ -215,7 +212,7 @@ async def test_server_transaction_id_wins() -> None:
 
 async def test_request_id_is_the_same_on_every_retry() -> None:
     """Two 503s then 200: three attempts with the same X-Request-Id and transaction id."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, status=503, payload={"error_code": None})
         mock.post(FRONT_URL, status=503, body=b"")
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
@@ -229,7 +226,7 @@ async def test_request_id_is_the_same_on_every_retry() -> None:
 
 async def test_given_request_id_is_used_for_header_and_body() -> None:
     """A caller's request_id becomes the X-Request-Id and the body's request_id."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client() as c:
             await c.scan_id_front(b"img", request_id="req-42", transaction_id="tx-1")
@@ -244,7 +241,7 @@ async def test_given_request_id_is_used_for_header_and_body() -> None:
 async def test_scan_body_uses_the_seed_request_keys() -> None:
     """The id/front body's keys are the seed's, image is base64 of the input, options sent."""
     seed_keys = set(golden("gitbook_verify_id_request.json"))
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client() as c:
             await c.scan_id_front(
@@ -266,7 +263,7 @@ async def test_scan_body_uses_the_seed_request_keys() -> None:
 async def test_liveness_body_uses_the_seed_request_keys() -> None:
     """The liveness body has image + face_1..3 and the seed's option keys, in base64."""
     seed_keys = set(golden("gitbook_liveness_multi_request.json")) - {"id_front_image"}
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LIVENESS_URL, payload=OK_ENVELOPE)
         async with client() as c:
             await c.check_liveness(
@@ -301,7 +298,7 @@ async def test_image_inputs_paths_files_and_pillow(tmp_path: Path) -> None:
     """With preprocessing off, paths, file objects and PIL images are read and sent."""
     path = tmp_path / "front.jpg"
     path.write_bytes(b"from-a-path")
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE, repeat=True)
         async with client() as c:
             await c.scan_id_front(path)
@@ -316,7 +313,7 @@ async def test_image_inputs_paths_files_and_pillow(tmp_path: Path) -> None:
 async def test_preprocessing_on_by_default_and_per_call() -> None:
     """By default documents are prepared (a JPEG within limits); prepare=False sends as is."""
     big = jpeg(3000, 2000)
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE, repeat=True)
         async with VlensClient(API_KEY, base_url=BASE) as c:
             await c.scan_id_front(big)
@@ -335,7 +332,7 @@ async def test_prepared_inputs_are_sent_as_is() -> None:
         await prepare_document(jpeg(96, 96, colour)) for colour in ((1, 2, 3), (9, 8, 7), (5, 5, 5))
     ]
     faces = PreparedFaces(frames)
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LIVENESS_URL, payload=OK_ENVELOPE)
         async with VlensClient(API_KEY, base_url=BASE) as c:
             await c.check_liveness(faces, id_front=front, transaction_id="tx")
@@ -351,7 +348,7 @@ async def test_prepared_inputs_are_sent_as_is() -> None:
 async def test_every_endpoint_returns_its_model() -> None:
     """Each endpoint coroutine sends the API.md request and returns its typed model."""
     step_image = golden("apimd_step_image_response.json")
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(
             BACK_URL,
             payload=golden("readme_verify_id_back_response.json")
@@ -429,7 +426,7 @@ async def test_every_endpoint_returns_its_model() -> None:
 
 async def test_envelope_without_data_is_a_decode_error() -> None:
     """A success envelope with data null, where data is needed, is a ResponseDecodeError."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LOGIN_URL, payload={"data": None, "error_code": None})
         async with client(tenancy_name="acme") as c:
             with pytest.raises(errors.ResponseDecodeError, match="no data"):
@@ -472,7 +469,7 @@ async def test_failures_raise_typed_errors(
     status: int, payload: dict[str, Any], expected: type[errors.APIError]
 ) -> None:
     """Statuses, error codes and validation errors raise their class with the request id."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, status=status, payload=payload)
         async with client() as c:
             with pytest.raises(expected) as info:
@@ -487,7 +484,7 @@ async def test_failures_raise_typed_errors(
 
 async def test_html_502_is_retried_then_raised_as_decode_error() -> None:
     """A proxy's HTML 502 is retried like any 502; when it persists, ResponseDecodeError."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(
             FRONT_URL,
             status=502,
@@ -504,7 +501,7 @@ async def test_html_502_is_retried_then_raised_as_decode_error() -> None:
 
 async def test_garbled_body_is_retried_but_a_wrong_shape_is_not() -> None:
     """A 200 cut short (not JSON) is a lost response and retried; a wrong shape is raised once."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, body=b'{"services": {"liven')
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         mock.post(BACK_URL, payload={"services": {"liveness": "perhaps"}}, repeat=True)
@@ -518,7 +515,7 @@ async def test_garbled_body_is_retried_but_a_wrong_shape_is_not() -> None:
 
 async def test_retry_after_on_429_then_success() -> None:
     """A 429 with Retry-After is retried, then the success returned."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, status=429, payload={}, headers={"Retry-After": "2"})
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client() as c:
@@ -528,7 +525,7 @@ async def test_retry_after_on_429_then_success() -> None:
 
 async def test_retry_after_beyond_the_deadline_raises_timeout_at_once() -> None:
     """A 429 asking for 100 s when the call's deadline is 5 s: APITimeoutError after 1 attempt."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, status=429, payload={}, headers={"Retry-After": "100"}, repeat=True)
         async with client(retry=RetryPolicy(retry_after_cap=120)) as c:
             with pytest.raises(errors.APITimeoutError) as info:
@@ -539,7 +536,7 @@ async def test_retry_after_beyond_the_deadline_raises_timeout_at_once() -> None:
 
 async def test_per_call_retry_override() -> None:
     """retry=RetryPolicy.disabled() on one call makes a single attempt."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, status=503, payload={}, repeat=True)
         async with client() as c:
             with pytest.raises(errors.InternalServerError):
@@ -549,7 +546,7 @@ async def test_per_call_retry_override() -> None:
 
 async def test_per_call_timeout_override_reaches_aiohttp() -> None:
     """Per-call timeouts set the attempt's aiohttp timeout (total capped by the deadline)."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client() as c:
             await c.scan_id_front(
@@ -563,7 +560,7 @@ async def test_per_call_timeout_override_reaches_aiohttp() -> None:
 
 async def test_non_idempotent_calls_are_not_retried_on_5xx() -> None:
     """request_phone_otp and register are sent once on a 503 (a retry could send a 2nd SMS)."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(PHONE_URL, status=503, payload={}, repeat=True)
         mock.post(REGISTER_URL, status=503, payload={}, repeat=True)
         async with client() as c:
@@ -577,7 +574,7 @@ async def test_non_idempotent_calls_are_not_retried_on_5xx() -> None:
 
 async def test_non_idempotent_calls_retry_on_429() -> None:
     """A 429 means nothing was done: even the OTP request is retried."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(PHONE_URL, status=429, payload={})
         mock.post(PHONE_URL, payload=golden("apimd_phone_otp_response.json"))
         async with client() as c:
@@ -587,7 +584,7 @@ async def test_non_idempotent_calls_retry_on_429() -> None:
 
 async def test_connection_errors_are_retried() -> None:
     """A reset then a success: the scan succeeds on the second attempt."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, exception=aiohttp.ServerDisconnectedError())
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client() as c:
@@ -600,7 +597,7 @@ async def test_connection_errors_are_retried() -> None:
 
 async def test_for_user_and_with_options_share_the_session() -> None:
     """Views share the parent's session and swap only their own options."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE, repeat=True)
         async with client(access_token="admin-tok", language="en") as c:
             alice = c.for_user("alice-tok")
@@ -684,7 +681,7 @@ async def test_liveness_prepares_documents_and_faces_by_default() -> None:
     from vlens_async.samples import make_photo
 
     frames = [make_photo(480, 640, seed) for seed in (1, 2, 3)]
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LIVENESS_URL, payload=OK_ENVELOPE)
         async with VlensClient(API_KEY, base_url=BASE) as c:
             await c.check_liveness(iter(frames), id_front=jpeg(1200, 760), transaction_id="tx")
@@ -697,7 +694,7 @@ async def test_liveness_prepares_documents_and_faces_by_default() -> None:
 
 async def test_liveness_accepts_an_iterator_of_raw_frames() -> None:
     """A generator of frames works with preprocessing off (it is read exactly once)."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(LIVENESS_URL, payload=OK_ENVELOPE)
         async with client() as c:
             await c.check_liveness(
@@ -709,7 +706,7 @@ async def test_liveness_accepts_an_iterator_of_raw_frames() -> None:
 
 async def test_image_errors_stop_the_call_before_sending() -> None:
     """A file that is not an image raises UnsupportedImageError and nothing is sent."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with VlensClient(API_KEY, base_url=BASE) as c:
             with pytest.raises(errors.UnsupportedImageError):
@@ -722,7 +719,7 @@ async def test_image_errors_stop_the_call_before_sending() -> None:
 
 async def test_refresh_and_otp_check_are_not_retried_on_5xx() -> None:
     """refresh_token (rotates the token) and verify_phone_otp (one-time) are sent once on a 503."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(REFRESH_URL, status=503, payload={}, repeat=True)
         mock.post(PHONE_URL, status=503, payload={}, repeat=True)
         async with client() as c:
@@ -736,7 +733,7 @@ async def test_refresh_and_otp_check_are_not_retried_on_5xx() -> None:
 
 async def test_otp_check_still_retries_on_429() -> None:
     """A 429 means nothing was done, so even the one-time password check is sent again."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(PHONE_URL, status=429, payload={})
         mock.post(PHONE_URL, payload=golden("apimd_phone_otp_response.json"))
         async with client() as c:
@@ -759,7 +756,7 @@ class SlowToken:
 
 async def test_deadline_timeout_carries_request_id_method_and_path() -> None:
     """A deadline spent before the first attempt raises APITimeoutError naming the request."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client(auth=SlowToken()) as c:
             with pytest.raises(errors.APITimeoutError) as info:
@@ -824,7 +821,7 @@ async def test_transaction_passes_the_flow_options() -> None:
 
 async def test_retries_are_logged_at_debug_on_our_logger(caplog: pytest.LogCaptureFixture) -> None:
     """Each scheduled retry has a DEBUG line on "vlens_async" naming method, path and request id."""
-    with aioresponses() as mock:
+    with mock_api() as mock:
         mock.post(FRONT_URL, status=503, payload={})
         mock.post(FRONT_URL, payload=OK_ENVELOPE)
         async with client() as c:

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from test_emulator_support import LOGIN, OTP, REGISTER, Raw, applicant, new_tx
 
+from tests.helpers.emulator import LOGIN, OTP, REGISTER, Raw, applicant, new_tx
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from vlens_async.emulator.state import MAX_OTP_ATTEMPTS
 

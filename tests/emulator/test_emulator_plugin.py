@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import requests
-from test_emulator_support import FRONT, applicant, b64, small_jpeg
 
+from tests.helpers.emulator import FRONT, applicant, b64, small_jpeg
 from vlens_async.cli import _emulator_config, build_parser, main
 from vlens_async.emulator import BackgroundEmulator, RunningEmulator, emulator_in_thread, server
 from vlens_async.emulator.faults import FaultKind

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_client_support import golden
 
+from tests.helpers.client import golden
 from vlens_async import _wire
 from vlens_async.errors import ResponseDecodeError, VlensError
 from vlens_async.models import (
