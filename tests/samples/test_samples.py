@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageStat
 
-from vlens_async import _card_code as cc
+from vlens_async.samples import _card_code as cc
 from vlens_async import samples
 from vlens_async.errors import IdenticalFramesError
 from vlens_async.images import prepare_document_sync, prepare_faces_sync

@@ -33,7 +33,7 @@ from typing import Final, Literal
 import attrs
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps, features
 
-from vlens_async import _card_code as cc
+from vlens_async.samples import _card_code as cc
 from vlens_async._redact import mask_id
 from vlens_async.errors import InvalidNationalIdError
 from vlens_async.national_id import parse_national_id
