@@ -36,13 +36,12 @@ from typing import Final, TypeVar
 
 import stamina
 
+from ._classify import is_transient
 from .config import RetryPolicy
 from .errors import (
-    APIConnectionError,
     APIError,
     APITimeoutError,
     RateLimitError,
-    ResponseDecodeError,
 )
 
 __all__ = ["backoff_delay", "is_retryable", "plan_delay", "run_with_retries"]
@@ -84,16 +83,9 @@ def is_retryable(
     not_sent: Callable[[BaseException], bool] = lambda _: False,
 ) -> bool:
     """Whether a failed attempt may be repeated (see the module docstring)."""
-    if not isinstance(exc, APIError):
-        return False
     if not idempotent:
         return not_sent(exc) or (isinstance(exc, RateLimitError) and 429 in policy.statuses)
-    if isinstance(exc, APIConnectionError):
-        return True
-    if exc.status is not None and exc.status in policy.statuses:
-        return True
-    # The transport keeps no envelope when the body did not parse as JSON at all.
-    return isinstance(exc, ResponseDecodeError) and exc.envelope is None and exc.body is not None
+    return is_transient(exc, policy.statuses)
 
 
 async def run_with_retries(

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 import aiohttp
 import attrs
 
-from . import _wire
+from . import _uploads, _wire
 from ._retrying import is_retryable, run_with_retries
 from ._transport import EnvelopeModel, Request, connection_not_established, send
+from ._version import __version__
 from .auth import AuthProvider, StaticToken
 from .config import (
     DEFAULT_BASE_URL,
@@ -52,14 +53,7 @@ from .errors import (
     ConfigurationError,
     ResponseDecodeError,
 )
-from .images import (
-    ImageInput,
-    PreparedFaces,
-    PreparedImage,
-    load_image_bytes,
-    prepare_document,
-    prepare_faces,
-)
+from .images import ImageInput, PreparedFaces
 from .models import (
     Envelope,
     ExistenceResult,
@@ -90,7 +84,7 @@ LINK_PATH: Final = "/api/DigitalIdentity/LinkUserWithExistingTransaction"
 IMAGES_PATH: Final = "/api/DigitalIdentity/GetUserDigitalIdentityImages"
 STEP_IMAGE_PATH: Final = "/api/DigitalIdentity/GetStepImage"
 
-USER_AGENT: Final = "vlens-async/0.1"
+USER_AGENT: Final = f"vlens-async/{__version__}"
 _DEFAULT_TIMEOUTS: Final = Timeouts()
 _DEFAULT_RETRY: Final = RetryPolicy()
 
@@ -169,40 +163,6 @@ async def _encode_images(fields: Mapping[str, Any], images: Mapping[str, bytes])
     return _wire.encode_body(fields, images)
 
 
-async def _raw_bytes(image: ImageInput) -> bytes:
-    """An image's bytes as given (no preprocessing); files and Pillow images read in a thread."""
-    if isinstance(image, bytes):
-        return image
-    if isinstance(image, bytearray | memoryview):
-        return bytes(image)
-    if isinstance(image, PreparedImage):
-        return image.data
-    return await asyncio.to_thread(load_image_bytes, image)
-
-
-async def _document_bytes(image: ImageInput, prepare: bool) -> bytes:
-    if isinstance(image, PreparedImage):
-        return image.data
-    if prepare:
-        return (await prepare_document(image)).data
-    return await _raw_bytes(image)
-
-
-async def _face_bytes(
-    faces: Sequence[ImageInput] | PreparedFaces, prepare: bool
-) -> tuple[bytes, bytes, bytes]:
-    if isinstance(faces, PreparedFaces):
-        return faces.frames[0].data, faces.frames[1].data, faces.frames[2].data
-    frames = tuple(faces)
-    if len(frames) != 3:
-        raise ConfigurationError(f"liveness takes exactly 3 face frames, got {len(frames)}")
-    if prepare:
-        prepared = await prepare_faces(frames[0], frames[1], frames[2])
-        return prepared.frames[0].data, prepared.frames[1].data, prepared.frames[2].data
-    a, b, c = await asyncio.gather(*(_raw_bytes(frame) for frame in frames))
-    return a, b, c
-
-
 async def _within(
     awaitable: Awaitable[T],
     deadline_at: float | None,
@@ -236,15 +196,6 @@ def new_request_id() -> str:
     guessable (they link a scan to an account), use :func:`uuid.uuid4`.
     """
     return str(uuid.UUID(int=random.getrandbits(128), version=4))
-
-
-def _ready_bytes(image: object, prepare: bool) -> bytes | None:
-    # Inputs that need no thread and no preprocessing: prepared, or bytes sent as given.
-    if isinstance(image, PreparedImage):
-        return image.data
-    if not prepare and isinstance(image, bytes):
-        return image
-    return None
 
 
 def _optional(**fields: Any) -> dict[str, Any]:
@@ -360,6 +311,12 @@ class VlensClient:
     def closed(self) -> bool:
         """True once the client (or, for a view, its parent) has been closed."""
         return self._shared.state == "closed"
+
+    @property
+    def prepare_images(self) -> bool:
+        """Whether images go through the preprocessor before sending (the default of every
+        call's ``prepare``, and of :meth:`transaction` and :meth:`verify`)."""
+        return self._config.prepare_images
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         shared = getattr(self, "_shared", None)
@@ -675,7 +632,8 @@ class VlensClient:
     ) -> VerificationResponse:
         self._session()  # fail fast, before any image work
         tid = transaction_id or str(uuid.uuid4())
-        data = await _document_bytes(image, given_or(prepare, self._config.prepare_images))
+        ready = await _uploads.upload_document(image, prepare=self._prepares(prepare))
+        data = _uploads.wire_bytes(ready)
         fields = {
             "transaction_id": tid,
             "getExtractedData": get_extracted_data,
@@ -721,8 +679,8 @@ class VlensClient:
         self._session()
         if not transaction_id:
             raise ConfigurationError("check_liveness needs the transaction_id of the ID scans")
-        use_prepare = given_or(prepare, self._config.prepare_images)
-        front, frames = await self._liveness_images(faces, id_front, use_prepare)
+        faces = _uploads.three_frames(faces)
+        front, frames = await self._liveness_images(faces, id_front, self._prepares(prepare))
         fields = {
             "transaction_id": transaction_id,
             "getExtractedData": get_extracted_data,
@@ -745,18 +703,22 @@ class VlensClient:
         )
 
     async def _liveness_images(
-        self, faces: Sequence[ImageInput] | PreparedFaces, id_front: ImageInput, prepare: bool
+        self, faces: _uploads.Faces, id_front: ImageInput, prepare: bool
     ) -> tuple[bytes, tuple[bytes, bytes, bytes]]:
-        frames = faces if isinstance(faces, PreparedFaces) else tuple(faces)
+        frames = faces.frames if isinstance(faces, PreparedFaces) else tuple(faces)
         # Fast path (no tasks, no threads) when everything is already bytes or prepared.
-        ready = [_ready_bytes(image, prepare) for image in (id_front, *frames)]
-        if len(ready) == 4:
-            a, b, c, d = ready
-            if a is not None and b is not None and c is not None and d is not None:
-                return a, (b, c, d)
-        return await asyncio.gather(
-            _document_bytes(id_front, prepare), _face_bytes(frames, prepare)
+        ready = [_uploads.ready_now(image, prepare=prepare) for image in (id_front, *frames)]
+        if all(image is not None for image in ready):
+            a, b, c, d = (_uploads.wire_bytes(image) for image in ready if image is not None)
+            return a, (b, c, d)
+        front, prepared = await asyncio.gather(
+            _uploads.upload_document(id_front, prepare=prepare),
+            _uploads.upload_faces(faces, prepare=prepare),
         )
+        return _uploads.wire_bytes(front), _uploads.face_bytes(prepared)
+
+    def _prepares(self, prepare: bool | NotGiven) -> bool:
+        return given_or(prepare, self._config.prepare_images)
 
     async def link_user_to_transaction(
         self,
@@ -1015,13 +977,14 @@ class VlensClient:
         name_check_value: str | None = None,
         max_liveness_attempts: int | None = None,
         get_extracted_data: bool = True,
-        prepare: bool = True,
+        prepare: bool | NotGiven = NOT_GIVEN,
     ) -> Transaction:
         """A :class:`~vlens_async.Transaction` on this client: the step-by-step flow.
 
         The options are the Transaction's own: ``max_liveness_attempts`` (``None`` for the flow's
         default, :data:`vlens_async.flow.DEFAULT_MAX_LIVENESS_ATTEMPTS`), ``get_extracted_data``
-        and ``prepare`` (run the image preprocessor before each upload).
+        and ``prepare`` (run the image preprocessor before each upload; not given, this client's
+        :attr:`prepare_images`).
         """
         # Imported here: the flow sits above the client (DESIGN.md layers).
         from .flow import DEFAULT_MAX_LIVENESS_ATTEMPTS, Transaction

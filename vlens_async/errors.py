@@ -6,6 +6,7 @@
     ├── ConfigurationError            bad option or argument (a ValueError)
     ├── ClientClosedError             client used outside ``async with`` or after close
     ├── FlowError                     illegal Transaction step; nothing was sent
+    │   └── FrameCountError           liveness given other than three frames (a ConfigurationError)
     ├── InvalidNationalIdError        a national ID number that cannot be parsed (also a ValueError)
     ├── BulkInputError                a bad manifest or manifest row
     ├── ImageError                    local preprocessing refused an image; nothing was sent
@@ -41,6 +42,7 @@
 A non-2xx response that also carries an ``error_code`` raises a class that is both: a 422 with code
 3010 is an instance of :class:`DocumentExpiredError` *and* :class:`UnprocessableEntityError`, so
 either ``except`` works whichever failure style the server chose; :func:`api_error_class` picks it.
+Its name stays the plain one (``type(err).__name__ == "DocumentExpiredError"``) in logs and JSON.
 
 Messages never contain secrets or personal data: server text passes through :func:`redact`.
 """
@@ -48,7 +50,7 @@ Messages never contain secrets or personal data: server text passes through :fun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from ._redact import redact
 
@@ -69,6 +71,7 @@ __all__ = [
     "DocumentMismatchError",
     "FaceError",
     "FlowError",
+    "FrameCountError",
     "FrameTimingError",
     "IdenticalFramesError",
     "ImageError",
@@ -90,13 +93,29 @@ __all__ = [
     "VerificationFailedError",
     "VlensAPIError",
     "VlensError",
+    "WrongSideError",
     "api_error_class",
     "decode_error_class",
 ]
 
 
 class VlensError(Exception):
-    """Root of every exception raised by vlens-async."""
+    """Root of every exception raised by vlens-async.
+
+    :attr:`audience` says whom the error concerns, so a web app can route it without knowing the
+    tree: ``"user"`` (show it: retake the photo, use another card), ``"retry"`` (nothing was
+    decided: try again later) or ``"operator"`` (credentials, bundle, configuration: alert the
+    team).
+    """
+
+    @property
+    def audience(self) -> Literal["user", "retry", "operator"]:
+        """Whom this error concerns: ``"user"``, ``"retry"`` or ``"operator"``."""
+        # The decision is _classify's (one table for flow, bulk, retries and the CLI); imported
+        # here, not at the top, because _classify is built on this module.
+        from ._classify import audience
+
+        return audience(self)
 
 
 class ConfigurationError(VlensError, ValueError):
@@ -118,6 +137,11 @@ class FlowError(VlensError):
         super().__init__(message)
         self.state = state
         self.step = step
+
+
+class FrameCountError(FlowError, ConfigurationError):
+    """Liveness was given other than three face frames; raised before anything is prepared or
+    sent. Both a :class:`FlowError` and a :class:`ConfigurationError`."""
 
 
 class InvalidNationalIdError(VlensError, ValueError):
@@ -324,6 +348,11 @@ class DocumentMismatchError(DocumentError):
     """Code 3101: the ID number differs between front and back."""
 
 
+class WrongSideError(DocumentError):
+    """Codes 7001 and 7002: an ID side was sent as the other (the back as the front, or the
+    front as the back): send the right side."""
+
+
 class BundleError(VlensAPIError):
     """Codes 4001-4005: the tenant's bundle is wrong, exhausted, throttled or disabled."""
 
@@ -367,6 +396,8 @@ _CODE_CLASSES: dict[int, type[VlensAPIError]] = {
     3010: DocumentExpiredError,
     3101: DocumentMismatchError,
     4003: TooManyAttemptsError,
+    7001: WrongSideError,
+    7002: WrongSideError,
 }
 
 
@@ -397,9 +428,15 @@ def _combined(first: type[APIError], status_cls: type[APIStatusError]) -> type[A
     # Made once per pair and cached, so ``type(err)`` is stable across calls.
     key = (first, status_cls)
     if key not in _COMBINED:
-        name = f"{first.__name__}[{status_cls.__name__}]"
+        # The plain name: logs, JSON and ``type(e).__name__`` show the family a user catches.
         doc = f"{first.__doc__} Sent with a non-2xx status ({status_cls.__name__})."
-        namespace = {"__doc__": doc, "__module__": __name__, "_combined": True}
+        namespace = {
+            "__doc__": doc,
+            "__module__": __name__,
+            "__qualname__": first.__qualname__,
+            "_combined": True,
+        }
+        name = first.__name__
         _COMBINED[key] = type(name, (first, status_cls), namespace)
     return _COMBINED[key]
 

@@ -806,17 +806,49 @@ async def test_transaction_passes_the_flow_options() -> None:
     params = inspect.signature(VlensClient.transaction).parameters
     assert {"max_liveness_attempts", "get_extracted_data", "prepare"} <= set(params)
     assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in params.values())
-    async with client() as c:
+    async with client(prepare_images=True) as c:
         tx = c.transaction("tx-1", max_liveness_attempts=1, get_extracted_data=False, prepare=False)
         default = c.transaction()
-    assert (tx._max_liveness_attempts, tx._get_extracted_data, tx._prepare) == (1, False, False)
-    assert (default._max_liveness_attempts, default._get_extracted_data, default._prepare) == (
+    assert (tx.max_liveness_attempts, tx._get_extracted_data, tx.prepare) == (1, False, False)
+    assert (default.max_liveness_attempts, default._get_extracted_data, default.prepare) == (
         3,
         True,
         True,
     )
     with pytest.raises(errors.FlowError):
         c.transaction(max_liveness_attempts=0)
+
+
+@pytest.mark.parametrize("prepare_images", [True, False])
+async def test_transaction_follows_the_clients_prepare_images(prepare_images: bool) -> None:
+    """A Transaction made without ``prepare`` takes the client's ``prepare_images``."""
+    async with client(prepare_images=prepare_images) as c:
+        assert c.prepare_images is prepare_images
+        assert c.transaction().prepare is prepare_images
+        assert c.transaction(prepare=not prepare_images).prepare is not prepare_images
+
+
+async def test_verify_without_preparing_puts_the_given_bytes_on_the_wire() -> None:
+    """VlensClient(prepare_images=False).verify() sends every image exactly as given."""
+    big = jpeg(2400, 1800)  # over the face side limit: preparing would shrink it
+    front, back = big + b"front", big + b"back"
+    frames = (big + b"1", big + b"2", big + b"3")
+    with mock_api() as mock:
+        mock.post(FRONT_URL, payload=OK_ENVELOPE)
+        mock.post(BACK_URL, payload=OK_ENVELOPE)
+        mock.post(LIVENESS_URL, payload=golden("guide_liveness_success_response.json"))
+        async with client(prepare_images=False) as c:
+            outcome = await c.verify(front, back, frames)
+        sent = {
+            suffix: body_of(calls(mock, suffix)[0])
+            for suffix in ("/id/front", "/id/back", "/liveness/multi")
+        }
+    assert outcome.error is None
+    assert base64.b64decode(sent["/id/front"]["image"]) == front
+    assert base64.b64decode(sent["/id/back"]["image"]) == back
+    liveness = sent["/liveness/multi"]
+    assert base64.b64decode(liveness["image"]) == front
+    assert [base64.b64decode(liveness[f"face_{i}"]) for i in (1, 2, 3)] == list(frames)
 
 
 async def test_retries_are_logged_at_debug_on_our_logger(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,155 @@
+"""What an error means for whoever handles it: the one table behind every such decision.
+
+Every failure falls in one :class:`Kind`:
+
+==========  =======================================================  ==========
+kind        what happened                                            audience
+==========  =======================================================  ==========
+VERDICT     the service judged what was sent (expired card, no       ``user``
+            face, liveness failed, a refused image): new input needed
+INPUT       we refused the input before sending it (unreadable,      ``user``
+            too large, identical frames)
+TRANSIENT   nothing was decided (connection, timeout, 5xx, 429,      ``retry``
+            code 4003, a garbled body): the same request may pass
+FATAL       wrong for every applicant alike (credentials,            ``operator``
+            permissions, the tenant's bundle): stop and alert
+FAULT       a mistake on our side of the wire (bad option, illegal   ``operator``
+            step, unknown path, bad manifest)
+==========  =======================================================  ==========
+
+The flow (does a failure use up a liveness attempt, or undo a rescanned side), the bulk runner
+(retry the step, stop the job), the client's retries and the CLI (exit status) all ask here; each
+adds only what is its own (the retry policy's statuses, a request's idempotency).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection
+from typing import Final, Literal, TypeAlias
+
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    BundleError,
+    ImageError,
+    InternalServerError,
+    InvalidNationalIdError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    TooManyAttemptsError,
+    UnprocessableEntityError,
+    UnsupportedMediaTypeError,
+    ValidationFailedError,
+    VerificationFailedError,
+    VlensAPIError,
+)
+
+__all__ = [
+    "Audience",
+    "Kind",
+    "audience",
+    "is_fatal",
+    "is_throttle",
+    "is_transient",
+    "is_verdict",
+    "kind",
+]
+
+Audience: TypeAlias = Literal["user", "retry", "operator"]
+
+
+class Kind(enum.StrEnum):
+    """The kind of a failure (see the module docstring)."""
+
+    VERDICT = "verdict"
+    INPUT = "input"
+    TRANSIENT = "transient"
+    FATAL = "fatal"
+    FAULT = "fault"
+
+
+# First match wins, so the order is the decision: 4003 is a throttle before it is a bundle error,
+# and an error code (a verdict) outranks the HTTP status it came with (3010 on a 502 is still an
+# expired card).
+_TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
+    (TooManyAttemptsError, Kind.TRANSIENT),
+    (BundleError, Kind.FATAL),
+    (AuthenticationError, Kind.FATAL),
+    (PermissionDeniedError, Kind.FATAL),
+    (APIConnectionError, Kind.TRANSIENT),
+    (VlensAPIError, Kind.VERDICT),
+    (ValidationFailedError, Kind.VERDICT),
+    (VerificationFailedError, Kind.VERDICT),
+    (BadRequestError, Kind.VERDICT),
+    (UnsupportedMediaTypeError, Kind.VERDICT),
+    (UnprocessableEntityError, Kind.VERDICT),
+    (RateLimitError, Kind.TRANSIENT),
+    (RequestTimeoutError, Kind.TRANSIENT),
+    (InternalServerError, Kind.TRANSIENT),
+    (ResponseDecodeError, Kind.TRANSIENT),
+    (APIStatusError, Kind.FAULT),
+    (APIError, Kind.TRANSIENT),
+    (ImageError, Kind.INPUT),
+    (InvalidNationalIdError, Kind.INPUT),
+)
+
+_AUDIENCE: Final[dict[Kind, Audience]] = {
+    Kind.VERDICT: "user",
+    Kind.INPUT: "user",
+    Kind.TRANSIENT: "retry",
+    Kind.FATAL: "operator",
+    Kind.FAULT: "operator",
+}
+
+
+def kind(exc: BaseException) -> Kind:
+    """The :class:`Kind` of ``exc``; anything not in the table (ours or not) is a FAULT."""
+    for cls, result in _TABLE:
+        if isinstance(exc, cls):
+            return result
+    return Kind.FAULT
+
+
+def audience(exc: BaseException) -> Audience:
+    """Whom ``exc`` concerns: ``"user"``, ``"retry"`` or ``"operator"``."""
+    return _AUDIENCE[kind(exc)]
+
+
+def is_verdict(exc: BaseException) -> bool:
+    """True when ``exc`` is the service's verdict on what was sent (so retrying the same input is
+    pointless), False for transport, server, credential or tenant trouble."""
+    return kind(exc) is Kind.VERDICT
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True when ``exc`` is wrong for every request alike (credentials, permissions, bundle)."""
+    return kind(exc) is Kind.FATAL
+
+
+def is_throttle(exc: BaseException) -> bool:
+    """True for the service's two "slow down" signals: HTTP 429 and code 4003."""
+    return isinstance(exc, RateLimitError | TooManyAttemptsError)
+
+
+def is_transient(exc: BaseException, statuses: Collection[int]) -> bool:
+    """True when the very same request may succeed if sent again.
+
+    Never a verdict or a fatal error (a code 3010 on a 502 is still an expired card). Otherwise:
+    no usable response (connection, timeout), a body that did not parse as JSON at all (cut short
+    on the way; a JSON body of the wrong shape would come back the same, and every verify call
+    counts against the bundle), or a status in the caller's retry ``statuses``. Code 4003 on a
+    2xx is not: a throttle is the caller's to pace (see :func:`is_throttle`).
+    """
+    if not isinstance(exc, APIError) or kind(exc) in (Kind.VERDICT, Kind.FATAL):
+        return False
+    if isinstance(exc, APIConnectionError):
+        return True
+    if isinstance(exc, ResponseDecodeError) and exc.envelope is None and exc.body is not None:
+        return True
+    return exc.status is not None and exc.status in statuses
