@@ -270,3 +270,13 @@ def test_verify_unreadable_image_is_an_input_error(
     assert "UnsupportedImageError" in err
     assert len(err.strip().splitlines()) == 1
     assert out == ""
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`vlens --version` prints the distribution's version (the one source) and exits 0."""
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vlens-async {version('vlens-async')}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 
 import vlens_async
@@ -11,7 +13,7 @@ def test_all_is_exactly_the_public_names() -> None:
     """Every public, non-module attribute is in __all__, and every __all__ name exists."""
     exported = {
         name
-        for name, value in vars(vlens_async).items()
+        for name, value in ((n, getattr(vlens_async, n)) for n in dir(vlens_async))
         if not name.startswith("_")
         and not isinstance(value, types.ModuleType)
         and name != "annotations"
@@ -53,3 +55,26 @@ def test_every_public_name_is_documented() -> None:
         value = getattr(vlens_async, name)
         if isinstance(value, type) or callable(value):
             assert (value.__doc__ or "").strip(), name
+
+
+def test_importing_the_package_loads_no_bulk_runner() -> None:
+    """``import vlens_async`` loads neither the bulk runner nor sqlite3 nor rich; the lazy
+    ``vlens_async.BulkRunner`` still resolves to the bulk package's class."""
+    code = (
+        "import sys, vlens_async\n"
+        "heavy = [m for m in ('sqlite3', 'rich', 'vlens_async.bulk') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from vlens_async.bulk import BulkRunner\n"
+        "assert vlens_async.BulkRunner is BulkRunner\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_version_has_one_source() -> None:
+    """``__version__`` is the installed distribution's version, and the User-Agent carries it."""
+    from importlib.metadata import version
+
+    from vlens_async.client import USER_AGENT
+
+    assert vlens_async.__version__ == version("vlens-async")
+    assert f"vlens-async/{vlens_async.__version__}" == USER_AGENT

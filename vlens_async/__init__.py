@@ -9,17 +9,14 @@ fixtures in :mod:`vlens_async.testing`.
 
 from __future__ import annotations
 
+import importlib
+import typing
+
+from ._version import __version__ as __version__
 from .auth import (
     AdminLogin,
     AuthProvider,
     StaticToken,
-)
-from .bulk import (
-    BulkApplicant,
-    BulkRunner,
-    BulkSummary,
-    RateLimit,
-    run_bulk,
 )
 from .client import (
     VlensClient,
@@ -47,6 +44,7 @@ from .errors import (
     DocumentMismatchError,
     FaceError,
     FlowError,
+    FrameCountError,
     FrameTimingError,
     IdenticalFramesError,
     ImageError,
@@ -68,6 +66,7 @@ from .errors import (
     VerificationFailedError,
     VlensAPIError,
     VlensError,
+    WrongSideError,
 )
 from .flow import (
     FlowState,
@@ -114,7 +113,32 @@ from .national_id import (
     parse_national_id,
 )
 
-__version__ = "0.1.0"
+if typing.TYPE_CHECKING:
+    from .bulk import BulkApplicant, BulkRunner, BulkSummary, RateLimit, run_bulk
+
+# Loaded on first use: a web app that only wants the client never pays for the bulk runner
+# (SQLite, rich, the manifest reader). ``vlens_async.BulkRunner`` works as before.
+_LAZY: dict[str, str] = {
+    "BulkApplicant": ".bulk",
+    "BulkRunner": ".bulk",
+    "BulkSummary": ".bulk",
+    "RateLimit": ".bulk",
+    "run_bulk": ".bulk",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import a lazily exported name on first access."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "NOT_GIVEN",
@@ -146,6 +170,7 @@ __all__ = [
     "FaceError",
     "FlowError",
     "FlowState",
+    "FrameCountError",
     "FrameTimingError",
     "IdBackData",
     "IdFrontData",
@@ -195,6 +220,7 @@ __all__ = [
     "VlensAPIError",
     "VlensClient",
     "VlensError",
+    "WrongSideError",
     "cross_check",
     "parse_national_id",
     "prepare_document",

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from vlens_async._version import __version__
 from vlens_async.errors import VlensError
 
 if TYPE_CHECKING:
@@ -294,22 +295,17 @@ async def _verify(args: argparse.Namespace) -> VerificationOutcome:
 
 
 def _no_verdict(outcome: VerificationOutcome) -> bool:
-    """True when the service never judged anything: unreachable, credentials refused, or an
-    input refused before the first upload (an unreadable image)."""
-    from vlens_async.errors import (
-        APIConnectionError,
-        AuthenticationError,
-        FlowError,
-        ImageError,
-        PermissionDeniedError,
-    )
+    """True when the service judged nothing about this applicant: the error is not the user's
+    to act on (unreachable, throttled, credentials, bundle, configuration), or an input was
+    refused before the first upload (an unreadable image)."""
+    from vlens_async._classify import Kind, kind
     from vlens_async.flow import FlowState
 
-    unusable = (APIConnectionError, AuthenticationError, PermissionDeniedError)
-    refused_input = outcome.state is FlowState.NEW and isinstance(
-        outcome.error, ImageError | FlowError
-    )
-    return isinstance(outcome.error, unusable) or refused_input
+    if outcome.error is None:
+        return False
+    found = kind(outcome.error)
+    refused_input = outcome.state is FlowState.NEW and found is Kind.INPUT
+    return found not in (Kind.VERDICT, Kind.INPUT) or refused_input
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -604,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlens", description="Tools for the Vlens Digital Identity API."
     )
+    parser.add_argument("--version", action="version", version=f"vlens-async {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(subparsers)
     _add_verify(subparsers)
