@@ -1,4 +1,4 @@
-"""Image input to what goes on the wire: the one prepare-or-not decision, the one three-frames check.
+"""Image input to wire bytes: the one prepare-or-not decision, the one three-frames check.
 
 The client, the flow and the bulk runner all hold images that are not yet bytes; each asks here.
 With ``prepare`` the preprocessor makes them compliant (:mod:`vlens_async.images`: a
