@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vlens_async._journal import ClaimKind, Journal, StepRecord, strip_snapshot
-from vlens_async._manifest import BulkApplicant, InvalidRow
+from vlens_async.bulk._journal import ClaimKind, Journal, StepRecord, strip_snapshot
+from vlens_async.bulk._manifest import BulkApplicant, InvalidRow
 from vlens_async.errors import BulkInputError
 
 

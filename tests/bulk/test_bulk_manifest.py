@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vlens_async._manifest import (
+from vlens_async.bulk._manifest import (
     MAX_ID_LENGTH,
     BulkApplicant,
     InvalidRow,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlens_async._ratelimit import LimiterClosed, RateLimit, RateLimiter, SlidingWindowBucket
+from vlens_async.bulk._ratelimit import LimiterClosed, RateLimit, RateLimiter, SlidingWindowBucket
 from vlens_async.errors import ConfigurationError
 
 

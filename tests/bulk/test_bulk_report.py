@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from vlens_async._journal import LatencyStats
-from vlens_async._manifest import BulkApplicant, iter_manifest
 from vlens_async.bulk import (
     BulkSummary,
     PlainProgress,
@@ -18,6 +16,8 @@ from vlens_async.bulk import (
     make_progress,
     write_demo_manifest,
 )
+from vlens_async.bulk._journal import LatencyStats
+from vlens_async.bulk._manifest import BulkApplicant, iter_manifest
 from vlens_async.errors import ConfigurationError
 
 

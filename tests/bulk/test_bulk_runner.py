@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from vlens_async import _wire, bulk
-from vlens_async._manifest import BulkApplicant, InvalidRow
-from vlens_async.bulk import BulkRunner, RateLimit, format_summary
+from vlens_async import _wire
+from vlens_async.bulk import BulkRunner, RateLimit, _inputs, format_summary
+from vlens_async.bulk._manifest import BulkApplicant, InvalidRow
 from vlens_async.config import RetryPolicy
 from vlens_async.errors import (
     APIConnectionError,
@@ -640,13 +640,13 @@ async def test_resume_prepares_only_the_images_the_remaining_steps_need(
     first = await runner(client, tmp_path).run(applicants(image_dir, 1))
     assert first.by_outcome == {"pending": 1}
     prepared: list[str] = []
-    real = bulk.prepare_document_sync
+    real = _inputs.prepare_document_sync
 
     def recording(path: Any, **options: Any) -> Any:
         prepared.append(Path(path).name)
         return real(path, **options)
 
-    monkeypatch.setattr(bulk, "prepare_document_sync", recording)
+    monkeypatch.setattr(_inputs, "prepare_document_sync", recording)
     client = ScriptedClient()
     second = await runner(client, tmp_path, resume=True).run(applicants(image_dir, 1))
     assert second.by_outcome == {"verified": 1}
@@ -659,21 +659,21 @@ async def test_images_are_prepared_for_throughput_during_a_job(
 ) -> None:
     """Every image a job prepares sees another in flight (the job's prefer_throughput()), so
     none takes the grain-preserving path's second core."""
-    from vlens_async import images
+    from vlens_async.images import _throughput
 
     seen: list[int] = []
-    real_doc, real_faces = bulk.prepare_document_sync, bulk.prepare_faces_sync
+    real_doc, real_faces = _inputs.prepare_document_sync, _inputs.prepare_faces_sync
 
     def doc(image: Any, **kwargs: Any) -> Any:
-        seen.append(images._in_flight)
+        seen.append(_throughput._in_flight)
         return real_doc(image, **kwargs)
 
     def faces(*frames: Any, **kwargs: Any) -> Any:
-        seen.append(images._in_flight)
+        seen.append(_throughput._in_flight)
         return real_faces(*frames, **kwargs)
 
-    monkeypatch.setattr(bulk, "prepare_document_sync", doc)
-    monkeypatch.setattr(bulk, "prepare_faces_sync", faces)
+    monkeypatch.setattr(_inputs, "prepare_document_sync", doc)
+    monkeypatch.setattr(_inputs, "prepare_faces_sync", faces)
     summary = await runner(ScriptedClient(), tmp_path).run(applicants(image_dir, 3))
     assert summary.by_outcome == {"verified": 3}
     assert len(seen) == 9

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
-from .errors import BulkInputError
+from ..errors import BulkInputError
 
 __all__ = [
     "FACE_COLUMNS",

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 import attrs
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",

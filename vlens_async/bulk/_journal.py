@@ -34,8 +34,8 @@ from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 import attrs
 import orjson
 
+from ..errors import BulkInputError
 from ._manifest import BulkApplicant, InvalidRow
-from .errors import BulkInputError
 
 try:
     import fcntl

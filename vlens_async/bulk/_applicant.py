@@ -1,0 +1,217 @@
+"""One applicant's run: restore or start its transaction, then front, back and liveness, each
+retried on transient failures and journaled before the next begins."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from .._retrying import plan_delay
+from ..errors import APIError, FlowError, ImageError
+from ..flow import FlowState, Step, StepStatus, Transaction, error_type_name
+from ..models import VerificationResponse
+from ._inputs import ApplicantImages
+from ._journal import Claim
+from ._manifest import BulkApplicant
+from ._metered import MeteredClient, Stopped
+from ._outcome import error_message, is_fatal, is_transient, outcome_for, service_flags
+
+if TYPE_CHECKING:
+    from ._runner import BulkRunner
+
+__all__ = ["ApplicantRun"]
+
+logger: Final = logging.getLogger("vlens_async")
+
+
+class ApplicantRun:
+    """One applicant's steps: restore or start the transaction, then front, back, liveness, each
+    retried on transient failures and journaled before the next begins."""
+
+    def __init__(self, runner: BulkRunner, applicant: BulkApplicant, claim: Claim) -> None:
+        self.runner = runner
+        self.applicant = applicant
+        self.claim = claim
+        self.client = MeteredClient(runner._client, runner)
+        assert runner._prepare_pool is not None
+        self.images = ApplicantImages(applicant, runner._prepare_pool, prepare=runner.prepare)
+        self.timings: dict[str, float] = {}
+        self.failed_step: Step | None = None  # the step that ended the run with an error
+        self.started = time.perf_counter()
+        assert runner._journal is not None
+        self.journal = runner._journal
+
+    def _transaction(self) -> Transaction:
+        snapshot = self.claim.snapshot
+        if snapshot is None:
+            # max_liveness_attempts=1: the job has one set of frames, so a verdict is final.
+            return Transaction(
+                self.client,
+                self.claim.transaction_id,
+                client_transaction_id=self.applicant.client_transaction_id,
+                name_check_value=self.applicant.name_check_value,
+                max_liveness_attempts=1,
+                prepare=self.runner.prepare,
+            )
+        self.runner._live.resumed += 1
+        # The journal keeps no names; the manifest gives the name check back.
+        restored = {
+            **snapshot,
+            "name_check_value": self.applicant.name_check_value,
+            "prepare": self.runner.prepare,
+        }
+        return Transaction.restore(self.client, restored)
+
+    async def run(self) -> None:
+        """Run the applicant's remaining steps and journal where they end."""
+        error: BaseException | None = None
+        try:
+            tx = self._transaction()
+        except FlowError as exc:
+            await self._finish(None, exc)
+            return
+        try:
+            error = await self._steps(tx)
+        except Stopped:
+            # Every finished step is journaled; keep the failed attempts of this one too.
+            await self._save(tx)
+            return
+        finally:
+            await self.images.close()
+        if error is not None and is_fatal(error):
+            # Not this applicant's fault: keep it pending for a resume and stop the job.
+            await self._save(tx)
+            self.runner._halt(f"{error_type_name(error)}: {error_message(error)}")
+            return
+        await self._finish(tx, error)
+
+    async def _save(self, tx: Transaction) -> None:
+        await self.journal.save_step(
+            self.applicant.applicant_id,
+            state=tx.state.value,
+            snapshot=tx.snapshot(),
+            steps=self.client.take_attempts(),
+        )
+
+    @staticmethod
+    def _plan(tx: Transaction) -> list[Step]:
+        return [s for s in Step if tx.steps[s].status is not StepStatus.SUCCEEDED]
+
+    async def _steps(self, tx: Transaction) -> BaseException | None:
+        if tx.state in (FlowState.COMPLETED, FlowState.FAILED):
+            return None
+        plan = self._plan(tx)
+        # Start reading what the remaining steps need; liveness sends the front again.
+        if Step.FRONT in plan or Step.LIVENESS in plan:
+            self.images.start("front")
+        if Step.BACK in plan:
+            self.images.start("back")
+        if Step.LIVENESS in plan:
+            self.images.start("faces")
+        for step in plan:
+            if self.runner.stopping:
+                raise Stopped
+            started = time.perf_counter()
+            try:
+                await self._step(tx, step)
+            except (APIError, ImageError, FlowError) as exc:
+                self.timings[step.value] = time.perf_counter() - started
+                self.failed_step = step
+                return exc
+            except Stopped:
+                raise
+            except Exception as exc:
+                # Unforeseen trouble with this applicant alone: record it as an error (a resume
+                # with retry_errors tries again) rather than end the whole job. The class only:
+                # the message of an unknown error may name a file or a person.
+                logger.error(
+                    "bulk: row %d failed unexpectedly in %s (%s); recorded as an error",
+                    self.applicant.row,
+                    step.value,
+                    type(exc).__name__,
+                )
+                self.timings[step.value] = time.perf_counter() - started
+                self.failed_step = step
+                return exc
+            self.timings[step.value] = time.perf_counter() - started
+            if step is not Step.LIVENESS:  # the last step is journaled with the result
+                await self._save(tx)
+        return None
+
+    async def _step(self, tx: Transaction, step: Step) -> None:
+        """One step, retried on transient failures with backoff (each attempt rate-limited)."""
+        send: Callable[[], Awaitable[VerificationResponse]]
+        if step is Step.LIVENESS:
+            faces = await self.images.faces()
+            front = await self.images.document("front")
+            send = functools.partial(tx.check_liveness, faces, front)
+        else:
+            image = await self.images.document(step.value)
+            send = functools.partial(tx.scan_front if step is Step.FRONT else tx.scan_back, image)
+        # A hand-written loop rather than stamina: every attempt must pass the shared limiter
+        # and be journaled, and stamina's testing switch (one attempt) would silently turn off
+        # the retries that keep a faulty network from failing applicants.
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await send()
+                return
+            except APIError as exc:
+                if tx.state is FlowState.FAILED or attempt >= self.runner.step_retry.max_attempts:
+                    raise
+                if not is_transient(exc, self.runner.step_retry):
+                    raise
+                if self.runner.stopping:
+                    raise Stopped from exc
+                # The backoff ends early on stop(): a graceful stop must not wait out a
+                # long Retry-After before the applicant is journaled.
+                delay = plan_delay(attempt, exc, self.runner.step_retry)
+                if await self.runner._sleep_unless_stopped(delay):
+                    raise Stopped from exc
+
+    async def _finish(self, tx: Transaction | None, error: BaseException | None) -> None:
+        result = self._result(tx, error)
+        await self.journal.finish(
+            self.applicant.applicant_id,
+            state=result["state"],
+            snapshot=None if tx is None else tx.snapshot(),
+            steps=self.client.take_attempts(),
+            result=result,
+        )
+        self.runner._count(result["outcome"])
+
+    def _result(self, tx: Transaction | None, error: BaseException | None) -> dict[str, Any]:
+        """The results-file line: outcome and flags, no personal data."""
+        self.timings["total"] = time.perf_counter() - self.started
+        outcome = None if tx is None else tx.result
+        state = None if tx is None else tx.state
+        error = error if error is not None else (None if outcome is None else outcome.error)
+        # The step the flow recorded as failed, else the one an image or unexpected error
+        # stopped (the flow records API answers only).
+        failed_step = next(
+            (s.value for s in Step if tx is not None and tx.steps[s].status is StepStatus.FAILED),
+            None if self.failed_step is None else self.failed_step.value,
+        )
+        verified = bool(outcome and outcome.verified)
+        return {
+            "applicant_id": self.applicant.applicant_id,
+            "row": self.applicant.row,
+            "outcome": outcome_for(state, error, verified),
+            "state": None if state is None else state.value,
+            "transaction_id": self.claim.transaction_id,
+            "client_transaction_id": self.applicant.client_transaction_id,
+            "validated": bool(outcome and outcome.validated),
+            "verified": verified,
+            "error_type": None if error is None else error_type_name(error),
+            "error_code": getattr(error, "error_code", None),
+            "error_message": None if error is None else error_message(error),
+            "failed_step": failed_step,
+            "cross_check": [] if outcome is None else [f.value for f in outcome.cross_check],
+            "service_flags": [] if outcome is None else service_flags(outcome.services),
+            "attempts": self.claim.attempts + sum(self.client.counts.values()),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }

@@ -1,0 +1,491 @@
+"""The bulk job: a bounded pool of workers fed lazily from the manifest, under one rate limiter,
+journaling every step; stopping on a signal, and the entry points the command line calls.
+
+How a job runs::
+
+    manifest ──(thread, lazily)──► bounded queue ──► N workers ──► ApplicantRun ──► the service
+                                                         │                ▲
+                                                         │      one shared rate limiter
+                                                         ▼
+                                               journal (SQLite, own thread) ──► results JSONL
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import attrs
+
+from .._redact import redact
+from ..config import RetryPolicy
+from ..errors import ConfigurationError, VlensError
+from ..flow import error_type_name
+from ..images import prefer_throughput
+from ._applicant import ApplicantRun
+from ._journal import ClaimKind, Journal
+from ._manifest import BulkApplicant, InvalidRow, ManifestItem, count_manifest_rows, iter_manifest
+from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter
+from ._report import (
+    FAILED_OUTCOMES,
+    BulkSummary,
+    NullProgress,
+    ProgressReporter,
+    ProgressStats,
+    make_progress,
+)
+
+if TYPE_CHECKING:
+    from ..client import VlensClient
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_STEP_RETRY",
+    "BulkRunner",
+    "handle_signals",
+    "read_manifest",
+    "run_bulk",
+]
+
+DEFAULT_CONCURRENCY: Final = 16
+# Each step is retried on transient failures up to this policy. More attempts than the client's
+# default: a bulk job can afford to wait, and an applicant given up on costs an operator's time.
+DEFAULT_STEP_RETRY: Final = RetryPolicy(max_attempts=6, initial=0.5, max_backoff=10.0)
+_READ_BATCH: Final = 64
+_TICK: Final = 1.0
+
+_T = TypeVar("_T")
+
+
+@attrs.define
+class _Live:
+    """Counters of the current run (bounded: one per outcome)."""
+
+    started: float = attrs.field(factory=time.monotonic)
+    by_outcome: Counter[str] = attrs.field(factory=Counter)
+    skipped: int = 0
+    resumed: int = 0
+    total: int | None = None
+    # Known from the journal before the manifest is read: the progress shows it from the start.
+    skipped_before: int = 0
+
+    def stats(self) -> ProgressStats:
+        done = sum(self.by_outcome.values())
+        failed = sum(n for o, n in self.by_outcome.items() if o in FAILED_OUTCOMES)
+        return ProgressStats(
+            done=done,
+            failed=failed,
+            skipped=max(self.skipped, self.skipped_before),
+            total=self.total,
+            elapsed=time.monotonic() - self.started,
+            by_outcome=dict(self.by_outcome),
+        )
+
+
+class BulkRunner:
+    """Verifies many applicants with bounded concurrency under one shared rate limit, journaling
+    every step so that a crashed or stopped job resumes where it was.
+
+    ``client`` is an open :class:`~vlens_async.VlensClient`. ``journal`` is the SQLite file
+    (``None``: in memory, so no resume); with ``resume`` a journal from an earlier run is
+    continued: finished applicants are skipped and the others continue from their last journaled
+    step with the same transaction id (``retry_errors`` also gives applicants that ended in
+    ``error`` another go). ``results`` is the JSONL file written at the end. ``step_retry``
+    governs the runner's own retries of a step. Images are prepared in ``prepare_threads``
+    threads (default: one less than the CPU count, at least 1); with ``prepare=False`` they are
+    read and sent as they are (for scans known to be compliant: preprocessing verifies every
+    image, which costs CPU even when it passes one through unchanged).
+    """
+
+    def __init__(
+        self,
+        client: VlensClient,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        rate_limit: RateLimit = DEFAULT_RATE_LIMIT,
+        journal: str | os.PathLike[str] | None = None,
+        results: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        retry_errors: bool = False,
+        step_retry: RetryPolicy = DEFAULT_STEP_RETRY,
+        progress: ProgressReporter | None = None,
+        total: int | None = None,
+        limiter: RateLimiter | None = None,
+        prepare: bool = True,
+        prepare_threads: int | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        # The client's own retries would send requests the rate limiter never saw; and the
+        # runner prepares images itself (once per applicant, not once per attempt).
+        self._client = client.with_options(retry=RetryPolicy.disabled(), prepare_images=False)
+        self.prepare = prepare
+        self.concurrency = concurrency
+        self.limiter = limiter or RateLimiter(rate_limit)
+        self.journal_path = None if journal is None else Path(journal)
+        self.results_path = None if results is None else Path(results)
+        self.resume = resume
+        self.retry_errors = retry_errors
+        self.step_retry = step_retry
+        self.progress: ProgressReporter = progress or NullProgress()
+        self.total = total
+        self._stopping = False
+        self._stop_event = asyncio.Event()  # wakes the retry backoffs up on stop()
+        self._stop_reason: str | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._hard_stopped = False
+        self._stopped_by_error = False
+        self._unread = False  # the manifest failed part-way: rows after it were never read
+        self._requests = 0
+        self._journal: Journal | None = None
+        self._prepare_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # One core is left to the event loop (sockets, base64, parsing, progress): with every
+        # core busy preprocessing 12 MP scans, the loop's lag grows past 10 ms.
+        self.prepare_threads = prepare_threads or max(1, (os.cpu_count() or 2) - 1)
+        self._live = _Live()
+
+    # --- control ---
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop the job: the first call lets applicants in flight finish their current step and
+        journal it; a second call cancels them at once. Safe from a signal handler."""
+        if not self._stopping:
+            self._stopping = True
+            self._stop_reason = reason
+            self._stop_event.set()
+            self.limiter.close()
+            return
+        self._hard_stopped = True
+        for task in self._workers:
+            task.cancel()
+
+    def _reading_failed(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stopped_by_error = True
+        self._unread = True
+
+    @property
+    def _interrupted(self) -> bool:
+        return self._stopping or self._unread
+
+    def _halt(self, reason: str) -> None:
+        """Stop gracefully because of an error (bad credentials, an unreadable manifest).
+
+        Unlike :meth:`stop`, never the hard stop however often it is called: several workers
+        may hit the same error at once, and only the user's second signal cancels steps in flight.
+        """
+        if not self._stopping:
+            self._stopped_by_error = True
+            self.stop(reason)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
+    async def _sleep_unless_stopped(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if :meth:`stop` is called; True if it was."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop_event.wait()
+        return self._stopping
+
+    # --- the job ---
+
+    async def run(
+        self,
+        applicants: Iterable[ManifestItem] | AsyncIterable[ManifestItem] | str | os.PathLike[str],
+    ) -> BulkSummary:
+        """Verify every applicant (a :class:`BulkApplicant`, or an :class:`InvalidRow` to record)
+        and return the summary. ``applicants`` is read lazily; a sync iterable is read in a
+        worker thread, since reading a manifest does blocking file I/O. A path is read as a
+        manifest (:func:`read_manifest`), never iterated character by character."""
+        if isinstance(applicants, str | os.PathLike):
+            applicants = read_manifest(applicants)
+        journal = await Journal.open(self.journal_path, resume=self.resume)
+        self._journal = journal
+        retried = ("error",) if self.retry_errors else ()
+        skipped = await journal.finished_before(excluding=retried) if self.resume else 0
+        self._live = _Live(total=self.total, skipped_before=skipped)
+        self._prepare_pool = concurrent.futures.ThreadPoolExecutor(
+            self.prepare_threads, thread_name_prefix="vlens-bulk-images"
+        )
+        # Images one at a time would each take a second core for fidelity on grainy photos: the
+        # core this job leaves to the event loop. Throughput first.
+        with prefer_throughput():
+            queue: asyncio.Queue[ManifestItem | None] = asyncio.Queue(maxsize=self.concurrency)
+            self.progress.start(self.total, skipped=skipped)
+            ticker = asyncio.create_task(self._tick())
+            producer = asyncio.create_task(self._produce(applicants, queue))
+            self._workers = [
+                asyncio.create_task(self._work(queue)) for _ in range(self.concurrency)
+            ]
+            try:
+                await asyncio.gather(*self._workers, return_exceptions=False)
+            except asyncio.CancelledError:
+                if not self._hard_stopped:
+                    raise  # our caller cancelled us; clean up below and let it propagate
+            finally:
+                for task in (producer, ticker, *self._workers):
+                    task.cancel()
+                await asyncio.gather(producer, ticker, *self._workers, return_exceptions=True)
+                # Queued preparations are dropped; one still running ends on its own.
+                self._prepare_pool.shutdown(wait=False, cancel_futures=True)
+                summary = await self._finish(journal)
+        return summary
+
+    async def _finish(self, journal: Journal) -> BulkSummary:
+        # Shielded: even a hard stop writes the results file and closes the journal cleanly.
+        async def finish() -> BulkSummary:
+            try:
+                if self.results_path is not None:
+                    await journal.export_results(self.results_path)
+                counts = await journal.counts()
+                latency = await journal.latencies()
+            finally:
+                await journal.close(interrupted=self._interrupted)
+            stats = self._live.stats()
+            self.progress.close(stats)
+            return BulkSummary(
+                total=sum(counts.by_outcome.values()),
+                by_outcome=counts.by_outcome,
+                by_error=counts.by_error,
+                processed=stats.done,
+                skipped=self._live.skipped,
+                resumed=self._live.resumed,
+                elapsed=stats.elapsed,
+                throughput=stats.rate,
+                latency=latency,
+                requests=self._requests,
+                throttled=self.limiter.bucket.throttle_signals,
+                rate_limit=str(self.limiter.limit),
+                concurrency=self.concurrency,
+                interrupted=self._interrupted,
+                stop_reason=self._stop_reason,
+                stopped_by_error=self._stopped_by_error,
+                journal=None if self.journal_path is None else str(self.journal_path),
+                results=None if self.results_path is None else str(self.results_path),
+            )
+
+        return await asyncio.shield(finish())
+
+    async def _tick(self) -> None:
+        # Keeps the rate and ETA moving while no applicant finishes.
+        while True:
+            await asyncio.sleep(_TICK)
+            self.progress.update(self._live.stats())
+
+    async def _produce(
+        self,
+        applicants: Iterable[ManifestItem] | AsyncIterable[ManifestItem],
+        queue: asyncio.Queue[ManifestItem | None],
+    ) -> None:
+        cancelled = False
+        try:
+            async for item in _aiter(applicants):
+                if self._stopping:
+                    break
+                await queue.put(item)  # blocks while every worker is busy: bounded memory
+        except asyncio.CancelledError:
+            cancelled = True  # run() is ending and cancels the workers too
+            raise
+        except Exception as exc:
+            # The manifest became unreadable part-way (a reader that raises cannot give the
+            # next row). The rows already read are still verified (the end markers come after
+            # them), or a resume would stop at the same place with them still undone.
+            self._reading_failed(f"cannot read the manifest: {_reading_error(exc)}")
+        finally:
+            # One end marker per worker, however reading ended, or they would wait for ever;
+            # not once cancelled, when nobody is left to take them.
+            if not cancelled:
+                for _ in range(self.concurrency):
+                    await queue.put(None)
+
+    async def _work(self, queue: asyncio.Queue[ManifestItem | None]) -> None:
+        while True:
+            item = await queue.get()
+            if item is None or self._stopping:
+                return
+            if isinstance(item, InvalidRow):
+                await self._record_invalid(item)
+                continue
+            await self._applicant(item)
+
+    async def _record_invalid(self, item: InvalidRow) -> None:
+        assert self._journal is not None
+        if await self._journal.record_invalid(item):
+            self._count("invalid")
+
+    def _count(self, outcome: str) -> None:
+        self._live.by_outcome[outcome] += 1
+        self.progress.update(self._live.stats())
+
+    async def _applicant(self, applicant: BulkApplicant) -> None:
+        assert self._journal is not None
+        claim = await self._journal.claim(applicant)
+        if claim.kind is ClaimKind.DUPLICATE:
+            await self._record_invalid(
+                InvalidRow(
+                    applicant.row,
+                    f"duplicate applicant_id (first seen at row {claim.first_row})",
+                    applicant.applicant_id,
+                )
+            )
+            return
+        if claim.kind is ClaimKind.DONE and not (self.retry_errors and claim.outcome == "error"):
+            # Finished in an earlier run: its results line is already in the journal.
+            self._live.skipped += 1
+            return
+        await ApplicantRun(self, applicant, claim).run()
+
+
+def _reading_error(exc: BaseException) -> str:
+    """Why the manifest could not be read, without its contents (a row may name a customer)."""
+    if isinstance(exc, VlensError):
+        return f"{error_type_name(exc)}: {redact(str(exc))}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
+
+
+async def _aiter(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
+    """Iterate either kind; a sync iterable is pulled in batches from a worker thread."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+        return
+    iterator = iter(items)
+
+    def batch() -> tuple[list[_T], Exception | None]:
+        # The rows read before a failure are returned with it: they must not be lost.
+        out: list[_T] = []
+        try:
+            for item in iterator:
+                out.append(item)
+                if len(out) >= _READ_BATCH:
+                    break
+        except Exception as exc:
+            return out, exc
+        return out, None
+
+    while True:
+        chunk, error = await asyncio.to_thread(batch)
+        for item in chunk:
+            yield item
+        if error is not None:
+            raise error
+        if not chunk:
+            return
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestItem]:
+    """Read a manifest lazily (blocking; :class:`BulkRunner` pulls it from a thread).
+
+    CSV (header required) or JSONL, one applicant per row: ``applicant_id``, ``front``, ``back``,
+    ``face_1``, ``face_2``, ``face_3`` (paths relative to the manifest), optional
+    ``name_check_value`` and ``client_transaction_id``. Bad rows come out as :class:`InvalidRow`.
+    """
+    return iter_manifest(path)
+
+
+# --- entry points for the command line ---
+
+
+async def run_bulk(
+    client: VlensClient,
+    manifest_path: str | os.PathLike[str],
+    *,
+    journal: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str] | None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    rate_limit: RateLimit | str = DEFAULT_RATE_LIMIT,
+    resume: bool = False,
+    retry_errors: bool = False,
+    prepare: bool = True,
+    prepare_threads: int | None = None,
+    progress: ProgressReporter | bool | None = True,
+    signals: bool = True,
+) -> BulkSummary:
+    """Run a bulk job from a manifest file: what ``vlens bulk`` does.
+
+    ``prepare=False`` sends the images as they are and ``prepare_threads`` sets how many
+    threads preprocess them (see :class:`BulkRunner`).
+    ``progress=True`` picks a rich bar on a terminal and plain lines otherwise (on stderr);
+    ``False``/``None`` shows nothing; or pass a reporter. With ``signals`` the first Ctrl-C or
+    SIGTERM stops gracefully and a second at once (see :func:`handle_signals`). Raises
+    :class:`~vlens_async.errors.BulkInputError` when the manifest cannot be read at all or the
+    journal is already used (and ``resume`` is not set).
+    """
+    manifest = Path(manifest_path)
+    limit = RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit
+    reporter: ProgressReporter
+    if progress is True:
+        reporter = make_progress()
+    elif progress is False or progress is None:
+        reporter = NullProgress()
+    else:
+        reporter = progress
+    total = await asyncio.to_thread(count_manifest_rows, manifest)
+    # Open the first rows here so that a missing file or a bad header fails before any work.
+    rows = await asyncio.to_thread(iter_manifest, manifest)
+    first = await asyncio.to_thread(next, rows, None)
+    runner = BulkRunner(
+        client,
+        concurrency=concurrency,
+        rate_limit=limit,
+        journal=journal,
+        results=out,
+        resume=resume,
+        retry_errors=retry_errors,
+        prepare=prepare,
+        prepare_threads=prepare_threads,
+        progress=reporter,
+        total=total,
+    )
+    with contextlib.ExitStack() as stack:
+        if signals:
+            stack.enter_context(handle_signals(runner))
+        return await runner.run(_chain(first, rows))
+
+
+def _chain(first: ManifestItem | None, rest: Iterator[ManifestItem]) -> Iterator[ManifestItem]:
+    if first is not None:
+        yield first
+        yield from rest
+
+
+@contextlib.contextmanager
+def handle_signals(runner: BulkRunner) -> Iterator[None]:
+    """While inside, SIGINT (Ctrl-C) and SIGTERM stop ``runner``: the first gracefully (no new
+    applicants; those in flight finish their step and journal it), the second at once.
+
+    Must be entered on the event loop's thread. Where the loop cannot take signal handlers
+    (Windows), it does nothing and Ctrl-C raises ``KeyboardInterrupt`` as usual.
+    """
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        runner.stop(f"{name} received")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
