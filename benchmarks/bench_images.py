@@ -9,7 +9,7 @@ Methods, side by side in one run (rounds interleaved, so machine noise falls on 
 - ``ours``: ``prepare_document_sync`` (reduced-scale JPEG decode, BICUBIC downscale, quality
   estimated from a stripe sample, one or two full encodes; pass-through for compliant input;
   a grainy JPEG, such as the hard photo, keeps its luma at full resolution: two decodes on
-  two threads, see ``images._GRAIN_BYTES_PER_PIXEL``).
+  two threads, see ``images._grain._GRAIN_BYTES_PER_PIXEL``).
 - ``naive``: full decode, then quality 95, 90, ... at full resolution until it fits.
 - ``binary``: full decode, LANCZOS downscale to the side limit, binary search over quality
   40..95 for the highest that fits.
@@ -59,11 +59,11 @@ from vlens_async.config import FACE_MAX_BYTES, FACE_MAX_SIDE
 from vlens_async.images import (
     MAX_QUALITY,
     MIN_QUALITY,
-    _grain_preserving_downscale,
     prepare_document,
     prepare_document_sync,
     prepare_faces,
 )
+from vlens_async.images._grain import _grain_preserving_downscale
 from vlens_async.samples import make_photo
 
 LANCZOS = Image.Resampling.LANCZOS

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageStat
 
-from vlens_async import images
-from vlens_async.images import prepare_document_sync
+from tests.images.helpers import spy_grain_path
+from vlens_async.images import _colour, _pipeline, prepare_document_sync
 from vlens_async.samples import make_photo
 
 GREEN = (60, 180, 60)  # saturated enough for the gamuts to differ, inside both
@@ -169,8 +169,8 @@ def test_the_test_profile_is_wide_gamut() -> None:
     ids=["compliant-size", "downscaled"],
 )
 def test_wide_gamut_pixels_are_converted_to_srgb(size: tuple[int, int], max_side: int) -> None:
-    """A wide-gamut JPEG comes out in sRGB, without its profile, even when it was small enough
-    to pass through (its pixels would change colour once the profile is gone)."""
+    """A wide-gamut JPEG comes out in sRGB without its profile, even one small enough to pass."""
+    # Passed through, its pixels would change colour once the profile is gone.
     icc = wide_gamut_profile()
     p = prepare_document_sync(flat_jpeg(size, icc), max_bytes=500_000, max_side=max_side)
     assert not p.passthrough
@@ -181,15 +181,8 @@ def test_grainy_wide_gamut_photo_is_converted_on_the_grain_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The grain-preserving path converts too."""
-    monkeypatch.setattr(images, "_alone", lambda: True)  # whatever earlier tests left running
-    calls: list[object] = []
-    real = images._grain_preserving_downscale
-
-    def spy(im: Image.Image, data: bytes, target: tuple[int, int]) -> Image.Image:
-        calls.append(target)
-        return real(im, data, target)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(images, "_grain_preserving_downscale", spy)
+    monkeypatch.setattr(_pipeline, "alone", lambda: True)  # whatever earlier tests left running
+    calls = spy_grain_path(monkeypatch)
     icc = wide_gamut_profile()
     with Image.open(io.BytesIO(make_photo(2000, 1500, 4, hard=True))) as photo:
         pixels = photo.convert("RGB")
@@ -220,16 +213,14 @@ def test_srgb_profile_passes_through_unchanged() -> None:
     ids=["unreadable", "not-rgb"],
 )
 def test_unusable_profile_is_ignored(icc: bytes) -> None:
-    """A profile LittleCMS cannot read, or one for another colour space, is dropped as before:
-    the pixels are taken as sRGB and a compliant JPEG passes through."""
+    """An unreadable or non-RGB profile is ignored: the pixels count as sRGB and pass through."""
     p = prepare_document_sync(flat_jpeg((640, 480), icc), max_bytes=500_000, max_side=1280)
     assert p.passthrough
     assert near(mean_colour(p.data), GREEN, 2)
 
 
 def test_caller_pil_image_with_a_profile_is_converted_and_left_alone() -> None:
-    """A caller's PIL image carrying a wide-gamut profile comes out in sRGB; the image itself is
-    not changed."""
+    """A caller's PIL image with a wide-gamut profile comes out in sRGB, the image unchanged."""
     icc = wide_gamut_profile()
     im = Image.new("RGB", (800, 600), GREEN)
     im.info["icc_profile"] = icc
@@ -250,8 +241,8 @@ def cmyk_jpeg(icc: bytes | None) -> bytes:
 
 
 def test_cmyk_profiles_are_not_applied() -> None:
-    """CMYK profiles are lookup tables (large untrusted input for LittleCMS): a CMYK JPEG is
-    converted by Pillow's formula whatever profile it carries, as without one."""
+    """A CMYK JPEG is converted by Pillow's formula whatever profile it carries."""
+    # CMYK profiles are lookup tables: large untrusted input for LittleCMS.
     plain = prepare_document_sync(cmyk_jpeg(None), max_bytes=500_000, max_side=1280)
     labelled = prepare_document_sync(cmyk_jpeg(wide_gamut_profile()), max_bytes=500_000)
     assert mean_colour(labelled.data) == mean_colour(plain.data)
@@ -261,13 +252,13 @@ def test_cmyk_profiles_are_not_applied() -> None:
 def never_converted(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Record every profile handed to LittleCMS for a transform."""
     calls: list[object] = []
-    real = images._convert
+    real = _colour._convert
 
     def spy(im: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
         calls.append(profile)
         return real(im, profile)
 
-    monkeypatch.setattr(images, "_convert", spy)
+    monkeypatch.setattr(_colour, "_convert", spy)
     return calls
 
 
@@ -286,8 +277,8 @@ def never_converted(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 def test_profiles_littlecms_should_not_parse_are_never_handed_to_it(
     monkeypatch: pytest.MonkeyPatch, icc: bytes
 ) -> None:
-    """Only a well-formed matrix/TRC RGB profile reaches LittleCMS: a lookup table, a curve
-    declaring a billion entries, or tags running off the end are taken as sRGB untouched."""
+    """Only a well-formed matrix/TRC RGB profile reaches LittleCMS; others count as sRGB."""
+    # A lookup table, a curve declaring a billion entries, tags running off the end.
     calls = never_converted(monkeypatch)
     p = prepare_document_sync(flat_jpeg((640, 480), icc), max_bytes=500_000, max_side=1280)
     assert calls == []
@@ -299,7 +290,7 @@ def test_profiles_littlecms_should_not_parse_are_never_handed_to_it(
 def test_srgb_under_another_name_passes_through(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """sRGB is recognised by what the profile does, not its name (Facebook's compact "c2")."""
     icc = matrix_profile(name, primaries=SRGB, curve=_para_srgb())
-    images._srgb_verdicts.clear()
+    _colour._srgb_verdicts.clear()
     calls = never_converted(monkeypatch)
     for _ in range(2):
         p = prepare_document_sync(flat_jpeg((640, 480), icc), max_bytes=500_000)
@@ -351,8 +342,7 @@ def test_mangled_but_readable_profile_still_converts() -> None:
     cut=st.none() | st.integers(min_value=0, max_value=10_000),
 )
 def test_fuzz_mangled_profiles_never_escape(flips: list[tuple[int, int]], cut: int | None) -> None:
-    """A profile with bytes flipped or cut (untrusted input, parsed by LittleCMS) still gives a
-    compliant JPEG: converted, or ignored as unreadable."""
+    """A profile with bytes flipped or cut still gives a compliant JPEG, converted or not."""
     icc = bytearray(wide_gamut_profile())
     for position, value in flips:
         icc[position % len(icc)] = value

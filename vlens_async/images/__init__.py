@@ -1,0 +1,78 @@
+"""Image preprocessing: every upload acceptable before it leaves the machine.
+
+Phone photos are 3 to 6 MB and 12 MP; the service refuses over 5 MB or 25 MP, the OCR wants under
+3 MB, and liveness frames should stay under 500 KB. :func:`prepare_document` and
+:func:`prepare_faces` turn any accepted input into a compliant JPEG:
+
+1. Read the input (bytes, a path, a binary file object, a ``PIL.Image.Image`` or an already
+   :class:`PreparedImage`) in a worker thread, refusing more than :data:`MAX_INPUT_BYTES`.
+2. Read only the header and refuse a decompression bomb or more than
+   :data:`~vlens_async.config.MAX_IMAGE_PIXELS` pixels *before* anything is decoded
+   (:class:`~vlens_async.errors.ImageTooLargeError`). What Pillow cannot read, empty or truncated
+   input, text, PDF or HEIC raise :class:`~vlens_async.errors.UnsupportedImageError` with a reason.
+3. A JPEG that already complies (within the byte budget and the side limit, plain RGB, no EXIF
+   rotation to apply, no colour profile but sRGB) passes through without re-encoding: its
+   metadata segments (EXIF, XMP, ICC, comments, maker notes, trailers after the image) are cut
+   out of the byte stream.
+4. Anything else is decoded at reduced scale when it is a JPEG (``draft``: the DCT does most of
+   the downscale for free), converted to RGB (CMYK, palette, 16-bit, grayscale; alpha is
+   flattened on white; pixels a non-sRGB ICC profile describes are converted to sRGB, as the
+   profile is stripped), downscaled so its long side is at most ``max_side``, turned upright from
+   its EXIF orientation, and encoded at the highest quality that fits ``max_bytes``: a cheap
+   sample of the image (one MCU row in eight) predicts the size at every quality (the estimate),
+   one full encode checks it and usually fits, a second corrected by the first's error fixes a
+   miss (the correction), then a bisection, then a smaller side, and finally
+   :class:`~vlens_async.errors.CompressionError`. The output never carries metadata.
+   A grainy JPEG (sensor noise: many bytes per pixel), prepared while no other image is, keeps
+   its luma at full resolution instead: the reduced-scale IDCT would alias its grain (2.9 dB of
+   PSNR on a grainy 12 MP photo), so a second thread decodes the colour at reduced scale while
+   this one decodes the luma, and both share the luma's downscale (same wall time, 1.7x the CPU).
+
+Liveness frames are prepared concurrently in threads, then compared: identical bytes, or
+thumbnails that differ by less than :data:`IDENTICAL_FRAME_THRESHOLD` after brightness
+normalisation, raise :class:`~vlens_async.errors.IdenticalFramesError` naming the pair; capture
+times further apart than ``max_spread`` raise :class:`~vlens_async.errors.FrameTimingError`.
+
+Everything that touches Pillow or the file system runs in a worker thread (``asyncio.to_thread``);
+the coroutines only wait. The ``*_sync`` twins run the same code in the calling thread (and the
+three frames in a small thread pool) for scripts.
+
+One module per concern, each importing only those listed before it: ``_values`` (the prepared
+values), ``_colour`` (ICC profiles to sRGB), ``_jpeg`` (the marker walk that strips metadata),
+``_pools`` (the lazy, fork-safe thread pools), ``_resize`` (target size, downscale),
+``_throughput`` (which images may take a second core), ``_input`` (reading inputs),
+``_decode`` (header checks, modes, orientation), ``_quality`` (the quality search),
+``_frames`` (thumbnails, identical frames, capture times), ``_grain`` (the grain-preserving
+downscale), ``_pipeline`` (one image) and ``_prepare`` (the entry points).
+"""
+
+from __future__ import annotations
+
+from ._decode import ACCEPTED_FORMATS
+from ._frames import IDENTICAL_FRAME_THRESHOLD, THUMBNAIL_SIDE, capture_spread, frame_difference
+from ._input import MAX_INPUT_BYTES, load_image_bytes
+from ._prepare import prepare_document, prepare_document_sync, prepare_faces, prepare_faces_sync
+from ._quality import MAX_QUALITY, MIN_QUALITY, MIN_SIDE
+from ._throughput import prefer_throughput
+from ._values import ImageInput, PreparedFaces, PreparedImage
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "IDENTICAL_FRAME_THRESHOLD",
+    "MAX_INPUT_BYTES",
+    "MAX_QUALITY",
+    "MIN_QUALITY",
+    "MIN_SIDE",
+    "THUMBNAIL_SIDE",
+    "ImageInput",
+    "PreparedFaces",
+    "PreparedImage",
+    "capture_spread",
+    "frame_difference",
+    "load_image_bytes",
+    "prefer_throughput",
+    "prepare_document",
+    "prepare_document_sync",
+    "prepare_faces",
+    "prepare_faces_sync",
+]

@@ -1,0 +1,135 @@
+"""One image, input to PreparedImage: a compliant JPEG passes through, anything else is re-encoded.
+
+Blocking: runs in a worker thread. Every Pillow exception met on the way becomes a typed
+:class:`~vlens_async.errors.ImageError` at this one boundary.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Final
+
+from PIL import Image
+
+from ..errors import ImageError
+from ._colour import colour_profile, to_srgb
+from ._decode import check_pixels, decode_error, decoded_rgb, open_image, orientation, upright
+from ._frames import thumbnail
+from ._grain import grain_preserved
+from ._input import read_input
+from ._jpeg import strip_metadata
+from ._pools import helper_pool
+from ._quality import compress
+from ._resize import target_size
+from ._throughput import alone
+from ._values import ImageInput, PreparedImage, prepared
+
+# Loading (and reading the EXIF of) a caller's PIL image mutates it; one thread at a time.
+_CALLER_IMAGE_LOCK: Final = threading.Lock()
+
+
+def prepare_image(
+    image: ImageInput, max_bytes: int, max_side: int
+) -> tuple[PreparedImage, bytes | None]:
+    """The prepared image, and its thumbnail when the work produced one anyway."""
+    if isinstance(image, PreparedImage):
+        if image.fits(max_bytes, max_side):
+            return image, None
+        return _prepare_bytes(image.data, max_bytes, max_side)
+    if isinstance(image, Image.Image):
+        return _prepare_pil(image, max_bytes, max_side), None
+    return _prepare_bytes(read_input(image), max_bytes, max_side)
+
+
+def _prepare_bytes(
+    data: bytes, max_bytes: int, max_side: int
+) -> tuple[PreparedImage, bytes | None]:
+    im = open_image(data)
+    try:
+        check_pixels(im.size)
+        turn = orientation(im)
+        if _may_pass_through(im, turn, max_side):
+            passed = _pass_through(data, im.size, max_bytes)
+            if passed is not None:
+                return passed
+        return _reencode(im, turn, data, max_bytes, max_side), None
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow's decoders raise many types; one boundary converts them
+        raise decode_error(exc) from exc
+    finally:
+        im.close()
+
+
+def _may_pass_through(im: Image.Image, turn: int, max_side: int) -> bool:
+    return (
+        im.format in ("JPEG", "MPO")
+        and im.mode == "RGB"
+        and turn == 1
+        and max(im.size) <= max_side
+        and colour_profile(im) is None  # its pixels would change colour without the profile
+    )
+
+
+def _pass_through(
+    data: bytes, size: tuple[int, int], max_bytes: int
+) -> tuple[PreparedImage, bytes] | None:
+    """The compliant JPEG without its metadata, or None when it must be re-encoded instead.
+
+    A JPEG whose segments the marker walk cannot follow (junk between segments, which decoders
+    skip) is re-encoded rather than refused.
+    """
+    try:
+        stripped = strip_metadata(data)
+        if len(stripped) > max_bytes:
+            return None
+        # Decoding at 1/8 scale proves the scan data is readable (a marker walk cannot) and
+        # gives the identical-frame thumbnail for free.
+        small = thumbnail(stripped)
+    except ImageError:
+        return None
+    return prepared(stripped, size, None, len(data), passthrough=True), small
+
+
+def _prepare_pil(image: Image.Image, max_bytes: int, max_side: int) -> PreparedImage:
+    check_pixels(image.size)
+    try:
+        # The caller's image may be lazily loaded and passed more than once (the same object as
+        # two frames, or to concurrent calls): loading it from two threads at once corrupts it.
+        with _CALLER_IMAGE_LOCK:
+            image.load()
+            turn = orientation(image)
+        # Loaded, it is only read from here on.
+        return _reencode(image, turn, None, max_bytes, max_side)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise decode_error(exc) from exc
+
+
+def _reencode(
+    im: Image.Image, turn: int, data: bytes | None, max_bytes: int, max_side: int
+) -> PreparedImage:
+    """Decode, convert, downscale, turn upright and compress.
+
+    ``data`` is the encoded input ``im`` was opened from, or None for a caller's
+    ``PIL.Image.Image``: that one is never drafted, changed or encoded itself (``save`` would
+    read its ``encoderinfo`` and ``info["comment"]``).
+    """
+    target = target_size(im.size, max_side)
+    profile = colour_profile(im)  # read before a draft changes the mode
+    # Alone first: deciding whether a JPEG is grainy may walk its markers.
+    kept = grain_preserved(im, data, target) if alone() else None  # YCbCr, encoded as it is
+    if kept is not None:
+        pixels = kept if profile is None else to_srgb(kept.convert("RGB"), profile)
+    else:
+        pixels = decoded_rgb(im, target, profile, drafted=data is not None)
+    pixels = upright(pixels, turn)
+    if pixels is im and data is None:
+        pixels = im.copy()
+    pixels.info = {}  # no comment, EXIF or ICC profile can ride along into the encoder
+    # The grain-preserving path has both cores to itself: it may encode a second quality early.
+    spare = helper_pool() if kept is not None else None
+    data_out, quality, size = compress(pixels, max_bytes, spare)
+    input_bytes = 0 if data is None else len(data)
+    return prepared(data_out, size, quality, input_bytes, passthrough=False)
