@@ -62,6 +62,8 @@ ENVELOPE_KEYS: Final = frozenset(
 )
 
 _MAX_ERRORS_SHOWN: Final = 5
+# An APIError message is cut at 300 characters (errors.redact); keep whole problems within it.
+_MESSAGE_LIMIT: Final = 300
 
 _DATETIME = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})"
@@ -269,12 +271,24 @@ def structure(payload: Any, cls: type[T]) -> T:
         return _CONVERTER.structure(payload, cls)
     except Exception as exc:  # the boundary: whatever cattrs or a hook raised, it is ours now
         problems = cattrs.transform_error(exc, path="$")
-        shown = "; ".join(problems[:_MAX_ERRORS_SHOWN])
-        more = len(problems) - _MAX_ERRORS_SHOWN
-        suffix = f" (and {more} more)" if more > 0 else ""
-        raise ResponseDecodeError(
-            f"response does not match the expected shape: {shown}{suffix}", envelope=payload
-        ) from exc
+        raise ResponseDecodeError(_shape_message(problems), envelope=payload) from exc
+
+
+def _shape_message(problems: list[str]) -> str:
+    # Whole problems only ("<what> @ <path>"), as many as fit before the error's message limit,
+    # then a count: a path cut short by that limit would name a field that does not exist.
+    head = "response does not match the expected shape: "
+    shown = 0
+    for count in range(1, min(len(problems), _MAX_ERRORS_SHOWN) + 1):
+        if count > 1 and len(_joined(head, problems, count)) > _MESSAGE_LIMIT:
+            break
+        shown = count
+    return _joined(head, problems, shown)
+
+
+def _joined(head: str, problems: list[str], shown: int) -> str:
+    more = len(problems) - shown
+    return head + "; ".join(problems[:shown]) + (f" (and {more} more)" if more > 0 else "")
 
 
 def to_plain(obj: Any) -> Any:

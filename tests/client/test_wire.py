@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import base64
-import contextlib
+import re
+import types
+import typing
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import cattrs
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.client import golden
 from vlens_async import _wire
-from vlens_async.errors import ResponseDecodeError, VlensError
+from vlens_async.errors import ResponseDecodeError
 from vlens_async.models import (
     AMLCase,
     Envelope,
@@ -408,7 +411,18 @@ def test_services_default_when_absent() -> None:
     assert r.transaction_id is None
 
 
-json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+# String leaves the converter must never echo: a marker no message of ours contains, then at least
+# five letters or digits (short enough that redact() would not hide a leak as a base64 run).
+DISTINCTIVE = re.compile(r"~[A-Za-z0-9]{5,20}")
+distinctive_text = st.from_regex(DISTINCTIVE, fullmatch=True)
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | distinctive_text
+)
 json_value = st.recursive(
     json_leaf,
     lambda inner: (
@@ -435,6 +449,9 @@ json_value = st.recursive(
                     "error_code",
                     "id",
                     "transactionId",
+                    "expireInSeconds",
+                    "accessToken",
+                    "idFrontImage",
                 ]
             )
             | st.text(max_size=5),
@@ -445,14 +462,105 @@ json_value = st.recursive(
     max_leaves=25,
 )
 
+# One reported problem: "<what> @ <path>", the path as cattrs' transform_error writes it.
+PROBLEM_PATH = re.compile(r" @ (\$[^;\s…]*)")
+PATH_SEGMENT = re.compile(r"\.([a-z_0-9]+)|\[(\d+)\]")
 
-@settings(max_examples=150, deadline=None)
+
+def string_leaves(value: Any) -> set[str]:
+    """Every distinctive string value (not key) anywhere in ``value``."""
+    if isinstance(value, str):
+        return {value} if DISTINCTIVE.fullmatch(value) else set()
+    if isinstance(value, list):
+        return set().union(*map(string_leaves, value))
+    if isinstance(value, dict):
+        return set().union(*map(string_leaves, value.values()))
+    return set()
+
+
+def names_a_field(cls: Any, path: str) -> bool:
+    """True when ``path`` ($.a.b[0].c) walks real attrs fields and tuple items of ``cls``."""
+    rest = path.removeprefix("$")
+    if "".join(m.group(0) for m in PATH_SEGMENT.finditer(rest)) != rest:
+        return False
+    current = cls
+    for match in PATH_SEGMENT.finditer(rest):
+        current = without_none(current)
+        origin, args = typing.get_origin(current) or current, typing.get_args(current)
+        name = match.group(1)
+        if name is None:  # [n]: an item of a tuple[X, ...]
+            if origin is not tuple:
+                return False
+            current = args[0]
+            continue
+        if not attrs.has(origin) or name not in attrs.fields_dict(origin):
+            return False
+        hint = typing.get_type_hints(origin)[name]
+        bound = dict(zip(getattr(origin, "__parameters__", ()), args, strict=True))
+        if getattr(hint, "__parameters__", ()):  # T | None in Envelope[Tokens]: Tokens | None
+            hint = hint[tuple(bound[p] for p in hint.__parameters__)]
+        current = bound.get(hint, hint)
+    return True
+
+
+def without_none(type_: Any) -> Any:
+    """X for ``X | None``, else the type itself."""
+    if isinstance(type_, types.UnionType) or typing.get_origin(type_) is typing.Union:
+        return next(arg for arg in typing.get_args(type_) if arg is not type(None))
+    return type_
+
+
+def assert_decode_error_is_safe(cls: Any, exc: ResponseDecodeError, secrets: set[str]) -> None:
+    """The error is a plain ResponseDecodeError naming field paths of ``cls``, no values."""
+    assert type(exc) is ResponseDecodeError
+    paths = PROBLEM_PATH.findall(str(exc))
+    assert paths, str(exc)
+    for path in paths:
+        assert names_a_field(cls, path), (path, str(exc))
+    for secret in secrets:
+        assert secret not in str(exc), (secret, str(exc))
+        assert secret not in repr(exc), (secret, repr(exc))
+
+
+def test_path_checker_tells_fields_from_non_fields() -> None:
+    """names_a_field (used below) accepts real paths and refuses made-up or cut ones."""
+    assert names_a_field(VerificationResponse, "$")
+    assert names_a_field(VerificationResponse, "$.services.aml.cases[2].date_of_birth")
+    assert names_a_field(VerificationResponse, "$.services.validations[0].errors[1].code")
+    assert names_a_field(Envelope[Tokens], "$.data.access_token")
+    assert not names_a_field(Envelope[Tokens], "$.data.id_front_image")
+    assert not names_a_field(VerificationResponse, "$.servic")
+    assert not names_a_field(VerificationResponse, "$.services[0]")
+    assert not names_a_field(VerificationResponse, "$.data.idFrontData")
+
+
+@settings(max_examples=300, deadline=None)
 @given(json_value)
-def test_structure_never_leaks_a_raw_exception(payload: Any) -> None:
-    """Any JSON decodes to a model or raises a VlensError subclass, never KeyError/TypeError."""
+@example({"services": {"aml": {"data": "~abcdefgh"}}})  # more problems than fit in a message
+@example({"data": {"idFrontData": {"dateOfBirth": "~BCDEFG", "idNumber": {"a": "~xyz123"}}}})
+@example(["~leaked1"])
+def test_structure_errors_name_paths_and_never_values(payload: Any) -> None:
+    """Any JSON decodes to the model, or raises ResponseDecodeError naming real field paths only,
+    with no string value from the input in its str() or repr()."""
+    secrets = string_leaves(payload)
     for cls in (VerificationResponse, Envelope[Tokens], Envelope[IdentityImageRefs]):
-        with contextlib.suppress(VlensError):
-            _wire.structure(payload, cls)
+        try:
+            model = _wire.structure(payload, cls)
+        except ResponseDecodeError as exc:
+            assert_decode_error_is_safe(cls, exc, secrets)
+        else:
+            assert isinstance(model, typing.get_origin(cls) or cls)
+
+
+def test_too_many_problems_show_whole_ones_then_a_count() -> None:
+    """When the problems do not all fit, the message shows whole ones and says how many more."""
+    with pytest.raises(ResponseDecodeError) as info:
+        _wire.structure({"services": {"aml": {"data": "~abcdefgh"}}}, VerificationResponse)
+    message = str(info.value)
+    assert len(message) < 300
+    assert message.endswith("(and 6 more)"), message
+    assert "…" not in message
+    assert message.count("@ $.services.aml.cases[") == 3
 
 
 def _detail(code: int, message: str) -> Any:
