@@ -74,9 +74,9 @@ class Kind(enum.StrEnum):
     FAULT = "fault"
 
 
-# First match wins, so the order is the decision: 4003 is a throttle before it is a bundle error,
-# and an error code (a verdict) outranks the HTTP status it came with (3010 on a 502 is still an
-# expired card).
+# First match wins, so the order is the decision: 4003 is a throttle before it is a bundle error;
+# refused credentials outrank any code they came with (nothing was judged); otherwise an error
+# code (a verdict) outranks the HTTP status it came with (3010 on a 502 is still an expired card).
 _TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
     (TooManyAttemptsError, Kind.TRANSIENT),
     (BundleError, Kind.FATAL),

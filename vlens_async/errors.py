@@ -260,12 +260,22 @@ class APIError(VlensError):
         )
 
     def __reduce__(self) -> Any:
-        # Dynamic status+code classes are not importable by name; pickle as the plain class.
-        cls = type(self).__mro__[1] if _is_combined(type(self)) else type(self)
-        return (_rebuild, (cls, self.message, self.__dict__))
+        # Dynamic status+code classes are not importable by name: pickle their two importable
+        # bases, and the unpickled error is made from the same (cached) combined class.
+        cls = type(self)
+        bases = cls.__bases__ if _is_combined(cls) else (cls,)
+        return (_rebuild, (bases, self.message, self.__dict__))
 
 
-def _rebuild(cls: type[APIError], message: str, state: dict[str, Any]) -> APIError:
+def _rebuild(
+    bases: type[APIError] | tuple[type[APIError], ...], message: str, state: dict[str, Any]
+) -> APIError:
+    # A single class is what earlier releases pickled; keep reading it.
+    if isinstance(bases, type):
+        bases = (bases,)
+    cls = bases[0]
+    if len(bases) == 2 and issubclass(bases[1], APIStatusError):
+        cls = _combined(bases[0], bases[1])
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
