@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 import vlens_async
-from tests.flow.test_flow_machine import ScriptedClient
+from tests.helpers.flow import ScriptedClient
 from vlens_async import VlensClient, errors, flow
 from vlens_async.emulator import RunningEmulator
 
