@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import aiohttp
 import attrs
@@ -53,6 +53,7 @@ from .errors import (
     ConfigurationError,
     ResponseDecodeError,
 )
+from .flow import DEFAULT_MAX_LIVENESS_ATTEMPTS, Transaction, VerificationOutcome, verify
 from .images import ImageInput, PreparedFaces
 from .models import (
     Envelope,
@@ -64,9 +65,6 @@ from .models import (
     Tokens,
     VerificationResponse,
 )
-
-if TYPE_CHECKING:
-    from .flow import Transaction, VerificationOutcome
 
 __all__ = ["VlensClient", "configure_logging_from_env", "logger", "new_request_id"]
 
@@ -967,7 +965,7 @@ class VlensClient:
             retry=retry,
         )
 
-    # --- the flow (flow.py) ---
+    # --- the flow (vlens_async.flow, which talks back to this client through FlowClient) ---
 
     def transaction(
         self,
@@ -986,9 +984,6 @@ class VlensClient:
         and ``prepare`` (run the image preprocessor before each upload; not given, this client's
         :attr:`prepare_images`).
         """
-        # Imported here: the flow sits above the client (DESIGN.md layers).
-        from .flow import DEFAULT_MAX_LIVENESS_ATTEMPTS, Transaction
-
         return Transaction(
             self,
             transaction_id,
@@ -1012,6 +1007,4 @@ class VlensClient:
     ) -> VerificationOutcome:
         """Run the whole verification (front, back, liveness) pipelined; see
         :func:`vlens_async.flow.verify` for the options."""
-        from .flow import verify
-
         return await verify(self, front, back, faces, **options)
