@@ -219,7 +219,8 @@ async def test_transient_faults_are_retried_on_the_same_transaction(
         lambda: APIConnectionError("reset"),
         lambda: error(429, retry_after=0.001),
         lambda: error(None, 4003),
-        lambda: ResponseDecodeError("garbled", status=200),
+        # As the transport raises it for a body cut short: the raw bytes kept, no envelope.
+        lambda: ResponseDecodeError("garbled", status=200, body=b'{"data": {"idFro'),
     ]
 
     def fault(step: str, tx: str, attempt: int) -> BaseException | None:
@@ -231,6 +232,26 @@ async def test_transient_faults_are_retried_on_the_same_transaction(
     assert all(n == 1 for n in client.ok_steps().values())
     assert summary.requests == len(client.calls) > 60
     assert summary.throttled > 0
+
+
+async def test_a_json_body_of_the_wrong_shape_is_not_sent_again(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A 200 whose JSON parsed but is not the envelope would come back the same (and every
+    verify call counts against the bundle): the step is sent once, the applicant ends in error."""
+
+    def fault(step: str, who: str, attempt: int) -> BaseException | None:
+        if step != "front":
+            return None
+        return ResponseDecodeError(
+            "wrong shape", status=200, envelope={"data": []}, body=b'{"data": []}'
+        )
+
+    client = ScriptedClient(fault)
+    await runner(client, tmp_path).run(applicants(image_dir, 1))
+    (line,) = results(tmp_path)
+    assert (line["outcome"], line["error_type"]) == ("error", "ResponseDecodeError")
+    assert [step for step, _, _ in client.calls] == ["front"]
 
 
 async def test_verdicts_are_classified_and_not_retried(tmp_path: Path, image_dir: Path) -> None:
@@ -665,11 +686,13 @@ async def test_images_are_prepared_for_throughput_during_a_job(
     real_doc, real_faces = _inputs.prepare_document_sync, _inputs.prepare_faces_sync
 
     def doc(image: Any, **kwargs: Any) -> Any:
-        seen.append(_throughput._in_flight)
+        grain = _throughput.resolve_preserve_grain(kwargs.get("preserve_grain"), faces=False)
+        seen.append(int(not grain))
         return real_doc(image, **kwargs)
 
     def faces(*frames: Any, **kwargs: Any) -> Any:
-        seen.append(_throughput._in_flight)
+        grain = _throughput.resolve_preserve_grain(kwargs.get("preserve_grain"), faces=True)
+        seen.append(int(not grain))
         return real_faces(*frames, **kwargs)
 
     monkeypatch.setattr(_inputs, "prepare_document_sync", doc)

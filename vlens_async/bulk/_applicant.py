@@ -9,7 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from .._classify import is_fatal, is_throttle, is_transient
 from .._retrying import plan_delay
+from ..config import RetryPolicy
 from ..errors import APIError, FlowError, ImageError
 from ..flow import FlowState, Step, StepStatus, Transaction, error_type_name
 from ..models import VerificationResponse
@@ -17,7 +19,7 @@ from ._inputs import ApplicantImages
 from ._journal import Claim
 from ._manifest import BulkApplicant
 from ._metered import MeteredClient, Stopped
-from ._outcome import error_message, is_fatal, is_transient, outcome_for, service_flags
+from ._outcome import error_message, outcome_for, service_flags
 
 if TYPE_CHECKING:
     from ._runner import BulkRunner
@@ -163,7 +165,7 @@ class ApplicantRun:
             except APIError as exc:
                 if tx.state is FlowState.FAILED or attempt >= self.runner.step_retry.max_attempts:
                     raise
-                if not is_transient(exc, self.runner.step_retry):
+                if not _worth_retrying(exc, self.runner.step_retry):
                     raise
                 if self.runner.stopping:
                     raise Stopped from exc
@@ -215,3 +217,12 @@ class ApplicantRun:
             "attempts": self.claim.attempts + sum(self.client.counts.values()),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
+
+
+def _worth_retrying(exc: APIError, policy: RetryPolicy) -> bool:
+    """Whether the same step may pass if sent again on the same transaction.
+
+    A throttle (429, code 4003) is always retried: it is the runner's to pace, and the metered
+    client has already slowed the shared limiter down for it.
+    """
+    return is_transient(exc, policy.statuses) or is_throttle(exc)

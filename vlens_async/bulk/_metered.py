@@ -12,12 +12,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._classify import is_throttle
 from ..errors import APIError
 from ..flow import Step, error_type_name
 from ..images import ImageInput, PreparedFaces
 from ..models import VerificationResponse
 from ._journal import StepRecord
-from ._outcome import is_throttle
 from ._ratelimit import LimiterClosed
 
 if TYPE_CHECKING:

@@ -8,74 +8,27 @@ server's free text never reaches a results line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
+from .._classify import Kind, kind
 from .._redact import redact
-from ..config import RetryPolicy
-from ..errors import (
-    APIConnectionError,
-    APIError,
-    APIStatusError,
-    AuthenticationError,
-    BundleError,
-    FrameTimingError,
-    IdenticalFramesError,
-    ImageError,
-    InternalServerError,
-    PermissionDeniedError,
-    RateLimitError,
-    RequestTimeoutError,
-    ResponseDecodeError,
-    TooManyAttemptsError,
-    VlensError,
-)
-from ..flow import FlowState, is_verdict
+from ..errors import APIError, FrameTimingError, IdenticalFramesError, VlensError
+from ..flow import FlowState
 from ..models import Services
 
-__all__ = [
-    "error_message",
-    "is_fatal",
-    "is_throttle",
-    "is_transient",
-    "outcome_for",
-    "service_flags",
-]
+__all__ = ["error_message", "outcome_for", "service_flags"]
 
-# Worth another attempt of the same step on the same transaction: nothing was decided.
-_TRANSIENT: Final = (
-    APIConnectionError,
-    ResponseDecodeError,
-    RateLimitError,
-    TooManyAttemptsError,
-    InternalServerError,
-    RequestTimeoutError,
-)
-# Wrong for every applicant alike (credentials, the tenant's bundle): stop the job instead of
-# failing the whole manifest one applicant at a time.
-_FATAL: Final = (AuthenticationError, PermissionDeniedError, BundleError)
-
-
-def is_throttle(exc: BaseException) -> bool:
-    """True for the service's "slow down" signals (429, code 4003)."""
-    return isinstance(exc, RateLimitError | TooManyAttemptsError)
-
-
-def is_fatal(exc: BaseException) -> bool:
-    """True when ``exc`` is wrong for every applicant alike."""
-    return isinstance(exc, _FATAL) and not isinstance(exc, TooManyAttemptsError)
-
-
-def is_transient(exc: BaseException, policy: RetryPolicy) -> bool:
-    """True when the same step may pass if sent again."""
-    if is_fatal(exc):
-        return False
-    if isinstance(exc, TooManyAttemptsError):
-        return True
-    if is_verdict(exc):
-        return False  # the answer to these images (a document or face code, even on a 5xx)
-    if isinstance(exc, _TRANSIENT):
-        return True
-    return isinstance(exc, APIStatusError) and exc.status in policy.statuses
+# What each kind of failure (see _classify) makes of an applicant that did not complete: the
+# service's verdict rejects it, input we could not read or shrink makes its row invalid (a file
+# the manifest must fix), and the rest decided nothing about it (a resume may try again).
+_BY_KIND: Final[Mapping[Kind, str]] = {
+    Kind.VERDICT: "rejected",
+    Kind.INPUT: "invalid",
+    Kind.TRANSIENT: "error",
+    Kind.FATAL: "error",
+    Kind.FAULT: "error",
+}
 
 
 def outcome_for(state: FlowState | None, error: BaseException | None, verified: bool) -> str:
@@ -87,11 +40,11 @@ def outcome_for(state: FlowState | None, error: BaseException | None, verified: 
         return "verified" if verified else "not_verified"
     if isinstance(error, IdenticalFramesError | FrameTimingError):
         return "rejected"  # the capture itself is unusable, as liveness would have said
-    if isinstance(error, ImageError):
-        return "invalid"  # a file we cannot read or shrink: the manifest needs fixing
-    if state is FlowState.FAILED or (error is not None and is_verdict(error)):
+    if error is not None and kind(error) is Kind.INPUT:
+        return "invalid"  # before the state: whatever else happened, the row needs fixing
+    if state is FlowState.FAILED:
         return "rejected"
-    return "error"
+    return "error" if error is None else _BY_KIND[kind(error)]
 
 
 def service_flags(services: Services | None) -> list[str]:
