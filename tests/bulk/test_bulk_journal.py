@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vlens_async.bulk._journal import ClaimKind, Journal, StepRecord, strip_snapshot
+from vlens_async.bulk._journal import AttemptRecord, ClaimKind, Journal, strip_snapshot
 from vlens_async.bulk._manifest import BulkApplicant, InvalidRow
 from vlens_async.errors import BulkInputError
 
@@ -54,10 +54,13 @@ async def test_resume_round_trip_restores_snapshot_and_transaction(tmp_path: Pat
         "a",
         state="FRONT_SCANNED",
         snapshot=snapshot,
-        steps=[StepRecord("front", 1, False, 0.1, status=503), StepRecord("front", 2, True, 0.2)],
+        attempts=[
+            AttemptRecord("front", 1, False, 0.1, status=503),
+            AttemptRecord("front", 2, True, 0.2),
+        ],
     )
     await journal.finish(
-        "b", state="COMPLETED", snapshot=None, steps=[], result=result("b", 2, "verified")
+        "b", state="COMPLETED", snapshot=None, attempts=[], result=result("b", 2, "verified")
     )
     await journal.close(interrupted=True)
 
@@ -105,15 +108,19 @@ async def test_counts_latencies_and_export(tmp_path: Path) -> None:
     for n in (3, 1, 2):
         await journal.claim(applicant(f"a{n}", n))
     await journal.record_invalid(InvalidRow(4, "front: file not found", "a4"))
-    steps = [StepRecord("front", 1, True, d / 100) for d in range(1, 101)]
+    attempts = [AttemptRecord("front", 1, True, d / 100) for d in range(1, 101)]
     await journal.finish(
-        "a1", state="COMPLETED", snapshot=None, steps=steps, result=result("a1", 1, "verified")
+        "a1",
+        state="COMPLETED",
+        snapshot=None,
+        attempts=attempts,
+        result=result("a1", 1, "verified"),
     )
     await journal.finish(
         "a2",
         state="FAILED",
         snapshot=None,
-        steps=[StepRecord("back", 1, False, 0.5, error_code=3010)],
+        attempts=[AttemptRecord("back", 1, False, 0.5, error_code=3010)],
         result=result("a2", 2, "rejected", error_code=3010, error_type="DocumentExpiredError"),
     )
     counts = await journal.counts()
@@ -184,7 +191,7 @@ async def test_snapshot_is_stripped_of_names_before_journaling(tmp_path: Path) -
     }
     journal = await Journal.open(tmp_path / "j.db")
     await journal.claim(applicant("a", 1))
-    await journal.save_step("a", state="FAILED", snapshot=snapshot, steps=[])
+    await journal.save_step("a", state="FAILED", snapshot=snapshot, attempts=[])
     await journal.close()
     # Every byte on disk, the write-ahead log included if it is still there.
     raw = files_bytes(tmp_path, "j.db*")
@@ -244,7 +251,10 @@ async def test_a_queued_write_survives_its_caller_being_cancelled(tmp_path: Path
     busy = asyncio.ensure_future(journal._call(gate.wait, 5))  # holds the journal thread
     write = asyncio.ensure_future(
         journal.save_step(
-            "a", state="FRONT_SCANNED", snapshot=None, steps=[StepRecord("front", 1, True, 0.1)]
+            "a",
+            state="FRONT_SCANNED",
+            snapshot=None,
+            attempts=[AttemptRecord("front", 1, True, 0.1)],
         )
     )
     await asyncio.sleep(0.01)  # the write is queued behind the busy call

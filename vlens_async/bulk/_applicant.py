@@ -95,7 +95,7 @@ class ApplicantRun:
             self.applicant.applicant_id,
             state=tx.state.value,
             snapshot=tx.snapshot(),
-            steps=self.client.take_attempts(),
+            attempts=self.client.take_attempts(),
         )
 
     @staticmethod
@@ -181,7 +181,7 @@ class ApplicantRun:
             self.applicant.applicant_id,
             state=result["state"],
             snapshot=None if tx is None else tx.snapshot(),
-            steps=self.client.take_attempts(),
+            attempts=self.client.take_attempts(),
             result=result,
         )
         self.runner._count(result["outcome"])

@@ -45,12 +45,12 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, the rest wo
 __all__ = [
     "PENDING",
     "SNAPSHOT_ALLOW",
+    "AttemptRecord",
     "Claim",
     "ClaimKind",
     "Journal",
     "JournalCounts",
     "LatencyStats",
-    "StepRecord",
     "strip_snapshot",
 ]
 
@@ -228,7 +228,7 @@ class Claim:
 
 
 @attrs.frozen
-class StepRecord:
+class AttemptRecord:
     """One HTTP attempt of one step, as journaled (and used for the latency percentiles)."""
 
     step: str
@@ -312,10 +312,10 @@ class Journal:
         *,
         state: str,
         snapshot: Mapping[str, Any] | None,
-        steps: Sequence[StepRecord],
+        attempts: Sequence[AttemptRecord],
     ) -> None:
         """Journal one finished step: its attempts and the flow's snapshot after it."""
-        await self._call(self._save_sync, applicant_id, state, snapshot, steps, None)
+        await self._call(self._save_sync, applicant_id, state, snapshot, attempts, None)
 
     async def finish(
         self,
@@ -323,11 +323,12 @@ class Journal:
         *,
         state: str,
         snapshot: Mapping[str, Any] | None,
-        steps: Sequence[StepRecord],
+        attempts: Sequence[AttemptRecord],
         result: Mapping[str, Any],
     ) -> None:
-        """Journal the applicant's terminal outcome (``result`` is its results-file line)."""
-        await self._call(self._save_sync, applicant_id, state, snapshot, steps, result)
+        """Journal the applicant's terminal outcome (``result`` is its results-file line) with
+        the attempts since the last write."""
+        await self._call(self._save_sync, applicant_id, state, snapshot, attempts, result)
 
     async def record_invalid(self, item: InvalidRow) -> bool:
         """Record a manifest row that cannot be processed; False when the row's applicant
@@ -482,18 +483,18 @@ class Journal:
         applicant_id: str,
         state: str,
         snapshot: Mapping[str, Any] | None,
-        steps: Sequence[StepRecord],
+        attempts: Sequence[AttemptRecord],
         result: Mapping[str, Any] | None,
     ) -> None:
         conn = self._db
         with _transaction(conn):
-            self._insert_steps(conn, applicant_id, steps)
+            self._insert_attempts(conn, applicant_id, attempts)
             snap = None if snapshot is None else orjson.dumps(strip_snapshot(snapshot)).decode()
             if result is None:
                 conn.execute(
                     "UPDATE applicants SET state=?, snapshot=coalesce(?, snapshot),"
                     " attempts=attempts+?, updated_at=? WHERE applicant_id=?",
-                    (state, snap, len(steps), time.time(), applicant_id),
+                    (state, snap, len(attempts), time.time(), applicant_id),
                 )
                 return
             code = result.get("error_code")
@@ -505,7 +506,7 @@ class Journal:
                 (
                     state,
                     snap,
-                    len(steps),
+                    len(attempts),
                     result["outcome"],
                     error_key,
                     orjson.dumps(dict(result)).decode(),
@@ -514,9 +515,10 @@ class Journal:
                 ),
             )
 
-    def _insert_steps(
-        self, conn: sqlite3.Connection, applicant_id: str, steps: Iterable[StepRecord]
+    def _insert_attempts(
+        self, conn: sqlite3.Connection, applicant_id: str, attempts: Iterable[AttemptRecord]
     ) -> None:
+        # The table is named ``steps`` since the first journal: kept, so old journals resume.
         conn.executemany(
             "INSERT INTO steps (applicant_id, run, step, attempt, ok, status, error_code,"
             " error_type, duration, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -533,7 +535,7 @@ class Journal:
                     s.duration,
                     s.at,
                 )
-                for s in steps
+                for s in attempts
             ],
         )
 

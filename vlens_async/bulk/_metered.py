@@ -17,7 +17,7 @@ from ..errors import APIError
 from ..flow import Step, error_type_name
 from ..images import ImageInput, PreparedFaces
 from ..models import VerificationResponse
-from ._journal import StepRecord
+from ._journal import AttemptRecord
 from ._ratelimit import LimiterClosed
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class MeteredClient:
     def __init__(self, client: VlensClient, runner: BulkRunner) -> None:
         self._client = client
         self._runner = runner
-        self.attempts: list[StepRecord] = []
+        self.attempts: list[AttemptRecord] = []
         self.counts: Counter[str] = Counter()
 
     async def _timed(self, step: Step, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -64,7 +64,7 @@ class MeteredClient:
             if is_throttle(exc):
                 self._runner.limiter.throttled(exc.retry_after)
             self.attempts.append(
-                StepRecord(
+                AttemptRecord(
                     step.value,
                     self.counts[step.value],
                     False,
@@ -76,7 +76,7 @@ class MeteredClient:
             )
             raise
         self.attempts.append(
-            StepRecord(step.value, self.counts[step.value], True, time.perf_counter() - started)
+            AttemptRecord(step.value, self.counts[step.value], True, time.perf_counter() - started)
         )
         return result
 
@@ -96,7 +96,7 @@ class MeteredClient:
             Step.LIVENESS, lambda: self._client.check_liveness(faces, **options)
         )
 
-    def take_attempts(self) -> list[StepRecord]:
+    def take_attempts(self) -> list[AttemptRecord]:
         """The attempts since the last call (for the next journal write)."""
         attempts, self.attempts = self.attempts, []
         return attempts
