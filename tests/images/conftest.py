@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from vlens_async.images import _throughput
 from vlens_async.samples import make_applicant, make_photo
 
 CALIBRATION_SEEDS = range(8)
-
-
-@pytest.fixture(autouse=True)
-def nothing_else_in_flight() -> None:
-    """Whether an image is alone decides its path: wait for frames that an earlier test
-    cancelled (they end on their own in their threads) before each test."""
-    for _ in range(400):
-        if _throughput._in_flight == 0:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{_throughput._in_flight} images still counted in flight")
 
 
 @pytest.fixture

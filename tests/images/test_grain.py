@@ -19,7 +19,6 @@ from vlens_async import images
 from vlens_async.errors import IdenticalFramesError, UnsupportedImageError
 from vlens_async.images import (
     _grain,
-    _pipeline,
     _pools,
     _quality,
     prepare_document_sync,
@@ -297,17 +296,19 @@ def test_three_grainy_frames_share_the_helpers(
 ) -> None:
     """Three frames on the grain path at once share the helper pool without deadlock."""
     # Helpers run apart from the frame pool; the same frame thrice is still caught.
-    monkeypatch.setattr(_pipeline, "alone", lambda: True)
     calls = spy_grain_path(monkeypatch)
     frames = [make_photo(1600, 1200, seed, hard=True) for seed in (21, 22, 23)]
     prepared = bounded(
-        lambda: prepare_faces_sync(*frames, max_bytes=150_000, max_side=SIDE), seconds=120
+        lambda: prepare_faces_sync(*frames, max_bytes=150_000, max_side=SIDE, preserve_grain=True),
+        seconds=120,
     )
     assert len(calls) == 3
     assert [(p.width, p.height) for p in prepared] == [(SIDE, SIDE * 3 // 4)] * 3
     assert all(p.size <= 150_000 for p in prepared)
     with pytest.raises(IdenticalFramesError):
-        prepare_faces_sync(grainy, grainy, grainy, max_bytes=150_000, max_side=SIDE)
+        prepare_faces_sync(
+            grainy, grainy, grainy, max_bytes=150_000, max_side=SIDE, preserve_grain=True
+        )
 
 
 def test_busy_helper_pool_does_not_hold_an_image(

@@ -28,3 +28,15 @@ def test_sync_twin_reuses_its_threads(
         prepare_faces_sync(*applicants[6])
     assert threading.current_thread() not in seen
     assert len(seen) <= pool_size
+
+
+def test_fork_hook_forgets_the_executors() -> None:
+    """After the at-fork hook (a forked child), both pools start executors of their own."""
+    # A child inherits the parent's executors but not their threads: using them would hang.
+    before = _pools.frame_pool(), _pools.helper_pool()
+    _pools._forget_pools()  # what os.register_at_fork runs in the child
+    after = _pools.frame_pool(), _pools.helper_pool()
+    assert after[0] is not before[0]
+    assert after[1] is not before[1]
+    for executor in before:
+        executor.shutdown()

@@ -23,10 +23,19 @@ Phone photos are 3 to 6 MB and 12 MP; the service refuses over 5 MB or 25 MP, th
    one full encode checks it and usually fits, a second corrected by the first's error fixes a
    miss (the correction), then a bisection, then a smaller side, and finally
    :class:`~vlens_async.errors.CompressionError`. The output never carries metadata.
-   A grainy JPEG (sensor noise: many bytes per pixel), prepared while no other image is, keeps
-   its luma at full resolution instead: the reduced-scale IDCT would alias its grain (2.9 dB of
-   PSNR on a grainy 12 MP photo), so a second thread decodes the colour at reduced scale while
-   this one decodes the luma, and both share the luma's downscale (same wall time, 1.7x the CPU).
+   With ``preserve_grain``, a grainy JPEG (sensor noise: many bytes per pixel) reduced more than
+   2x keeps its luma at full resolution instead: the reduced-scale IDCT would alias its grain
+   (2.9 dB of PSNR on a grainy 12 MP photo), so a second thread decodes the colour at reduced
+   scale while this one decodes the luma, and both share the luma's downscale (same wall time,
+   1.7x the CPU). Not where the 1/2-scale decode alone lands on the size: two decodes would be
+   slower there.
+
+``preserve_grain`` is a keyword of every ``prepare_*`` function. Left at None it is True for a
+document (one image: its second core is free) and False for liveness frames (three are prepared
+concurrently, each already using a core), and False for both inside ``with prefer_throughput():``
+(a context variable: this thread, or this task and what it starts). It is resolved once, in the
+calling thread or task, and passed to the worker threads explicitly, so the output bytes for one
+input and one set of options are the same whatever else the process is doing.
 
 Liveness frames are prepared concurrently in threads, then compared: identical bytes, or
 thumbnails that differ by less than :data:`IDENTICAL_FRAME_THRESHOLD` after brightness
@@ -40,7 +49,7 @@ three frames in a small thread pool) for scripts.
 One module per concern, each importing only those listed before it: ``_values`` (the prepared
 values), ``_colour`` (ICC profiles to sRGB), ``_jpeg`` (the marker walk that strips metadata),
 ``_pools`` (the lazy, fork-safe thread pools), ``_resize`` (target size, downscale),
-``_throughput`` (which images may take a second core), ``_input`` (reading inputs),
+``_throughput`` (the ``preserve_grain`` option and its defaults), ``_input`` (reading inputs),
 ``_decode`` (header checks, modes, orientation), ``_quality`` (the quality search),
 ``_frames`` (thumbnails, identical frames, capture times), ``_grain`` (the grain-preserving
 downscale), ``_pipeline`` (one image) and ``_prepare`` (the entry points).

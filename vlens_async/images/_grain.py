@@ -10,7 +10,7 @@ reduced scale (the encoder halves chroma anyway). That costs about 1.7x the CPU 
 path, for the same wall time on an otherwise idle pair of cores, and lands within 0.5 dB of the
 full decode. Grain-free photos lose nothing to the 1/2-scale path (0.4 dB) and keep it. Only when
 the image is reduced more than 2x and the 1/2-scale decode does not land on the size (see
-_grainy); whether a call may spend the second core at all is the caller's choice.
+_grainy), and only when the caller allows it: the ``preserve_grain`` option (see _throughput).
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from ._jpeg import strip_metadata
 from ._pools import helper_pool
 from ._quality import compress
 from ._resize import target_size
-from ._throughput import alone
 from ._values import ImageInput, PreparedImage, prepared
 
 # Loading (and reading the EXIF of) a caller's PIL image mutates it; one thread at a time.
@@ -29,20 +28,24 @@ _CALLER_IMAGE_LOCK: Final = threading.Lock()
 
 
 def prepare_image(
-    image: ImageInput, max_bytes: int, max_side: int
+    image: ImageInput, max_bytes: int, max_side: int, *, preserve_grain: bool
 ) -> tuple[PreparedImage, bytes | None]:
-    """The prepared image, and its thumbnail when the work produced one anyway."""
+    """The prepared image, and its thumbnail when the work produced one anyway.
+
+    ``preserve_grain`` (resolved by the caller, never looked up here) lets a grainy JPEG take the
+    grain-preserving path: the output depends on the input and the arguments only.
+    """
     if isinstance(image, PreparedImage):
         if image.fits(max_bytes, max_side):
             return image, None
-        return _prepare_bytes(image.data, max_bytes, max_side)
+        return _prepare_bytes(image.data, max_bytes, max_side, preserve_grain)
     if isinstance(image, Image.Image):
         return _prepare_pil(image, max_bytes, max_side), None
-    return _prepare_bytes(read_input(image), max_bytes, max_side)
+    return _prepare_bytes(read_input(image), max_bytes, max_side, preserve_grain)
 
 
 def _prepare_bytes(
-    data: bytes, max_bytes: int, max_side: int
+    data: bytes, max_bytes: int, max_side: int, preserve_grain: bool
 ) -> tuple[PreparedImage, bytes | None]:
     im = open_image(data)
     try:
@@ -52,7 +55,7 @@ def _prepare_bytes(
             passed = _pass_through(data, im.size, max_bytes)
             if passed is not None:
                 return passed
-        return _reencode(im, turn, data, max_bytes, max_side), None
+        return _reencode(im, turn, data, max_bytes, max_side, preserve_grain), None
     except ImageError:
         raise
     except Exception as exc:  # Pillow's decoders raise many types; one boundary converts them
@@ -99,8 +102,8 @@ def _prepare_pil(image: Image.Image, max_bytes: int, max_side: int) -> PreparedI
         with _CALLER_IMAGE_LOCK:
             image.load()
             turn = orientation(image)
-        # Loaded, it is only read from here on.
-        return _reencode(image, turn, None, max_bytes, max_side)
+        # Loaded, it is only read from here on; decoded already, it has no grain path to take.
+        return _reencode(image, turn, None, max_bytes, max_side, preserve_grain=False)
     except ImageError:
         raise
     except Exception as exc:
@@ -108,7 +111,12 @@ def _prepare_pil(image: Image.Image, max_bytes: int, max_side: int) -> PreparedI
 
 
 def _reencode(
-    im: Image.Image, turn: int, data: bytes | None, max_bytes: int, max_side: int
+    im: Image.Image,
+    turn: int,
+    data: bytes | None,
+    max_bytes: int,
+    max_side: int,
+    preserve_grain: bool,
 ) -> PreparedImage:
     """Decode, convert, downscale, turn upright and compress.
 
@@ -118,8 +126,8 @@ def _reencode(
     """
     target = target_size(im.size, max_side)
     profile = colour_profile(im)  # read before a draft changes the mode
-    # Alone first: deciding whether a JPEG is grainy may walk its markers.
-    kept = grain_preserved(im, data, target) if alone() else None  # YCbCr, encoded as it is
+    # The option first: deciding whether a JPEG is grainy may walk its markers.
+    kept = grain_preserved(im, data, target) if preserve_grain else None  # YCbCr, encoded as is
     if kept is not None:
         pixels = kept if profile is None else to_srgb(kept.convert("RGB"), profile)
     else:
@@ -128,7 +136,7 @@ def _reencode(
     if pixels is im and data is None:
         pixels = im.copy()
     pixels.info = {}  # no comment, EXIF or ICC profile can ride along into the encoder
-    # The grain-preserving path has both cores to itself: it may encode a second quality early.
+    # The grain-preserving path was given a second core: it may encode a second quality early.
     spare = helper_pool() if kept is not None else None
     data_out, quality, size = compress(pixels, max_bytes, spare)
     input_bytes = 0 if data is None else len(data)

@@ -1,7 +1,9 @@
 """The entry points: one document, or three liveness frames prepared concurrently and checked.
 
 The coroutines only wait: the work runs in worker threads (``asyncio.to_thread``). The ``*_sync``
-twins run the same code in the calling thread, and the three frames in a small thread pool.
+twins run the same code in the calling thread, and the three frames in a small thread pool. Each
+entry point resolves ``preserve_grain`` once, in its caller's thread or task, and hands the
+result to the threads it uses (see _throughput).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
 from typing import Final
 
 from ..config import (
@@ -23,7 +24,7 @@ from ..errors import ConfigurationError, FrameTimingError, IdenticalFramesError,
 from ._frames import check_identical, check_timing, thumbnail
 from ._pipeline import prepare_image
 from ._pools import frame_pool
-from ._throughput import CountedFrames, preparing
+from ._throughput import resolve_preserve_grain
 from ._values import ImageInput, PreparedFaces, PreparedImage
 
 # The smallest budgets a caller may ask for: below these no photo is usable.
@@ -35,29 +36,44 @@ _Outcome = tuple[PreparedImage, bytes] | BaseException
 
 
 async def prepare_document(
-    image: ImageInput, *, max_bytes: int = DOCUMENT_MAX_BYTES, max_side: int = DOCUMENT_MAX_SIDE
+    image: ImageInput,
+    *,
+    max_bytes: int = DOCUMENT_MAX_BYTES,
+    max_side: int = DOCUMENT_MAX_SIDE,
+    preserve_grain: bool | None = None,
 ) -> PreparedImage:
     """Prepare an ID card side for upload: a JPEG under ``max_bytes`` and ``max_side`` pixels.
 
-    Runs in a worker thread. Raises :class:`~vlens_async.errors.UnsupportedImageError`,
+    Runs in a worker thread. ``preserve_grain`` lets a grainy JPEG reduced more than 2x keep its
+    luma at full resolution (a second thread: the same wall time for 1.7x the CPU); None means
+    True, or False inside :func:`~vlens_async.images.prefer_throughput`. The output depends only
+    on the input and the options. Raises :class:`~vlens_async.errors.UnsupportedImageError`,
     :class:`~vlens_async.errors.ImageTooLargeError` or
     :class:`~vlens_async.errors.CompressionError`.
     """
     _check_budget(max_bytes, max_side)
+    grain = resolve_preserve_grain(preserve_grain, faces=False)
     if isinstance(image, PreparedImage) and image.fits(max_bytes, max_side):
         return image
     return await asyncio.to_thread(
-        prepare_document_sync, image, max_bytes=max_bytes, max_side=max_side
+        prepare_document_sync, image, max_bytes=max_bytes, max_side=max_side, preserve_grain=grain
     )
 
 
 def prepare_document_sync(
-    image: ImageInput, *, max_bytes: int = DOCUMENT_MAX_BYTES, max_side: int = DOCUMENT_MAX_SIDE
+    image: ImageInput,
+    *,
+    max_bytes: int = DOCUMENT_MAX_BYTES,
+    max_side: int = DOCUMENT_MAX_SIDE,
+    preserve_grain: bool | None = None,
 ) -> PreparedImage:
-    """Blocking twin of :func:`prepare_document`, for scripts: never call it on an event loop."""
+    """Blocking twin of :func:`prepare_document`, for scripts: never call it on an event loop.
+
+    ``preserve_grain`` None is resolved in the calling thread, as :func:`prepare_document` does.
+    """
     _check_budget(max_bytes, max_side)
-    with preparing(1):
-        return prepare_image(image, max_bytes, max_side)[0]
+    grain = resolve_preserve_grain(preserve_grain, faces=False)
+    return prepare_image(image, max_bytes, max_side, preserve_grain=grain)[0]
 
 
 async def prepare_faces(
@@ -69,6 +85,7 @@ async def prepare_faces(
     max_side: int = FACE_MAX_SIDE,
     capture_times: Sequence[float | datetime] | None = None,
     max_spread: float = MAX_FRAME_SPREAD_SECONDS,
+    preserve_grain: bool | None = None,
 ) -> PreparedFaces:
     """Prepare three liveness frames concurrently, each a JPEG under ``max_bytes``/``max_side``.
 
@@ -76,24 +93,19 @@ async def prepare_faces(
     raises :class:`~vlens_async.errors.FrameTimingError` before any work. Two identical or nearly
     identical frames raise :class:`~vlens_async.errors.IdenticalFramesError` naming the pair. A
     frame that cannot be prepared raises the error of the lowest-numbered failing frame, its
-    reason prefixed with the API field name (``face_2: ...``).
+    reason prefixed with the API field name (``face_2: ...``). ``preserve_grain`` is as for
+    :func:`prepare_document`, but None means False: the three frames already use every core.
     """
     _check_budget(max_bytes, max_side)
     check_timing(capture_times, max_spread)
-    frames = (f1, f2, f3)
-    counted = CountedFrames(len(frames))
-    try:
-        outcomes = await asyncio.gather(
-            *(
-                asyncio.to_thread(
-                    counted.run, i, partial(_prepare_frame, f, i, max_bytes, max_side)
-                )
-                for i, f in enumerate(frames)
-            ),
-            return_exceptions=True,
-        )
-    finally:
-        counted.drop_unstarted()  # cancelled: frames already running still count until they end
+    grain = resolve_preserve_grain(preserve_grain, faces=True)
+    outcomes = await asyncio.gather(
+        *(
+            asyncio.to_thread(_prepare_frame, f, i, max_bytes, max_side, grain)
+            for i, f in enumerate((f1, f2, f3))
+        ),
+        return_exceptions=True,
+    )
     # The thumbnail comparison is pure Python (about a millisecond): off the loop too.
     return await asyncio.to_thread(_collect_faces, outcomes)
 
@@ -107,32 +119,33 @@ def prepare_faces_sync(
     max_side: int = FACE_MAX_SIDE,
     capture_times: Sequence[float | datetime] | None = None,
     max_spread: float = MAX_FRAME_SPREAD_SECONDS,
+    preserve_grain: bool | None = None,
 ) -> PreparedFaces:
-    """Blocking twin of :func:`prepare_faces` (frames still run concurrently, in a thread pool)."""
+    """Blocking twin of :func:`prepare_faces` (frames still run concurrently, in a thread pool).
+
+    ``preserve_grain`` None is resolved in the calling thread and handed to the pool's threads.
+    """
     _check_budget(max_bytes, max_side)
     check_timing(capture_times, max_spread)
+    grain = resolve_preserve_grain(preserve_grain, faces=True)
     pool = frame_pool()
+    futures = [
+        pool.submit(_prepare_frame, f, i, max_bytes, max_side, grain)
+        for i, f in enumerate((f1, f2, f3))
+    ]
     outcomes: list[_Outcome] = []
-    counted = CountedFrames(3)
-    try:
-        futures = [
-            pool.submit(counted.run, i, partial(_prepare_frame, f, i, max_bytes, max_side))
-            for i, f in enumerate((f1, f2, f3))
-        ]
-        for future in futures:
-            exc = future.exception()
-            outcomes.append(exc if exc is not None else future.result())
-    finally:
-        counted.drop_unstarted()
+    for future in futures:
+        exc = future.exception()
+        outcomes.append(exc if exc is not None else future.result())
     return _collect_faces(outcomes)
 
 
 def _prepare_frame(
-    image: ImageInput, index: int, max_bytes: int, max_side: int
+    image: ImageInput, index: int, max_bytes: int, max_side: int, preserve_grain: bool
 ) -> tuple[PreparedImage, bytes]:
     """The prepared frame and its thumbnail; a failure named by the frame's API field."""
     try:
-        prepared, small = prepare_image(image, max_bytes, max_side)
+        prepared, small = prepare_image(image, max_bytes, max_side, preserve_grain=preserve_grain)
         return prepared, small if small is not None else thumbnail(prepared.data)
     except (IdenticalFramesError, FrameTimingError):  # pragma: no cover - not raised per frame
         raise

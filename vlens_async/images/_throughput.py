@@ -1,104 +1,78 @@
-"""Images being prepared in this process, and prefer_throughput().
+"""The ``preserve_grain`` option: whether a grainy JPEG may spend a second core on fidelity.
 
-The grain-preserving path takes a second core, so an image takes it only when nothing else is
-being prepared: with other images in flight every core already has work, and its 1.7x CPU would
-slow them all (three grainy frames at once took 115 ms longer, and verify() with them 114 ms
-longer). A grainy image may therefore come out slightly different alone and alongside others;
-both are within the limits.
+The grain-preserving path (see _grain) prepares a grainy JPEG in the same wall time for 1.7x the
+CPU. That pays for one image on an otherwise idle pair of cores, not when every core already has
+work: three grainy frames prepared at once with it took 115 ms longer. Hence the defaults: True
+for a document (one image: its second core is free), False for liveness frames (three prepared
+concurrently, each already using a core), and False for both inside ``with prefer_throughput():``.
+An explicit ``preserve_grain`` always wins.
+
+The option is resolved once, where a call enters the package (in the caller's thread or task),
+and passed down explicitly: threads of a ThreadPoolExecutor do not inherit context variables, and
+resolving before ``asyncio.to_thread`` keeps the async and sync twins alike. The output bytes for
+one input and one set of options never depend on what else the process is doing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
-from collections.abc import Callable
-from typing import Final, TypeVar
+from contextvars import ContextVar, Token
+from typing import Final
 
-_T = TypeVar("_T")
+from ..errors import ConfigurationError
 
-_in_flight = 0
-_in_flight_lock: Final = threading.Lock()
+DOCUMENT_PRESERVES_GRAIN: Final = True
+FACES_PRESERVE_GRAIN: Final = False
 
-
-def _count(delta: int) -> None:
-    global _in_flight
-    with _in_flight_lock:
-        _in_flight = max(0, _in_flight + delta)  # never below 0, even after a fork mid-block
+# None: each call's own default (DOCUMENT_PRESERVES_GRAIN, FACES_PRESERVE_GRAIN).
+_context_default: Final[ContextVar[bool | None]] = ContextVar(
+    "vlens_async.images.preserve_grain", default=None
+)
 
 
-class _Counted:
-    """Counts ``count`` images in flight for the duration of a ``with`` block (and only a
-    ``with`` block: unlike contextlib's, it is no decorator, which would not cover a coroutine).
+def resolve_preserve_grain(option: bool | None, *, faces: bool) -> bool:
+    """``option`` when given, else this context's default, else the default for the kind of call.
+
+    Call it in the caller's thread or task, never in a worker thread (which has a context of its
+    own). Raises :class:`~vlens_async.errors.ConfigurationError` for anything but a bool or None.
+    """
+    if option is not None and not isinstance(option, bool):
+        raise ConfigurationError(f"preserve_grain must be True, False or None, got {option!r}")
+    if option is None:
+        option = _context_default.get()
+    if option is None:
+        option = FACES_PRESERVE_GRAIN if faces else DOCUMENT_PRESERVES_GRAIN
+    return option
+
+
+class _PreferThroughput:
+    """Sets the context's default to False for a ``with`` block, and restores it on exit.
+
+    Only a ``with`` block: unlike contextlib's context managers it is no decorator, which would
+    cover a coroutine function's call but not its run.
     """
 
-    def __init__(self, images: int) -> None:
-        self._images = images
+    def __init__(self) -> None:
+        self._tokens: list[Token[bool | None]] = []  # one per entry: nestable
 
     def __enter__(self) -> None:
-        _count(self._images)
+        self._tokens.append(_context_default.set(False))
 
     def __exit__(self, *exc: object) -> None:
-        _count(-self._images)
-
-
-def preparing(count: int) -> contextlib.AbstractContextManager[None]:
-    """Count ``count`` images in flight for a ``with`` block."""
-    return _Counted(count)
-
-
-class CountedFrames:
-    """Liveness frames counted in flight from before any starts (so each sees the others) until
-    each ends, or is dropped unstarted when its caller gives up; a frame still running after a
-    cancellation keeps counting."""
-
-    def __init__(self, count: int) -> None:
-        self._lock = threading.Lock()
-        self._unstarted = set(range(count))
-        _count(count)
-
-    def run(self, index: int, work: Callable[[], _T]) -> _T:
-        """Run frame ``index``'s ``work`` (in a worker thread) unless it was dropped."""
-        with self._lock:
-            if index not in self._unstarted:
-                raise RuntimeError("frame dropped before it started")  # nobody awaits it
-            self._unstarted.discard(index)
-        try:
-            return work()
-        finally:
-            _count(-1)
-
-    def drop_unstarted(self) -> None:
-        """Stop counting the frames that never started (all have, after a normal return)."""
-        with self._lock:
-            dropped = len(self._unstarted)
-            self._unstarted.clear()
-        _count(-dropped)
-
-
-def alone() -> bool:
-    """Whether this is the only image being prepared in the process."""
-    return _in_flight <= 1
+        _context_default.reset(self._tokens.pop())
 
 
 def prefer_throughput() -> contextlib.AbstractContextManager[None]:
-    """A ``with`` block inside which every image in the process is prepared for throughput.
+    """A ``with`` block inside which images are prepared for throughput: no second core each.
 
-    An image prepared while no other is takes the grain-preserving path when it is a grainy JPEG
-    (full-resolution luma, with a second thread: the same wall time for 1.7x the CPU). Inside this
-    block it never does, as if another image were always in flight. A bulk job holds it for its
-    whole run (its spare core belongs to the event loop); hold it in a service whose cores are
-    busy with other requests. Nestable, and usable from any thread or coroutine (``with``, not as
-    a decorator).
+    Outside it, ``preserve_grain`` defaults to True for a document, so that a grainy JPEG takes the
+    grain-preserving path (full-resolution luma, with a second thread: the same wall time for 1.7x
+    the CPU), and to False for liveness frames. Inside it, the default is False for both; an
+    explicit ``preserve_grain=True`` still wins. A bulk job holds it for its whole run (its spare
+    core belongs to the event loop); hold it in a service whose cores are busy with other requests.
+
+    It sets a context variable: it covers this thread, or this task and the tasks and
+    ``asyncio.to_thread`` calls it starts, not other threads (nor ``run_in_executor`` jobs, which
+    do not copy the context). Nestable; ``with`` only, not a decorator.
     """
-    return _Counted(1)
-
-
-def _forget_in_flight() -> None:
-    # A forked child drops the images the parent's other threads were preparing.
-    global _in_flight
-    _in_flight = 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_flight)
+    return _PreferThroughput()
