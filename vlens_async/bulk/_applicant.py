@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .._classify import is_fatal, is_throttle, is_transient
 from .._retrying import plan_delay
@@ -15,14 +15,12 @@ from ..config import RetryPolicy
 from ..errors import APIError, FlowError, ImageError
 from ..flow import FlowState, Step, StepStatus, Transaction, error_type_name
 from ..models import VerificationResponse
+from ._context import JobContext, Stopped
 from ._inputs import ApplicantImages
 from ._journal import Claim
 from ._manifest import BulkApplicant
-from ._metered import MeteredClient, Stopped
+from ._metered import MeteredClient
 from ._outcome import error_message, outcome_for, service_flags
-
-if TYPE_CHECKING:
-    from ._runner import BulkRunner
 
 __all__ = ["ApplicantRun"]
 
@@ -31,20 +29,22 @@ logger: Final = logging.getLogger("vlens_async")
 
 class ApplicantRun:
     """One applicant's steps: restore or start the transaction, then front, back, liveness, each
-    retried on transient failures and journaled before the next begins."""
+    retried on transient failures and journaled before the next begins.
 
-    def __init__(self, runner: BulkRunner, applicant: BulkApplicant, claim: Claim) -> None:
-        self.runner = runner
+    All it knows of the job is ``context``: it reports its outcome through ``context.finished``
+    and an error that must stop the job through ``context.halt``.
+    """
+
+    def __init__(self, context: JobContext, applicant: BulkApplicant, claim: Claim) -> None:
+        self.context = context
         self.applicant = applicant
         self.claim = claim
-        self.client = MeteredClient(runner._client, runner)
-        assert runner._prepare_pool is not None
-        self.images = ApplicantImages(applicant, runner._prepare_pool, prepare=runner.prepare)
+        self.client = MeteredClient(context)
+        self.images = ApplicantImages(applicant, context.executor, prepare=context.prepare)
         self.timings: dict[str, float] = {}
         self.failed_step: Step | None = None  # the step that ended the run with an error
         self.started = time.perf_counter()
-        assert runner._journal is not None
-        self.journal = runner._journal
+        self.journal = context.journal
 
     def _transaction(self) -> Transaction:
         snapshot = self.claim.snapshot
@@ -56,14 +56,14 @@ class ApplicantRun:
                 client_transaction_id=self.applicant.client_transaction_id,
                 name_check_value=self.applicant.name_check_value,
                 max_liveness_attempts=1,
-                prepare=self.runner.prepare,
+                prepare=self.context.prepare,
             )
-        self.runner._live.resumed += 1
+        self.context.counters.resumed += 1
         # The journal keeps no names; the manifest gives the name check back.
         restored = {
             **snapshot,
             "name_check_value": self.applicant.name_check_value,
-            "prepare": self.runner.prepare,
+            "prepare": self.context.prepare,
         }
         return Transaction.restore(self.client, restored)
 
@@ -86,7 +86,7 @@ class ApplicantRun:
         if error is not None and is_fatal(error):
             # Not this applicant's fault: keep it pending for a resume and stop the job.
             await self._save(tx)
-            self.runner._halt(f"{error_type_name(error)}: {error_message(error)}")
+            self.context.halt(f"{error_type_name(error)}: {error_message(error)}")
             return
         await self._finish(tx, error)
 
@@ -114,7 +114,7 @@ class ApplicantRun:
         if Step.LIVENESS in plan:
             self.images.start("faces")
         for step in plan:
-            if self.runner.stopping:
+            if self.context.stop.is_set:
                 raise Stopped
             started = time.perf_counter()
             try:
@@ -156,6 +156,7 @@ class ApplicantRun:
         # A hand-written loop rather than stamina: every attempt must pass the shared limiter
         # and be journaled, and stamina's testing switch (one attempt) would silently turn off
         # the retries that keep a faulty network from failing applicants.
+        policy = self.context.step_retry
         attempt = 0
         while True:
             attempt += 1
@@ -163,16 +164,15 @@ class ApplicantRun:
                 await send()
                 return
             except APIError as exc:
-                if tx.state is FlowState.FAILED or attempt >= self.runner.step_retry.max_attempts:
+                if tx.state is FlowState.FAILED or attempt >= policy.max_attempts:
                     raise
-                if not _worth_retrying(exc, self.runner.step_retry):
+                if not _worth_retrying(exc, policy):
                     raise
-                if self.runner.stopping:
+                if self.context.stop.is_set:
                     raise Stopped from exc
                 # The backoff ends early on stop(): a graceful stop must not wait out a
                 # long Retry-After before the applicant is journaled.
-                delay = plan_delay(attempt, exc, self.runner.step_retry)
-                if await self.runner._sleep_unless_stopped(delay):
+                if await self.context.stop.sleep(plan_delay(attempt, exc, policy)):
                     raise Stopped from exc
 
     async def _finish(self, tx: Transaction | None, error: BaseException | None) -> None:
@@ -184,7 +184,7 @@ class ApplicantRun:
             attempts=self.client.take_attempts(),
             result=result,
         )
-        self.runner._count(result["outcome"])
+        self.context.finished(result["outcome"])
 
     def _result(self, tx: Transaction | None, error: BaseException | None) -> dict[str, Any]:
         """The results-file line: outcome and flags, no personal data."""

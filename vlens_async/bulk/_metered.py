@@ -10,37 +10,31 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .._classify import is_throttle
 from ..errors import APIError
 from ..flow import Step, error_type_name
 from ..images import ImageInput, PreparedFaces
 from ..models import VerificationResponse
+from ._context import JobContext, Stopped
 from ._journal import AttemptRecord
 from ._ratelimit import LimiterClosed
 
-if TYPE_CHECKING:
-    from ..client import VlensClient
-    from ._runner import BulkRunner
-
-__all__ = ["MeteredClient", "Stopped"]
+__all__ = ["MeteredClient"]
 
 _T = TypeVar("_T")
-
-
-class Stopped(Exception):
-    """Raised inside a worker when the runner is stopping between two steps."""
 
 
 class MeteredClient:
     """The flow's client for one applicant: takes a rate-limit token before every request,
     times it, feeds throttling signals back to the limiter, and keeps the attempts for the
-    journal. It wraps a view of the real client whose own retries are off."""
+    journal. It wraps the job's view of the real client, whose own retries are off."""
 
-    def __init__(self, client: VlensClient, runner: BulkRunner) -> None:
-        self._client = client
-        self._runner = runner
+    def __init__(self, context: JobContext) -> None:
+        self._client = context.client
+        self._limiter = context.limiter
+        self._counters = context.counters
         self.attempts: list[AttemptRecord] = []
         self.counts: Counter[str] = Counter()
 
@@ -48,21 +42,21 @@ class MeteredClient:
         # The token is held until the answer is in: see _ratelimit for why that guarantees
         # the server never counts more than the limit.
         try:
-            async with self._runner.limiter.slot():
+            async with self._limiter.slot():
                 return await self._attempt(step, call)
         except LimiterClosed:
             raise Stopped from None  # stopping while queued for a token: nothing was sent
 
     async def _attempt(self, step: Step, call: Callable[[], Awaitable[_T]]) -> _T:
         self.counts[step.value] += 1
-        self._runner._requests += 1
+        self._counters.requests += 1
         started = time.perf_counter()
         try:
             result = await call()
         except APIError as exc:
             duration = time.perf_counter() - started
             if is_throttle(exc):
-                self._runner.limiter.throttled(exc.retry_after)
+                self._limiter.throttled(exc.retry_after)
             self.attempts.append(
                 AttemptRecord(
                     step.value,

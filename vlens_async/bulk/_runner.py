@@ -17,13 +17,9 @@ import concurrent.futures
 import contextlib
 import os
 import signal
-import time
-from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
-
-import attrs
 
 from .._redact import redact
 from ..config import RetryPolicy
@@ -31,15 +27,14 @@ from ..errors import ConfigurationError, VlensError
 from ..flow import error_type_name
 from ..images import prefer_throughput
 from ._applicant import ApplicantRun
+from ._context import JobContext, RunCounters, StopSignal
 from ._journal import ClaimKind, Journal
 from ._manifest import BulkApplicant, InvalidRow, ManifestItem, count_manifest_rows, iter_manifest
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter
 from ._report import (
-    FAILED_OUTCOMES,
     BulkSummary,
     NullProgress,
     ProgressReporter,
-    ProgressStats,
     make_progress,
 )
 
@@ -63,31 +58,6 @@ _READ_BATCH: Final = 64
 _TICK: Final = 1.0
 
 _T = TypeVar("_T")
-
-
-@attrs.define
-class _Live:
-    """Counters of the current run (bounded: one per outcome)."""
-
-    started: float = attrs.field(factory=time.monotonic)
-    by_outcome: Counter[str] = attrs.field(factory=Counter)
-    skipped: int = 0
-    resumed: int = 0
-    total: int | None = None
-    # Known from the journal before the manifest is read: the progress shows it from the start.
-    skipped_before: int = 0
-
-    def stats(self) -> ProgressStats:
-        done = sum(self.by_outcome.values())
-        failed = sum(n for o, n in self.by_outcome.items() if o in FAILED_OUTCOMES)
-        return ProgressStats(
-            done=done,
-            failed=failed,
-            skipped=max(self.skipped, self.skipped_before),
-            total=self.total,
-            elapsed=time.monotonic() - self.started,
-            by_outcome=dict(self.by_outcome),
-        )
 
 
 class BulkRunner:
@@ -137,30 +107,25 @@ class BulkRunner:
         self.step_retry = step_retry
         self.progress: ProgressReporter = progress or NullProgress()
         self.total = total
-        self._stopping = False
-        self._stop_event = asyncio.Event()  # wakes the retry backoffs up on stop()
+        self._stop = StopSignal()  # also wakes the retry backoffs up on stop()
         self._stop_reason: str | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._hard_stopped = False
         self._stopped_by_error = False
         self._unread = False  # the manifest failed part-way: rows after it were never read
-        self._requests = 0
-        self._journal: Journal | None = None
-        self._prepare_pool: concurrent.futures.ThreadPoolExecutor | None = None
         # One core is left to the event loop (sockets, base64, parsing, progress): with every
         # core busy preprocessing 12 MP scans, the loop's lag grows past 10 ms.
         self.prepare_threads = prepare_threads or max(1, (os.cpu_count() or 2) - 1)
-        self._live = _Live()
+        self._counters = RunCounters()
 
     # --- control ---
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop the job: the first call lets applicants in flight finish their current step and
         journal it; a second call cancels them at once. Safe from a signal handler."""
-        if not self._stopping:
-            self._stopping = True
+        if not self._stop.is_set:
             self._stop_reason = reason
-            self._stop_event.set()
+            self._stop.set()
             self.limiter.close()
             return
         self._hard_stopped = True
@@ -175,7 +140,7 @@ class BulkRunner:
 
     @property
     def _interrupted(self) -> bool:
-        return self._stopping or self._unread
+        return self._stop.is_set or self._unread
 
     def _halt(self, reason: str) -> None:
         """Stop gracefully because of an error (bad credentials, an unreadable manifest).
@@ -183,21 +148,14 @@ class BulkRunner:
         Unlike :meth:`stop`, never the hard stop however often it is called: several workers
         may hit the same error at once, and only the user's second signal cancels steps in flight.
         """
-        if not self._stopping:
+        if not self._stop.is_set:
             self._stopped_by_error = True
             self.stop(reason)
 
     @property
     def stopping(self) -> bool:
         """True once :meth:`stop` was called."""
-        return self._stopping
-
-    async def _sleep_unless_stopped(self, seconds: float) -> bool:
-        """Sleep ``seconds``, or less if :meth:`stop` is called; True if it was."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stop_event.wait()
-        return self._stopping
+        return self._stop.is_set
 
     # --- the job ---
 
@@ -212,13 +170,13 @@ class BulkRunner:
         if isinstance(applicants, str | os.PathLike):
             applicants = read_manifest(applicants)
         journal = await Journal.open(self.journal_path, resume=self.resume)
-        self._journal = journal
         retried = ("error",) if self.retry_errors else ()
         skipped = await journal.finished_before(excluding=retried) if self.resume else 0
-        self._live = _Live(total=self.total, skipped_before=skipped)
-        self._prepare_pool = concurrent.futures.ThreadPoolExecutor(
+        self._counters = RunCounters(total=self.total, skipped_before=skipped)
+        pool = concurrent.futures.ThreadPoolExecutor(
             self.prepare_threads, thread_name_prefix="vlens-bulk-images"
         )
+        context = self._context(journal, pool)
         # Images one at a time would each take a second core for fidelity on grainy photos: the
         # core this job leaves to the event loop. Throughput first.
         with prefer_throughput():
@@ -227,7 +185,7 @@ class BulkRunner:
             ticker = asyncio.create_task(self._tick())
             producer = asyncio.create_task(self._produce(applicants, queue))
             self._workers = [
-                asyncio.create_task(self._work(queue)) for _ in range(self.concurrency)
+                asyncio.create_task(self._work(queue, context)) for _ in range(self.concurrency)
             ]
             try:
                 await asyncio.gather(*self._workers, return_exceptions=False)
@@ -239,9 +197,24 @@ class BulkRunner:
                     task.cancel()
                 await asyncio.gather(producer, ticker, *self._workers, return_exceptions=True)
                 # Queued preparations are dropped; one still running ends on its own.
-                self._prepare_pool.shutdown(wait=False, cancel_futures=True)
+                pool.shutdown(wait=False, cancel_futures=True)
                 summary = await self._finish(journal)
         return summary
+
+    def _context(self, journal: Journal, pool: concurrent.futures.Executor) -> JobContext:
+        """What this run shares with each applicant's run (see :class:`JobContext`)."""
+        return JobContext(
+            client=self._client,
+            journal=journal,
+            limiter=self.limiter,
+            step_retry=self.step_retry,
+            prepare=self.prepare,
+            executor=pool,
+            counters=self._counters,
+            stop=self._stop,
+            finished=self._count,
+            halt=self._halt,
+        )
 
     async def _finish(self, journal: Journal) -> BulkSummary:
         # Shielded: even a hard stop writes the results file and closes the journal cleanly.
@@ -253,19 +226,19 @@ class BulkRunner:
                 latency = await journal.latencies()
             finally:
                 await journal.close(interrupted=self._interrupted)
-            stats = self._live.stats()
+            stats = self._counters.stats()
             self.progress.close(stats)
             return BulkSummary(
                 total=sum(counts.by_outcome.values()),
                 by_outcome=counts.by_outcome,
                 by_error=counts.by_error,
                 processed=stats.done,
-                skipped=self._live.skipped,
-                resumed=self._live.resumed,
+                skipped=self._counters.skipped,
+                resumed=self._counters.resumed,
                 elapsed=stats.elapsed,
                 throughput=stats.rate,
                 latency=latency,
-                requests=self._requests,
+                requests=self._counters.requests,
                 throttled=self.limiter.bucket.throttle_signals,
                 rate_limit=str(self.limiter.limit),
                 concurrency=self.concurrency,
@@ -282,7 +255,7 @@ class BulkRunner:
         # Keeps the rate and ETA moving while no applicant finishes.
         while True:
             await asyncio.sleep(_TICK)
-            self.progress.update(self._live.stats())
+            self.progress.update(self._counters.stats())
 
     async def _produce(
         self,
@@ -292,7 +265,7 @@ class BulkRunner:
         cancelled = False
         try:
             async for item in _aiter(applicants):
-                if self._stopping:
+                if self._stop.is_set:
                     break
                 await queue.put(item)  # blocks while every worker is busy: bounded memory
         except asyncio.CancelledError:
@@ -310,42 +283,42 @@ class BulkRunner:
                 for _ in range(self.concurrency):
                     await queue.put(None)
 
-    async def _work(self, queue: asyncio.Queue[ManifestItem | None]) -> None:
+    async def _work(self, queue: asyncio.Queue[ManifestItem | None], context: JobContext) -> None:
         while True:
             item = await queue.get()
-            if item is None or self._stopping:
+            if item is None or self._stop.is_set:
                 return
             if isinstance(item, InvalidRow):
-                await self._record_invalid(item)
+                await self._record_invalid(context.journal, item)
                 continue
-            await self._applicant(item)
+            await self._applicant(context, item)
 
-    async def _record_invalid(self, item: InvalidRow) -> None:
-        assert self._journal is not None
-        if await self._journal.record_invalid(item):
+    async def _record_invalid(self, journal: Journal, item: InvalidRow) -> None:
+        if await journal.record_invalid(item):
             self._count("invalid")
 
     def _count(self, outcome: str) -> None:
-        self._live.by_outcome[outcome] += 1
-        self.progress.update(self._live.stats())
+        """One more applicant reached ``outcome`` in this run."""
+        self._counters.by_outcome[outcome] += 1
+        self.progress.update(self._counters.stats())
 
-    async def _applicant(self, applicant: BulkApplicant) -> None:
-        assert self._journal is not None
-        claim = await self._journal.claim(applicant)
+    async def _applicant(self, context: JobContext, applicant: BulkApplicant) -> None:
+        claim = await context.journal.claim(applicant)
         if claim.kind is ClaimKind.DUPLICATE:
             await self._record_invalid(
+                context.journal,
                 InvalidRow(
                     applicant.row,
                     f"duplicate applicant_id (first seen at row {claim.first_row})",
                     applicant.applicant_id,
-                )
+                ),
             )
             return
         if claim.kind is ClaimKind.DONE and not (self.retry_errors and claim.outcome == "error"):
             # Finished in an earlier run: its results line is already in the journal.
-            self._live.skipped += 1
+            self._counters.skipped += 1
             return
-        await ApplicantRun(self, applicant, claim).run()
+        await ApplicantRun(context, applicant, claim).run()
 
 
 def _reading_error(exc: BaseException) -> str:
