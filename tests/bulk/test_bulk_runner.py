@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from PIL import Image
 
-from vlens_async import _wire
-from vlens_async.bulk import BulkRunner, RateLimit, _inputs, format_summary
+from vlens_async import _uploads, _wire
+from vlens_async.bulk import BulkRunner, RateLimit, format_summary
 from vlens_async.bulk._manifest import BulkApplicant, InvalidRow
 from vlens_async.config import RetryPolicy
 from vlens_async.errors import (
@@ -423,6 +424,26 @@ async def test_invalid_rows_and_duplicates_are_recorded_and_the_job_goes_on(
     assert summary.by_outcome == {"verified": 3, "invalid": 3}
 
 
+@pytest.mark.parametrize("prepare", [True, False])
+@pytest.mark.parametrize("image", ["front", "face_2"])
+async def test_an_empty_image_file_is_invalid_and_named_by_its_column(
+    tmp_path: Path, image_dir: Path, image: str, prepare: bool
+) -> None:
+    """An image file emptied after the manifest was read makes the row invalid, the reason
+    naming the column (never the path), whether images are prepared or sent as they are."""
+    (person,) = applicants(image_dir, 1)
+    empty = tmp_path / "secret-person" / f"{image}.jpg"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    if image == "front":
+        person = attrs.evolve(person, front=empty)
+    else:
+        person = attrs.evolve(person, faces=(person.faces[0], empty, person.faces[2]))
+    await runner(ScriptedClient(), tmp_path, prepare=prepare).run([person])
+    (line,) = results(tmp_path)
+    assert (line["outcome"], line["error_message"]) == ("invalid", f"{image}: empty file")
+
+
 async def test_graceful_stop_then_resume_sends_no_step_twice(
     tmp_path: Path, image_dir: Path
 ) -> None:
@@ -661,13 +682,13 @@ async def test_resume_prepares_only_the_images_the_remaining_steps_need(
     first = await runner(client, tmp_path).run(applicants(image_dir, 1))
     assert first.by_outcome == {"pending": 1}
     prepared: list[str] = []
-    real = _inputs.prepare_document_sync
+    real = _uploads.prepare_document_sync
 
     def recording(path: Any, **options: Any) -> Any:
         prepared.append(Path(path).name)
         return real(path, **options)
 
-    monkeypatch.setattr(_inputs, "prepare_document_sync", recording)
+    monkeypatch.setattr(_uploads, "prepare_document_sync", recording)
     client = ScriptedClient()
     second = await runner(client, tmp_path, resume=True).run(applicants(image_dir, 1))
     assert second.by_outcome == {"verified": 1}
@@ -683,7 +704,7 @@ async def test_images_are_prepared_for_throughput_during_a_job(
     from vlens_async.images import _throughput
 
     seen: list[int] = []
-    real_doc, real_faces = _inputs.prepare_document_sync, _inputs.prepare_faces_sync
+    real_doc, real_faces = _uploads.prepare_document_sync, _uploads.prepare_faces_sync
 
     def doc(image: Any, **kwargs: Any) -> Any:
         grain = _throughput.resolve_preserve_grain(kwargs.get("preserve_grain"), faces=False)
@@ -695,8 +716,8 @@ async def test_images_are_prepared_for_throughput_during_a_job(
         seen.append(int(not grain))
         return real_faces(*frames, **kwargs)
 
-    monkeypatch.setattr(_inputs, "prepare_document_sync", doc)
-    monkeypatch.setattr(_inputs, "prepare_faces_sync", faces)
+    monkeypatch.setattr(_uploads, "prepare_document_sync", doc)
+    monkeypatch.setattr(_uploads, "prepare_faces_sync", faces)
     summary = await runner(ScriptedClient(), tmp_path).run(applicants(image_dir, 3))
     assert summary.by_outcome == {"verified": 3}
     assert len(seen) == 9

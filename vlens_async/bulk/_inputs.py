@@ -1,8 +1,10 @@
-"""One applicant's images, read or prepared in the runner's own threads, each at most once.
+"""One applicant's images, made ready to send in the runner's own threads, each at most once.
 
 Started when the applicant's turn comes, so nothing is read for applicants still queued; the later
-images prepare while the earlier steps upload. Errors name the side or frame (``front: ...``),
-never the path: a folder is often named after the customer.
+images prepare while the earlier steps upload. Whether an image is prepared or sent as it is is
+:mod:`vlens_async._uploads`'s decision; what is bulk's is the reporting: an empty file is refused
+as such, and an error names the image (``front: ...``), never its path, since a folder is often
+named after the customer.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ import concurrent.futures
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Final
 
+from .._uploads import ReadyFaces, ReadyImage, upload_document_sync, upload_faces_sync
 from ..errors import CompressionError, ImageTooLargeError, UnsupportedImageError
-from ..images import PreparedFaces, PreparedImage, prepare_document_sync, prepare_faces_sync
-from ._manifest import BulkApplicant
+from ..images import PreparedFaces, PreparedImage
+from ._manifest import FACE_COLUMNS, BulkApplicant
 
 __all__ = ["ApplicantImages"]
 
+# The refusals whose reason is renamed after the image; the frames of a liveness capture are
+# named by the preprocessor itself (``face_2: ...``).
+_RENAMED: Final = (UnsupportedImageError, ImageTooLargeError, CompressionError)
+
 
 class ApplicantImages:
-    """Reads and prepares one applicant's images, each at most once, in the runner's own
+    """Makes one applicant's images ready to send, each at most once, in the runner's own
     preprocessing threads.
 
     Not in the loop's default executor: the client encodes request bodies there *after* a
@@ -36,34 +43,30 @@ class ApplicantImages:
         self._applicant = applicant
         self._executor = executor
         self._prepare = prepare
-        self._futures: dict[str, asyncio.Future[Any]] = {}
+        self._futures: dict[str, asyncio.Future[ReadyImage | ReadyFaces]] = {}
 
     def start(self, *names: str) -> None:
-        """Start reading ``names`` (``front``, ``back``, ``faces``) unless already started."""
+        """Start making ``names`` (``front``, ``back``, ``faces``) ready, unless started."""
         loop = asyncio.get_running_loop()
-        a = self._applicant
         for name in names:
-            if name in self._futures:
-                continue
-            job: Callable[[], object]
-            if name == "faces" and self._prepare:
-                job = functools.partial(prepare_faces_sync, *a.faces)
-            elif name == "faces":
-                job = functools.partial(_read_faces, a.faces)
-            else:
-                path = a.front if name == "front" else a.back
-                reader = _prepare_side if self._prepare else _read_side
-                job = functools.partial(reader, name, path)
-            self._futures[name] = loop.run_in_executor(self._executor, job)
+            if name not in self._futures:
+                self._futures[name] = loop.run_in_executor(self._executor, self._job(name))
 
-    async def document(self, name: str) -> PreparedImage | bytes:
+    def _job(self, name: str) -> Callable[[], ReadyImage | ReadyFaces]:
+        a = self._applicant
+        if name == "faces":
+            return functools.partial(_faces, a.faces, prepare=self._prepare)
+        path = a.front if name == "front" else a.back
+        return functools.partial(_document, name, path, prepare=self._prepare)
+
+    async def document(self, name: str) -> ReadyImage:
         """The ID side ``name`` (``front`` or ``back``), ready to send."""
         self.start(name)
         result = await self._futures[name]
         assert isinstance(result, PreparedImage | bytes)
         return result
 
-    async def faces(self) -> PreparedFaces | tuple[bytes, bytes, bytes]:
+    async def faces(self) -> ReadyFaces:
         """The three face frames, ready to send."""
         self.start("faces")
         result = await self._futures["faces"]
@@ -77,30 +80,30 @@ class ApplicantImages:
         await asyncio.gather(*self._futures.values(), return_exceptions=True)
 
 
-def _prepare_side(name: str, path: Path) -> PreparedImage:
-    """Prepare one ID side (blocking; runs in a preprocessing thread)."""
+def _document(name: str, path: Path, *, prepare: bool) -> ReadyImage:
+    """One ID side ready to send (blocking; runs in a preprocessing thread)."""
+    _refuse_unusable(name, path)
     try:
-        return prepare_document_sync(path)
-    except (UnsupportedImageError, ImageTooLargeError, CompressionError) as exc:
-        # Name the side, as prepare_faces names the frame; never the path (it may name a person).
+        return upload_document_sync(path, prepare=prepare)
+    except _RENAMED as exc:
         raise type(exc)(f"{name}: {exc.reason}") from exc
 
 
-def _read_side(name: str, path: Path) -> bytes:
-    """Read an image as it is, for ``prepare=False`` (blocking; runs in a preprocessing thread)."""
+def _faces(paths: tuple[Path, Path, Path], *, prepare: bool) -> ReadyFaces:
+    """The three frames ready to send (blocking; runs in a preprocessing thread)."""
+    for name, path in zip(FACE_COLUMNS, paths, strict=True):
+        _refuse_unusable(name, path)
+    return upload_faces_sync(paths, prepare=prepare)
+
+
+def _refuse_unusable(name: str, path: Path) -> None:
+    """Refuse, by the image's name, a file that is gone since the manifest was read, or empty.
+
+    A stat, not a read: reading is the upload's. Not chained: an OSError's text names the path.
+    """
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UnsupportedImageError(f"{name}: cannot read the image file") from exc
-    if not data:
+        size = path.stat().st_size
+    except OSError:
+        raise UnsupportedImageError(f"{name}: cannot read the image file") from None
+    if size == 0:
         raise UnsupportedImageError(f"{name}: empty file")
-    return data
-
-
-def _read_faces(paths: tuple[Path, Path, Path]) -> tuple[bytes, bytes, bytes]:
-    """Read the three frames as they are, for ``prepare=False``."""
-    return (
-        _read_side("face_1", paths[0]),
-        _read_side("face_2", paths[1]),
-        _read_side("face_3", paths[2]),
-    )
