@@ -16,7 +16,7 @@ import attrs
 from .. import _uploads
 from ..config import NOT_GIVEN, NotGiven
 from ..errors import APIError, FlowError, ImageError
-from ..images import ImageInput, PreparedFaces, capture_spread
+from ..images import ImageInput, PreparedFaces, capture_spread, prefer_throughput
 from ._machine import FlowState, Step, StepStatus
 from ._outcome import VerificationOutcome
 from ._transaction import DEFAULT_MAX_LIVENESS_ATTEMPTS, FlowClient, Transaction
@@ -33,7 +33,9 @@ class _Preparation:
     The front gets a head start: with five images decoded at once on a small machine, all of
     them finish late and the first upload waits for the slowest. Alone, the front has a core to
     itself, its upload starts sooner, and the back and the three frames are prepared while it
-    travels, well before they are needed.
+    travels, well before they are needed. Those four are prepared for throughput
+    (:func:`~vlens_async.images.prefer_throughput`): each already has a core's worth of work, so
+    a grainy back's second decoding thread would only slow the frames.
     """
 
     front: asyncio.Task[ImageInput]
@@ -51,13 +53,12 @@ class _Preparation:
     ) -> _Preparation:
         """Start preparing: the front at once, the back and the frames once it is ready."""
         first = asyncio.create_task(tx.prepare_side(Step.FRONT, front))
-        return cls(
-            first,
-            asyncio.create_task(_after(first, lambda: tx.prepare_side(Step.BACK, back))),
-            asyncio.create_task(
+        with prefer_throughput():  # a task keeps the context it was created in
+            back_task = asyncio.create_task(_after(first, lambda: tx.prepare_side(Step.BACK, back)))
+            faces_task = asyncio.create_task(
                 _after(first, lambda: tx.prepare_faces(faces, capture_times=capture_times))
-            ),
-        )
+            )
+        return cls(first, back_task, faces_task)
 
     async def close(self) -> None:
         """Cancel what is left and wait for it, so no thread result is left unobserved."""
