@@ -31,12 +31,7 @@ from ._context import JobContext, RunCounters, StopSignal
 from ._journal import ClaimKind, Journal
 from ._manifest import BulkApplicant, InvalidRow, ManifestItem, count_manifest_rows, iter_manifest
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter
-from ._report import (
-    BulkSummary,
-    NullProgress,
-    ProgressReporter,
-    make_progress,
-)
+from ._report import BulkSummary, NullProgress, ProgressReporter, make_progress
 
 if TYPE_CHECKING:
     from ..client import VlensClient

@@ -64,8 +64,8 @@ def test_parse_rejects_what_it_cannot_honour(text: str) -> None:
 
 
 def test_parse_zero_is_an_error_that_names_the_way_to_turn_limiting_off() -> None:
-    """'0' is refused (it read as unlimited, silently turning the limit off); the message says
-    'none' or 'off' is how to ask for no limit."""
+    """'0' is refused, and the message says 'none' or 'off' asks for no limit."""
+    # '0' used to read as unlimited, silently turning the limit off.
     with pytest.raises(ConfigurationError, match="'none' or 'off'"):
         RateLimit.parse("0")
 
@@ -125,8 +125,7 @@ def test_greedy_caller_gets_exactly_the_limit_per_second() -> None:
 
 
 def test_tokens_return_one_window_after_the_response() -> None:
-    """A token is held while its request is in flight and for a window after the answer, so
-    the server cannot count more than the limit whenever the request really arrived."""
+    """A token is held in flight and a window after the answer, so the server never counts more."""
     bucket = SlidingWindowBucket(RateLimit(per_second=2, per_minute=None), slack=0, pace=False)
     assert bucket.reserve(0.0) == 0
     assert bucket.reserve(0.0) == 0
@@ -153,8 +152,7 @@ def test_bucket_honours_both_windows_at_once() -> None:
 
 
 def test_paced_grants_are_spread_evenly() -> None:
-    """With pacing, grants come 1/per_second apart instead of in a burst, and a window still
-    never holds more than the limit."""
+    """With pacing, grants come 1/per_second apart, and no window holds more than the limit."""
     bucket = SlidingWindowBucket(RateLimit(per_second=10, per_minute=None), slack=0)
     requests = simulate(bucket, [0.0] * 25, [0.0] * 25)
     gaps = {round(b[0] - a[0], 6) for a, b in itertools.pairwise(requests)}
@@ -180,8 +178,7 @@ def test_slack_widens_each_window() -> None:
 def test_any_traffic_stays_within_both_windows_at_the_server(
     per_second: int, per_minute: int, traffic: list[tuple[float, float]]
 ) -> None:
-    """Whatever the arrival pattern and latencies, the server counts at most the limit in any
-    second and any minute, wherever between grant and answer each request arrived."""
+    """Any arrivals and latencies: the server counts at most the limit per second and minute."""
     bucket = SlidingWindowBucket(RateLimit(per_second, per_minute), slack=0)
     wants = list(itertools.accumulate(gap for gap, _ in traffic))
     requests = simulate(bucket, wants, [latency for _, latency in traffic])
@@ -203,8 +200,8 @@ def test_throttle_signal_pauses_slows_and_then_recovers() -> None:
 
 
 def test_throttling_does_not_shrink_the_minute_already_spent() -> None:
-    """After a busy minute at full rate, one 429 slows the per-second pace but does not stall
-    every flow until the per-minute window drains (the slowdown is not retroactive)."""
+    """After a full-rate minute, one 429 slows the pace without stalling every flow."""
+    # The slowdown is not retroactive: the per-minute window is not scaled.
     bucket = SlidingWindowBucket(RateLimit(per_second=100, per_minute=6000), slack=0)
     requests = simulate(bucket, [0.0] * 900, [0.1] * 900)
     now = requests[-1][1]

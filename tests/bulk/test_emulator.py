@@ -145,8 +145,7 @@ async def run_child(*args: str) -> asyncio.subprocess.Process:
 async def test_crash_and_resume_never_repeats_a_journaled_step(
     vlens_emulator: RunningEmulator, valid_manifest: Path, tmp_path: Path
 ) -> None:
-    """SIGKILL mid-job, then resume: everyone ends terminal, one transaction per applicant, and
-    no step whose result was journaled is sent again."""
+    """SIGKILL mid-job, then resume: one transaction each, no journaled step sent again."""
     # A slow liveness keeps applicants unfinished for a second after their sides are journaled,
     # so the kill lands mid-job even when this loop is slow to see the journal (a busy machine).
     vlens_emulator.set_faults(None, ["fixed:80ms", "fixed:1s@liveness"])
@@ -194,8 +193,7 @@ async def wait_journaled(child: asyncio.subprocess.Process, journal: Path, steps
 async def test_first_signal_drains_second_stops_at_once(
     vlens_emulator: RunningEmulator, valid_manifest: Path, tmp_path: Path
 ) -> None:
-    """SIGTERM lets in-flight applicants journal their step and exits cleanly with a summary;
-    a second signal stops at once; resume then finishes everyone on one transaction each."""
+    """SIGTERM drains and journals; a second signal stops at once; resume finishes all."""
     vlens_emulator.set_faults(None, ["fixed:150ms"])
     journal, out = tmp_path / "run.db", tmp_path / "results.jsonl"
     args = [vlens_emulator.base_url, vlens_emulator.api_key, str(valid_manifest), str(journal)]
@@ -238,8 +236,8 @@ async def test_first_signal_drains_second_stops_at_once(
 async def test_faults_leave_every_applicant_terminal_and_classified(
     vlens_emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    """With 20% injected faults (5xx, 429, resets before and after, malformed bodies) every
-    applicant ends terminal with the right outcome; none is lost or given two transactions."""
+    """With 20% injected faults everyone ends terminal, rightly classified, on one transaction."""
+    # 5xx, 429, resets before and after, malformed and truncated bodies.
     scenarios = ["valid"] * 8 + ["expired", "back_of_other_card", "identical_frames", "valid"]
     manifest = await asyncio.to_thread(write_applicants, tmp_path, scenarios)
     vlens_emulator.set_faults(FAULTS_20, ["fixed:5ms"], seed=11)
@@ -305,8 +303,7 @@ async def emulator_process(*options: str) -> AsyncIterator[str]:
 
 
 async def test_rate_limit_holds_at_the_server(tmp_path: Path) -> None:
-    """With the default tenant limit (10/s, 60/min) the emulator's per-second and per-minute
-    counts never exceed it, and its own limiter (switched on) never has to refuse a request."""
+    """At 10/s and 60/min the emulator never counts more, and never has to refuse."""
     manifest = await asyncio.to_thread(write_applicants, tmp_path, ["valid"] * 12, distinct=2)
     async with emulator_process("--rate-limit") as base_url:
         async with VlensClient(DEFAULT_API_KEY, base_url=base_url) as client:
@@ -341,8 +338,7 @@ async def test_rate_limit_holds_at_the_server(tmp_path: Path) -> None:
 async def test_throttling_slows_the_job_and_everyone_still_finishes(
     vlens_emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    """A tenant stricter than configured answers 4003; the runner slows down, retries on
-    the same transactions, and every applicant still ends verified."""
+    """A stricter tenant answers 4003: the job slows, retries, and everyone ends verified."""
     manifest = await asyncio.to_thread(write_applicants, tmp_path, ["valid"] * 6, distinct=2)
     async with VlensClient(vlens_emulator.api_key, base_url=vlens_emulator.base_url) as client:
         runner = BulkRunner(
@@ -373,8 +369,7 @@ def spellings(text: str) -> list[bytes]:
 async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
     vlens_client: VlensClient, tmp_path: Path
 ) -> None:
-    """After a job with an AML hit, the journal holds none of the applicant's names or address,
-    nor the AML case's full name; what resume and the cross-check need is still there."""
+    """After an AML hit the journal holds no names or address, yet resume has what it needs."""
     manifest = await asyncio.to_thread(write_applicants, tmp_path, ["aml_watchlisted"])
     fields = make_applicant(100, scenario="aml_watchlisted").fields  # write_applicants' seed
     runner = unlimited_runner(vlens_client, tmp_path)

@@ -153,9 +153,9 @@ async def test_counts_latencies_and_export(tmp_path: Path) -> None:
 
 
 async def test_snapshot_is_stripped_of_names_before_journaling(tmp_path: Path) -> None:
-    """Only allowed keys reach the journal: names, addresses, AML case names, validation
-    values, the name check, server messages and unknown keys are dropped; ids, dates, gender,
-    states and service flags stay."""
+    """Only the allow-listed parts of a snapshot reach the journal: no names or free text."""
+    # Names, addresses, AML case names, validation values, the name check, server messages and
+    # unknown keys are dropped; ids, dates, gender, states and service flags stay.
     front = {
         "first_name": "Secret",
         "address": "Street 1",
@@ -233,8 +233,8 @@ async def test_in_memory_journal_works_without_a_path() -> None:
 
 
 async def test_a_journal_in_use_by_another_job_is_refused(tmp_path: Path) -> None:
-    """Two jobs on one journal would send the same steps twice: the second is refused until
-    the first closes it."""
+    """A second job on a journal in use is refused until the first closes it."""
+    # Two jobs on one journal would send the same steps twice.
     first = await Journal.open(tmp_path / "j.db")
     with pytest.raises(BulkInputError, match="in use"):
         await Journal.open(tmp_path / "j.db", resume=True)

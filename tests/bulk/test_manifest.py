@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -138,10 +139,13 @@ def test_header_without_a_required_column_fails_the_manifest(tmp_path: Path) -> 
         list(iter_manifest(manifest))
 
 
-def test_missing_manifest_is_an_error(tmp_path: Path) -> None:
-    """A manifest path that does not exist raises BulkInputError."""
+@pytest.mark.parametrize(
+    "read", [lambda p: list(iter_manifest(p)), count_manifest_rows], ids=["read", "count"]
+)
+def test_missing_manifest_is_an_error(tmp_path: Path, read: Callable[[Path], object]) -> None:
+    """A manifest that does not exist is a BulkInputError ('not found'), read or counted."""
     with pytest.raises(BulkInputError, match="not found"):
-        list(iter_manifest(tmp_path / "none.csv"))
+        read(tmp_path / "none.csv")
 
 
 def test_reading_is_lazy(tmp_path: Path, images: Path) -> None:
@@ -195,8 +199,7 @@ def test_deeply_nested_jsonl_line_is_an_invalid_row(tmp_path: Path, images: Path
 
 
 def test_csv_field_over_the_size_limit_fails_its_row_only(tmp_path: Path, images: Path) -> None:
-    """A CSV field over the csv module's 128 KB limit is one invalid row; the rows after it
-    are read, and the count agrees."""
+    """A CSV field over the csv module's limit fails its row only, and the count agrees."""
     manifest = write_csv(tmp_path / "m.csv", [row("a1"), row("a2", front="x" * 200_000), row("a3")])
     items = list(iter_manifest(manifest))
     assert [(type(i).__name__, i.row) for i in items] == [
@@ -219,12 +222,6 @@ def test_csv_header_over_the_size_limit_fails_the_manifest(tmp_path: Path, image
         list(iter_manifest(manifest))
 
 
-def test_counting_a_missing_manifest_is_a_bulk_input_error(tmp_path: Path) -> None:
-    """count_manifest_rows says 'not found' as iter_manifest does, not a bare OSError."""
-    with pytest.raises(BulkInputError, match="not found"):
-        count_manifest_rows(tmp_path / "none.csv")
-
-
 def write_jsonl(path: Path, records: list[dict[str, str]]) -> Path:
     """Write ``records`` as JSONL with json's ASCII escapes (so lone surrogates survive)."""
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="ascii")
@@ -237,8 +234,7 @@ def kinds(items: list[BulkApplicant | InvalidRow]) -> list[tuple[str, int]]:
 
 
 def test_unusable_image_path_fails_its_row_only(tmp_path: Path, images: Path) -> None:
-    """A path too long for the file system (stat raises OSError) or holding a NUL byte is an
-    invalid row whose reason does not quote it; the rows after it are read."""
+    """A path too long or holding a NUL byte fails its row, unquoted; later rows are read."""
     manifest = write_jsonl(
         tmp_path / "m.jsonl",
         [row("a1", front="img/" + "Mona" * 100), row("a2", back="img/b\0.jpg"), row("a3")],
@@ -267,8 +263,8 @@ def test_consecutive_unparseable_csv_rows_are_each_invalid(tmp_path: Path, image
 
 
 def test_a_csv_reader_that_cannot_advance_stops_the_job() -> None:
-    """A reader failing again without consuming a line would loop forever: it is one error,
-    then a BulkInputError."""
+    """A reader failing again without consuming a line is one bad row, then BulkInputError."""
+    # Going on would loop for ever.
 
     class Stuck:
         def __iter__(self) -> Stuck:
@@ -287,8 +283,8 @@ def test_a_csv_reader_that_cannot_advance_stops_the_job() -> None:
 def test_lone_surrogate_in_a_text_field_fails_its_row(
     tmp_path: Path, images: Path, column: str
 ) -> None:
-    """A lone surrogate (which sqlite and orjson refuse) in a stored or sent field fails its
-    row at reading time, and the invalid item holds only encodable text."""
+    """A lone surrogate in a stored or sent field fails its row; the item holds no such text."""
+    # sqlite and orjson refuse lone surrogates.
     manifest = write_jsonl(tmp_path / "m.jsonl", [row("a1") | {column: "\ud800abc"}, row("a2")])
     items = list(iter_manifest(manifest))
     assert kinds(items) == [("InvalidRow", 1), ("BulkApplicant", 2)]
@@ -302,9 +298,8 @@ def test_lone_surrogate_in_a_text_field_fails_its_row(
 def test_stray_quote_does_not_carry_later_rows_into_the_journal(
     tmp_path: Path, images: Path
 ) -> None:
-    """A stray quote that swallows the rest of the file is one invalid row whose id and reason
-    hold none of the swallowed text (later rows' names); a stray quote on the last row, which
-    swallows only its own cells, is caught too."""
+    """A stray quote is one invalid row holding none of the text it swallowed."""
+    # Also on the last row, where it swallows only its own cells.
     manifest = tmp_path / "m.csv"
     write_csv(manifest, [row("c-0", name_check_value="Ali Omar")])
     cells = ",".join(row("c-1", name_check_value="Mona Hassan").values())
@@ -327,9 +322,7 @@ def test_stray_quote_does_not_carry_later_rows_into_the_journal(
 
 
 def test_bad_ids_are_not_kept_and_good_ids_still_match(tmp_path: Path, images: Path) -> None:
-    """Control characters and overlong ids fail the row without keeping the id; a bad
-    client_transaction_id keeps the (valid) applicant id; surrounding spaces are not part of
-    an id, so a duplicate written with them is still the same id."""
+    """Bad ids fail their row unkept; ids are stripped, so a padded duplicate still matches."""
     records = [
         row("a\tb"),
         row("a" * (MAX_ID_LENGTH + 1)),
@@ -349,8 +342,7 @@ def test_bad_ids_are_not_kept_and_good_ids_still_match(tmp_path: Path, images: P
 def test_symlinked_manifest_reads_paths_from_the_folder_of_the_link(
     tmp_path: Path, images: Path
 ) -> None:
-    """Relative image paths are joined to the folder of the manifest path the user gave, not to
-    the folder of the file a symlink points at."""
+    """Relative paths join the folder of the manifest path given, not a symlink's target's."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     target = write_csv(elsewhere / "m.csv", [row("a1")])
@@ -364,8 +356,7 @@ def test_symlinked_manifest_reads_paths_from_the_folder_of_the_link(
 def test_undecodable_csv_bytes_fail_a_text_field_but_not_a_path(
     tmp_path: Path, images: Path
 ) -> None:
-    """A non-UTF-8 byte in an id fails its row instead of storing a garbled id, while a file
-    name in a legacy encoding still names its file."""
+    """A non-UTF-8 byte fails an id's row, while a legacy-encoded file name still works."""
     (images / "f\udce9.jpg").write_bytes(b"\xff\xd8")  # the file name's bytes: "f\xe9.jpg"
     manifest = write_csv(tmp_path / "m.csv", [row("a\x00"), row("a2", front="img/f\x01.jpg")])
     data = manifest.read_bytes().replace(b"\x00", b"\xff").replace(b"\x01", b"\xe9")
@@ -388,8 +379,7 @@ def test_an_overlong_json_number_is_invalid_json(tmp_path: Path, images: Path) -
 
 
 def test_manifest_errors_quote_no_path(tmp_path: Path) -> None:
-    """A manifest path the file system refuses (too long) is a BulkInputError, and neither it
-    nor a missing manifest's error quotes the path (a folder may name a customer)."""
+    """Errors for a refused or missing manifest path never quote it (it may name a customer)."""
     for manifest in (tmp_path / ("Mona" * 100 + ".csv"), tmp_path / "Mona.csv"):
         for read in (count_manifest_rows, lambda p: list(iter_manifest(p))):
             with pytest.raises(BulkInputError) as caught:

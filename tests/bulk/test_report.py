@@ -1,11 +1,8 @@
-"""Progress reporters, the summary table, and the demo manifest writer."""
+"""Progress reporters and the summary table."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
-
-import pytest
 
 from vlens_async.bulk import (
     BulkSummary,
@@ -14,11 +11,8 @@ from vlens_async.bulk import (
     RichProgress,
     format_summary,
     make_progress,
-    write_demo_manifest,
 )
 from vlens_async.bulk._journal import LatencyStats
-from vlens_async.bulk._manifest import BulkApplicant, iter_manifest
-from vlens_async.errors import ConfigurationError
 
 
 class FakeTTY(io.StringIO):
@@ -51,8 +45,7 @@ def summary(**overrides: object) -> BulkSummary:
 
 
 def test_plain_progress_prints_periodic_lines() -> None:
-    """Off a terminal, progress is plain lines: one at start, at most one per interval, one at
-    the end, with done/total, failed, rate and ETA."""
+    """Off a terminal: a line at start, at most one per interval, and one at the end."""
     out = io.StringIO()
     progress = PlainProgress(out, interval=3600)
     progress.start(100)
@@ -100,22 +93,3 @@ def test_summary_properties_and_json() -> None:
     assert data["latency"]["front"]["p99"] == 0.312
     assert data["pending"] == 3
     assert summary().complete
-
-
-async def test_demo_manifest_is_readable_and_deterministic(tmp_path: Path) -> None:
-    """write_demo_manifest writes images and a manifest every row of which is valid."""
-    manifest = await write_demo_manifest(tmp_path / "demo", 3, seed=5, scenarios_mix={"valid": 1})
-    rows = list(iter_manifest(manifest))
-    assert len(rows) == 3
-    assert all(isinstance(r, BulkApplicant) for r in rows)
-    again = await write_demo_manifest(tmp_path / "again", 3, seed=5, scenarios_mix={"valid": 1})
-    assert (tmp_path / "demo/applicant-00001/front.jpg").read_bytes() == (
-        tmp_path / "again/applicant-00001/front.jpg"
-    ).read_bytes()
-    assert again.read_text() == manifest.read_text()
-
-
-async def test_demo_manifest_rejects_unknown_scenarios(tmp_path: Path) -> None:
-    """A scenario name that samples does not know is a configuration error."""
-    with pytest.raises(ConfigurationError, match="nope"):
-        await write_demo_manifest(tmp_path, 1, scenarios_mix={"nope": 1.0})
