@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +51,10 @@ class ApplicantImages:
         loop = asyncio.get_running_loop()
         for name in names:
             if name not in self._futures:
-                self._futures[name] = loop.run_in_executor(self._executor, self._job(name))
+                # In a copy of this task's context, as asyncio.to_thread would: the job's
+                # prefer_throughput() is a context variable, which executor threads lack.
+                job = functools.partial(contextvars.copy_context().run, self._job(name))
+                self._futures[name] = loop.run_in_executor(self._executor, job)
 
     def _job(self, name: str) -> Callable[[], ReadyImage | ReadyFaces]:
         a = self._applicant
