@@ -16,7 +16,8 @@ How a job runs::
   :class:`RateLimiter` shared by all workers from before it is sent until a window after its
   answer; a 429 or code 4003 slows it down, then it recovers.
   So that retries pass the limiter too, the client's own retries are turned off for the job and
-  the runner retries each step itself (transport errors, 5xx, 429, 4003, garbled bodies).
+  the runner retries each step itself (transport errors, the retry policy's statuses, 429, 4003,
+  bodies cut short; see :mod:`vlens_async._classify`).
 - **Journal**: the transaction id is journaled before the first request, and the flow's snapshot
   after every step, before the next one starts. A crash therefore costs at most the step in flight,
   which resume sends again *on the same transaction*: no applicant ever gets a second transaction,
@@ -31,9 +32,11 @@ One module per concern:
 
 - :mod:`._runner`: :class:`BulkRunner` (the workers, the queue, stopping), :func:`run_bulk`,
   :func:`handle_signals`, :func:`read_manifest`.
+- :mod:`._context`: the one object a run hands each applicant's run (shared journal, limiter,
+  retry policy, threads, counters, the stop signal, and how an applicant reports back).
 - :mod:`._applicant`: one applicant's run: its transaction, its steps and their retries.
 - :mod:`._metered`: the per-applicant client every HTTP attempt passes (limiter, timing, attempts).
-- :mod:`._inputs`: one applicant's images, read or prepared in the runner's threads.
+- :mod:`._inputs`: one applicant's images, made ready (by ``_uploads``) in the runner's threads.
 - :mod:`._outcome`: the outcome table and the words of a results line.
 - :mod:`._manifest`: reading a CSV or JSONL manifest lazily, bad rows as :class:`InvalidRow`.
 - :mod:`._ratelimit`: :class:`RateLimit` and the shared, adaptive :class:`RateLimiter`.

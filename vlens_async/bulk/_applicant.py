@@ -103,9 +103,31 @@ class ApplicantRun:
         return [s for s in Step if tx.steps[s].status is not StepStatus.SUCCEEDED]
 
     async def _steps(self, tx: Transaction) -> BaseException | None:
+        """Send the steps not done yet, in order; the error that ended them, if one did."""
         if tx.state in (FlowState.COMPLETED, FlowState.FAILED):
             return None
         plan = self._plan(tx)
+        self._start_images(plan)
+        for step in plan:
+            if self.context.stop.is_set:
+                raise Stopped
+            started = time.perf_counter()
+            try:
+                await self._step(tx, step)
+            except Stopped:
+                raise
+            except Exception as exc:
+                self.timings[step.value] = time.perf_counter() - started
+                self.failed_step = step
+                if not isinstance(exc, APIError | ImageError | FlowError):
+                    self._unexpected(step, exc)
+                return exc
+            self.timings[step.value] = time.perf_counter() - started
+            if step is not Step.LIVENESS:  # the last step is journaled with the result
+                await self._save(tx)
+        return None
+
+    def _start_images(self, plan: list[Step]) -> None:
         # Start reading what the remaining steps need; liveness sends the front again.
         if Step.FRONT in plan or Step.LIVENESS in plan:
             self.images.start("front")
@@ -113,35 +135,17 @@ class ApplicantRun:
             self.images.start("back")
         if Step.LIVENESS in plan:
             self.images.start("faces")
-        for step in plan:
-            if self.context.stop.is_set:
-                raise Stopped
-            started = time.perf_counter()
-            try:
-                await self._step(tx, step)
-            except (APIError, ImageError, FlowError) as exc:
-                self.timings[step.value] = time.perf_counter() - started
-                self.failed_step = step
-                return exc
-            except Stopped:
-                raise
-            except Exception as exc:
-                # Unforeseen trouble with this applicant alone: record it as an error (a resume
-                # with retry_errors tries again) rather than end the whole job. The class only:
-                # the message of an unknown error may name a file or a person.
-                logger.error(
-                    "bulk: row %d failed unexpectedly in %s (%s); recorded as an error",
-                    self.applicant.row,
-                    step.value,
-                    type(exc).__name__,
-                )
-                self.timings[step.value] = time.perf_counter() - started
-                self.failed_step = step
-                return exc
-            self.timings[step.value] = time.perf_counter() - started
-            if step is not Step.LIVENESS:  # the last step is journaled with the result
-                await self._save(tx)
-        return None
+
+    def _unexpected(self, step: Step, exc: Exception) -> None:
+        # Unforeseen trouble with this applicant alone: recorded as an error (a resume with
+        # retry_errors tries again) rather than ending the whole job. The class only: the
+        # message of an unknown error may name a file or a person.
+        logger.error(
+            "bulk: row %d failed unexpectedly in %s (%s); recorded as an error",
+            self.applicant.row,
+            step.value,
+            type(exc).__name__,
+        )
 
     async def _step(self, tx: Transaction, step: Step) -> None:
         """One step, retried on transient failures with backoff (each attempt rate-limited)."""
