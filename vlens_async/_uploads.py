@@ -11,10 +11,10 @@ encodes: :func:`wire_bytes` of it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-from .errors import FrameCountError
+from .errors import FrameCountError, ImageError
 from .images import (
     ImageInput,
     PreparedFaces,
@@ -101,8 +101,8 @@ async def upload_faces(
         return frames
     if prepare:
         return await prepare_faces(frames[0], frames[1], frames[2], capture_times=capture_times)
-    a, b, c = await asyncio.gather(*(upload_document(f, prepare=False) for f in frames))
-    return wire_bytes(a), wire_bytes(b), wire_bytes(c)
+    a, b, c = await asyncio.gather(*(_frame_as_given(f, i) for i, f in enumerate(frames)))
+    return a, b, c
 
 
 def upload_faces_sync(faces: Faces, *, prepare: bool) -> ReadyFaces:
@@ -112,8 +112,27 @@ def upload_faces_sync(faces: Faces, *, prepare: bool) -> ReadyFaces:
         return frames
     if prepare:
         return prepare_faces_sync(frames[0], frames[1], frames[2])
-    a, b, c = (wire_bytes(upload_document_sync(f, prepare=False)) for f in frames)
-    return a, b, c
+    a, b, c = (_named(i, upload_document_sync, f) for i, f in enumerate(frames))
+    return wire_bytes(a), wire_bytes(b), wire_bytes(c)
+
+
+async def _frame_as_given(image: ImageInput, index: int) -> bytes:
+    try:
+        return wire_bytes(await upload_document(image, prepare=False))
+    except ImageError as exc:
+        raise _renamed(exc, index) from exc
+
+
+def _named(index: int, read: Callable[..., ReadyImage], image: ImageInput) -> ReadyImage:
+    try:
+        return read(image, prepare=False)
+    except ImageError as exc:
+        raise _renamed(exc, index) from exc
+
+
+def _renamed(exc: ImageError, index: int) -> ImageError:
+    # Named by the frame's API field, as prepare_faces names a frame it cannot prepare.
+    return type(exc)(f"face_{index + 1}: {exc.reason}")
 
 
 def face_bytes(faces: ReadyFaces) -> tuple[bytes, bytes, bytes]:
