@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.client import jpeg
-from tests.helpers.emulator import small_jpeg
+from tests.helpers.emulator import applicant
 from vlens_async import _uploads
 from vlens_async.errors import FrameCountError, UnsupportedImageError
 from vlens_async.images import PreparedFaces, PreparedImage, prepare_document_sync
@@ -50,7 +50,8 @@ async def test_prepare_gives_a_prepared_image_and_passes_one_through() -> None:
 
 async def test_frames_prepared_or_as_given() -> None:
     """Frames come back as PreparedFaces when prepared, as their bytes when not."""
-    frames = (small_jpeg(1), small_jpeg(2), small_jpeg(3))
+    a, b, c = applicant(1).faces
+    frames = (a, b, c)
     prepared = await _uploads.upload_faces(frames, prepare=True)
     assert isinstance(prepared, PreparedFaces)
     assert _uploads.face_bytes(prepared) == tuple(f.data for f in prepared)
