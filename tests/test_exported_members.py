@@ -74,7 +74,7 @@ def test_the_version_has_one_source() -> None:
     """``__version__`` is the installed distribution's version, and the User-Agent carries it."""
     from importlib.metadata import version
 
-    from vlens_async.client import USER_AGENT
+    from vlens_async._version import user_agent
 
     assert vlens_async.__version__ == version("vlens-async")
-    assert f"vlens-async/{vlens_async.__version__}" == USER_AGENT
+    assert f"vlens-async/{vlens_async.__version__}" == user_agent()

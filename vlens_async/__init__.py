@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import typing
 
-from ._version import __version__ as __version__
+from . import _version
 from .auth import (
     AdminLogin,
     AuthProvider,
@@ -129,6 +129,8 @@ _LAZY: dict[str, str] = {
 
 def __getattr__(name: str) -> object:
     """Import a lazily exported name on first access."""
+    if name == "__version__":
+        return _version.version()
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name], __name__), name)

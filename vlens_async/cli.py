@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from vlens_async._version import __version__
+from vlens_async._version import version
 from vlens_async.errors import VlensError
 
 if TYPE_CHECKING:
@@ -595,12 +595,23 @@ def _quiet_retry_logs() -> Iterator[None]:
         stamina_logger.setLevel(previous)
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``: the installed version, read only when asked (it costs an import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"vlens-async {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``vlens`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="vlens", description="Tools for the Vlens Digital Identity API."
     )
-    parser.add_argument("--version", action="version", version=f"vlens-async {__version__}")
+    parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(subparsers)
     _add_verify(subparsers)

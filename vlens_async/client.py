@@ -32,7 +32,7 @@ import attrs
 from . import _uploads, _wire
 from ._retrying import is_retryable, run_with_retries
 from ._transport import EnvelopeModel, Request, connection_not_established, send
-from ._version import __version__
+from ._version import user_agent
 from .auth import AuthProvider, StaticToken
 from .config import (
     DEFAULT_BASE_URL,
@@ -82,7 +82,6 @@ LINK_PATH: Final = "/api/DigitalIdentity/LinkUserWithExistingTransaction"
 IMAGES_PATH: Final = "/api/DigitalIdentity/GetUserDigitalIdentityImages"
 STEP_IMAGE_PATH: Final = "/api/DigitalIdentity/GetStepImage"
 
-USER_AGENT: Final = f"vlens-async/{__version__}"
 _DEFAULT_TIMEOUTS: Final = Timeouts()
 _DEFAULT_RETRY: Final = RetryPolicy()
 
@@ -261,7 +260,7 @@ class VlensClient:
         headers = {
             "ApiKey": self._shared.api_key,
             "Accept": "application/json",
-            "User-Agent": USER_AGENT,
+            "User-Agent": user_agent(),
         }
         if config.tenancy_name:
             headers["TenancyName"] = config.tenancy_name

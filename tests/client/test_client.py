@@ -8,6 +8,7 @@ import inspect
 import io
 import logging
 import uuid
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,7 @@ async def test_headers_on_a_verify_call() -> None:
     assert headers["TenancyName"] == "acme"
     assert headers["Accept_Language"] == "ar"
     assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == f"vlens-async/{version('vlens-async')}"
     assert uuid.UUID(headers["X-Request-Id"]).version == 4
     assert response.request_id == headers["X-Request-Id"]
 
