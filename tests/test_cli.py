@@ -22,13 +22,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-@pytest.fixture(autouse=True)
-def no_real_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The commands must use the embedded emulator, whatever the developer's environment says."""
-    for name in ("VLENS_BASE_URL", "VLENS_API_KEY", "VLENS_ACCESS_TOKEN", "VLENS_TENANCY_NAME"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def test_verify_synthetic_applicant_passes(capsys: pytest.CaptureFixture[str]) -> None:
     """`vlens verify` with no images verifies a synthetic applicant and exits 0."""
     status, out, _ = run(capsys, "verify", "--seed", "3")

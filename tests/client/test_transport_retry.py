@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -26,13 +25,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def testing_mode() -> Iterator[None]:
-    """stamina's testing switch: no real sleeps, the policy's own attempt count."""
-    with stamina.set_testing(True, attempts=100, cap=True):
-        yield
 
 
 def status_error(status: int, retry_after: float | None = None) -> errors.APIError:
@@ -112,7 +104,7 @@ def test_non_idempotent_calls_retry_when_the_connection_never_opened() -> None:
     )
 
 
-async def test_retries_until_success(testing_mode: None) -> None:
+async def test_retries_until_success(no_backoff: None) -> None:
     """Two 503s then a success: three attempts, the result returned."""
     seen: list[int] = []
 
@@ -129,7 +121,7 @@ async def test_retries_until_success(testing_mode: None) -> None:
     assert seen == [1, 2, 3]
 
 
-async def test_gives_up_after_max_attempts_with_the_last_error(testing_mode: None) -> None:
+async def test_gives_up_after_max_attempts_with_the_last_error(no_backoff: None) -> None:
     """Once max_attempts have failed, the last error is raised as is."""
     calls = 0
 
@@ -145,7 +137,7 @@ async def test_gives_up_after_max_attempts_with_the_last_error(testing_mode: Non
     assert calls == POLICY.max_attempts
 
 
-async def test_non_retryable_errors_are_raised_at_once(testing_mode: None) -> None:
+async def test_non_retryable_errors_are_raised_at_once(no_backoff: None) -> None:
     """A 422 is not retried."""
     calls = 0
 
@@ -162,7 +154,7 @@ async def test_non_retryable_errors_are_raised_at_once(testing_mode: None) -> No
 
 
 async def test_retry_after_past_the_deadline_raises_timeout_without_sleeping(
-    testing_mode: None,
+    no_backoff: None,
 ) -> None:
     """Retry-After 20 s with 10 s of deadline left: APITimeoutError at once, one attempt made."""
     clock = FakeClock()
@@ -188,7 +180,7 @@ async def test_retry_after_past_the_deadline_raises_timeout_without_sleeping(
 
 
 async def test_capped_retry_after_still_fits_the_deadline(
-    testing_mode: None, caplog: pytest.LogCaptureFixture
+    no_backoff: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Retry-After 3600 is capped to 30 s; with 60 s left the retry is planned for 30 s."""
     clock = FakeClock()
@@ -210,7 +202,7 @@ async def test_capped_retry_after_still_fits_the_deadline(
     assert "attempt=1 delay=30.00s reason=RateLimitError" in caplog.text
 
 
-async def test_each_attempt_gets_only_what_is_left(testing_mode: None) -> None:
+async def test_each_attempt_gets_only_what_is_left(no_backoff: None) -> None:
     """The time left is passed to each attempt, shrinking as the clock advances."""
     clock = FakeClock()
     lefts: list[float | None] = []
@@ -233,7 +225,7 @@ async def test_each_attempt_gets_only_what_is_left(testing_mode: None) -> None:
     assert lefts == [pytest.approx(20), pytest.approx(16), pytest.approx(12)]
 
 
-async def test_deadline_already_spent_raises_timeout(testing_mode: None) -> None:
+async def test_deadline_already_spent_raises_timeout(no_backoff: None) -> None:
     """If an attempt used up the deadline, the next is not started: APITimeoutError."""
     clock = FakeClock()
     calls = 0
@@ -276,7 +268,7 @@ async def test_real_backoff_runs_without_testing_mode() -> None:
     assert seen == [1, 2]
 
 
-async def test_disabled_policy_makes_one_attempt(testing_mode: None) -> None:
+async def test_disabled_policy_makes_one_attempt(no_backoff: None) -> None:
     """RetryPolicy.disabled() sends once, even for a retryable failure."""
     calls = 0
 
@@ -293,7 +285,7 @@ async def test_disabled_policy_makes_one_attempt(testing_mode: None) -> None:
     assert calls == 1
 
 
-async def test_last_attempt_raises_the_real_error_not_a_timeout(testing_mode: None) -> None:
+async def test_last_attempt_raises_the_real_error_not_a_timeout(no_backoff: None) -> None:
     """Attempts run out on a 429 whose Retry-After would pass the deadline: the 429 is raised."""
     clock = FakeClock()
     policy = RetryPolicy(max_attempts=2, initial=0.5, jitter=0, retry_after_cap=30)
@@ -313,7 +305,7 @@ async def test_last_attempt_raises_the_real_error_not_a_timeout(testing_mode: No
 
 
 @pytest.mark.parametrize("spent_before", [True, False], ids=["before-attempt", "before-retry"])
-async def test_deadline_timeout_names_the_request(testing_mode: None, spent_before: bool) -> None:
+async def test_deadline_timeout_names_the_request(no_backoff: None, spent_before: bool) -> None:
     """Either APITimeoutError of the deadline logic carries the request id, method and path."""
     clock = FakeClock()
     deadline_at = clock() + (-1 if spent_before else 5)

@@ -4,25 +4,16 @@ Login's tenancy name, and OTP attempts and Register's OTP request id."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.helpers.emulator import LOGIN, OTP, REGISTER, Raw, applicant, new_tx
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from vlens_async.emulator.state import MAX_OTP_ATTEMPTS
 
 OWNER, INTRUDER = "+201000000101", "+201000000102"
-
-
-@pytest.fixture
-async def raw(vlens_emulator: RunningEmulator) -> AsyncIterator[Raw]:
-    """Raw HTTP to the per-test emulator."""
-    async with aiohttp.ClientSession(vlens_emulator.base_url) as session:
-        yield Raw(vlens_emulator, session)
 
 
 def _assert_refused_as_another_users(status: int, data: Any, expected_status: int = 422) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,6 @@ from vlens_async import samples
 from vlens_async.emulator import RunningEmulator
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-
-
-@pytest.fixture
-async def raw(vlens_emulator: RunningEmulator) -> AsyncIterator[Raw]:
-    """Raw HTTP to the per-test emulator."""
-    async with aiohttp.ClientSession(vlens_emulator.base_url) as session:
-        yield Raw(vlens_emulator, session)
 
 
 def _codes(data: dict[str, Any]) -> list[int]:

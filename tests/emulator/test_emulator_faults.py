@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -15,13 +15,6 @@ from vlens_async.emulator import EmulatorConfig, RunningEmulator, create_app
 from vlens_async.emulator.faults import FaultConfig
 
 PHONE = {"phoneNumber": "+201000000009"}
-
-
-@pytest.fixture
-async def raw(vlens_emulator: RunningEmulator) -> AsyncIterator[Raw]:
-    """Raw HTTP to the per-test emulator."""
-    async with aiohttp.ClientSession(vlens_emulator.base_url) as session:
-        yield Raw(vlens_emulator, session)
 
 
 async def _front_raw(raw: Raw, tx: str | None = None) -> tuple[int, bytes, aiohttp.ClientResponse]:
