@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
-import multiprocessing
-import multiprocessing.connection
 import os
 import resource
 import subprocess
@@ -42,63 +39,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageChops
+from _common import Emulator, loop_gaps, upscale
 
 from vlens_async.bulk import BulkSummary, run_bulk
 from vlens_async.client import VlensClient
-from vlens_async.emulator import EmulatorConfig, RunningEmulator, serve_forever
-from vlens_async.emulator.faults import FaultConfig
 from vlens_async.samples import make_applicant
 
 HEADER = "applicant_id,front,back,face_1,face_2,face_3,name_check_value,client_transaction_id"
 NAMES = ("front", "back", "face_1", "face_2", "face_3")
-
-
-def _serve(conn: multiprocessing.connection.Connection, latency_ms: int) -> None:
-    """Emulator process: serve until terminated, report where through ``conn``."""
-
-    def ready(emu: RunningEmulator) -> None:
-        conn.send((emu.base_url, emu.api_key))
-
-    latency = [f"fixed:{latency_ms}ms"] if latency_ms else []
-    config = EmulatorConfig(faults=FaultConfig.parse(None, latency))
-    asyncio.run(serve_forever(config, host="127.0.0.1", port=0, on_ready=ready))
-
-
-class Emulator:
-    """An emulator in a child process for the duration of a ``with`` block."""
-
-    def __init__(self, latency_ms: int) -> None:
-        self.latency_ms = latency_ms
-
-    def cpu(self) -> float:
-        """The emulator process's CPU seconds so far."""
-        return process_cpu_seconds(self.proc.pid or 0)
-
-    def __enter__(self) -> tuple[str, str]:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, self.latency_ms), daemon=True)
-        self.proc.start()
-        if not parent.poll(60):
-            raise RuntimeError("the emulator did not start")
-        base_url, api_key = parent.recv()
-        return str(base_url), str(api_key)
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.join(10)
-
-
-def _upscale(data: bytes, size: tuple[int, int], seed: int) -> bytes:
-    """Scale to ``size`` and add noise, as a phone camera's 12 MP JPEG would carry."""
-    with Image.open(io.BytesIO(data)) as img:
-        big = img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
-    noise = Image.effect_noise(size, 24).convert("RGB")
-    big = ImageChops.add(big, noise, scale=1.0, offset=-120 + seed % 7)
-    out = io.BytesIO()
-    big.save(out, "JPEG", quality=92)
-    return out.getvalue()
+LAG_INTERVAL = 0.005  # the loop-lag monitor's sleep, seconds
 
 
 def write_images(folder: Path, distinct: int, *, twelve_mp: bool) -> list[str]:
@@ -109,7 +58,7 @@ def write_images(folder: Path, distinct: int, *, twelve_mp: bool) -> list[str]:
         images = dict(zip(NAMES, (applicant.front, applicant.back, *applicant.faces), strict=True))
         if twelve_mp:
             images = {
-                name: _upscale(data, (4000, 3000) if name in ("front", "back") else (3000, 4000), n)
+                name: upscale(data, (4000, 3000) if name in ("front", "back") else (3000, 4000), n)
                 for name, data in images.items()
             }
         target = folder / f"set{n}"
@@ -132,28 +81,10 @@ def write_manifest(folder: Path, sets: list[str], rows: int) -> Path:
     return manifest
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of another process (Linux /proc), e.g. the emulator's."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds() -> float:
     """User + system CPU of this process, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-async def monitor_lag(lags: list[float], stop: asyncio.Event, interval: float = 0.005) -> None:
-    """Record how late a short sleep wakes up: the event loop's lag."""
-    while not stop.is_set():
-        started = time.perf_counter()
-        await asyncio.sleep(interval)
-        lags.append(time.perf_counter() - started - interval)
 
 
 async def run_job(
@@ -167,27 +98,23 @@ async def run_job(
     prepare_threads: int | None = None,
 ) -> tuple[BulkSummary, float, list[float]]:
     """Run the bulk job; return its summary, CPU seconds used, and the loop lags seen."""
-    lags: list[float] = []
-    stop = asyncio.Event()
-    watcher = asyncio.create_task(monitor_lag(lags, stop))
-    cpu = cpu_seconds()
-    async with VlensClient(api_key, base_url=base_url) as client:
-        summary = await run_bulk(
-            client,
-            manifest,
-            journal=work / f"{manifest.stem}-{prepare}.db",
-            out=work / f"{manifest.stem}-{prepare}.jsonl",
-            concurrency=concurrency,
-            rate_limit="none",
-            prepare=prepare,
-            prepare_threads=prepare_threads,
-            progress=False,
-            signals=False,
-        )
-    cpu = cpu_seconds() - cpu
-    stop.set()
-    await watcher
-    return summary, cpu, lags
+    async with loop_gaps(LAG_INTERVAL) as gaps:
+        cpu = cpu_seconds()
+        async with VlensClient(api_key, base_url=base_url) as client:
+            summary = await run_bulk(
+                client,
+                manifest,
+                journal=work / f"{manifest.stem}-{prepare}.db",
+                out=work / f"{manifest.stem}-{prepare}.jsonl",
+                concurrency=concurrency,
+                rate_limit="none",
+                prepare=prepare,
+                prepare_threads=prepare_threads,
+                progress=False,
+                signals=False,
+            )
+        cpu = cpu_seconds() - cpu
+    return summary, cpu, [gap - LAG_INTERVAL for gap in gaps]
 
 
 def p99(values: list[float]) -> float:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import multiprocessing
+import math
+import multiprocessing.connection
 import os
 import platform
 import random
@@ -41,6 +42,7 @@ import aiohttp
 import httpx
 import orjson
 import requests
+from _common import process_cpu_seconds, served
 from aiohttp import web
 
 from vlens_async.client import VlensClient
@@ -65,7 +67,9 @@ REPLY = orjson.dumps(
 # --- the server (its own process) ---
 
 
-def _serve(port_queue: Any) -> None:
+def _serve(conn: multiprocessing.connection.Connection) -> None:
+    """Server process: serve until terminated, send the port through ``conn`` once listening."""
+
     async def liveness(request: web.Request) -> web.Response:
         async for _ in request.content.iter_any():  # read and drop: the server's cost is not ours
             pass
@@ -80,7 +84,7 @@ def _serve(port_queue: Any) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=256)
         await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        conn.send(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -149,12 +153,8 @@ SERVER_PID = 0
 
 def server_cpu() -> float:
     """The server process's CPU seconds (Linux /proc; 0 elsewhere), to show it is not the limit."""
-    try:
-        with open(f"/proc/{SERVER_PID}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
+    seconds = process_cpu_seconds(SERVER_PID)
+    return 0.0 if math.isnan(seconds) else seconds
 
 
 async def drive_async(one: Callable[[], Awaitable[None]], total: int) -> Round:
@@ -345,21 +345,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=160, help="requests per round")
     args = parser.parse_args()
 
-    context = multiprocessing.get_context("spawn")
-    port_queue = context.Queue()
-    server = context.Process(target=_serve, args=(port_queue,), daemon=True)
-    server.start()
     global SERVER_PID
-    SERVER_PID = server.pid or 0
-    try:
-        url = f"http://127.0.0.1:{port_queue.get(timeout=30)}"
+    with served(_serve) as (server, port):
+        SERVER_PID = server.pid or 0
+        url = f"http://127.0.0.1:{port}"
         images = make_images()
         body_size = len(hand_built_body(images))
         results = asyncio.run(run_all(url, images, args.rounds, args.requests))
         summaries = [summarise(name, rounds) for name, rounds in results.items()]
-    finally:
-        server.terminate()
-        server.join(timeout=10)
     met = report(summaries, body_size, args)
     return 0 if met else 1
 

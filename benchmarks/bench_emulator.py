@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import base64
 import io
-import multiprocessing
-import multiprocessing.connection
 import os
 import statistics
 import sys
@@ -33,32 +31,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from _common import Emulator, process_cpu_seconds
 from PIL import Image
 
 from vlens_async import samples
-from vlens_async.emulator import EmulatorConfig, RunningEmulator, serve_forever
 
 API = "/api/DigitalIdentity"
-
-
-def _serve(conn: multiprocessing.connection.Connection, cache_size: int) -> None:
-    """Server process: serve until terminated, report the port through ``conn``."""
-
-    def ready(emu: RunningEmulator) -> None:
-        conn.send((emu.port, emu.api_key))
-
-    config = EmulatorConfig(read_cache_size=cache_size)
-    asyncio.run(serve_forever(config, host="127.0.0.1", port=0, on_ready=ready))
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to report CPU per request."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _reencode(data: bytes, quality: int) -> bytes:
@@ -140,9 +118,9 @@ async def _load(
 
     async def sample_cpu() -> None:
         await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-        cpu["server0"], cpu["client0"] = _cpu_seconds(server_pid), time.process_time()
+        cpu["server0"], cpu["client0"] = process_cpu_seconds(server_pid), time.process_time()
         await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
-        cpu["server1"], cpu["client1"] = _cpu_seconds(server_pid), time.process_time()
+        cpu["server1"], cpu["client1"] = process_cpu_seconds(server_pid), time.process_time()
 
     await asyncio.gather(sample_cpu(), *(worker(i) for i in range(concurrency)))
     return (
@@ -156,9 +134,8 @@ async def _load(
 
 
 async def _run(
-    args: argparse.Namespace, port: int, api_key: str, server_pid: int
+    args: argparse.Namespace, base: str, api_key: str, server_pid: int
 ) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{port}"
     print(f"building {args.applicants} applicants ...", file=sys.stderr)
     bodies = await asyncio.to_thread(_bodies, args.applicants)
     liveness_bodies = [b[3] for b in bodies]
@@ -216,19 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold", action="store_true", help="disable the emulator's cache")
     args = parser.parse_args(argv)
 
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=_serve, args=(child, 0 if args.cold else 4096), daemon=True)
-    server.start()
-    try:
-        if not parent.poll(60):
-            raise SystemExit("the emulator did not start")
-        port, api_key = parent.recv()
-        assert server.pid is not None
-        result = asyncio.run(_run(args, port, api_key, server.pid))
-    finally:
-        server.terminate()
-        server.join(10)
+    emulator = Emulator(cache_size=0 if args.cold else 4096)
+    with emulator as (base_url, api_key):
+        result = asyncio.run(_run(args, base_url, api_key, emulator.pid))
     print(orjson.dumps(result).decode())
     print(
         f"liveness/multi: {result['rps']} req/s ({result['mb_per_s']} MB/s of "

@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
-import multiprocessing
-import multiprocessing.connection
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from PIL import Image, ImageChops
+from _common import Emulator, upscale
 
 from vlens_async import VlensClient, prepare_document, prepare_document_sync, prepare_faces
-from vlens_async.emulator import EmulatorConfig, FaultConfig, RunningEmulator, serve_forever
 from vlens_async.flow import FlowState, Transaction
 from vlens_async.images import PreparedImage, prepare_faces_sync
 from vlens_async.samples import make_applicant
@@ -39,30 +35,11 @@ from vlens_async.samples import make_applicant
 Inputs = tuple[bytes, bytes, tuple[bytes, bytes, bytes]]
 
 
-def _serve(conn: multiprocessing.connection.Connection, latency_ms: int) -> None:
-    def ready(emu: RunningEmulator) -> None:
-        conn.send((emu.base_url, emu.api_key))
-
-    config = EmulatorConfig(faults=FaultConfig.parse(None, [f"fixed:{latency_ms}ms"]))
-    asyncio.run(serve_forever(config, host="127.0.0.1", port=0, on_ready=ready))
-
-
-def _upscale(data: bytes, size: tuple[int, int], seed: int) -> bytes:
-    """Scale to ``size`` and add noise, as a phone camera's 12 MP JPEG would carry."""
-    with Image.open(io.BytesIO(data)) as img:
-        big = img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
-    noise = Image.effect_noise(size, 24).convert("RGB")
-    big = ImageChops.add(big, noise, scale=1.0, offset=-120 + seed % 7)
-    out = io.BytesIO()
-    big.save(out, "JPEG", quality=92)
-    return out.getvalue()
-
-
 def _inputs(seed: int) -> Inputs:
     a = make_applicant(seed)
-    front = _upscale(a.front, (4000, 2500), seed)
-    back = _upscale(a.back, (4000, 2500), seed + 1)
-    f1, f2, f3 = (_upscale(f, (3000, 4000), seed + 2 + i) for i, f in enumerate(a.faces))
+    front = upscale(a.front, (4000, 2500), seed)
+    back = upscale(a.back, (4000, 2500), seed + 1)
+    f1, f2, f3 = (upscale(f, (3000, 4000), seed + 2 + i) for i, f in enumerate(a.faces))
     return front, back, (f1, f2, f3)
 
 
@@ -127,17 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     inputs = [_inputs(100 + i) for i in range(args.inputs)]
     sizes = [len(b) for b in (inputs[0][0], *inputs[0][2])]
-    parent, child = multiprocessing.Pipe()
-    server = multiprocessing.get_context("spawn").Process(
-        target=_serve, args=(child, args.latency_ms), daemon=True
-    )
-    server.start()
-    try:
-        base_url, api_key = parent.recv()
+    with Emulator(args.latency_ms) as (base_url, api_key):
         times = asyncio.run(_run(base_url, api_key, args.runs, inputs))
-    finally:
-        server.terminate()
-        server.join()
 
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(

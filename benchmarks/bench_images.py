@@ -52,6 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import PIL
+from _common import loop_gaps
 from PIL import Image, ImageChops, ImageStat
 from PIL.JpegImagePlugin import JpegImageFile
 
@@ -224,26 +225,12 @@ def quality_db(source: Image.Image, out: Output, max_side: int) -> float:
 
 async def loop_lag(work: Callable[[], object]) -> tuple[float, float]:
     """Run the awaitable ``work()`` with a 1 ms ticker on the loop: (seconds, worst gap)."""
-    loop = asyncio.get_running_loop()
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = loop.time()
-        while not done.is_set():
-            await asyncio.sleep(0.001)
-            now = loop.time()
-            gaps.append(now - last)
-            last = now
-
-    tick = asyncio.create_task(ticker())
-    await asyncio.sleep(0.01)
-    gaps.clear()
-    started = time.perf_counter()
-    await work()  # type: ignore[misc]
-    elapsed = time.perf_counter() - started
-    done.set()
-    await tick
+    async with loop_gaps(0.001) as gaps:
+        await asyncio.sleep(0.01)
+        gaps.clear()
+        started = time.perf_counter()
+        await work()  # type: ignore[misc]
+        elapsed = time.perf_counter() - started
     return elapsed, max(gaps, default=0.0)
 
 
