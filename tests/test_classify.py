@@ -79,6 +79,11 @@ KINDS: list[tuple[BaseException, Kind]] = [
     (api(429, 4003), TRANSIENT),
     (api(422, 4001), FATAL),
     (errors.decode_error_class(502)("m", status=502, body=b"<html>"), TRANSIENT),
+    # a body that is not the envelope judged nothing; a 2xx of the wrong shape is a mismatch
+    (errors.decode_error_class(400)("m", status=400, body=b"<html>"), TRANSIENT),
+    (errors.decode_error_class(401)("m", status=401, body=b"<html>"), FATAL),
+    (errors.ResponseDecodeError("m", status=200, body=b"[1]", envelope=[1]), FAULT),
+    (errors.ResponseDecodeError("m", body=b"{}", envelope={}), FAULT),
     # not ours
     (ValueError("m"), FAULT),
     (KeyError("m"), FAULT),
@@ -157,6 +162,7 @@ def test_the_default_policy_statuses_are_the_ones_assumed_below() -> None:
             errors.decode_error_class(400)("shape", status=400, body=b"{}", envelope={}),
             False,
         ),
+        (errors.decode_error_class(400)("html", status=400, body=b"<html>"), True),
         (api(200, 4003), False),  # a throttle on a 200 is the caller's to pace
         (api(429, 4003), True),
         (api(401), False),
@@ -173,6 +179,24 @@ def test_the_default_policy_statuses_are_the_ones_assumed_below() -> None:
 def test_is_transient(exc: BaseException, expected: bool) -> None:
     """Only an undecided request may be sent again: no verdict, no fatal, no wrong-shaped JSON."""
     assert _classify.is_transient(exc, STATUSES) is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (api(200, 4003), True),
+        (api(429), True),
+        (api(429, 4001), False),  # the bundle, whatever the status says
+        (api(429, 3001), False),  # a verdict on the document
+        (api(503), True),
+        (api(200, 3010), False),
+        (errors.ResponseDecodeError("shape", status=200, body=b"{}", envelope={}), False),
+    ],
+    ids=lambda value: case_id((value, FAULT)) if isinstance(value, BaseException) else None,
+)
+def test_is_transient_for_a_caller_that_paces_throttles(exc: BaseException, expected: bool) -> None:
+    """With ``throttles`` a 4003 is worth another go too, but never a verdict or the bundle."""
+    assert _classify.is_transient(exc, STATUSES, throttles=True) is expected
 
 
 def test_is_transient_follows_the_callers_statuses() -> None:

@@ -64,8 +64,8 @@ def test_importing_the_package_loads_no_bulk_runner() -> None:
         "import sys, vlens_async\n"
         "heavy = [m for m in ('sqlite3', 'rich', 'vlens_async.bulk') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
-        "from vlens_async.bulk import BulkRunner\n"
-        "assert vlens_async.BulkRunner is BulkRunner\n"
+        "assert vlens_async.bulk.BulkRunner is vlens_async.BulkRunner\n"
+        "assert '__version__' in dir(vlens_async)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

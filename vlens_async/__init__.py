@@ -114,7 +114,10 @@ from .national_id import (
 )
 
 if typing.TYPE_CHECKING:
+    from . import bulk as bulk
     from .bulk import BulkApplicant, BulkRunner, BulkSummary, RateLimit, run_bulk
+
+    __version__: str
 
 # Loaded on first use: a web app that only wants the client never pays for the bulk runner
 # (SQLite, rich, the manifest reader). ``vlens_async.BulkRunner`` works as before.
@@ -131,6 +134,8 @@ def __getattr__(name: str) -> object:
     """Import a lazily exported name on first access."""
     if name == "__version__":
         return _version.version()
+    if name == "bulk":  # the subpackage, as an attribute, as when it was imported eagerly
+        return importlib.import_module(".bulk", __name__)
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name], __name__), name)
@@ -139,7 +144,7 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, "__version__"})
 
 
 __all__ = [

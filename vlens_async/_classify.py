@@ -17,9 +17,10 @@ FAULT       a mistake on our side of the wire (bad option, illegal   ``operator`
             step, unknown path, bad manifest)
 ==========  =======================================================  ==========
 
-The flow (does a failure use up a liveness attempt, or undo a rescanned side), the bulk runner
-(retry the step, stop the job), the client's retries and the CLI (exit status) all ask here; each
-adds only what is its own (the retry policy's statuses, a request's idempotency).
+The flow (is an answer a verdict, which undoes a rescanned side or may use up a liveness attempt;
+which verdicts judge the frames is the machine's own rule), the bulk runner (retry the step, stop
+the job), the client's retries and the CLI (exit status) all ask here; each adds only what is its
+own (the retry policy's statuses, a request's idempotency, whether it paces throttles itself).
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ _TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
     (AuthenticationError, Kind.FATAL),
     (PermissionDeniedError, Kind.FATAL),
     (APIConnectionError, Kind.TRANSIENT),
+    # A body that is not the envelope (a proxy's HTML page, JSON cut short) judged nothing,
+    # whatever status came with it; the wrong-shape 2xx is singled out in kind().
+    (ResponseDecodeError, Kind.TRANSIENT),
     (VlensAPIError, Kind.VERDICT),
     (ValidationFailedError, Kind.VERDICT),
     (VerificationFailedError, Kind.VERDICT),
@@ -92,7 +96,6 @@ _TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
     (RateLimitError, Kind.TRANSIENT),
     (RequestTimeoutError, Kind.TRANSIENT),
     (InternalServerError, Kind.TRANSIENT),
-    (ResponseDecodeError, Kind.TRANSIENT),
     (APIStatusError, Kind.FAULT),
     (APIError, Kind.TRANSIENT),
     (ImageError, Kind.INPUT),
@@ -110,10 +113,20 @@ _AUDIENCE: Final[dict[Kind, Audience]] = {
 
 def kind(exc: BaseException) -> Kind:
     """The :class:`Kind` of ``exc``; anything not in the table (ours or not) is a FAULT."""
+    if _wrong_shape(exc):
+        return Kind.FAULT
     for cls, result in _TABLE:
         if isinstance(exc, cls):
             return result
     return Kind.FAULT
+
+
+def _wrong_shape(exc: BaseException) -> bool:
+    # A 2xx whose JSON is not the envelope: asking again gets the same answer, so it is no
+    # transient trouble but a mismatch between this client and the service (alert the team).
+    if not isinstance(exc, ResponseDecodeError) or exc.envelope is None:
+        return False
+    return exc.status is None or 200 <= exc.status < 300
 
 
 def audience(exc: BaseException) -> Audience:
@@ -137,17 +150,23 @@ def is_throttle(exc: BaseException) -> bool:
     return isinstance(exc, RateLimitError | TooManyAttemptsError)
 
 
-def is_transient(exc: BaseException, statuses: Collection[int]) -> bool:
-    """True when the very same request may succeed if sent again.
+def is_transient(
+    exc: BaseException, statuses: Collection[int], *, throttles: bool = False
+) -> bool:
+    """True when the very same request may be sent again at once by a retry loop.
 
-    Never a verdict or a fatal error (a code 3010 on a 502 is still an expired card). Otherwise:
-    no usable response (connection, timeout), a body that did not parse as JSON at all (cut short
-    on the way; a JSON body of the wrong shape would come back the same, and every verify call
-    counts against the bundle), or a status in the caller's retry ``statuses``. Code 4003 on a
-    2xx is not: a throttle is the caller's to pace (see :func:`is_throttle`).
+    Never a verdict or a fatal error (a code 3010 on a 502 is still an expired card), nor a 2xx
+    of the wrong shape (it would come back the same). Otherwise: no usable response (connection,
+    timeout), a body that did not parse as JSON at all (cut short on the way), or a status in the
+    caller's retry ``statuses``. A throttle on a 2xx (code 4003) counts only with ``throttles``:
+    it is for a caller that paces its requests itself (the bulk runner's rate limiter); others
+    leave it to their caller. This is the TRANSIENT kind narrowed to what a loop may repeat: a
+    TRANSIENT error outside it still means "try again later" to a person (``audience``).
     """
     if not isinstance(exc, APIError) or kind(exc) in (Kind.VERDICT, Kind.FATAL):
         return False
+    if throttles and is_throttle(exc):
+        return True
     if isinstance(exc, APIConnectionError):
         return True
     if isinstance(exc, ResponseDecodeError) and exc.envelope is None and exc.body is not None:

@@ -207,6 +207,9 @@ EVENT_CASES: list[tuple[Step, BaseException | None, Event]] = [
     (Step.LIVENESS, api(200, 1050), Event.FRAMES_REJECTED),
     (Step.LIVENESS, api(400), Event.FRAMES_REJECTED),
     (Step.LIVENESS, api(415), Event.FRAMES_REJECTED),
+    # a proxy's HTML 400 page judged nothing, and a face code with refused credentials neither
+    (Step.LIVENESS, errors.decode_error_class(400)("m", status=400, body=b"<"), Event.NO_VERDICT),
+    (Step.LIVENESS, api(401, 4206), Event.NO_VERDICT),
     # the frames passed, the verification did not
     (Step.LIVENESS, VerificationFailedError("m", status=200), Event.NOT_VERIFIED),
     # errors on liveness that say nothing about the frames

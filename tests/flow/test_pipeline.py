@@ -58,3 +58,12 @@ async def test_a_transaction_step_alone_keeps_the_documents_default() -> None:
     tx = Transaction(client, prepare=True)
     await tx.scan_back(photo)
     assert client.sent["back"].digest == (await prepare_document(photo)).digest
+
+
+async def test_verify_takes_frames_from_a_one_shot_iterable() -> None:
+    """Frames given as a generator are checked once and still all sent with liveness."""
+    client = ScriptedClient()
+    frames = (frame for frame in (b"f1", b"f2", b"f3"))
+    outcome = await verify(client, b"front", b"back", frames, prepare=False)
+    assert outcome.error is None, outcome.error
+    assert [step for step, _ in client.calls] == ["front", "back", "liveness"]

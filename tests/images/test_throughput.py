@@ -142,19 +142,41 @@ async def test_prefer_throughput_covers_a_coroutine_and_what_it_starts(
 async def test_context_set_in_a_coroutine_reaches_the_sync_twins_frame_pool(
     monkeypatch: pytest.MonkeyPatch, grainy_frames: tuple[bytes, bytes, bytes]
 ) -> None:
-    """A default set in a coroutine reaches frames prepared in prepare_faces_sync's pool threads."""
-    # The pool's threads have a context of their own: only the option resolved by the caller and
-    # handed to them can put the frames on the grain path. No public switch turns the default on
-    # for frames, so the test sets the context variable itself.
+    """prefer_throughput() entered in a coroutine decides for frames prepared in
+    prepare_faces_sync's pool threads (resolved by the caller, handed to the threads)."""
+    # Frames default to False already; make their default True so the context shows.
+    monkeypatch.setattr(_throughput, "FACES_PRESERVE_GRAIN", True)
     calls = spy_grain_path(monkeypatch)
-    token = _throughput._context_default.set(True)
-    try:
-        await asyncio.to_thread(
-            prepare_faces_sync, *grainy_frames, max_bytes=150_000, max_side=SIDE
-        )
-    finally:
-        _throughput._context_default.reset(token)
+
+    def prepare() -> object:
+        return prepare_faces_sync(*grainy_frames, max_bytes=150_000, max_side=SIDE)
+
+    with images.prefer_throughput():
+        await asyncio.to_thread(prepare)
+    assert calls == []
+    await asyncio.to_thread(prepare)
     assert len(calls) == 3
+
+
+async def test_one_block_object_shared_by_concurrent_tasks() -> None:
+    """One prefer_throughput() object entered by interleaved tasks works in each of them."""
+    block = images.prefer_throughput()
+    inside = asyncio.Event()
+    seen: list[bool] = []
+
+    async def use(wait: bool) -> None:
+        with block:
+            if wait:
+                await inside.wait()
+            else:
+                inside.set()
+                await asyncio.sleep(0)
+            seen.append(default())
+        seen.append(default())
+
+    await asyncio.gather(use(True), use(False))
+    assert seen == [False, True, False, True]
+    assert default() is True
 
 
 def test_prefer_throughput_restores_the_default_it_found() -> None:

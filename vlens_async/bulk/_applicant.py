@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from .._classify import is_fatal, is_throttle, is_transient
+from .._classify import is_fatal, is_transient
 from .._retrying import plan_delay
 from ..config import RetryPolicy
 from ..errors import APIError, FlowError, ImageError
@@ -229,4 +229,4 @@ def _worth_retrying(exc: APIError, policy: RetryPolicy) -> bool:
     A throttle (429, code 4003) is always retried: it is the runner's to pace, and the metered
     client has already slowed the shared limiter down for it.
     """
-    return is_transient(exc, policy.statuses) or is_throttle(exc)
+    return is_transient(exc, policy.statuses, throttles=True)

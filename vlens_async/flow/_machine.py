@@ -12,6 +12,8 @@ after the answer (where does the machine go?)::
     a side already done ──REJECTED (its rescan judged)───────────────► that side undone
     ID_SCANNED ──FRAMES_REJECTED──► ID_SCANNED, or FAILED on the last allowed attempt
     ID_SCANNED ──NOT_VERIFIED (the frames passed, the verification did not)──► FAILED
+    (a verdict on liveness judges the frames when it is about them: a liveness, face or image
+    code, or a 400/415 with no code; any other answer there is NO_VERDICT)
     any state ──NO_VERDICT (connection, 5xx, credentials, bundle)──► unchanged
 
 A step is legal where :data:`_SUCCESS` has an edge for it; anything else raises
@@ -41,6 +43,7 @@ from ..errors import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_LIVENESS_ATTEMPTS",
     "Event",
     "FlowState",
     "Position",
@@ -50,6 +53,9 @@ __all__ = [
     "next_state",
     "transition",
 ]
+
+
+DEFAULT_MAX_LIVENESS_ATTEMPTS: Final = 3
 
 
 class FlowState(enum.StrEnum):
@@ -97,7 +103,7 @@ class Position:
 
     state: FlowState = FlowState.NEW
     liveness_attempts: int = 0
-    max_liveness_attempts: int = 3
+    max_liveness_attempts: int = DEFAULT_MAX_LIVENESS_ATTEMPTS
 
 
 # Success edges, rescans included; a (state, step) absent here is illegal.
@@ -140,7 +146,7 @@ def event_for(step: Step, exc: BaseException | None) -> Event:
         return Event.REJECTED if is_verdict(exc) else Event.NO_VERDICT
     if isinstance(exc, VerificationFailedError) and not isinstance(exc, LivenessFailedError):
         return Event.NOT_VERIFIED
-    return Event.FRAMES_REJECTED if _judges_frames(exc) else Event.NO_VERDICT
+    return Event.FRAMES_REJECTED if is_verdict(exc) and _judges_frames(exc) else Event.NO_VERDICT
 
 
 def _judges_frames(exc: BaseException) -> bool:

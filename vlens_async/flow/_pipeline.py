@@ -116,7 +116,7 @@ async def verify(
     and ``capture_times`` that are not three times
     :class:`~vlens_async.errors.ConfigurationError`, at once, before anything is prepared or sent.
     """
-    _uploads.three_frames(faces)  # refused before anything is prepared or sent
+    faces = _uploads.three_frames(faces)  # refused before anything is prepared or sent
     if capture_times is not None:
         capture_spread(capture_times)  # malformed times are refused before anything is sent
     tx = transaction or Transaction(

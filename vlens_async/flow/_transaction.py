@@ -32,6 +32,7 @@ from ..images import ImageInput, PreparedFaces
 from ..models import IdBackData, IdFrontData, Services, VerificationResponse
 from ..national_id import cross_check
 from ._machine import (
+    DEFAULT_MAX_LIVENESS_ATTEMPTS,
     Event,
     FlowState,
     Position,
@@ -52,7 +53,6 @@ from ._outcome import (
 
 __all__ = ["DEFAULT_MAX_LIVENESS_ATTEMPTS", "SNAPSHOT_VERSION", "FlowClient", "Transaction"]
 
-DEFAULT_MAX_LIVENESS_ATTEMPTS: Final = 3
 SNAPSHOT_VERSION: Final = 1
 
 

@@ -16,7 +16,7 @@ one input and one set of options never depend on what else the process is doing.
 from __future__ import annotations
 
 import contextlib
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Final
 
 from ..errors import ConfigurationError
@@ -24,9 +24,11 @@ from ..errors import ConfigurationError
 DOCUMENT_PRESERVES_GRAIN: Final = True
 FACES_PRESERVE_GRAIN: Final = False
 
-# None: each call's own default (DOCUMENT_PRESERVES_GRAIN, FACES_PRESERVE_GRAIN).
-_context_default: Final[ContextVar[bool | None]] = ContextVar(
-    "vlens_async.images.preserve_grain", default=None
+# How many prefer_throughput() blocks this context is inside (0: each call's own default). A
+# count per context, set rather than reset with tokens, so one block object may be entered by
+# several tasks or threads at once: each context counts its own entries.
+_throughput_depth: Final[ContextVar[int]] = ContextVar(
+    "vlens_async.images.prefer_throughput", default=0
 )
 
 
@@ -38,11 +40,11 @@ def resolve_preserve_grain(option: bool | None, *, faces: bool) -> bool:
     """
     if option is not None and not isinstance(option, bool):
         raise ConfigurationError(f"preserve_grain must be True, False or None, got {option!r}")
-    if option is None:
-        option = _context_default.get()
-    if option is None:
-        option = FACES_PRESERVE_GRAIN if faces else DOCUMENT_PRESERVES_GRAIN
-    return option
+    if option is not None:
+        return option
+    if _throughput_depth.get() > 0:
+        return False
+    return FACES_PRESERVE_GRAIN if faces else DOCUMENT_PRESERVES_GRAIN
 
 
 class _PreferThroughput:
@@ -52,14 +54,11 @@ class _PreferThroughput:
     cover a coroutine function's call but not its run.
     """
 
-    def __init__(self) -> None:
-        self._tokens: list[Token[bool | None]] = []  # one per entry: nestable
-
     def __enter__(self) -> None:
-        self._tokens.append(_context_default.set(False))
+        _throughput_depth.set(_throughput_depth.get() + 1)
 
     def __exit__(self, *exc: object) -> None:
-        _context_default.reset(self._tokens.pop())
+        _throughput_depth.set(max(0, _throughput_depth.get() - 1))
 
 
 def prefer_throughput() -> contextlib.AbstractContextManager[None]:
@@ -73,6 +72,7 @@ def prefer_throughput() -> contextlib.AbstractContextManager[None]:
 
     It sets a context variable: it covers this thread, or this task and the tasks and
     ``asyncio.to_thread`` calls it starts, not other threads (nor ``run_in_executor`` jobs, which
-    do not copy the context). Nestable; ``with`` only, not a decorator.
+    do not copy the context). Nestable, and one block object may be shared by several tasks or
+    threads; ``with`` only, not a decorator.
     """
     return _PreferThroughput()
