@@ -204,3 +204,23 @@ async def test_client_calls_refuse_two_frames_before_sending(
     after = vlens_emulator.counters()
     assert after["requests_total"] == before["requests_total"] == 0
     assert after["transactions_created"] == before["transactions_created"] == 0
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        errors.IdenticalFramesError("face_1 and face_2", pair=(0, 1), difference=0.01),
+        errors.FrameTimingError("too far apart", spread=0.9),
+        errors.FlowError("not now", state="NEW", step="liveness"),
+        errors.BulkInputError("bad row", row=7),
+        errors.FrameCountError("got 2"),
+        errors.UnsupportedImageError("front: empty file"),
+    ],
+    ids=lambda err: type(err).__name__,
+)
+def test_local_errors_pickle_with_their_attributes(err: errors.VlensError) -> None:
+    """Errors with keyword-only arguments survive pickling, class, message and attributes."""
+    clone = pickle.loads(pickle.dumps(err))
+    assert type(clone) is type(err)
+    assert str(clone) == str(err)
+    assert vars(clone) == vars(err)

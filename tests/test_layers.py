@@ -18,6 +18,7 @@ PACKAGE = Path(vlens_async.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "_redact": set(),
     "_version": set(),
+    "_ids": set(),
     "models": set(),
     # The audience property asks _classify, which is built on errors: one layer, two modules.
     "errors": {"_redact", "_classify"},
@@ -33,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "samples": {"errors", "_redact", "national_id"},
     "flow": {
         "_classify",
+        "_ids",
         "_redact",
         "_uploads",
         "_wire",
@@ -43,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "national_id",
     },
     "client": {
+        "_ids",
         "_redact",
         "_retrying",
         "_transport",
@@ -58,6 +61,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "bulk": {
         "_classify",
+        "_ids",
         "_redact",
         "_retrying",
         "_uploads",

@@ -16,10 +16,8 @@ import asyncio
 import inspect
 import logging
 import os
-import random
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
@@ -30,6 +28,7 @@ import aiohttp
 import attrs
 
 from . import _uploads, _wire
+from ._ids import new_request_id, new_transaction_id
 from ._retrying import is_retryable, run_with_retries
 from ._transport import EnvelopeModel, Request, connection_not_established, send
 from ._version import user_agent
@@ -183,16 +182,6 @@ async def _within(
             method=method,
             path=path,
         ) from None
-
-
-def new_request_id() -> str:
-    """A fresh ``X-Request-Id``: a random UUID-4 string.
-
-    Request ids only correlate logs, so they come from :mod:`random` (re-seeded in forked
-    children), which costs far less than ``os.urandom``; transaction ids, which must not be
-    guessable (they link a scan to an account), use :func:`uuid.uuid4`.
-    """
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def _optional(**fields: Any) -> dict[str, Any]:
@@ -628,7 +617,7 @@ class VlensClient:
         retry: RetryPolicy | NotGiven,
     ) -> VerificationResponse:
         self._session()  # fail fast, before any image work
-        tid = transaction_id or str(uuid.uuid4())
+        tid = transaction_id or new_transaction_id()
         ready = await _uploads.upload_document(image, prepare=self._prepares(prepare))
         data = _uploads.wire_bytes(ready)
         fields = {

@@ -117,6 +117,18 @@ class VlensError(Exception):
 
         return audience(self)
 
+    def __reduce__(self) -> Any:
+        # Rebuilt without __init__ (several take keyword-only arguments), every attribute kept,
+        # so an error crosses a process boundary (multiprocessing, a task queue) intact.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[VlensError], args: tuple[Any, ...], state: dict[str, Any]) -> VlensError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class ConfigurationError(VlensError, ValueError):
     """An option or argument is invalid (for example plain ``http://`` to a remote host)."""

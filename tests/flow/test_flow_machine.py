@@ -579,3 +579,11 @@ async def test_verify_refuses_two_capture_times_before_sending_anything() -> Non
     with pytest.raises(errors.ConfigurationError, match="capture_times"):
         await verify(client, IMG, IMG, FACES, capture_times=[0.0, 0.1], prepare=False)
     assert client.calls == []
+
+
+@pytest.mark.parametrize("prepare", [True, False])
+def test_restore_keeps_or_overrides_the_snapshots_prepare(prepare: bool) -> None:
+    """restore() keeps the snapshot's ``prepare`` unless the caller gives one."""
+    snapshot = make_tx(ScriptedClient()).snapshot()  # made with prepare=False
+    assert Transaction.restore(ScriptedClient(), snapshot).prepare is False
+    assert Transaction.restore(ScriptedClient(), snapshot, prepare=prepare).prepare is prepare

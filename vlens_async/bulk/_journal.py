@@ -26,7 +26,6 @@ import math
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
@@ -34,6 +33,7 @@ from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 import attrs
 import orjson
 
+from .._ids import new_transaction_id
 from ..errors import BulkInputError
 from ._manifest import BulkApplicant, InvalidRow
 
@@ -456,7 +456,7 @@ class Journal:
                 (applicant.applicant_id,),
             ).fetchone()
             if found is None:
-                transaction_id = str(uuid.uuid4())
+                transaction_id = new_transaction_id()
                 conn.execute(
                     "INSERT INTO applicants (applicant_id, row, run, status, state,"
                     " transaction_id, updated_at) VALUES (?, ?, ?, 'active', 'NEW', ?, ?)",

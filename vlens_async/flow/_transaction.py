@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import attrs
 
 from .. import _uploads
+from .._ids import new_transaction_id
 from ..config import NOT_GIVEN, NotGiven
 from ..errors import APIError, FlowError, LivenessFailedError, VerificationFailedError
 from ..images import ImageInput, PreparedFaces
@@ -122,7 +122,7 @@ class Transaction:
         if max_liveness_attempts < 1:
             raise FlowError("max_liveness_attempts must be at least 1")
         self._client = client
-        self._transaction_id = transaction_id or str(uuid.uuid4())
+        self._transaction_id = transaction_id or new_transaction_id()
         self._client_transaction_id = client_transaction_id
         self._name_check_value = name_check_value
         self._get_extracted_data = get_extracted_data
@@ -391,8 +391,17 @@ class Transaction:
         }
 
     @classmethod
-    def restore(cls, client: FlowClient, snapshot: Mapping[str, Any]) -> Transaction:
-        """Rebuild a transaction from :meth:`snapshot` and continue where it stopped."""
+    def restore(
+        cls,
+        client: FlowClient,
+        snapshot: Mapping[str, Any],
+        *,
+        prepare: bool | NotGiven = NOT_GIVEN,
+    ) -> Transaction:
+        """Rebuild a transaction from :meth:`snapshot` and continue where it stopped.
+
+        ``prepare`` not given keeps the snapshot's setting (a snapshot without one prepares).
+        """
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise FlowError(f"unsupported snapshot version {snapshot.get('version')!r}")
         try:
@@ -403,7 +412,9 @@ class Transaction:
                 name_check_value=snapshot.get("name_check_value"),
                 max_liveness_attempts=int(snapshot["max_liveness_attempts"]),
                 get_extracted_data=bool(snapshot.get("get_extracted_data", True)),
-                prepare=bool(snapshot.get("prepare", True)),
+                prepare=bool(snapshot.get("prepare", True))
+                if isinstance(prepare, NotGiven)
+                else prepare,
             )
             tx._position = attrs.evolve(
                 tx._position,

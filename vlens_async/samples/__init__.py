@@ -27,6 +27,8 @@ Inside: ``_people`` (fields, national IDs, scenarios), ``_card_code`` (tables an
 from __future__ import annotations
 
 from vlens_async.samples._applicant import Applicant, make_applicant
+from vlens_async.samples._layout import CARD_SIZE as CARD_SIZE
+from vlens_async.samples._layout import FACE_SIZE as FACE_SIZE
 from vlens_async.samples._people import SCENARIOS, ApplicantFields, make_fields
 from vlens_async.samples._photos import make_photo
 from vlens_async.samples._readers import CardReading, FaceReading, read_card, read_face
