@@ -31,7 +31,7 @@ def test_all_is_sorted_and_unique() -> None:
 
 
 def test_contract_names_are_exported() -> None:
-    """The names DESIGN.md promises users are importable from the package root."""
+    """The names the README promises users are importable from the package root."""
     for name in (
         "VlensClient",
         "Transaction",

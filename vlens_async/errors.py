@@ -31,7 +31,7 @@
         │   └── InternalServerError           5xx
         ├── VlensAPIError             the envelope's ``error_code`` says failure
         │   ├── DocumentError         3001-3101 (DocumentExpiredError 3010,
-        │   │                         DocumentMismatchError 3101)
+        │   │                         DocumentMismatchError 3101), WrongSideError 7001-7002
         │   ├── BundleError           4001-4005 (TooManyAttemptsError 4003)
         │   ├── FaceError             4206-4209
         │   └── ImageRejectedError    1050, 5001-5003
@@ -359,7 +359,8 @@ class VlensAPIError(APIError):
 
 
 class DocumentError(VlensAPIError):
-    """Codes 3001-3101: the ID document is invalid, unreadable or inconsistent."""
+    """Codes 3001-3101 (and 7001-7002, :class:`WrongSideError`): the ID document is invalid,
+    unreadable, inconsistent, or the other side of the card."""
 
 
 class DocumentExpiredError(DocumentError):

@@ -56,7 +56,7 @@ def _hidden(value: object) -> str:
 
 def _mask_id(value: str) -> str:
     # Only the last 4 characters shown (the same rule as ``_redact.mask_id``; models import
-    # nothing of ours, DESIGN.md).
+    # nothing of ours, ARCHITECTURE.md).
     return "*" * max(len(value) - 4, 0) + value[-4:] if value else ""
 
 

@@ -570,7 +570,7 @@ def _detail(code: int, message: str) -> Any:
 
 
 def test_models_import_only_attrs_and_the_standard_library() -> None:
-    """models.py imports attrs and stdlib only (DESIGN.md), nothing of ours."""
+    """models.py imports attrs and stdlib only (ARCHITECTURE.md), nothing of ours."""
     import ast
     import sys
     from pathlib import Path

@@ -12,7 +12,9 @@ The machine::
      │                                    ├──► ID_SCANNED ──liveness──► COMPLETED
      └──back───► BACK_SCANNED ───front────┘
 
-    any non-final state ──hard document error / liveness attempts used up──► FAILED
+    any non-final state ──expired card (3010) / front and back of two cards (3101)──► FAILED
+    ID_SCANNED ──frames rejected (the last allowed attempt) / verification not passed──► FAILED
+    a side already done ──its rescan rejected──► that side undone
 
 Front and back go in either order; liveness is legal only in ``ID_SCANNED``, and an illegal step
 raises :class:`~vlens_async.errors.FlowError` before anything is sent.
