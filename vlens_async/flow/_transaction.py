@@ -5,7 +5,8 @@ step raises :class:`~vlens_async.errors.FlowError` before anything is prepared o
 are :mod:`._machine`'s). A step that already succeeded is not sent again (its stored response is
 returned) unless ``rescan=True``; a side that failed may be sent again. Liveness may be retried
 with new frames until ``max_liveness_attempts`` verdicts have gone against it; an expired card
-(3010) or a front and back of different cards (3101) fail the transaction at once. Errors with no
+(3010), a front and back of different cards (3101), or a verification that did not pass though
+the frames did, fail the transaction at once. Errors with no
 verdict (connection, 5xx after retries, credentials, the tenant's bundle) leave the state as it
 was, so the step can simply be retried, and so can a step cancelled mid-flight.
 
