@@ -1,6 +1,8 @@
 """pytest plugin for vlens-async: a Vlens emulator and a client bound to it, as fixtures.
 
-Registered as the ``pytest11`` entry point ``vlens_async``, so installing the package is enough::
+Registered as the ``pytest11`` entry point ``vlens_async``, so installing the package registers
+it; the async fixtures need pytest-asyncio (``asyncio_mode = "auto"``, or ``@pytest.mark.asyncio``
+on each test)::
 
     async def test_front_scan(vlens_client, vlens_emulator):
         applicant = make_applicant(1)

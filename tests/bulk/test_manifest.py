@@ -385,3 +385,18 @@ def test_manifest_errors_quote_no_path(tmp_path: Path) -> None:
             with pytest.raises(BulkInputError) as caught:
                 read(manifest)
             assert "Mona" not in str(caught.value)
+
+
+def test_an_applicant_built_in_code_takes_str_paths() -> None:
+    """BulkApplicant converts str paths to Path (as the rest of the library accepts them), and
+    refuses faces that are not three paths with a BulkInputError."""
+    from pathlib import Path
+
+    from vlens_async.bulk import BulkApplicant
+    from vlens_async.errors import BulkInputError
+
+    applicant = BulkApplicant("a-1", "f.jpg", "b.jpg", ("1.jpg", "2.jpg", "3.jpg"))
+    assert applicant.front == Path("f.jpg")
+    assert applicant.faces == (Path("1.jpg"), Path("2.jpg"), Path("3.jpg"))
+    with pytest.raises(BulkInputError, match="three image paths"):
+        BulkApplicant("a-2", "f.jpg", "b.jpg", ("1.jpg", "2.jpg"))  # type: ignore[arg-type]

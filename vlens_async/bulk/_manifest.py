@@ -58,6 +58,15 @@ _CSV_ERRORS: Final = "surrogateescape"
 _R = TypeVar("_R")
 
 
+def _three_paths(
+    faces: tuple[str | os.PathLike[str], str | os.PathLike[str], str | os.PathLike[str]],
+) -> tuple[Path, Path, Path]:
+    # str paths work everywhere else in the library; here too.
+    if isinstance(faces, str | bytes) or len(faces) != 3:
+        raise BulkInputError("faces must be three image paths")
+    return Path(faces[0]), Path(faces[1]), Path(faces[2])
+
+
 @attrs.frozen
 class BulkApplicant:
     """One applicant of a bulk job: where their images are, and what to send with them.
@@ -69,9 +78,9 @@ class BulkApplicant:
     """
 
     applicant_id: str
-    front: Path = attrs.field(repr=False)
-    back: Path = attrs.field(repr=False)
-    faces: tuple[Path, Path, Path] = attrs.field(repr=False)
+    front: Path = attrs.field(repr=False, converter=Path)
+    back: Path = attrs.field(repr=False, converter=Path)
+    faces: tuple[Path, Path, Path] = attrs.field(repr=False, converter=_three_paths)
     row: int = 0
     name_check_value: str | None = attrs.field(default=None, repr=False)
     client_transaction_id: str | None = None
