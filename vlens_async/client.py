@@ -299,6 +299,11 @@ class VlensClient:
         return self._shared.state == "closed"
 
     @property
+    def base_url(self) -> str:
+        """The service this client talks to (shared by its views)."""
+        return self._shared.base_url
+
+    @property
     def prepare_images(self) -> bool:
         """Whether images go through the preprocessor before sending (the default of every
         call's ``prepare``, and of :meth:`transaction` and :meth:`verify`)."""

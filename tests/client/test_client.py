@@ -826,6 +826,8 @@ async def test_transaction_follows_the_clients_prepare_images(prepare_images: bo
     """A Transaction made without ``prepare`` takes the client's ``prepare_images``."""
     async with client(prepare_images=prepare_images) as c:
         assert c.prepare_images is prepare_images
+        assert c.base_url == BASE
+        assert c.for_user("tok").base_url == BASE
         assert c.transaction().prepare is prepare_images
         assert c.transaction(prepare=not prepare_images).prepare is not prepare_images
 
