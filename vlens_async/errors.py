@@ -6,9 +6,14 @@
     ├── ConfigurationError            bad option or argument (a ValueError)
     ├── ClientClosedError             client used outside ``async with`` or after close
     ├── FlowError                     illegal Transaction step; nothing was sent
+    │   ├── StepOrderError            a step out of order (liveness before both ID sides)
+    │   ├── TransactionClosedError    a step on a COMPLETED or FAILED transaction
+    │   ├── MissingInputError         the step needs an input the transaction does not hold
     │   └── FrameCountError           liveness given other than three frames (a ConfigurationError)
     ├── InvalidNationalIdError        a national ID number that cannot be parsed (also a ValueError)
     ├── BulkInputError                a bad manifest or manifest row
+    │   └── JournalError              a bulk journal that cannot be used as asked (says why)
+    │       └── JournalMismatchError  resume against another service or another manifest
     ├── ImageError                    local preprocessing refused an image; nothing was sent
     │   ├── UnsupportedImageError     not an image, truncated, unreadable format
     │   ├── ImageTooLargeError        over the pixel budget or a decompression bomb
@@ -79,13 +84,18 @@ __all__ = [
     "ImageTooLargeError",
     "InternalServerError",
     "InvalidNationalIdError",
+    "JournalError",
+    "JournalMismatchError",
     "LivenessFailedError",
+    "MissingInputError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseDecodeError",
+    "StepOrderError",
     "TooManyAttemptsError",
+    "TransactionClosedError",
     "UnprocessableEntityError",
     "UnsupportedImageError",
     "UnsupportedMediaTypeError",
@@ -156,6 +166,34 @@ class FrameCountError(FlowError, ConfigurationError):
     sent. Both a :class:`FlowError` and a :class:`ConfigurationError`."""
 
 
+class StepOrderError(FlowError):
+    """A step sent out of order: liveness before both ID sides succeeded. Nothing was sent;
+    scan the missing side(s) first."""
+
+
+class TransactionClosedError(FlowError):
+    """A step on a transaction that is already COMPLETED or FAILED (``state`` says which).
+    Nothing was sent; a new verification needs a new transaction."""
+
+
+class MissingInputError(FlowError):
+    """The step needs an input the transaction does not hold; ``missing`` names it (the
+    argument to pass): ``"id_front"`` for liveness after
+    :meth:`~vlens_async.Transaction.restore`, ``"name_check_value"`` after restoring a snapshot
+    without personal data from a transaction that had one. Nothing was sent."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: str,
+        state: str | None = None,
+        step: str | None = None,
+    ) -> None:
+        super().__init__(message, state=state, step=step)
+        self.missing = missing
+
+
 class InvalidNationalIdError(VlensError, ValueError):
     """A national ID number that cannot be parsed; ``reason`` says why, never showing it."""
 
@@ -171,6 +209,17 @@ class BulkInputError(VlensError):
         super().__init__(message if row is None else f"row {row}: {message}")
         self.row = row
         self.reason = message
+
+
+class JournalError(BulkInputError):
+    """A bulk journal that cannot be used as asked, and was left untouched: not a vlens journal
+    (empty, tables missing, damaged, a folder), an unknown schema, in use by another job, no
+    journal to resume, or already holding applicants without resume. The message says why."""
+
+
+class JournalMismatchError(JournalError):
+    """Resume against another service (base URL) or another manifest (path or contents) than
+    the journal was started with; nothing was sent and the journal is untouched."""
 
 
 # --- local image preprocessing ---
