@@ -13,6 +13,7 @@ import importlib
 import typing
 
 from . import _version
+from ._ids import transaction_id_for
 from .auth import (
     AdminLogin,
     AuthProvider,
@@ -52,13 +53,18 @@ from .errors import (
     ImageTooLargeError,
     InternalServerError,
     InvalidNationalIdError,
+    JournalError,
+    JournalMismatchError,
     LivenessFailedError,
+    MissingInputError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     RequestTimeoutError,
     ResponseDecodeError,
+    StepOrderError,
     TooManyAttemptsError,
+    TransactionClosedError,
     UnprocessableEntityError,
     UnsupportedImageError,
     UnsupportedMediaTypeError,
@@ -189,7 +195,10 @@ __all__ = [
     "ImageTooLargeError",
     "InternalServerError",
     "InvalidNationalIdError",
+    "JournalError",
+    "JournalMismatchError",
     "LivenessFailedError",
+    "MissingInputError",
     "NationalId",
     "NotFoundError",
     "PermissionDeniedError",
@@ -208,11 +217,13 @@ __all__ = [
     "StaticToken",
     "Step",
     "StepImage",
+    "StepOrderError",
     "StepStatus",
     "Timeouts",
     "Tokens",
     "TooManyAttemptsError",
     "Transaction",
+    "TransactionClosedError",
     "UnprocessableEntityError",
     "UnsupportedImageError",
     "UnsupportedMediaTypeError",
@@ -235,5 +246,6 @@ __all__ = [
     "prepare_faces",
     "prepare_faces_sync",
     "run_bulk",
+    "transaction_id_for",
     "verify",
 ]
