@@ -24,6 +24,7 @@ from vlens_async.errors import (
     DocumentMismatchError,
     FlowError,
     LivenessFailedError,
+    MissingInputError,
     UnprocessableEntityError,
     ValidationFailedError,
     VerificationFailedError,
@@ -244,12 +245,14 @@ async def test_snapshot_restore_mid_flow_then_finish() -> None:
     assert restored.transaction_id == tx.transaction_id
     assert await restored.scan_front(IMG) is restored.response(Step.FRONT)
     await restored.scan_back(IMG)
-    with pytest.raises(FlowError):
+    with pytest.raises(MissingInputError) as missing:
         await restored.check_liveness(FACES)  # no front image kept across a restore
+    assert missing.value.missing == "id_front"
     await restored.check_liveness(FACES, id_front=IMG)
     assert restored.state is FlowState.COMPLETED
     assert [c for c, _ in client.calls] == ["front", "back", "liveness"]
-    assert restored.result.front is not None
+    assert restored.result.front is None  # the default snapshot keeps no extracted fields
+    assert restored.result.back is not None  # scanned after the restore
 
 
 async def test_restored_failure_keeps_its_error_class() -> None:
@@ -563,14 +566,23 @@ async def test_restored_proxy_page_error_is_still_a_server_error() -> None:
 
 
 async def test_snapshot_after_restore_is_the_same_snapshot() -> None:
-    """Client-side fields of a stored response (its request id, the id sent) survive a restore."""
+    """Client-side fields of a stored response (its request id, the id sent) survive a restore,
+    with or without personal data."""
     client = ScriptedClient()
     tx = make_tx(client)
     await tx.scan_front(IMG)
-    snapshot = tx.snapshot()
-    restored = Transaction.restore(client, snapshot)
-    assert restored.snapshot() == snapshot
-    assert restored.response(Step.FRONT) == tx.response(Step.FRONT)
+    for personal in (False, True):
+        snapshot = tx.snapshot(include_personal_data=personal)
+        restored = Transaction.restore(client, snapshot)
+        assert restored.snapshot(include_personal_data=personal) == snapshot
+        got, sent = restored.response(Step.FRONT), tx.response(Step.FRONT)
+        assert got is not None
+        assert sent is not None
+        assert (got.request_id, got.sent_transaction_id) == (
+            sent.request_id,
+            sent.sent_transaction_id,
+        )
+        assert (got == sent) is personal  # without personal data, the extracted fields stay out
 
 
 async def test_verify_refuses_two_capture_times_before_sending_anything() -> None:

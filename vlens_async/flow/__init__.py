@@ -17,7 +17,11 @@ The machine::
     a side already done ──its rescan rejected──► that side undone
 
 Front and back go in either order; liveness is legal only in ``ID_SCANNED``, and an illegal step
-raises :class:`~vlens_async.errors.FlowError` before anything is sent.
+raises a :class:`~vlens_async.errors.FlowError` before anything is sent:
+:class:`~vlens_async.errors.StepOrderError` (out of order),
+:class:`~vlens_async.errors.TransactionClosedError` (completed or failed), or
+:class:`~vlens_async.errors.MissingInputError` (an input the step needs is not held, such as the
+ID front after a restore).
 """
 
 from __future__ import annotations

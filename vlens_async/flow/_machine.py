@@ -16,8 +16,10 @@ after the answer (where does the machine go?)::
     code, or a 400/415 with no code; any other answer there is NO_VERDICT)
     any state ──NO_VERDICT (connection, 5xx, credentials, bundle)──► unchanged
 
-A step is legal where :data:`_SUCCESS` has an edge for it; anything else raises
-:class:`~vlens_async.errors.FlowError` before anything is sent.
+A step is legal where :data:`_SUCCESS` has an edge for it; anything else raises a
+:class:`~vlens_async.errors.FlowError` before anything is sent: a
+:class:`~vlens_async.errors.TransactionClosedError` once COMPLETED or FAILED, a
+:class:`~vlens_async.errors.StepOrderError` for liveness before both sides.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from ..errors import (
     DocumentExpiredError,
     DocumentMismatchError,
     FaceError,
-    FlowError,
     ImageRejectedError,
     LivenessFailedError,
+    StepOrderError,
+    TransactionClosedError,
     UnsupportedMediaTypeError,
     VerificationFailedError,
 )
@@ -156,17 +159,23 @@ def _judges_frames(exc: BaseException) -> bool:
 
 
 def next_state(state: FlowState, step: Step) -> FlowState:
-    """The guard: the state after ``step`` succeeds, or :class:`FlowError` if it is illegal."""
+    """The guard: the state after ``step`` succeeds, or the refusal if it is illegal:
+    :class:`TransactionClosedError` in COMPLETED or FAILED, :class:`StepOrderError` otherwise
+    (liveness before both sides); both are :class:`FlowError`."""
     try:
         return _SUCCESS[(state, step)]
     except KeyError:
-        raise FlowError(_refusal(state, step), state=state.value, step=step.value) from None
+        pass
+    if state in (FlowState.COMPLETED, FlowState.FAILED):
+        raise TransactionClosedError(_refusal(state, step), state=state.value, step=step.value)
+    raise StepOrderError(_refusal(state, step), state=state.value, step=step.value)
 
 
 def transition(at: Position, step: Step, event: Event) -> Position:
     """Where the machine goes when ``step`` sent from ``at`` got ``event``: every edge.
 
-    Raises :class:`FlowError` for a step that is illegal in ``at.state``, whatever the event.
+    Raises :class:`FlowError` (see :func:`next_state`) for a step that is illegal in
+    ``at.state``, whatever the event.
     """
     succeeded = next_state(at.state, step)
     if event is Event.SUCCEEDED:

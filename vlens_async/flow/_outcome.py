@@ -18,12 +18,15 @@ from ..national_id import CrossCheckFlag
 from ._machine import FlowState, Step, StepStatus
 
 __all__ = [
+    "REVIEW_REASONS",
     "StepRecord",
     "VerificationOutcome",
     "error_type_name",
     "failure_json",
+    "non_personal_response",
     "restore_error",
     "restore_response",
+    "review_reasons",
     "to_plain",
 ]
 
@@ -76,20 +79,52 @@ class StepRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepRecord:
-        """Rebuild from :meth:`to_json`'s output, the typed error included."""
+        """Rebuild from :meth:`to_json`'s output, the typed error included; a value of the wrong
+        type raises :class:`TypeError` or :class:`ValueError`."""
+        duration = data.get("duration")
         record = cls(
             status=StepStatus(data.get("status", StepStatus.PENDING)),
-            attempts=int(data.get("attempts", 0)),
-            duration=data.get("duration"),
-            error_type=data.get("error_type"),
-            error_code=data.get("error_code"),
-            error_message=data.get("error_message"),
-            http_status=data.get("http_status"),
-            request_id=data.get("request_id"),
+            attempts=_typed(data.get("attempts", 0), int),
+            duration=None if duration is None else float(_typed(duration, int, float)),
+            error_type=_typed(data.get("error_type"), str, none=True),
+            error_code=_typed(data.get("error_code"), int, none=True),
+            error_message=_typed(data.get("error_message"), str, none=True),
+            http_status=_typed(data.get("http_status"), int, none=True),
+            request_id=_typed(data.get("request_id"), str, none=True),
         )
         if record.error_type is not None:
             record.error = restore_error(data)
         return record
+
+
+def _typed(value: Any, *types: type, none: bool = False) -> Any:
+    """``value`` if it is of one of ``types`` (never a bool for int), else TypeError."""
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise TypeError(f"{type(value).__name__} where {types[0].__name__} was expected")
+    return value
+
+
+# What makes an outcome need a person's review, whatever ``verified`` says: the words are the
+# bulk results line's service flags.
+REVIEW_REASONS: Final = ("aml_matched", "fake_document", "src_invalid")
+
+
+def review_reasons(services: Services | None) -> tuple[str, ...]:
+    """Why a compliance officer must look at an outcome: the AML check matched a watchlist
+    (``aml_matched``), spoofing was detected (``fake_document``: a photocopy or a screen), or
+    the national registry check failed (``src_invalid``). Empty when none of them."""
+    if services is None:
+        return ()
+    reasons = []
+    if services.aml is not None and services.aml.aml_matched:
+        reasons.append("aml_matched")
+    if services.spoofing is not None and services.spoofing.fake:
+        reasons.append("fake_document")
+    if services.src is not None and services.src.is_valid is False:
+        reasons.append("src_invalid")
+    return tuple(reasons)
 
 
 @attrs.frozen(repr=False)
@@ -99,7 +134,10 @@ class VerificationOutcome:
     ``validated`` is the service's ``isVerificationProcessCompleted`` and ``verified`` its
     ``isDigitalIdentityVerified``. ``error`` is the error that stopped the flow, if any.
     ``cross_check`` lists disagreements between the national ID number and the rest of OCR.
-    The repr shows no personal data.
+    ``needs_review`` is true when the AML check matched, spoofing was detected or the national
+    registry (SRC) check failed: ``verified`` is the service's word and does not include them,
+    so check ``needs_review`` (or ``review_reasons``) separately. The repr shows no personal
+    data.
     """
 
     state: FlowState
@@ -129,6 +167,18 @@ class VerificationOutcome:
         return redact(getattr(self.error, "message", None) or str(self.error))
 
     @property
+    def review_reasons(self) -> tuple[str, ...]:
+        """Why this outcome needs a person's review: ``aml_matched``, ``fake_document`` (spoofing
+        detected), ``src_invalid`` (the national registry check failed); empty if none."""
+        return review_reasons(self.services)
+
+    @property
+    def needs_review(self) -> bool:
+        """True when AML matched, spoofing was detected or the SRC check failed, whatever
+        ``verified`` says: such an applicant must not be onboarded without a person's review."""
+        return bool(self.review_reasons)
+
+    @property
     def finished(self) -> bool:
         """True once the transaction is COMPLETED or FAILED."""
         return self.state in (FlowState.COMPLETED, FlowState.FAILED)
@@ -137,7 +187,8 @@ class VerificationOutcome:
         return (
             f"VerificationOutcome(state={self.state.value}, transaction_id={self.transaction_id!r},"
             f" validated={self.validated}, verified={self.verified},"
-            f" error_code={self.error_code!r}, cross_check={[f.value for f in self.cross_check]})"
+            f" needs_review={self.needs_review}, error_code={self.error_code!r},"
+            f" cross_check={[f.value for f in self.cross_check]})"
         )
 
     def to_json(self, *, show_pii: bool = False) -> dict[str, Any]:
@@ -149,6 +200,8 @@ class VerificationOutcome:
             "transaction_id": self.transaction_id,
             "validated": self.validated,
             "verified": self.verified,
+            "needs_review": self.needs_review,
+            "review_reasons": list(self.review_reasons),
             "error_type": None if self.error is None else error_type_name(self.error),
             "error_code": self.error_code,
             "error_message": self.error_message,
@@ -227,6 +280,38 @@ def error_type_name(exc: BaseException) -> str:
         if cls.__name__ in errors.__all__:
             return cls.__name__
     return type(exc).__name__
+
+
+def non_personal_response(response: VerificationResponse) -> dict[str, Any]:
+    """What a snapshot without personal data keeps of a response, in :func:`to_plain`'s shape:
+    the service's flags (spoofing, document type, liveness, AML matched, SRC valid and its code,
+    the names and codes of failed validations), the completion flags, the error code and the
+    ids. No extracted fields, no server text, no AML cases, no validation values."""
+    services, data = response.services, response.data
+    return {
+        "services": {
+            "validations": [
+                {"field": issue.field, "errors": [{"code": e.code} for e in issue.errors]}
+                for issue in services.validations
+            ],
+            "spoofing": None if services.spoofing is None else {"fake": services.spoofing.fake},
+            "classification": None
+            if services.classification is None
+            else {"doc_type": services.classification.doc_type},
+            "liveness": services.liveness,
+            "aml": None if services.aml is None else {"aml_matched": services.aml.aml_matched},
+            "src": None
+            if services.src is None
+            else {"is_valid": services.src.is_valid, "error_code": services.src.error_code},
+        },
+        "data": {
+            "is_verification_process_completed": data.is_verification_process_completed,
+            "is_digital_identity_verified": data.is_digital_identity_verified,
+        },
+        "error_code": response.error_code,
+        "sent_transaction_id": response.sent_transaction_id,
+        "request_id": response.request_id,
+    }
 
 
 def restore_response(data: Mapping[str, Any]) -> VerificationResponse:

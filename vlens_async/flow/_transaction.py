@@ -12,8 +12,20 @@ was, so the step can simply be retried, and so can a step cancelled mid-flight.
 
 The transaction id is fixed when the transaction is made (given, or a fresh UUID, as the official
 iOS SDK does), so a retried or resumed first step can never open a second transaction. Steps on
-one transaction are serialised by a lock. :meth:`Transaction.snapshot` is plain JSON (no images,
-no credentials) and :meth:`Transaction.restore` continues from it.
+one transaction object are serialised by a lock; copies of one verification in other objects or
+processes (two restored snapshots, two web workers) reach the same server transaction when they
+share its id: keep the id with the user's session, or derive it with
+:func:`~vlens_async.transaction_id_for`.
+
+:meth:`Transaction.snapshot` is plain JSON (no images, no credentials). By default it holds no
+personal data either: the state, the ids, each step's status and error code, the service's
+non-personal flags (spoofing, liveness, AML matched, SRC valid, the names of fields that failed
+validation), the completion flags and the cross-check's result; none of the extracted fields, nor
+the name check. ``snapshot(include_personal_data=True)`` keeps the responses whole, extracted
+fields included. :meth:`Transaction.restore` continues from either; after it, liveness needs the
+ID front again (``id_front=`` to :meth:`~Transaction.check_liveness` or to ``restore``) and a
+PII-free snapshot of a transaction with a name check needs ``name_check_value=`` again:
+without them the step raises :class:`~vlens_async.errors.MissingInputError` naming the input.
 """
 
 from __future__ import annotations
@@ -28,10 +40,16 @@ import attrs
 from .. import _uploads
 from .._ids import new_transaction_id
 from ..config import NOT_GIVEN, NotGiven
-from ..errors import APIError, FlowError, LivenessFailedError, VerificationFailedError
+from ..errors import (
+    APIError,
+    FlowError,
+    LivenessFailedError,
+    MissingInputError,
+    VerificationFailedError,
+)
 from ..images import ImageInput, PreparedFaces
 from ..models import IdBackData, IdFrontData, Services, VerificationResponse
-from ..national_id import cross_check
+from ..national_id import CrossCheckFlag, cross_check
 from ._machine import (
     DEFAULT_MAX_LIVENESS_ATTEMPTS,
     Event,
@@ -47,6 +65,7 @@ from ._outcome import (
     StepRecord,
     VerificationOutcome,
     failure_json,
+    non_personal_response,
     restore_error,
     restore_response,
     to_plain,
@@ -54,7 +73,10 @@ from ._outcome import (
 
 __all__ = ["DEFAULT_MAX_LIVENESS_ATTEMPTS", "SNAPSHOT_VERSION", "FlowClient", "Transaction"]
 
-SNAPSHOT_VERSION: Final = 1
+# 2: personal data only when asked (``personal_data``), the cross-check's result, ``name_check``.
+# Version 1 snapshots (which always held the responses whole) are still restored.
+SNAPSHOT_VERSION: Final = 2
+_RESTORABLE: Final = (1, SNAPSHOT_VERSION)
 
 
 class FlowClient(Protocol):
@@ -134,6 +156,10 @@ class Transaction:
         self._timings: dict[str, float] = {}
         self._failure: BaseException | None = None
         self._front_image: ImageInput | None = None
+        # Set by restore(): the cross-check's result from a snapshot without the extracted
+        # fields, and whether the name check the transaction was made with is missing.
+        self._carried_flags: tuple[CrossCheckFlag, ...] = ()
+        self._name_check_missing = False
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -171,7 +197,8 @@ class Transaction:
 
     @property
     def front_image(self) -> ImageInput | None:
-        """The ID front as it was sent, kept for liveness (None before it, and after restore)."""
+        """The ID front as it was sent, kept for liveness (None before it, and after a restore
+        not given ``id_front``)."""
         return self._front_image
 
     def response(self, step: Step) -> VerificationResponse | None:
@@ -195,18 +222,25 @@ class Transaction:
     ) -> VerificationResponse:
         """Send the three face frames; legal only once both sides succeeded.
 
-        ``id_front`` defaults to the front already scanned (pass it after :meth:`restore`, which
-        keeps no images). A liveness verdict against the frames raises
-        :class:`LivenessFailedError` and counts towards ``max_liveness_attempts``.
+        ``id_front`` defaults to the front already scanned, or the one given to :meth:`restore`
+        (a snapshot keeps no images); with neither, :class:`MissingInputError` (``missing`` is
+        ``"id_front"``) is raised before anything is sent. Before both sides:
+        :class:`StepOrderError`; once completed or failed: :class:`TransactionClosedError`. A
+        liveness verdict against the frames raises :class:`LivenessFailedError` and counts
+        towards ``max_liveness_attempts``.
         """
         async with self._lock:
             if self._already_done(Step.LIVENESS, rescan=False):
                 return self._responses[Step.LIVENESS]
             next_state(self.state, Step.LIVENESS)
+            self._check_name_check(Step.LIVENESS)
             front = id_front if id_front is not None else self._front_image
             if front is None:
-                raise FlowError(
-                    "id_front is required: this transaction holds no front image (restored?)",
+                raise MissingInputError(
+                    "liveness needs the ID front and this transaction holds none (a restored"
+                    " transaction keeps no images): pass id_front= to check_liveness() or to"
+                    " Transaction.restore()",
+                    missing="id_front",
                     state=self.state.value,
                     step=Step.LIVENESS.value,
                 )
@@ -262,6 +296,7 @@ class Transaction:
             if self._already_done(step, rescan=rescan):
                 return self._responses[step]
             next_state(self.state, step)  # refuse before preprocessing or sending anything
+            self._check_name_check(step)
             prepared = await self.prepare_side(step, image)
             scan = self._client.scan_id_front if step is Step.FRONT else self._client.scan_id_back
             response = await self._send(
@@ -273,6 +308,16 @@ class Transaction:
             if step is Step.FRONT:
                 self._front_image = prepared
             return response
+
+    def _check_name_check(self, step: Step) -> None:
+        if self._name_check_missing:
+            raise MissingInputError(
+                "this transaction was made with a name check, which a snapshot without personal"
+                " data does not keep: pass name_check_value= to Transaction.restore()",
+                missing="name_check_value",
+                state=self.state.value,
+                step=step.value,
+            )
 
     def _already_done(self, step: Step, *, rescan: bool) -> bool:
         done = self._steps[step].status is StepStatus.SUCCEEDED and step in self._responses
@@ -342,11 +387,23 @@ class Transaction:
             front=front,
             back=back,
             error=None if self.state is FlowState.COMPLETED else error,
-            cross_check=cross_check(_Extracted(front, back)),
+            cross_check=self._cross_check(front, back),
             timings=dict(self._timings),
             steps={step: attrs.evolve(record) for step, record in self._steps.items()},
             liveness_attempts=self.liveness_attempts,
         )
+
+    def _cross_check(
+        self, front: IdFrontData | None, back: IdBackData | None
+    ) -> tuple[CrossCheckFlag, ...]:
+        """The cross-check of what this transaction holds; after a restore from a snapshot
+        without the extracted fields, together with the result that snapshot kept (a response
+        with both sides' data, as liveness returns, makes that result whole again)."""
+        computed = cross_check(_Extracted(front, back))
+        if front is not None and back is not None:
+            return computed
+        merged = set(self._carried_flags) | set(computed)
+        return tuple(flag for flag in CrossCheckFlag if flag in merged)
 
     def _last_error(self) -> BaseException | None:
         failed = [r for r in self._steps.values() if r.status is StepStatus.FAILED]
@@ -369,17 +426,25 @@ class Transaction:
             services = response.services
         return front, back, services
 
-    def snapshot(self) -> dict[str, Any]:
-        """The transaction as plain JSON: state, ids, per-step outcomes, extracted fields.
+    def snapshot(self, *, include_personal_data: bool = False) -> dict[str, Any]:
+        """The transaction as plain JSON, which :meth:`restore` continues from.
 
-        Holds no images and no credentials; extracted fields are personal data, so store it
-        as such. :meth:`restore` continues from it.
+        Never images or credentials. By default no personal data either: state, ids, each
+        step's status, attempts, error type and code, timings, the service's non-personal flags
+        (spoofing, liveness, AML matched, SRC valid, the names of fields that failed
+        validation), the completion flags and the cross-check's result, enough to continue the
+        flow and to report the outcome's ``state``, ``validated``, ``verified`` and
+        ``cross_check``; the extracted fields (names, address, birth date, national ID) and the
+        name check are left out, so the outcome of a restored transaction has no ``front`` or
+        ``back`` until a later step returns them. ``include_personal_data=True`` keeps the
+        responses whole and the name check: store that as personal data.
         """
-        return {
+        front, back, _ = self._extracted()
+        data: dict[str, Any] = {
             "version": SNAPSHOT_VERSION,
+            "personal_data": include_personal_data,
             "transaction_id": self._transaction_id,
             "client_transaction_id": self._client_transaction_id,
-            "name_check_value": self._name_check_value,
             "state": self.state.value,
             "max_liveness_attempts": self.max_liveness_attempts,
             "liveness_attempts": self.liveness_attempts,
@@ -387,9 +452,18 @@ class Transaction:
             "prepare": self._prepare,
             "failure": None if self._failure is None else failure_json(self._failure),
             "steps": {step.value: record.to_json() for step, record in self._steps.items()},
-            "responses": {step.value: to_plain(r) for step, r in self._responses.items()},
             "timings": dict(self._timings),
+            "cross_check": [flag.value for flag in self._cross_check(front, back)],
         }
+        if include_personal_data:
+            data["name_check_value"] = self._name_check_value
+            data["responses"] = {step.value: to_plain(r) for step, r in self._responses.items()}
+        else:
+            data["name_check"] = self._name_check_value is not None or self._name_check_missing
+            data["responses"] = {
+                step.value: non_personal_response(r) for step, r in self._responses.items()
+            }
+        return data
 
     @classmethod
     def restore(
@@ -397,41 +471,91 @@ class Transaction:
         client: FlowClient,
         snapshot: Mapping[str, Any],
         *,
+        id_front: ImageInput | None = None,
+        name_check_value: str | None = None,
         prepare: bool | NotGiven = NOT_GIVEN,
     ) -> Transaction:
-        """Rebuild a transaction from :meth:`snapshot` and continue where it stopped.
+        """Rebuild a transaction from :meth:`snapshot` (with or without personal data, or a
+        version-1 snapshot of an earlier release) and continue where it stopped.
 
-        ``prepare`` not given keeps the snapshot's setting (a snapshot without one prepares).
+        A snapshot keeps no images: give ``id_front`` here (or to :meth:`check_liveness`) for
+        liveness, else it raises :class:`MissingInputError`. ``name_check_value`` replaces the
+        snapshot's; a snapshot without personal data of a transaction made with a name check
+        needs it again before any step is sent. ``prepare`` not given keeps the snapshot's
+        setting (a snapshot without one prepares). A snapshot of another version, or whose
+        fields have the wrong types, raises :class:`FlowError`.
         """
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise FlowError(f"unsupported snapshot version {snapshot.get('version')!r}")
+        if not isinstance(snapshot, Mapping):
+            raise FlowError(f"malformed snapshot: {type(snapshot).__name__}, not a mapping")
+        version = snapshot.get("version")
+        if type(version) is not int or version not in _RESTORABLE:
+            raise FlowError(f"unsupported snapshot version {version!r}")
         try:
-            tx = cls(
-                client,
-                snapshot["transaction_id"],
-                client_transaction_id=snapshot.get("client_transaction_id"),
-                name_check_value=snapshot.get("name_check_value"),
-                max_liveness_attempts=int(snapshot["max_liveness_attempts"]),
-                get_extracted_data=bool(snapshot.get("get_extracted_data", True)),
-                prepare=bool(snapshot.get("prepare", True))
-                if isinstance(prepare, NotGiven)
-                else prepare,
-            )
-            tx._position = attrs.evolve(
-                tx._position,
-                state=FlowState(snapshot["state"]),
-                liveness_attempts=int(snapshot.get("liveness_attempts", 0)),
-            )
-            tx._steps = {Step(k): StepRecord.from_json(v) for k, v in snapshot["steps"].items()}
-            tx._responses = {
-                Step(k): restore_response(v) for k, v in snapshot.get("responses", {}).items()
-            }
-            tx._timings = {str(k): float(v) for k, v in snapshot.get("timings", {}).items()}
-            failure = snapshot.get("failure")
-            tx._failure = None if failure is None else restore_error(failure)
-        except (KeyError, TypeError, ValueError) as exc:
+            tx = cls._from_snapshot(client, snapshot, name_check_value, prepare)
+        except Exception as exc:  # any wrong type or shape: the snapshot is unusable
             raise FlowError(f"malformed snapshot: {type(exc).__name__}") from exc
+        if id_front is not None:
+            tx._front_image = id_front
         return tx
+
+    @classmethod
+    def _from_snapshot(
+        cls,
+        client: FlowClient,
+        snapshot: Mapping[str, Any],
+        name_check_value: str | None,
+        prepare: bool | NotGiven,
+    ) -> Transaction:
+        transaction_id = snapshot["transaction_id"]
+        if not isinstance(transaction_id, str) or not transaction_id:
+            raise TypeError("transaction_id")
+        kept_name = snapshot.get("name_check_value")
+        tx = cls(
+            client,
+            transaction_id,
+            client_transaction_id=_optional_str(snapshot.get("client_transaction_id")),
+            name_check_value=name_check_value or _optional_str(kept_name),
+            max_liveness_attempts=_int(snapshot["max_liveness_attempts"]),
+            get_extracted_data=bool(snapshot.get("get_extracted_data", True)),
+            prepare=bool(snapshot.get("prepare", True))
+            if isinstance(prepare, NotGiven)
+            else prepare,
+        )
+        tx._name_check_missing = bool(snapshot.get("name_check")) and tx._name_check_value is None
+        tx._position = attrs.evolve(
+            tx._position,
+            state=FlowState(snapshot["state"]),
+            liveness_attempts=_int(snapshot.get("liveness_attempts", 0)),
+        )
+        steps = {Step(k): StepRecord.from_json(v) for k, v in _mapping(snapshot["steps"]).items()}
+        tx._steps = {step: steps.get(step, StepRecord()) for step in Step}
+        tx._responses = {
+            Step(k): restore_response(_mapping(v))
+            for k, v in _mapping(snapshot.get("responses") or {}).items()
+        }
+        tx._timings = {str(k): float(v) for k, v in _mapping(snapshot.get("timings") or {}).items()}
+        tx._carried_flags = tuple(CrossCheckFlag(f) for f in snapshot.get("cross_check") or ())
+        failure = snapshot.get("failure")
+        tx._failure = None if failure is None else restore_error(_mapping(failure))
+        return tx
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{type(value).__name__} is not a mapping")
+    return value
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{type(value).__name__} is not an integer")
+    return value
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{type(value).__name__} is not a string")
+    return value
 
 
 @attrs.frozen
