@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.helpers.emulator import LOGIN, OTP, REGISTER, Raw, applicant, new_tx
+from tests.helpers.emulator import LINK, LOGIN, OTP, REGISTER, Raw, applicant, new_tx
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from vlens_async.emulator.state import MAX_OTP_ATTEMPTS
 
@@ -52,13 +52,14 @@ async def test_verify_calls_refuse_another_users_transaction(
     assert data["data"]["user"]["phoneNumber"] == OWNER
 
 
-async def test_unlinked_transactions_and_the_api_key_alone_work_as_before(
+async def test_unlinked_transactions_are_open_to_the_api_key_and_a_user_links_them(
     raw: Raw, vlens_emulator: RunningEmulator
 ) -> None:
-    """A user's token may take an unlinked transaction (it links it); the ApiKey alone may still
-    act on a linked one."""
+    """The ApiKey alone scans an unlinked transaction; a user's token may take it (it links it)."""
     app = applicant(1)
     tx = await raw.scan_both(app)  # ApiKey only: linked to no one
+    status, _ = await raw.back(app.back, tx)  # and it stays open to the ApiKey while unlinked
+    assert status == 200
     owner = await raw.register(OWNER)
     status, data = await raw.liveness(app.front, app.faces, tx, token=owner)
     assert status == 200
@@ -66,8 +67,53 @@ async def test_unlinked_transactions_and_the_api_key_alone_work_as_before(
     summary = vlens_emulator.transaction(tx)
     assert summary is not None
     assert summary["user_id"] == data["data"]["user"]["id"]
-    status, _ = await raw.back(app.back, tx)
+
+
+def _assert_refused(status: int, data: Any, expected: int) -> None:
+    assert status == expected, data
+    assert data["data"] is None  # nothing of the user's comes back
+    assert data["error_message"]
+
+
+async def test_the_api_key_alone_cannot_read_or_change_a_linked_transaction(
+    raw: Raw, vlens_emulator: RunningEmulator
+) -> None:
+    """Once linked, the ApiKey alone gets 401 on every verify call (no name, phone or OCR data),
+    an admin token without the Requests permission 403, and nothing changes; the owner and an
+    admin with the permission still may."""
+    app = applicant(1)
+    tx = await raw.scan_both(app)
+    owner = await raw.register(OWNER, email="owner@example.com")
+    status, _, _ = await raw.post(LINK, {"transactionId": tx}, token=owner)  # the seeds' flow
     assert status == 200
+    before = vlens_emulator.transaction(tx)
+    steps = dict(vlens_emulator.counters()["steps"][tx])
+    _assert_refused(*await raw.front(app.front, tx), 401)
+    _assert_refused(*await raw.back(app.back, tx), 401)
+    _assert_refused(*await raw.liveness(app.front, app.faces, tx, getExtractedData=True), 401)
+    viewer = await raw.admin_token(raw.emu.viewer_username, raw.emu.viewer_password)
+    _assert_refused(*await raw.front(app.front, tx, token=viewer), 403)
+    vlens_emulator.configure_tenant(failure_style="ok")  # not codes: statuses stay statuses
+    _assert_refused(*await raw.back(app.back, tx), 401)
+    assert vlens_emulator.transaction(tx) == before
+    assert vlens_emulator.counters()["steps"][tx] == steps
+    admin = await raw.admin_token()
+    status, data = await raw.back(app.back, tx, token=admin)
+    assert status == 200
+    assert data["data"]["user"]["phoneNumber"] == OWNER
+    status, data = await raw.liveness(app.front, app.faces, tx, token=owner, getExtractedData=True)
+    assert status == 200
+    assert data["data"]["isVerificationProcessCompleted"] is True
+
+
+async def test_a_transaction_linked_by_a_verify_call_is_closed_to_the_api_key(raw: Raw) -> None:
+    """A transaction a user's token scanned is theirs at once: the ApiKey alone gets 401."""
+    app = applicant(1)
+    owner = await raw.register(OWNER)
+    tx = new_tx()
+    assert (await raw.front(app.front, tx, token=owner))[0] == 200
+    _assert_refused(*await raw.back(app.back, tx), 401)
+    assert (await raw.back(app.back, tx, token=owner))[0] == 200
 
 
 # --- concurrent steps of one transaction ---

@@ -208,7 +208,7 @@ async def test_control_api_over_http(raw: Raw, vlens_emulator: RunningEmulator) 
     await raw.front(small_jpeg(), tx)
     async with s.get(f"/_emulator/transactions/{tx}") as resp:
         assert (await resp.json())["steps"]["front"]["ok"] is True
-    async with s.post("/_emulator/reset") as resp:
+    async with s.post("/_emulator/reset", json={}) as resp:
         assert resp.status == 200
     async with s.get("/_emulator/counters") as resp:
         counters = await resp.json()
@@ -247,7 +247,7 @@ async def test_control_api_answers_loopback_peers_only(peer: str, control_status
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
             async with session.get("/_emulator/counters") as resp:
                 assert resp.status == control_status
-            async with session.post("/_emulator/reset") as resp:
+            async with session.post("/_emulator/reset", json={}) as resp:
                 assert resp.status == control_status
             headers = {"ApiKey": EmulatorConfig().tenant.api_key}
             async with session.post(EXISTS, json=PHONE, headers=headers) as resp:

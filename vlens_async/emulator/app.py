@@ -5,13 +5,16 @@ pre-work fault answers now, without touching state); resolve the tenant from ``A
 apply the tenant's rate limit (code 4003 only: 422, or 200 in the ``ok`` failure style; API.md
 documents no 429 and no rate-limit header); run the handler; turn refusals into envelopes in the
 tenant's failure style; apply a post-work fault (reset, slow, truncated,
-malformed); count the outcome. The control API (``/_emulator/``) bypasses all of it.
+malformed); count the outcome. A client that disconnects before its request was read is counted
+(``disconnected``) and logged in one line, not with aiohttp's traceback. The control API
+(``/_emulator/``) bypasses all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import socket
 import struct
@@ -27,12 +30,14 @@ from .control import CONTROL_PREFIX, create_control_app
 from .endpoints import ENDPOINTS
 from .envelopes import ApiFailure, envelope
 from .faults import PRE_WORK_FAULTS, FaultKind
-from .httpio import ENDPOINT_KEY, STATE_KEY, TENANT_KEY, json_response, language
+from .httpio import ENDPOINT_KEY, STATE_KEY, TENANT_KEY, header_text, json_response, language
 from .state import EmulatorState, TenantState
 
 __all__ = ["create_app"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger("vlens_async.emulator")
 
 HANDLERS: Final[dict[str, _Handler]] = {
     "login": accounts.login,
@@ -150,6 +155,11 @@ async def api_middleware(request: web.Request, handler: _Handler) -> web.StreamR
     except _Reset:
         state.metrics.response(endpoint, "reset")
         return web.Response(status=499)  # never sent: the connection is gone
+    except ConnectionResetError:
+        # The client went away while its body was read: nothing to answer, nothing to debug.
+        state.metrics.response(endpoint, "disconnected")
+        log.info("the client disconnected mid-request (%s)", endpoint)
+        return web.Response(status=499)  # never sent either
     state.metrics.response(endpoint, response.status)
     return response
 
@@ -192,7 +202,7 @@ async def _handle(
         response = _failure_response(request, failure, tenant)
     except web.HTTPException as exc:  # 405 from routing, 413 from reading a huge body
         response = _failure_response(request, ApiFailure(exc.status, exc.reason), tenant)
-    request_id = request.headers.get("X-Request-Id")
+    request_id = header_text(request, "X-Request-Id")
     if request_id and not response.prepared:
         response.headers["X-Request-Id"] = request_id[:100]
     if fault is FaultKind.RESET_AFTER:

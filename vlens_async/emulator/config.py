@@ -8,7 +8,7 @@ the control API may change at run time.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any, Final, Literal
 
@@ -21,12 +21,14 @@ __all__ = [
     "DEFAULT_ADMIN_PASSWORD",
     "DEFAULT_ADMIN_USERNAME",
     "DEFAULT_API_KEY",
+    "DEFAULT_DECODE_PIXEL_BUDGET",
     "DEFAULT_IMAGE_STORE_MAX_BYTES",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_REFRESH_TOKEN_TTL",
     "DEFAULT_TENANCY_NAME",
     "DEFAULT_VIEWER_PASSWORD",
     "DEFAULT_VIEWER_USERNAME",
+    "MAX_RATE",
     "REQUESTS_PERMISSION",
     "AdminConfig",
     "EmulatorConfig",
@@ -54,6 +56,11 @@ DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_IMAGE_STORE_MAX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_MAX_TRANSACTIONS: Final = 200_000
 DEFAULT_READ_CACHE_SIZE: Final = 4096
+# Pixels being decoded at once across requests (two images at the 25 MP limit): a flood of huge
+# images waits its turn instead of taking the process to gigabytes. One larger image runs alone.
+DEFAULT_DECODE_PIXEL_BUDGET: Final = 2 * DEFAULT_MAX_IMAGE_PIXELS
+# Bounds of the per-tenant rate-limit switches (strict sliding windows need at least 1).
+MAX_RATE: Final = 1_000_000
 
 FailureStyle = Literal["status", "ok"]
 """``status``: failures carry their HTTP status (422 for an ``error_code``); ``ok``: a failure with
@@ -69,7 +76,29 @@ Reader = Callable[[bytes], Any]
 
 
 def _frozen_str_set(values: Iterable[str]) -> frozenset[str]:
-    return frozenset(values)
+    """A set of strings; ``ValueError`` for a bare string (a set of its characters is never meant)
+    or anything that is not an iterable of strings."""
+    if isinstance(values, str | bytes | Mapping):
+        raise ValueError("expected a list of strings, not a single string or a mapping")
+    try:
+        items = frozenset(values)
+    except TypeError:
+        raise ValueError("expected a list of strings") from None
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError("expected a list of strings")
+    return items
+
+
+def _check_rate(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """A rate limit is a whole number of requests from 1 to :data:`MAX_RATE` (0 admits nothing
+    and used to break every call)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE:
+        raise ValueError(f"{attribute.name} must be a whole number from 1 to {MAX_RATE}")
+
+
+def _check_bool(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be true or false")
 
 
 @attrs.frozen
@@ -114,12 +143,12 @@ class TenantConfig:
     name: str = DEFAULT_TENANCY_NAME
     api_key: str = attrs.field(default=DEFAULT_API_KEY, repr=False)
     admins: tuple[AdminConfig, ...] = attrs.field(factory=_default_admins, converter=_admins)
-    ntra: bool = True
-    cso: bool = True
+    ntra: bool = attrs.field(default=True, validator=_check_bool)
+    cso: bool = attrs.field(default=True, validator=_check_bool)
     failure_style: FailureStyle = attrs.field(default="status")
-    rate_limit: bool = False
-    rate_per_second: int = 10
-    rate_per_minute: int = 60
+    rate_limit: bool = attrs.field(default=False, validator=_check_bool)
+    rate_per_second: int = attrs.field(default=10, validator=_check_rate)
+    rate_per_minute: int = attrs.field(default=60, validator=_check_rate)
     unknown_documents: UnknownDocuments = attrs.field(default="derive")
     ntra_rejects: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen_str_set)
     cso_rejects: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen_str_set)
@@ -144,6 +173,8 @@ class EmulatorConfig:
     ``image_store_max_bytes`` / ``image_store_max_count`` bound the images kept in memory (oldest
     evicted first); with ``image_spill_dir`` evicted images are written there instead of dropped.
     ``today`` pins the date used for expiry checks (default: the real UTC date).
+    ``decode_pixel_budget`` bounds the pixels decoded at once across all requests (synthetic OCR
+    waits for its share; an image larger than the budget is decoded alone).
     """
 
     tenants: tuple[TenantConfig, ...] = attrs.field(
@@ -162,10 +193,16 @@ class EmulatorConfig:
     image_spill_dir: str | os.PathLike[str] | None = None
     max_transactions: int | None = DEFAULT_MAX_TRANSACTIONS
     read_cache_size: int = DEFAULT_READ_CACHE_SIZE
+    decode_pixel_budget: int = attrs.field(default=DEFAULT_DECODE_PIXEL_BUDGET)
     today: date | None = None
     key_variants: bool = True
     card_reader: Reader | None = attrs.field(default=None, eq=False, repr=False)
     face_reader: Reader | None = attrs.field(default=None, eq=False, repr=False)
+
+    @decode_pixel_budget.validator
+    def _check_budget(self, _: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("decode_pixel_budget must be a positive number of pixels")
 
     @tenants.validator
     def _check_tenants(self, _: attrs.Attribute[Any], value: tuple[TenantConfig, ...]) -> None:

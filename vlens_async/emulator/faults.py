@@ -15,7 +15,8 @@ Latency spec (``--latency``, repeatable; several in one string separated by ``;`
 
     fixed:200ms[@ENDPOINT]   uniform:50ms-150ms   lognormal:median=200ms,sigma=0.5   none
 
-Durations take ``ms`` or ``s`` (a bare number is seconds).
+Durations take ``ms`` or ``s`` (a bare number is seconds) and are at most an hour
+(:data:`MAX_DURATION`); a lognormal ``sigma`` is at most 10; a drawn delay never exceeds an hour.
 
 What the kinds do: ``500`` an envelope with a generic message; ``502`` an HTML page as a proxy
 sends; ``503`` an empty body; ``429`` an envelope with ``Retry-After``; ``reset_before`` resets the
@@ -43,6 +44,8 @@ import attrs
 from .endpoints import canonical_endpoint
 
 __all__ = [
+    "MAX_DURATION",
+    "MAX_SIGMA",
     "POST_WORK_FAULTS",
     "PRE_WORK_FAULTS",
     "FaultConfig",
@@ -81,6 +84,8 @@ PRE_WORK_FAULTS: Final = frozenset(
 )
 POST_WORK_FAULTS: Final = frozenset(FaultKind) - PRE_WORK_FAULTS
 _KIND_ORDER: Final = tuple(FaultKind)
+MAX_DURATION: Final = 3600.0  # seconds: any latency, Retry-After or slow body
+MAX_SIGMA: Final = 10.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
 _FAULT_ITEM = re.compile(
@@ -95,7 +100,21 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"bad duration {text!r} (use 200ms, 1.5s or 2)")
     value = float(match.group(1))
-    return value / 1000.0 if (match.group(2) or "s").lower() == "ms" else value
+    seconds = value / 1000.0 if (match.group(2) or "s").lower() == "ms" else value
+    return _check_duration(seconds, text)
+
+
+def _check_duration(seconds: float, what: object) -> float:
+    """``seconds`` when it is a finite duration from 0 to :data:`MAX_DURATION`."""
+    if not math.isfinite(seconds) or not 0.0 <= seconds <= MAX_DURATION:
+        raise ValueError(f"duration {what!r} must be within 0..{MAX_DURATION:g} s")
+    return seconds
+
+
+def _duration_field(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{attribute.name} must be a number of seconds")
+    _check_duration(float(value), value)
 
 
 def _split_endpoint(text: str) -> tuple[str, str]:
@@ -110,8 +129,16 @@ class Latency:
     """A delay: ``fixed`` (a), ``uniform`` (a..b) or ``lognormal`` (median a, sigma b)."""
 
     kind: Literal["none", "fixed", "uniform", "lognormal"] = "none"
-    a: float = 0.0
-    b: float = 0.0
+    a: float = attrs.field(default=0.0, validator=_duration_field)
+    b: float = attrs.field(default=0.0)
+
+    @b.validator
+    def _check_b(self, _: attrs.Attribute[float], value: float) -> None:
+        if self.kind == "lognormal":
+            if not math.isfinite(value) or not 0.0 <= value <= MAX_SIGMA:
+                raise ValueError(f"lognormal sigma must be within 0..{MAX_SIGMA:g}")
+        else:
+            _duration_field(self, attrs.fields(Latency).b, value)
 
     def sample(self, rng: random.Random) -> float:
         """One delay in seconds."""
@@ -154,10 +181,7 @@ class Latency:
             params = dict(p.strip().partition("=")[::2] for p in args.split(","))
             if set(params) != {"median", "sigma"}:
                 raise ValueError(f"bad lognormal latency {text!r} (use median=200ms,sigma=0.5)")
-            sigma = float(params["sigma"])
-            if sigma < 0:
-                raise ValueError("lognormal sigma must be >= 0")
-            return cls("lognormal", parse_duration(params["median"]), sigma)
+            return cls("lognormal", parse_duration(params["median"]), float(params["sigma"]))
         raise ValueError(f"unknown latency {text!r} (fixed:, uniform:, lognormal: or none)")
 
 
@@ -210,8 +234,8 @@ class FaultConfig:
 
     rules: tuple[FaultRule, ...] = attrs.field(default=(), converter=_rules)
     latency: tuple[LatencyRule, ...] = attrs.field(default=(), converter=_latency_rules)
-    retry_after: float = 1.0
-    slow_duration: float = 2.0
+    retry_after: float = attrs.field(default=1.0, validator=_duration_field)
+    slow_duration: float = attrs.field(default=2.0, validator=_duration_field)
 
     def __attrs_post_init__(self) -> None:
         endpoints = {r.endpoint for r in self.rules}
@@ -341,4 +365,5 @@ class FaultPlan:
         latency = self.config.latency_for(endpoint)
         if latency is None or latency.kind == "none":
             return 0.0
-        return max(0.0, latency.sample(self._rng(self._latency_rngs, endpoint, "latency")))
+        drawn = latency.sample(self._rng(self._latency_rngs, endpoint, "latency"))
+        return min(max(0.0, drawn), MAX_DURATION)

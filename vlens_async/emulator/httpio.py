@@ -17,6 +17,7 @@ __all__ = [
     "STATE_KEY",
     "TENANT_KEY",
     "bearer_principal",
+    "header_text",
     "json_response",
     "language",
     "read_body",
@@ -38,6 +39,22 @@ def json_response(
     return web.Response(
         body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers
     )
+
+
+def header_text(request: web.Request, name: str) -> str | None:
+    """A header's value when it is text we can echo: ``None`` when missing or not UTF-8.
+
+    aiohttp hands a header of other bytes over with surrogate escapes, which neither a response
+    header nor a JSON body can carry.
+    """
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def language(request: web.Request) -> str | None:

@@ -31,7 +31,7 @@ from .locks import KeyedLocks
 from .metrics import Metrics
 from .payload import ImageHeader
 from .ratelimit import SlidingWindowLimiter
-from .readers import Readers
+from .readers import PixelBudget, Readers
 from .rules import AmlCase, Issue, SrcResult
 from .storage import ImageStore
 
@@ -214,7 +214,11 @@ class EmulatorState:
 
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
-        self.readers = Readers(config.card_reader, config.face_reader, config.read_cache_size)
+        # Not reset either: decodes in flight across a reset give their share back.
+        self.decode_budget = PixelBudget(config.decode_pixel_budget)
+        self.readers = Readers(
+            config.card_reader, config.face_reader, config.read_cache_size, self.decode_budget
+        )
         self.headers: LruCache[tuple[int, int], ImageHeader] = LruCache(config.read_cache_size)
         self.images = ImageStore(
             max_bytes=config.image_store_max_bytes,
@@ -263,12 +267,17 @@ class EmulatorState:
     # --- tenants ---
 
     def tenant_by_key(self, api_key: str | None) -> TenantState | None:
-        """The tenant owning ``api_key`` (constant-time compare), or ``None``."""
+        """The tenant owning ``api_key`` (constant-time compare), or ``None``.
+
+        A header that is not UTF-8 reaches us with surrogate escapes; it is compared byte for
+        byte like any other wrong key (and so is ``None``), never an error.
+        """
         if not api_key:
             return None
+        given = api_key.encode("utf-8", "surrogatepass")
         found = None
         for tenant in self.tenants.values():
-            if hmac.compare_digest(tenant.config.api_key.encode(), api_key.encode()):
+            if hmac.compare_digest(tenant.config.api_key.encode(), given):
                 found = tenant
         return found
 

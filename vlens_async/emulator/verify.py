@@ -1,15 +1,26 @@
 """The verification steps: verify/id/front, verify/id/back, verify/liveness/multi, and
 LinkUserWithExistingTransaction.
 
-Each step runs in two halves. The heavy half (parse the body, check every image, read card and face
-codes) runs once per request in a worker thread and touches no mutable state. The light half runs
-on the event loop: it applies the ordering and consistency rules against the transaction, records
-the step and answers. It awaits while storing images (a spill to disk), so it holds the
-transaction's lock throughout: steps of one transaction run one after the other, and a front and
-a back sent at once are still cross-checked (3101).
+Each step runs in three parts, the cheap checks first so that a request refused for a reason that
+needs no pixels costs no decoding:
 
-An end user's token acts only on transactions that are unlinked or linked to that user: verify
-calls and LinkUserWithExistingTransaction refuse another user's with 5000 before changing anything.
+1. In a worker thread, touching no mutable state: parse the body and check every image without
+   decoding it (base64, size, format and dimensions from the header; :mod:`.payload`).
+2. On the event loop: who may act on the transaction (below), and for liveness a
+   ``transaction_id`` and both sides scanned. Only then are card and face codes read
+   (:class:`~.readers.Readers`: cached, decoded in threads within the emulator's pixel budget).
+3. On the event loop, under the transaction's lock: the same checks again (the transaction may
+   have changed while images were decoded), the ordering and consistency rules, recording the
+   step and answering. It awaits while storing images (a spill to disk), so steps of one
+   transaction run one after the other, and a front and a back sent at once are still
+   cross-checked (3101).
+
+Who may act on a transaction: anyone with the tenant's ApiKey while nobody has linked it (the
+seeds' flow: capture with the ApiKey alone, then LinkUserWithExistingTransaction after login).
+Once it is linked to a user (a verify call with that user's token, or Link), only that user's
+token or an admin token with the ``Requests`` permission may read or change it: the ApiKey alone
+is a 401, an admin token without the permission a 403, another user's token 5000 (as Link has
+always answered), each before anything is decoded or changed.
 
 Rules, in the order they are checked (a failed check is recorded as the step's latest attempt):
 - a scan of an image without a card code takes the other side's fields, or fields derived from the
@@ -36,6 +47,7 @@ from typing import Any, Final, Literal, TypeVar
 import attrs
 from aiohttp import web
 
+from .config import REQUESTS_PERMISSION
 from .envelopes import (
     ApiFailure,
     Ids,
@@ -49,6 +61,7 @@ from .httpio import (
     STATE_KEY,
     TENANT_KEY,
     bearer_principal,
+    header_text,
     json_response,
     read_body,
     read_json,
@@ -99,8 +112,25 @@ class StepOptions:
 
 
 @attrs.frozen
+class ScanBody:
+    """A front/back body, checked without decoding its image."""
+
+    options: StepOptions
+    image: ImageData
+
+
+@attrs.frozen
+class LivenessBody:
+    """A liveness body, checked without decoding its images."""
+
+    options: StepOptions
+    image: ImageData
+    faces: tuple[ImageData, ...]
+
+
+@attrs.frozen
 class ScanInput:
-    """What the worker thread learned from a front/back body."""
+    """A front/back body and the card code read from its image."""
 
     options: StepOptions
     image: ImageData
@@ -109,7 +139,7 @@ class ScanInput:
 
 @attrs.frozen
 class LivenessInput:
-    """What the worker thread learned from a liveness body."""
+    """A liveness body and the card and face codes read from its images."""
 
     options: StepOptions
     image: ImageData
@@ -175,26 +205,24 @@ def _image(state: EmulatorState, body: dict[str, Any], field: str) -> ImageData:
     )
 
 
-def analyse_scan(state: EmulatorState, body: bytes, header_request_id: str | None) -> ScanInput:
-    """Worker-thread half of a scan: parse, check the image, read its card code."""
+def parse_scan(state: EmulatorState, body: bytes, header_request_id: str | None) -> ScanBody:
+    """Worker-thread check of a scan body: parse it, check its image without decoding pixels."""
     data = parse_body(body)
     options = _options(data, header_request_id)
-    image = _image(state, data, "image")
-    return ScanInput(options, image, state.readers.card(image))
+    return ScanBody(options, _image(state, data, "image"))
 
 
-def analyse_liveness(
+def parse_liveness(
     state: EmulatorState, body: bytes, header_request_id: str | None
-) -> LivenessInput:
-    """Worker-thread half of liveness: parse, check the four images, read card and faces."""
+) -> LivenessBody:
+    """Worker-thread check of a liveness body: parse it, check the four images without decoding."""
     data = parse_body(body)
     options = _options(data, header_request_id)
     if data.get("image") in (None, "") and data.get("id_front_image") not in (None, ""):
         data["image"] = data["id_front_image"]  # either field may carry the ID front
     image = _image(state, data, "image")
     faces = tuple(_image(state, data, name) for name in _FACE_FIELDS)
-    readings = tuple((face, state.readers.face(face)) for face in faces)
-    return LivenessInput(options, image, state.readers.card(image), readings)
+    return LivenessBody(options, image, faces)
 
 
 def _payload_failure(exc: PayloadError) -> ApiFailure:
@@ -202,32 +230,85 @@ def _payload_failure(exc: PayloadError) -> ApiFailure:
     return ApiFailure(exc.status, exc.message, error_code=exc.error_code, descriptions=descriptions)
 
 
-_Input = TypeVar("_Input", ScanInput, LivenessInput)
+_Body = TypeVar("_Body", ScanBody, LivenessBody)
 
 
-async def _analyse(
-    request: web.Request, analyse: Callable[[EmulatorState, bytes, str | None], _Input]
-) -> _Input:
+async def _parse(
+    request: web.Request, parse: Callable[[EmulatorState, bytes, str | None], _Body]
+) -> _Body:
     state = request.app[STATE_KEY]
     body = await read_body(request)
     try:
-        return await asyncio.to_thread(analyse, state, body, request.headers.get("X-Request-Id"))
+        return await asyncio.to_thread(parse, state, body, header_text(request, "X-Request-Id"))
     except PayloadError as exc:
         raise _payload_failure(exc) from None
 
 
-def _refuse_other_users(tx: Transaction | None, principal: Principal | None) -> None:
-    """5000 when an end user's token names a transaction linked to another user.
+async def _read_card(state: EmulatorState, image: ImageData) -> CardInfo:
+    try:
+        return await state.readers.read_card(image)
+    except PayloadError as exc:
+        raise _payload_failure(exc) from None
 
-    Without it one user could read another's extracted data (phone, e-mail, ID number) or
-    overwrite their steps. Admin tokens and the ApiKey alone are not users: they pass.
+
+async def _read_face(state: EmulatorState, image: ImageData) -> FaceInfo:
+    try:
+        return await state.readers.read_face(image)
+    except PayloadError as exc:
+        raise _payload_failure(exc) from None
+
+
+def _check_access(tx: Transaction | None, principal: Principal | None) -> None:
+    """Refuse a linked transaction to all but its user and admins with the permission.
+
+    Unlinked transactions are open to the ApiKey alone (see the module docstring). Without this
+    a request with the tenant's key could read a user's extracted data (name, phone, e-mail, ID
+    number) or overwrite their steps.
     """
-    if tx is None or tx.user_id is None or principal is None or principal.kind != "user":
+    if tx is None or tx.user_id is None:
+        return
+    if principal is None:
+        raise ApiFailure(
+            401,
+            "This transaction is linked to a user: send that user's access token "
+            "(Authorization: Bearer <token>).",
+        )
+    if principal.kind == "admin":
+        if REQUESTS_PERMISSION not in principal.permissions:
+            raise ApiFailure(403, "This token lacks the Requests permission.")
         return
     if principal.user_id != tx.user_id:
         raise ApiFailure(
             422, "The transaction is linked to another user.", error_code=GENERIC_ERROR_CODE
         )
+
+
+def _scan_transaction(
+    state: EmulatorState, tenant: TenantState, principal: Principal | None, tx_id: str
+) -> Transaction | None:
+    """The transaction a scan names (``None``: a new one) when the caller may act on it."""
+    tx = state.transactions.get(tx_id)
+    if tx is not None and tx.tenant != tenant.name:
+        raise ApiFailure(422, "This transaction_id is already in use.", error_code=5000)
+    _check_access(tx, principal)
+    return tx
+
+
+def _liveness_transaction(
+    state: EmulatorState, tenant: TenantState, principal: Principal | None, tx_id: str
+) -> Transaction:
+    """The transaction liveness names, when the caller may act on it and both sides passed."""
+    tx = state.transaction(tx_id, tenant.name)
+    _check_access(tx, principal)
+    missing = [s for s in ("front", "back") if tx is None or tx.ok(s) is None]
+    if tx is None or missing:
+        what = "ID front and back" if len(missing) == 2 else f"ID {missing[0]}"
+        raise ApiFailure(
+            422,
+            f"Liveness needs the {what} of this transaction scanned successfully first.",
+            error_code=ORDERING_ERROR_CODE,
+        )
+    return tx
 
 
 def _attach_user(state: EmulatorState, tx: Transaction, principal: Principal | None) -> None:
@@ -343,8 +424,10 @@ def _decide_scan(
 async def _scan(request: web.Request, side: Side) -> web.Response:
     state, tenant = request.app[STATE_KEY], request[TENANT_KEY]
     principal = bearer_principal(request, state)
-    inp = await _analyse(request, analyse_scan)
-    tx_id = inp.options.transaction_id or str(uuid.uuid4())
+    body = await _parse(request, parse_scan)
+    tx_id = body.options.transaction_id or str(uuid.uuid4())
+    _scan_transaction(state, tenant, principal, tx_id)  # before any decoding; again below
+    inp = ScanInput(body.options, body.image, await _read_card(state, body.image))
     async with state.tx_locks.hold(tx_id):  # check and record atomically (module docstring)
         tx, record = await _record_scan(state, tenant, principal, side, inp, tx_id)
         return _scan_response(state, tenant, tx, record, side, inp.options)
@@ -360,10 +443,7 @@ async def _record_scan(
 ) -> tuple[Transaction, StepRecord]:
     """Check a scan against its transaction and record it (a failure too, then raise it)."""
     opts = inp.options
-    tx = state.transactions.get(tx_id)
-    if tx is not None and tx.tenant != tenant.name:
-        raise ApiFailure(422, "This transaction_id is already in use.", error_code=5000)
-    _refuse_other_users(tx, principal)
+    tx = _scan_transaction(state, tenant, principal, tx_id)
     record, failure = _decide_scan(state, tenant, tx, tx_id, side, inp)
     if failure is not None and tx is None and opts.transaction_id is None:
         raise failure  # a first scan that failed opens no transaction the caller cannot name
@@ -471,14 +551,19 @@ async def liveness(request: web.Request) -> web.Response:
     """POST /api/DigitalIdentity/verify/liveness/multi."""
     state, tenant = request.app[STATE_KEY], request[TENANT_KEY]
     principal = bearer_principal(request, state)
-    inp = await _analyse(request, analyse_liveness)
-    opts = inp.options
+    body = await _parse(request, parse_liveness)
+    opts = body.options
     if opts.transaction_id is None:
         raise ApiFailure(
             400,
             "'transaction_id' is required for liveness.",
             descriptions={"transaction_id": ["required"]},
         )
+    # Who and in what order before any pixel is decoded; checked again under the lock below.
+    _liveness_transaction(state, tenant, principal, opts.transaction_id)
+    card = await _read_card(state, body.image)
+    faces = tuple([(face, await _read_face(state, face)) for face in body.faces])
+    inp = LivenessInput(opts, body.image, card, faces)
     async with state.tx_locks.hold(opts.transaction_id):  # see the module docstring
         tx = await _record_liveness(state, tenant, principal, inp, opts.transaction_id)
         return json_response(
@@ -502,16 +587,7 @@ async def _record_liveness(
 ) -> Transaction:
     """Check liveness against its transaction and record it (or raise the failure)."""
     opts = inp.options
-    tx = state.transaction(tx_id, tenant.name)
-    _refuse_other_users(tx, principal)
-    missing = [s for s in ("front", "back") if tx is None or tx.ok(s) is None]
-    if tx is None or missing:
-        what = "ID front and back" if len(missing) == 2 else f"ID {missing[0]}"
-        raise ApiFailure(
-            422,
-            f"Liveness needs the {what} of this transaction scanned successfully first.",
-            error_code=ORDERING_ERROR_CODE,
-        )
+    tx = _liveness_transaction(state, tenant, principal, tx_id)
     front = tx.ok("front")
     assert front is not None
     assert front.fields is not None
@@ -559,7 +635,7 @@ async def link_transaction(request: web.Request) -> web.Response:
         tx = state.transaction(tx_id, tenant.name)
         if tx is None:
             raise ApiFailure(404, "Transaction not found.")
-        _refuse_other_users(tx, principal)
+        _check_access(tx, principal)
         state.link(tx, state.users[principal.user_id])
         state.metrics.step(tx.id, "link")
         tx.updated_at = state.now()
