@@ -37,6 +37,11 @@ KINDS: list[tuple[BaseException, Kind]] = [
     (errors.ClientClosedError("m"), FAULT),
     (errors.FlowError("m", state="NEW", step="liveness"), FAULT),
     (errors.FrameCountError("m"), FAULT),
+    (errors.StepOrderError("m", state="NEW", step="liveness"), FAULT),
+    (errors.TransactionClosedError("m", state="COMPLETED", step="id_front"), FAULT),
+    (errors.MissingInputError("m", missing="id_front"), FAULT),
+    (errors.JournalError("m"), FAULT),
+    (errors.JournalMismatchError("m"), FAULT),
     (errors.InvalidNationalIdError("m"), INPUT),
     (errors.BulkInputError("m", row=3), FAULT),
     (errors.ImageError("m"), INPUT),
@@ -49,6 +54,9 @@ KINDS: list[tuple[BaseException, Kind]] = [
     (errors.APIConnectionError("m"), TRANSIENT),
     (errors.APITimeoutError("m"), TRANSIENT),
     (errors.ResponseDecodeError("m", body=b"<html>"), TRANSIENT),
+    # past max_response_bytes: the same answer would come back; someone has to look
+    (errors.ResponseTooLargeError("m", status=200, limit=1024), FAULT),
+    (errors.ResponseTooLargeError("m", status=502, limit=1024), FAULT),
     (api(418), FAULT),
     (api(400), VERDICT),
     (api(401), FATAL),
@@ -82,6 +90,12 @@ KINDS: list[tuple[BaseException, Kind]] = [
     # a body that is not the envelope judged nothing; a 2xx of the wrong shape is a mismatch
     (errors.decode_error_class(400)("m", status=400, body=b"<html>"), TRANSIENT),
     (errors.decode_error_class(401)("m", status=401, body=b"<html>"), FATAL),
+    # an unreadable 4xx body: its status decides, and a verdict's status judged nothing
+    (errors.decode_error_class(422)("m", status=422, body=b'{"error_code": 31'), TRANSIENT),
+    (errors.decode_error_class(415)("m", status=415, body=b"\x1f\x8b"), TRANSIENT),
+    (errors.decode_error_class(404)("m", status=404, body=b"<html>"), FAULT),
+    (errors.decode_error_class(403)("m", status=403, body=b"<html>"), FATAL),
+    (errors.decode_error_class(429)("m", status=429, body=b"<html>"), TRANSIENT),
     (errors.ResponseDecodeError("m", status=200, body=b"[1]", envelope=[1]), FAULT),
     (errors.ResponseDecodeError("m", body=b"{}", envelope={}), FAULT),
     # not ours
@@ -163,6 +177,11 @@ def test_the_default_policy_statuses_are_the_ones_assumed_below() -> None:
             False,
         ),
         (errors.decode_error_class(400)("html", status=400, body=b"<html>"), True),
+        (errors.decode_error_class(422)("cut", status=422, body=b'{"error'), True),
+        (errors.decode_error_class(404)("html", status=404, body=b"<html>"), False),
+        (errors.decode_error_class(401)("html", status=401, body=b"<html>"), False),
+        (errors.ResponseTooLargeError("big", status=200, limit=1024), False),
+        (errors.ResponseTooLargeError("big", status=503, limit=1024), False),
         (api(200, 4003), False),  # a throttle on a 200 is the caller's to pace
         (api(429, 4003), True),
         (api(401), False),

@@ -43,6 +43,7 @@ from .errors import (
     RateLimitError,
     RequestTimeoutError,
     ResponseDecodeError,
+    ResponseTooLargeError,
     TooManyAttemptsError,
     UnprocessableEntityError,
     UnsupportedMediaTypeError,
@@ -84,6 +85,9 @@ _TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
     (AuthenticationError, Kind.FATAL),
     (PermissionDeniedError, Kind.FATAL),
     (APIConnectionError, Kind.TRANSIENT),
+    # Past the client's own max_response_bytes: asking again gets the same answer; someone has to
+    # look (the limit, or the server).
+    (ResponseTooLargeError, Kind.FAULT),
     # A body that is not the envelope (a proxy's HTML page, JSON cut short) judged nothing,
     # whatever status came with it; the wrong-shape 2xx is singled out in kind().
     (ResponseDecodeError, Kind.TRANSIENT),
@@ -112,11 +116,21 @@ _AUDIENCE: Final[dict[Kind, Audience]] = {
 
 
 def kind(exc: BaseException) -> Kind:
-    """The :class:`Kind` of ``exc``; anything not in the table (ours or not) is a FAULT."""
+    """The :class:`Kind` of ``exc``; anything not in the table (ours or not) is a FAULT.
+
+    A body that could not be read is never a verdict: with a status (a 4xx or 5xx page cut or
+    garbled on the way) its status decides, except that a status that would be a verdict (400,
+    415, 422) means nothing was decided (TRANSIENT).
+    """
     if _wrong_shape(exc):
         return Kind.FAULT
+    unreadable_status = isinstance(exc, ResponseDecodeError) and isinstance(exc, APIStatusError)
     for cls, result in _TABLE:
+        if unreadable_status and cls is ResponseDecodeError:
+            continue  # the status class below decides
         if isinstance(exc, cls):
+            if unreadable_status and result is Kind.VERDICT:
+                return Kind.TRANSIENT
             return result
     return Kind.FAULT
 
@@ -150,25 +164,32 @@ def is_throttle(exc: BaseException) -> bool:
     return isinstance(exc, RateLimitError | TooManyAttemptsError)
 
 
-def is_transient(
-    exc: BaseException, statuses: Collection[int], *, throttles: bool = False
-) -> bool:
+def is_transient(exc: BaseException, statuses: Collection[int], *, throttles: bool = False) -> bool:
     """True when the very same request may be sent again at once by a retry loop.
 
     Never a verdict or a fatal error (a code 3010 on a 502 is still an expired card), nor a 2xx
-    of the wrong shape (it would come back the same). Otherwise: no usable response (connection,
-    timeout), a body that did not parse as JSON at all (cut short on the way), or a status in the
-    caller's retry ``statuses``. A throttle on a 2xx (code 4003) counts only with ``throttles``:
-    it is for a caller that paces its requests itself (the bulk runner's rate limiter); others
-    leave it to their caller. This is the TRANSIENT kind narrowed to what a loop may repeat: a
-    TRANSIENT error outside it still means "try again later" to a person (``audience``).
+    of the wrong shape (it would come back the same), nor a body over ``max_response_bytes``.
+    Otherwise: no usable response (connection, timeout), a body that did not parse as JSON at all
+    (cut short on the way; on a 4xx only where the status would have been a verdict), or a status
+    in the caller's retry ``statuses``. A throttle on a 2xx (code 4003) counts only with
+    ``throttles``: it is for a caller that paces its requests itself (the bulk runner's rate
+    limiter); others leave it to their caller. This is the TRANSIENT kind narrowed to what a loop
+    may repeat: a TRANSIENT error outside it still means "try again later" to a person
+    (``audience``).
     """
     if not isinstance(exc, APIError) or kind(exc) in (Kind.VERDICT, Kind.FATAL):
         return False
+    if isinstance(exc, ResponseTooLargeError):
+        return False  # whatever its status: the same answer would come back, as large
     if throttles and is_throttle(exc):
         return True
     if isinstance(exc, APIConnectionError):
         return True
-    if isinstance(exc, ResponseDecodeError) and exc.envelope is None and exc.body is not None:
+    if (
+        isinstance(exc, ResponseDecodeError)
+        and exc.envelope is None
+        and exc.body is not None
+        and kind(exc) is Kind.TRANSIENT
+    ):
         return True
     return exc.status is not None and exc.status in statuses

@@ -11,9 +11,14 @@ reason on ``cause_reason`` instead (see :func:`connection_error`).
 - a non-2xx status -> the class :func:`api_error_class` picks from the status and the envelope's
   ``error_code`` (both failure styles caught by either ``except``);
 - a 2xx whose body is not the envelope (HTML, truncated JSON, not an object) -> ResponseDecodeError,
-  and so is a 5xx whose body is a non-empty non-JSON page (a proxy's HTML 502), which is also its
-  status class (:func:`decode_error_class`); a 4xx keeps its status class whatever its body, so
-  ``except AuthenticationError`` always works for a 401;
+  and so is a 5xx whose body is a non-empty non-JSON page (a proxy's HTML 502), or a 4xx whose
+  body is non-empty and not JSON at all (cut or garbled on the way): both are also their status
+  class (:func:`decode_error_class`), so ``except AuthenticationError`` always works for a 401,
+  and ``_classify`` reads an unreadable 400 or 422 as no verdict;
+- a body over ``max_response_bytes`` (as sent, or once inflated: gzip and deflate are inflated
+  here, step by step, never by aiohttp in one go) -> :class:`ResponseTooLargeError`, raised as
+  soon as the limit is passed, without reading the rest; an unknown ``Content-Encoding`` or a
+  corrupt compressed body -> ResponseDecodeError;
 - a 2xx with a non-zero ``error_code`` -> the :class:`VlensAPIError` family (0 and null are
   success); a 2xx with a non-empty ``validation_errors`` list -> :class:`ValidationFailedError`.
 
@@ -24,7 +29,13 @@ envelope, the raw body of an undecodable response, and ``Retry-After`` in second
 The exception *message* is ours: the method, the path and what the status or ``error_code`` means
 (from the API's documented codes). The server's own text goes on ``error_message`` only, never in
 the message: it may quote a name, a national ID number or a token, which no pattern can reliably
-mask.
+mask. So do the ``field`` names of validation errors: the message counts them, the issues stay on
+``validation_errors``.
+
+One attempt, reading and decoding included, ends within the attempt's ``total`` timeout (the
+call's deadline caps it): a slow endless body ends there too. A body over
+:data:`~vlens_async.config.OFFLOAD_THRESHOLD_BYTES` is parsed and turned into its model in a
+worker thread, so tens of thousands of validation errors never hold the event loop.
 
 The module knows nothing about the models: the caller passes ``decode``, which turns the JSON
 object into the endpoint's model (raising :class:`ResponseDecodeError` when it does not fit).
@@ -37,7 +48,8 @@ import email.utils
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final, Protocol, TypeVar
@@ -46,11 +58,13 @@ import aiohttp
 import attrs
 import orjson
 
-from .config import OFFLOAD_THRESHOLD_BYTES
+from .config import DEFAULT_MAX_RESPONSE_BYTES, OFFLOAD_THRESHOLD_BYTES
 from .errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     ResponseDecodeError,
+    ResponseTooLargeError,
     ValidationFailedError,
     api_error_class,
     decode_error_class,
@@ -151,10 +165,130 @@ def _parse_json(body: bytes) -> Any:
         return _UNDECODABLE
 
 
-async def _decode_json(body: bytes) -> Any:
-    if len(body) > OFFLOAD_THRESHOLD_BYTES:
-        return await asyncio.to_thread(_parse_json, body)
-    return _parse_json(body)
+_JSON_TYPES: Final = (dict, list, str, int, float, bool, type(None))
+
+
+def _not_json(payload: Any) -> bool:
+    # ``interpret`` takes any non-JSON sentinel for a body that did not decode.
+    return payload is _UNDECODABLE or not isinstance(payload, _JSON_TYPES)
+
+
+# --- reading a body within bounds ---
+
+# Read this much at a time; inflate at most this much per step (then let the loop run).
+_READ_CHUNK: Final = 64 * 1024
+_INFLATE_STEP: Final = 1024 * 1024
+# Only what this module can inflate step by step is asked for (aiohttp would add br and zstd
+# when their packages are installed, and inflate them in one go).
+ACCEPT_ENCODING: Final = "gzip, deflate"
+
+
+class _BodyProblem(Exception):
+    """Why a body could not be read; ``send`` turns it into our error (with the response's
+    status and the request's names)."""
+
+    def __init__(self, reason: str, *, too_large: bool = False, kept: bytes | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.too_large = too_large
+        self.kept = kept
+
+
+class _Inflater:
+    """Inflates gzip or deflate in bounded steps (a 1 MiB bomb never becomes 1 GiB at once)."""
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        self._inflater: Any = None
+        self._pending = b""  # the first byte of a deflate body, until its second comes
+
+    def _start(self, first: bytes) -> Any:
+        if self._encoding == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        # "deflate" is zlib-wrapped by the standard, raw deflate from some servers (as aiohttp
+        # and browsers accept): a zlib header is two bytes whose 16-bit value divides by 31.
+        wrapped = first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+
+    def steps(self, chunk: bytes) -> Iterator[bytes]:
+        """Yield the inflated pieces of ``chunk``, at most ``_INFLATE_STEP`` bytes each."""
+        if self._inflater is None:
+            chunk, self._pending = self._pending + chunk, b""
+            if len(chunk) < 2:
+                self._pending = chunk
+                return
+            self._inflater = self._start(chunk)
+        data = chunk
+        try:
+            while data and not self._inflater.eof:
+                piece = self._inflater.decompress(data, _INFLATE_STEP)
+                data = self._inflater.unconsumed_tail
+                yield piece
+        except zlib.error:
+            raise _BodyProblem("the compressed response body is corrupt") from None
+
+    def check_complete(self) -> None:
+        """Raise when the compressed stream stopped before its end."""
+        if self._pending or (self._inflater is not None and not self._inflater.eof):
+            raise _BodyProblem("the compressed response body is incomplete")
+
+
+def _inflater_for(headers: Mapping[str, str]) -> _Inflater | None:
+    encoding = headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return _Inflater("gzip")
+    if encoding == "deflate":
+        return _Inflater("deflate")
+    # Never the header's own text in the message: the server chose it.
+    raise _BodyProblem("the response has a Content-Encoding this client did not ask for")
+
+
+def _too_large(limit: int, what: str) -> _BodyProblem:
+    return _BodyProblem(
+        f"the response body is larger than {_size(limit)}{what} (max_response_bytes)",
+        too_large=True,
+    )
+
+
+def _size(count: int) -> str:
+    if count % (1024 * 1024) == 0:
+        return f"{count // (1024 * 1024)} MiB"
+    if count % 1024 == 0:
+        return f"{count // 1024} KiB"
+    return f"{count} bytes"
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, inflated, or ``_BodyProblem`` once it passes ``limit`` bytes (sent or
+    inflated) or cannot be inflated. Reads at most ``limit`` bytes plus one chunk."""
+    length = response.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit, "")
+    inflater = _inflater_for(response.headers)
+    body = bytearray()
+    received = 0
+    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(limit, "")
+        if inflater is None:
+            body += chunk
+            continue
+        for piece in inflater.steps(chunk):
+            if len(body) + len(piece) > limit:
+                raise _too_large(limit, " once inflated")
+            body += piece
+            if len(piece) == _INFLATE_STEP:
+                await asyncio.sleep(0)  # a highly compressed chunk: let the loop run
+    if inflater is not None:
+        try:
+            inflater.check_complete()
+        except _BodyProblem as problem:
+            problem.kept = bytes(body[:MAX_KEPT_BODY])
+            raise
+    return bytes(body)
 
 
 # aiohttp warns (ResourceWarning) about raw bytes bodies over 1 MiB and suggests BytesIO, whose
@@ -171,9 +305,10 @@ async def _whole(body: bytes) -> AsyncIterator[bytes]:
 
 
 def _headers(request: Request) -> Mapping[str, str]:
+    headers = {"Accept-Encoding": ACCEPT_ENCODING, **request.headers}
     if request.body is not None and len(request.body) > _LARGE_BODY_BYTES:
-        return {**request.headers, "Content-Length": str(len(request.body))}
-    return request.headers
+        headers["Content-Length"] = str(len(request.body))
+    return headers
 
 
 def _payload(body: bytes | None) -> bytes | AsyncIterator[bytes] | None:
@@ -272,12 +407,16 @@ def interpret(
     ok = 200 <= status < 300
     if not isinstance(payload, dict):
         kept = body[:MAX_KEPT_BODY]
-        if ok or (status >= 500 and body.strip()):
-            what = "not JSON" if payload is _UNDECODABLE else "not a JSON object"
+        unreadable = _not_json(payload)
+        # A 4xx body cut or garbled on the way (not JSON at all) is no answer of the service's:
+        # a decode error as well as its status class (``_classify`` decides what it means).
+        garbled = status >= 400 and unreadable
+        if ok or (body.strip() and (status >= 500 or garbled)):
+            what = "not JSON" if unreadable else "not a JSON object"
             raise decode_error_class(status)(
                 _summary(request, status, f"the response body is {what}"),
                 body=kept,
-                envelope=None if payload is _UNDECODABLE else payload,
+                envelope=None if unreadable else payload,
                 **common,
             )
         raise api_error_class(status, None)(_summary(request, status, None), body=kept, **common)
@@ -316,9 +455,11 @@ def interpret(
         reason = _code_reason(error_code)
         raise api_error_class(status, error_code)(_summary(request, status, reason), **details)
     if issues:
-        fields = ", ".join(sorted({str(getattr(i, "field", None) or "?") for i in issues}))
+        # A count only: the ``field`` names are the server's text (one once held a name).
+        count = f"{len(issues)} validation error{'' if len(issues) == 1 else 's'}"
         raise ValidationFailedError(
-            _summary(request, status, f"validation failed for {fields}"), **details
+            _summary(request, status, f"validation failed ({count}, see validation_errors)"),
+            **details,
         )
     return model
 
@@ -423,37 +564,90 @@ async def send(
     *,
     client_timeout: aiohttp.ClientTimeout,
     attempt: int = 1,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> M:
     """Send ``request`` once on ``session`` and return ``decode``'s model, or raise our error.
 
-    Cancellation propagates untouched; leaving the ``async with`` releases (or closes) the
-    connection, so a cancelled call never leaks one. Redirects are not followed: a 3xx is an error
-    (following one could carry the API key to another host).
+    The whole attempt (connecting, sending, reading at most ``max_response_bytes`` and decoding)
+    ends within ``client_timeout.total``. Cancellation propagates untouched; leaving the
+    ``async with`` releases (or closes) the connection, so a cancelled call never leaks one.
+    Redirects are not followed: a 3xx is an error (following one could carry the API key to
+    another host).
     """
     started = time.perf_counter()
     outcome = "error"
-    failure: APIConnectionError | None = None
+    failure: APIError | None = None
     try:
-        async with session.request(
-            request.method,
-            base_url + request.path,
-            data=_payload(request.body),
-            params=request.params,
-            headers=_headers(request),
-            timeout=client_timeout,
-            allow_redirects=False,
-        ) as response:
-            status = response.status
-            outcome = str(status)
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            body = await response.read()
+        async with asyncio.timeout(client_timeout.total):
+            async with session.request(
+                request.method,
+                base_url + request.path,
+                data=_payload(request.body),
+                params=request.params,
+                headers=_headers(request),
+                timeout=client_timeout,
+                allow_redirects=False,
+                auto_decompress=False,  # inflated here, within max_response_bytes
+            ) as response:
+                status = response.status
+                outcome = str(status)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                try:
+                    body = await _read_body(response, max_response_bytes)
+                except _BodyProblem as problem:
+                    outcome = "too-large" if problem.too_large else "undecodable"
+                    failure = _body_error(request, status, retry_after, problem, max_response_bytes)
+            if failure is None:
+                return await _conclude(request, status, body, decode, retry_after)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         outcome = _outcome(exc)
         failure = connection_error(request, exc)
     finally:
         _log_attempt(request, outcome, attempt, started)
-    if failure is not None:
-        # Raised here, outside the ``except``, so not even ``__context__`` holds aiohttp's error.
-        raise failure
-    payload = await _decode_json(body) if body else _UNDECODABLE
+    # Raised here, outside the ``except``, so not even ``__context__`` holds aiohttp's error.
+    raise failure
+
+
+def _body_error(
+    request: Request,
+    status: int,
+    retry_after: float | None,
+    problem: _BodyProblem,
+    limit: int,
+) -> APIError:
+    common: dict[str, Any] = {
+        "status": status,
+        "request_id": request.request_id,
+        "method": request.method,
+        "path": request.path,
+        "retry_after": retry_after,
+    }
+    message = _summary(request, status, problem.reason)
+    if problem.too_large:
+        return ResponseTooLargeError(message, limit=limit, **common)
+    return decode_error_class(status)(message, body=problem.kept, **common)
+
+
+def _conclude_now(
+    request: Request,
+    status: int,
+    body: bytes,
+    decode: Callable[[Any], M],
+    retry_after: float | None,
+) -> M:
+    payload = _parse_json(body) if body else _UNDECODABLE
     return interpret(request, status, body, payload, decode, retry_after=retry_after)
+
+
+async def _conclude(
+    request: Request,
+    status: int,
+    body: bytes,
+    decode: Callable[[Any], M],
+    retry_after: float | None,
+) -> M:
+    # Parsing and structuring a big body (tens of thousands of validation errors, an image's
+    # base64) holds the loop for long: a worker thread does both.
+    if len(body) > OFFLOAD_THRESHOLD_BYTES:
+        return await asyncio.to_thread(_conclude_now, request, status, body, decode, retry_after)
+    return _conclude_now(request, status, body, decode, retry_after)

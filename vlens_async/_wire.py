@@ -17,6 +17,12 @@ The rules, from the reference pages in ``shared/seeds``:
   "false"), but not an object.
 - Dates are ISO 8601 with 0 to 7 fractional digits (.NET writes 7; Python reads at most 6) and an
   optional zone; a naive time is UTC, as the API documents.
+- Free-form fields (typed ``Any``: ``deviceInfo``, ``error_descriptions``) are bounded at parse
+  time: at most :data:`MAX_FREE_FORM_DEPTH` levels of nesting and :data:`MAX_FREE_FORM_ITEMS`
+  values in all. A deeper or bigger value is refused (the whole response, as
+  :class:`~vlens_async.errors.ResponseDecodeError` naming the field's path, never its keys or
+  values), not truncated: nothing is silently altered, and no model can later hold a value that
+  ``repr()``, a snapshot or a journal would blow up on.
 - Any failure becomes :class:`~vlens_async.errors.ResponseDecodeError` with cattrs' readable paths
   (``transform_error``), never a raw ``KeyError``/``TypeError``, and never the offending value.
 """
@@ -36,11 +42,14 @@ import cattrs
 import orjson
 import pybase64
 from cattrs.gen import make_dict_structure_fn
+from cattrs.v import format_exception
 
 from .errors import ResponseDecodeError
 from .models import CLIENT_SIDE, WIRE_ALIASES, Services
 
 __all__ = [
+    "MAX_FREE_FORM_DEPTH",
+    "MAX_FREE_FORM_ITEMS",
     "b64decode",
     "dumps",
     "encode_body",
@@ -60,6 +69,11 @@ T = TypeVar("T")
 ENVELOPE_KEYS: Final = frozenset(
     {"services", "data", "errorcode", "errormessage", "errordescriptions"}
 )
+
+# What a free-form (``Any``) field may hold: the real ``deviceInfo`` is a flat object of a few
+# strings; these are far above it and far below what recursion or memory would notice.
+MAX_FREE_FORM_DEPTH: Final = 32
+MAX_FREE_FORM_ITEMS: Final = 10_000
 
 _MAX_ERRORS_SHOWN: Final = 5
 # An APIError message is cut at 300 characters (errors.redact); keep whole problems within it.
@@ -154,7 +168,31 @@ def _structure_datetime(value: Any, _: type) -> datetime:
     return parse_datetime(value)
 
 
+class _FreeFormTooLarge(ValueError):
+    """A free-form value past the bounds; its text is ours (no key or value of the server's)."""
+
+
+def _check_free_form(value: Any) -> None:
+    # Iterative (a value deep enough to matter would overflow a recursive walk).
+    count = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > MAX_FREE_FORM_ITEMS:
+            raise _FreeFormTooLarge(f"free-form value holds more than {MAX_FREE_FORM_ITEMS} items")
+        if isinstance(item, dict | list):
+            if depth > MAX_FREE_FORM_DEPTH:
+                raise _FreeFormTooLarge(
+                    f"free-form value nests deeper than {MAX_FREE_FORM_DEPTH} levels"
+                )
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
 def _structure_any(value: Any, _: type) -> Any:
+    if isinstance(value, dict | list):
+        _check_free_form(value)
     return value
 
 
@@ -177,11 +215,27 @@ def _validation_list(value: Any) -> list[Any]:
     raise TypeError("validations is not an object")
 
 
+def _frozen(value: Any, depth: int = 0) -> Any:
+    # A hashable stand-in equal exactly when the JSON values are equal (dicts by their items,
+    # whatever their order), so duplicates are found in one pass instead of a pairwise scan.
+    if depth > MAX_FREE_FORM_DEPTH:
+        raise _FreeFormTooLarge(f"validation error nests deeper than {MAX_FREE_FORM_DEPTH} levels")
+    if isinstance(value, dict):
+        return frozenset((key, _frozen(item, depth + 1)) for key, item in value.items())
+    if isinstance(value, list):
+        return tuple(_frozen(item, depth + 1) for item in value)
+    return value
+
+
 def _merge_unique(lists: Iterable[list[Any]]) -> list[Any]:
+    # Linear: a server may send tens of thousands of validation errors.
     merged: list[Any] = []
+    seen: set[Any] = set()
     for items in lists:
         for item in items:
-            if item not in merged:
+            key = _frozen(item)
+            if key not in seen:
+                seen.add(key)
                 merged.append(item)
     return merged
 
@@ -270,8 +324,14 @@ def structure(payload: Any, cls: type[T]) -> T:
     try:
         return _CONVERTER.structure(payload, cls)
     except Exception as exc:  # the boundary: whatever cattrs or a hook raised, it is ours now
-        problems = cattrs.transform_error(exc, path="$")
+        problems = cattrs.transform_error(exc, path="$", format_exception=_problem)
         raise ResponseDecodeError(_shape_message(problems), envelope=payload) from exc
+
+
+def _problem(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, _FreeFormTooLarge):
+        return str(exc)
+    return format_exception(exc, type_)
 
 
 def _shape_message(problems: list[str]) -> str:

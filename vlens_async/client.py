@@ -36,6 +36,7 @@ from .auth import AuthProvider, StaticToken
 from .config import (
     DEFAULT_BASE_URL,
     DEFAULT_CONNECTOR_LIMIT,
+    DEFAULT_MAX_RESPONSE_BYTES,
     NOT_GIVEN,
     OFFLOAD_THRESHOLD_BYTES,
     ClientConfig,
@@ -44,6 +45,7 @@ from .config import (
     Timeouts,
     check_header_value,
     given_or,
+    header_safe,
 )
 from .errors import (
     APITimeoutError,
@@ -141,6 +143,24 @@ def _envelope_decoder(data_type: type[T]) -> Callable[[Any], Envelope[T]]:
     return decode
 
 
+def _token_decoder(data_type: type[T]) -> Callable[[Any], Envelope[T]]:
+    # An access token goes into the Authorization header of later calls: one that cannot (a CR,
+    # LF or other control character, non-ASCII) is refused here, as a bad answer, before aiohttp
+    # would refuse it with a bare ValueError at the next call. The message never holds it.
+    plain = _envelope_decoder(data_type)
+
+    def decode(payload: Any) -> Envelope[T]:
+        envelope = plain(payload)
+        token = getattr(envelope.data, "access_token", None)
+        if isinstance(token, str) and not header_safe(token):
+            raise ResponseDecodeError(
+                "the service returned an unusable access token (not a header-safe string)"
+            )
+        return envelope
+
+    return decode
+
+
 def _require_data(envelope: Envelope[T], request_id: str, path: str) -> T:
     if envelope.data is None:
         raise ResponseDecodeError(
@@ -204,6 +224,11 @@ class VlensClient:
     ``prepare_images`` runs documents and faces through :mod:`vlens_async.images` before sending
     (each call may override it with ``prepare=``). Plain ``http://`` is refused for hosts other
     than loopback unless ``allow_insecure_http``; TLS certificates are always verified.
+
+    ``max_response_bytes`` bounds every response body, as sent and once inflated (default
+    :data:`~vlens_async.config.DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB, far above the largest real
+    answer, a downloaded step image); past it a call raises
+    :class:`~vlens_async.errors.ResponseTooLargeError` without reading the rest.
     """
 
     def __init__(
@@ -220,6 +245,7 @@ class VlensClient:
         connector_limit: int = DEFAULT_CONNECTOR_LIMIT,
         prepare_images: bool = True,
         allow_insecure_http: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not api_key:
             raise ConfigurationError("api_key is required")
@@ -237,6 +263,7 @@ class VlensClient:
             connector_limit=connector_limit,
             prepare_images=prepare_images,
             allow_insecure_http=allow_insecure_http,
+            max_response_bytes=max_response_bytes,
         )
         base = config.base_url.rstrip("/")
         self._shared = _Shared(api_key=api_key, base_url=base, connector_limit=connector_limit)
@@ -347,6 +374,7 @@ class VlensClient:
         timeouts: Timeouts | NotGiven = NOT_GIVEN,
         retry: RetryPolicy | NotGiven = NOT_GIVEN,
         prepare_images: bool | NotGiven = NOT_GIVEN,
+        max_response_bytes: int | NotGiven = NOT_GIVEN,
     ) -> VlensClient:
         """A light view sharing this client's session, with some options replaced.
 
@@ -367,6 +395,7 @@ class VlensClient:
             timeouts=given_or(timeouts, self._config.timeouts),
             retry=given_or(retry, self._config.retry),
             prepare_images=given_or(prepare_images, self._config.prepare_images),
+            max_response_bytes=given_or(max_response_bytes, self._config.max_response_bytes),
         )
         view = object.__new__(VlensClient)
         view._shared = self._shared
@@ -457,7 +486,12 @@ class VlensClient:
     ) -> str | None:
         # A login or refresh is a call of its own (with the client's own timeouts), shared by
         # every caller waiting for it; this call stops waiting when its deadline passes.
-        return await _within(auth.get_token(self), deadline_at, request_id, method, path)
+        token = await _within(auth.get_token(self), deadline_at, request_id, method, path)
+        if token:
+            # A provider of the user's own could hand over anything: ours, never aiohttp's
+            # bare ValueError at the request (the message names the source, not the value).
+            check_header_value(token, "the token from the auth provider")
+        return token
 
     async def _attempt(
         self,
@@ -483,6 +517,7 @@ class VlensClient:
             decode,
             client_timeout=client_timeout,
             attempt=number,
+            max_response_bytes=self._config.max_response_bytes,
         )
 
     async def _data_call(
@@ -500,10 +535,11 @@ class VlensClient:
         retry: RetryPolicy | NotGiven,
     ) -> T:
         rid = request_id or new_request_id()
+        carries_token = data_type in (Tokens, RegistrationResult)
         envelope = await self._call(
             method,
             path,
-            _envelope_decoder(data_type),
+            (_token_decoder if carries_token else _envelope_decoder)(data_type),
             request_id=rid,
             body=None if fields is None else _wire.dumps(dict(fields)),
             params=params,

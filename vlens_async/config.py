@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_ACCESS_TOKEN_LIFETIME",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECTOR_LIMIT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_REFRESH_TOKEN_LIFETIME",
     "DEFAULT_TOKEN_REFRESH_MARGIN",
     "DOCUMENT_MAX_BYTES",
@@ -38,6 +39,7 @@ __all__ = [
     "check_base_url",
     "check_header_value",
     "given_or",
+    "header_safe",
 ]
 
 DEFAULT_BASE_URL: Final = "https://api.vlenseg.com"
@@ -70,6 +72,12 @@ DEFAULT_TOKEN_REFRESH_MARGIN: Final = 60.0
 # Bodies (base64 + JSON) and responses bigger than this are encoded/decoded in a worker thread;
 # below it, the hop to a thread costs more than the work and the loop is not held noticeably.
 OFFLOAD_THRESHOLD_BYTES: Final = 256 * 1024
+
+# The most a response body may be, as sent and once inflated (gzip/deflate): past it the client
+# stops reading and raises ResponseTooLargeError. The largest real answer is a downloaded step
+# image: at most 5 MB (SERVER_MAX_IMAGE_BYTES), about 7 MB as base64 in JSON; 64 MiB leaves a wide
+# margin and still bounds what a broken or hostile server can make the client hold.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
 
 # Image limits. The server refuses over 5 MB (5002) and 25 MP (5003); the OCR docs say 3 MB, so the
 # document budget stays under that. Liveness frames go under 500 KB, as the Vlens docs advise.
@@ -192,7 +200,12 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
 
 @attrs.frozen
 class ClientConfig:
-    """Everything a :class:`~vlens_async.VlensClient` needs besides its credentials."""
+    """Everything a :class:`~vlens_async.VlensClient` needs besides its credentials.
+
+    ``max_response_bytes`` bounds a response body, as sent and once inflated
+    (:data:`DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB); a bigger one raises
+    :class:`~vlens_async.errors.ResponseTooLargeError`.
+    """
 
     base_url: str = DEFAULT_BASE_URL
     tenancy_name: str | None = None
@@ -202,9 +215,16 @@ class ClientConfig:
     connector_limit: int = DEFAULT_CONNECTOR_LIMIT
     prepare_images: bool = True
     allow_insecure_http: bool = False
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __attrs_post_init__(self) -> None:
         check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        if isinstance(self.max_response_bytes, bool) or not isinstance(
+            self.max_response_bytes, int
+        ):
+            raise ConfigurationError("max_response_bytes must be an integer number of bytes")
+        if self.max_response_bytes < 1024:
+            raise ConfigurationError("max_response_bytes must be at least 1024")
         if self.language not in (None, "en", "ar"):
             raise ConfigurationError("language must be 'en', 'ar' or None")
         if self.connector_limit < 1:
@@ -220,3 +240,9 @@ def check_header_value(value: str, what: str) -> str:
     if any(c in value for c in "\r\n\x00"):
         raise ConfigurationError(f"{what} contains a line break or NUL, which no header can carry")
     return value
+
+
+def header_safe(value: str) -> bool:
+    """True when ``value`` can travel in an HTTP header as a token: visible ASCII only, no space,
+    no control character (CR, LF, NUL, DEL...) and nothing aiohttp would refuse to encode."""
+    return bool(value) and value.isascii() and value.isprintable() and " " not in value

@@ -24,6 +24,7 @@
         ├── APIConnectionError        no usable response (DNS, refused, reset)
         │   └── APITimeoutError       no response in time, or the deadline ran out
         ├── ResponseDecodeError       a body that is not the envelope (HTML 502, truncated JSON)
+        │   └── ResponseTooLargeError a body over ``max_response_bytes``, sent or inflated
         ├── APIStatusError            a non-2xx status
         │   ├── BadRequestError               400
         │   ├── AuthenticationError           401
@@ -93,6 +94,7 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseDecodeError",
+    "ResponseTooLargeError",
     "StepOrderError",
     "TooManyAttemptsError",
     "TransactionClosedError",
@@ -361,6 +363,19 @@ class APITimeoutError(APIConnectionError):
 
 class ResponseDecodeError(APIError):
     """The body is not the Vlens envelope: an HTML proxy page, truncated or malformed JSON."""
+
+
+class ResponseTooLargeError(ResponseDecodeError):
+    """The response body is larger than the client's ``max_response_bytes``, as sent or once
+    inflated (gzip/deflate); reading stopped there, so nothing of it is kept (``body`` is None).
+
+    ``limit`` is the limit in bytes. Asking again would get the same answer, so it is not retried;
+    raise the limit if a real answer needs more.
+    """
+
+    def __init__(self, message: str, *, limit: int | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.limit = limit
 
 
 class APIStatusError(APIError):
