@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.helpers.emulator import EXISTS, OTP, Raw, b64, new_tx, small_jpeg
+from tests.helpers.emulator import EXISTS, FRONT, OTP, Raw, b64, new_tx, small_jpeg
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, emulator_in_thread
-from vlens_async.emulator.control import MAX_CLOCK_OFFSET, is_loopback_host
+from vlens_async.emulator.control import MAX_CLOCK_OFFSET, TENANT_SWITCHES, is_loopback_host
 
 PHONE = "+201000000077"
 
@@ -348,3 +352,61 @@ async def test_a_non_utf8_request_id_is_ignored(vlens_emulator: RunningEmulator)
     body = b'{"image": "%s"}' % b64(small_jpeg()).encode()
     status, answer = await _raw_request(vlens_emulator.port, head, body)
     assert status == 200, answer
+
+
+# --- any JSON at all ---
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()  # NaN and infinities too: json.dumps writes them, no JSON parser takes them
+    | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+_SPEC = st.text(alphabet="0123456789.:,=@%x_sm-abcdefghijklnoprtuwy*;", max_size=40)
+_REQUESTS = st.one_of(
+    st.tuples(
+        st.just("PATCH"),
+        st.just("tenant"),
+        st.dictionaries(st.sampled_from(sorted(TENANT_SWITCHES)), _JSON, max_size=3),
+    ),
+    st.tuples(st.just("POST"), st.just("clock"), st.fixed_dictionaries({"advance": _JSON})),
+    st.tuples(
+        st.sampled_from(["PUT", "POST"]),
+        st.just("faults"),
+        st.fixed_dictionaries(
+            {}, optional={"faults": _SPEC | _JSON, "latency": _SPEC | _JSON, "seed": _JSON}
+        ),
+    ),
+    st.tuples(st.just("POST"), st.just("reset"), _JSON),
+)
+
+
+def test_any_control_input_is_answered_and_leaves_the_api_working() -> None:
+    """Hypothesis: any JSON to any state-changing control route is answered below 500, and the
+    API then answers below 500 too (a bad input used to make every call 500 until a reset)."""
+    with emulator_in_thread(EmulatorConfig()) as emu, requests.Session() as http:
+        scan = {"image": b64(small_jpeg()), "transaction_id": new_tx()}
+        api_headers = {"ApiKey": emu.api_key, "Content-Type": "application/json"}
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(request=_REQUESTS)
+        def probe(request: tuple[str, str, Any]) -> None:
+            method, path, body = request
+            resp = http.request(
+                method,
+                f"{emu.base_url}/_emulator/{path}",
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
+            assert resp.status_code < 500, (resp.status_code, resp.text)
+            api = http.post(
+                f"{emu.base_url}{FRONT}", data=json.dumps(scan), headers=api_headers, timeout=30
+            )
+            assert api.status_code < 500, (api.status_code, api.text)
+            emu.reset()
+
+        probe()
