@@ -3,7 +3,12 @@
 Subcommands register themselves in :func:`build_parser` through an ``_add_<name>`` function that
 sets ``func`` to a ``cmd_<name>(args) -> int``: ``demo`` (the main job), ``verify``, ``bulk``,
 ``images`` and ``emulator``. Heavy imports happen inside the commands, so ``vlens --help`` is quick.
-Without ``--base-url`` the commands that talk to the service start the emulator in-process.
+
+Which service a command talks to is decided in one place, :func:`resolve_service`: the embedded
+emulator only when asked (``--emulator``) or when no credentials are given at all; with credentials
+the given base URL, else the production URL (``config.DEFAULT_BASE_URL``). A command that uses the
+emulator says so in the first line it writes (on stderr). Every local input is checked before the
+first request; every failure is one line on stderr naming the CLI's own flags.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -26,12 +32,14 @@ from vlens_async._version import version
 from vlens_async.errors import VlensError
 
 if TYPE_CHECKING:
-    from vlens_async.bulk import BulkSummary
+    from vlens_async.bulk import BulkSummary, RateLimit
     from vlens_async.client import VlensClient
     from vlens_async.emulator import EmulatorConfig
     from vlens_async.flow import VerificationOutcome
+    from vlens_async.images import PreparedFaces, PreparedImage
 
 __all__ = [
+    "Service",
     "build_parser",
     "cmd_bulk",
     "cmd_demo",
@@ -40,6 +48,7 @@ __all__ = [
     "cmd_verify",
     "format_outcome",
     "main",
+    "resolve_service",
 ]
 
 _FAULTS_HELP = (
@@ -129,11 +138,14 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     """``vlens emulator``: serve until Ctrl-C, after printing where and how to connect."""
     from vlens_async.emulator import RunningEmulator, serve_forever
 
+    if not 0 <= args.port <= _MAX_PORT:
+        raise _CliError(
+            f"--port must be from 0 to {_MAX_PORT} (0 picks a free one), got {args.port}"
+        )
     try:
         config = _emulator_config(args)
-    except ValueError as exc:
-        print(f"vlens emulator: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # a bad --faults or --latency spec, or a cap out of range
+        raise _CliError(str(exc)) from None
 
     def ready(emu: RunningEmulator) -> None:
         lines = [
@@ -154,10 +166,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         asyncio.run(serve_forever(config, host=args.host, port=args.port, on_ready=ready))
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"vlens emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, OverflowError) as exc:  # the port is taken, or the host is not ours
+        raise _CliError(f"cannot listen on {args.host}:{args.port}: {_one_line(exc)}") from None
     return 0
+
+
+_MAX_PORT = 65_535
 
 
 # --- shared by the commands that talk to the service ---
@@ -167,27 +181,85 @@ class _CliError(Exception):
     """A problem reported as one line with exit status 2."""
 
 
+# Python names in the library's messages, and the flags a CLI user knows them by.
+_FLAG_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), flag)
+    for pattern, flag in (
+        (r"\ballow_insecure_http(?:=True)?", "--allow-insecure-http"),
+        (r"\bbase_url\b", "--base-url"),
+        (r"\bapi_key\b", "--api-key"),
+        (r"\baccess_token or auth\b", "--token"),
+        (r"\baccess_token\b", "--token"),
+        (r"\btenancy_name\b", "--tenancy-name"),
+        (r"\bretry_errors(?:=True)?", "--retry-errors"),
+        (r"\bprepare=False\b", "--no-prepare"),
+        (r"\bresume=True\b", "--resume"),
+        (r"\bresume it\b", "continue it with --resume"),
+        (r"(?<!-)\bwith resume\b", "with --resume"),
+        (r"\bmax_bytes\b", "--max-bytes"),
+        (r"\bmax_side\b", "--max-side"),
+        (r"^concurrency\b", "--concurrency"),
+    )
+)
+
+
+def cli_words(text: str) -> str:
+    """``text`` with the library's Python argument names replaced by the CLI's flags."""
+    for pattern, flag in _FLAG_NAMES:
+        text = pattern.sub(flag, text)
+    return text
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    text = cli_words(text)
     return text if isinstance(exc, _CliError) else f"{type(exc).__name__}: {text}"
 
 
+_SECRET_WARNING = "visible to every local user in the process list"
+
+
 def _add_connection_options(p: argparse.ArgumentParser) -> None:
-    env = os.environ.get
+    p.add_argument(
+        "--emulator",
+        action="store_true",
+        help="use an emulator started in-process, never a real service (not with --base-url)",
+    )
     p.add_argument(
         "--base-url",
-        default=env("VLENS_BASE_URL"),
-        help="API base URL (env VLENS_BASE_URL); without it an emulator is started in-process",
+        default=None,
+        help=(
+            "API base URL (env VLENS_BASE_URL); with credentials and no base URL the production "
+            "service is used"
+        ),
     )
-    p.add_argument("--api-key", default=env("VLENS_API_KEY"), help="API key (env VLENS_API_KEY)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"API key; on the command line it is {_SECRET_WARNING}: prefer env VLENS_API_KEY "
+        "or --api-key-file",
+    )
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="read the API key from PATH (its trailing newline is dropped)",
+    )
     p.add_argument(
         "--token",
-        default=env("VLENS_ACCESS_TOKEN"),
-        help="bearer token of the user (env VLENS_ACCESS_TOKEN)",
+        default=None,
+        help=f"bearer token of the user; on the command line it is {_SECRET_WARNING}: prefer "
+        "env VLENS_ACCESS_TOKEN or --token-file",
     )
     p.add_argument(
-        "--tenancy-name", default=env("VLENS_TENANCY_NAME"), help="env VLENS_TENANCY_NAME"
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="read the bearer token from PATH (its trailing newline is dropped)",
     )
+    p.add_argument("--tenancy-name", default=None, help="the tenant (env VLENS_TENANCY_NAME)")
     p.add_argument(
         "--allow-insecure-http",
         action="store_true",
@@ -195,23 +267,119 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+@attrs.frozen
+class Service:
+    """The service a command talks to: the embedded emulator (``emulator`` true, and ``why``), or
+    ``base_url`` with its credentials. Its repr never shows the credentials."""
+
+    emulator: bool
+    why: str = ""
+    base_url: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+    token: str | None = attrs.field(default=None, repr=False)
+    tenancy_name: str | None = None
+    allow_insecure_http: bool = False
+
+
+def _read_secret(path: Path | None, flag: str) -> str | None:
+    """The secret in ``path`` (``flag`` names it in errors) without its trailing newline."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _CliError(f"{flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise _CliError(f"{flag} {path}: is a folder, not a file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _CliError(f"{flag} {path}: cannot read it ({type(exc).__name__})") from None
+    secret = text.removesuffix("\n").removesuffix("\r")
+    if not secret.strip():
+        raise _CliError(f"{flag} {path}: the file is empty")
+    if any(c in secret for c in "\r\n"):
+        raise _CliError(f"{flag} {path}: holds more than one line")
+    return secret
+
+
+def _credential(args: argparse.Namespace, name: str, env_name: str) -> str | None:
+    """A credential from ``--NAME``, ``--NAME-file`` or the environment, in that order."""
+    flag = "--" + name.replace("_", "-")
+    given, path = getattr(args, name), getattr(args, f"{name}_file")
+    if given and path is not None:
+        raise _CliError(f"give {flag} or {flag}-file, not both")
+    return given or _read_secret(path, f"{flag}-file") or os.environ.get(env_name) or None
+
+
+def resolve_service(args: argparse.Namespace) -> Service:
+    """Which service the command talks to, from its options and the environment.
+
+    The embedded emulator only when ``--emulator`` is given or when no credentials are given at
+    all (no ``--api-key``/``--api-key-file``/``--token``/``--token-file``, no ``VLENS_API_KEY``/
+    ``VLENS_ACCESS_TOKEN``); otherwise ``--base-url``, ``VLENS_BASE_URL``, or the production URL.
+    ``--emulator`` with ``--base-url`` or credentials on the command line is a usage error.
+    """
+    from vlens_async import config
+    from vlens_async.config import check_base_url
+
+    if args.emulator:
+        if args.base_url:
+            raise _CliError("--emulator and --base-url exclude each other: give one of them")
+        given = [f for f in ("api_key", "api_key_file", "token", "token_file") if getattr(args, f)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise _CliError(f"--emulator takes no credentials (it has its own): drop {flag}")
+        return Service(emulator=True, why="--emulator")
+    api_key = _credential(args, "api_key", "VLENS_API_KEY")
+    token = _credential(args, "token", "VLENS_ACCESS_TOKEN")
+    base_url = args.base_url or os.environ.get("VLENS_BASE_URL") or None
+    if base_url is None and api_key is None and token is None:
+        return Service(emulator=True, why="no credentials given")
+    if api_key is None:
+        raise _CliError(
+            "an API key is needed for a real service: set VLENS_API_KEY or give --api-key-file "
+            "(or --emulator for the embedded emulator)"
+        )
+    base_url = check_base_url(
+        base_url or config.DEFAULT_BASE_URL, allow_insecure_http=args.allow_insecure_http
+    )
+    return Service(
+        emulator=False,
+        base_url=base_url,
+        api_key=api_key,
+        token=token,
+        tenancy_name=args.tenancy_name or os.environ.get("VLENS_TENANCY_NAME") or None,
+        allow_insecure_http=args.allow_insecure_http,
+    )
+
+
+def _announce(command: str, service: Service, detail: str = "") -> None:
+    """The first line of a command that uses the emulator: it is not Vlens."""
+    if service.emulator:
+        extra = f"; {detail}" if detail else ""
+        print(
+            f"vlens {command}: using the embedded emulator, not Vlens ({service.why}{extra})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 @contextlib.asynccontextmanager
 async def _client(
-    args: argparse.Namespace, emulator: EmulatorConfig | None = None
+    service: Service, emulator: EmulatorConfig | None = None
 ) -> AsyncIterator[VlensClient]:
-    """A client for ``--base-url``, or for an emulator started in-process when there is none."""
+    """A client for ``service``: its base URL, or an emulator started in-process."""
     from vlens_async import VlensClient
     from vlens_async.emulator import EmulatorConfig, running_emulator
 
-    if args.base_url:
-        if not args.api_key:
-            raise _CliError("--api-key (or VLENS_API_KEY) is required with --base-url")
+    if not service.emulator:
+        assert service.base_url is not None
+        assert service.api_key is not None
         async with VlensClient(
-            args.api_key,
-            base_url=args.base_url,
-            access_token=args.token,
-            tenancy_name=args.tenancy_name,
-            allow_insecure_http=args.allow_insecure_http,
+            service.api_key,
+            base_url=service.base_url,
+            access_token=service.token,
+            tenancy_name=service.tenancy_name,
+            allow_insecure_http=service.allow_insecure_http,
         ) as client:
             yield client
         return
@@ -231,8 +399,10 @@ def _add_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="verify one applicant: ID front, ID back, three face frames",
         description=(
             "Run the whole verification (front, back, liveness) and print a summary. With no "
-            "images a synthetic applicant is verified; with no --base-url, against an emulator "
-            "started in-process. Exit status: 0 validated, 1 not validated, 2 error."
+            "images a synthetic applicant is verified. Every image is read and checked before "
+            "the first request. With no credentials at all (or --emulator) it runs against an "
+            "emulator started in-process, and says so; with credentials and no --base-url, "
+            "against the production service. Exit status: 0 validated, 1 not validated, 2 error."
         ),
     )
     p.add_argument("--front", type=Path, help="image of the ID card's front")
@@ -258,16 +428,19 @@ def _add_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=cmd_verify)
 
 
-Inputs = tuple[Any, Any, tuple[Any, Any, Any]]
+Inputs = tuple["PreparedImage", "PreparedImage", "PreparedFaces"]
 
 
-def _require_files(paths: Sequence[Path]) -> None:
-    for path in paths:
-        if not path.is_file():
-            raise _CliError(f"no such file: {path}")
+def _check_file(label: str, path: Path) -> None:
+    if not path.exists():
+        raise _CliError(f"{label}: {path}: no such file")
+    if not path.is_file():
+        raise _CliError(f"{label}: {path}: not a file")
 
 
 def _verify_inputs(args: argparse.Namespace) -> Inputs:
+    """Every input read and prepared (checked) before the first request: the given files, or a
+    synthetic applicant. A refused input is one line naming its flag (``--face #2: ...``)."""
     given = [args.front, args.back, *args.face]
     if not any(given):
         from vlens_async.samples import SCENARIOS, make_applicant
@@ -275,16 +448,59 @@ def _verify_inputs(args: argparse.Namespace) -> Inputs:
         if args.scenario not in SCENARIOS:
             raise _CliError(f"unknown scenario {args.scenario!r}; one of {', '.join(SCENARIOS)}")
         a = make_applicant(args.seed, scenario=args.scenario)
-        return a.front, a.back, a.faces
+        labels = ("the synthetic front", "the synthetic back")
+        face_labels = tuple(f"the synthetic face_{i}" for i in (1, 2, 3))
+        return _prepare_inputs(a.front, a.back, a.faces, labels, face_labels)
     if args.front is None or args.back is None or len(args.face) != 3:
         raise _CliError("give --front, --back and three --face, or none for a synthetic applicant")
-    _require_files(given)
-    return args.front, args.back, (args.face[0], args.face[1], args.face[2])
+    labels = (f"--front: {args.front}", f"--back: {args.back}")
+    face_labels = tuple(f"--face #{i}: {path}" for i, path in enumerate(args.face, 1))
+    for label, path in zip(
+        ("--front", "--back", "--face #1", "--face #2", "--face #3"), given, strict=True
+    ):
+        _check_file(label, path)
+    return _prepare_inputs(args.front, args.back, args.face, labels, face_labels)
 
 
-async def _verify(args: argparse.Namespace) -> VerificationOutcome:
-    front, back, faces = await asyncio.to_thread(_verify_inputs, args)
-    async with _client(args) as client:
+_FACE_PREFIX = re.compile(r"^face_([123]): ")
+
+
+def _prepare_inputs(
+    front: Any, back: Any, faces: Sequence[Any], labels: Sequence[str], face_labels: Sequence[str]
+) -> Inputs:
+    """Prepare both sides and the three frames as the client would; name whichever is refused."""
+    from vlens_async.errors import IdenticalFramesError, ImageError
+    from vlens_async.images import prepare_document_sync, prepare_faces_sync
+
+    sides = []
+    for label, image in zip(labels, (front, back), strict=True):
+        try:
+            sides.append(prepare_document_sync(image))
+        except ImageError as exc:
+            raise _CliError(f"{label}: {_one_line(exc)}") from None
+    try:
+        frames = prepare_faces_sync(faces[0], faces[1], faces[2])
+    except IdenticalFramesError as exc:
+        i, j = exc.pair
+        what = "the same image" if exc.difference == 0.0 else "nearly identical"
+        raise _CliError(
+            f"{face_labels[i]} and {face_labels[j]}: IdenticalFramesError: the frames are {what}"
+            " (three different moments are needed)"
+        ) from None
+    except ImageError as exc:
+        # prepare_faces names the refused frame by its API field: "face_2: <reason>".
+        found = _FACE_PREFIX.match(exc.reason)
+        label = face_labels[int(found.group(1)) - 1] if found else "a --face"
+        reason = _FACE_PREFIX.sub("", exc.reason)
+        raise _CliError(f"{label}: {type(exc).__name__}: {cli_words(reason)}") from None
+    return sides[0], sides[1], frames
+
+
+async def _verify(
+    args: argparse.Namespace, service: Service, inputs: Inputs
+) -> VerificationOutcome:
+    front, back, faces = inputs
+    async with _client(service) as client:
         return await client.verify(
             front,
             back,
@@ -309,10 +525,16 @@ def _no_verdict(outcome: VerificationOutcome) -> bool:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``vlens verify``: 0 when validated, 1 when the verification did not pass, 2 on error."""
+    """``vlens verify``: 0 when validated, 1 when the verification did not pass, 2 on error.
+
+    The service is resolved and every input prepared before anything is sent.
+    """
     from vlens_async.flow import FlowState
 
-    outcome = asyncio.run(_verify(args))
+    service = resolve_service(args)
+    inputs = _verify_inputs(args)
+    _announce("verify", service)
+    outcome = asyncio.run(_verify(args, service, inputs))
     if _no_verdict(outcome) and outcome.error is not None:
         raise _CliError(_one_line(outcome.error))
     if args.json:
@@ -329,28 +551,65 @@ def _yes(value: object) -> str:
     return "yes" if value else "no"
 
 
-def _service_lines(services: dict[str, Any]) -> list[str]:
-    def pick(name: str, key: str) -> object:
-        part = services.get(name)
-        return part.get(key) if isinstance(part, dict) else None
+def _pick(services: dict[str, Any], name: str, key: str) -> object:
+    part = services.get(name)
+    return part.get(key) if isinstance(part, dict) else None
 
+
+def _service_lines(services: dict[str, Any]) -> list[str]:
     return [
         f"  liveness          {services.get('liveness')}",
-        f"  spoofing (fake)   {pick('spoofing', 'fake')}",
-        f"  document type     {pick('classification', 'doc_type')}",
-        f"  AML matched       {pick('aml', 'aml_matched')}",
-        f"  SRC valid         {pick('src', 'is_valid')}",
+        f"  spoofing (fake)   {_pick(services, 'spoofing', 'fake')}",
+        f"  document type     {_pick(services, 'classification', 'doc_type')}",
+        f"  AML matched       {_pick(services, 'aml', 'aml_matched')}",
+        f"  SRC valid         {_pick(services, 'src', 'is_valid')}",
         f"  validation errors {len(services.get('validations') or [])}",
     ]
 
 
+_REVIEW_WORDS = {
+    "aml_matched": "AML match",
+    "fake_document": "spoofing",
+    "src_invalid": "SRC failed",
+}
+
+
+def _review(outcome: VerificationOutcome, services: dict[str, Any] | None) -> str | None:
+    """``yes (AML match / spoofing / SRC failed)``, naming what was flagged, or ``no``; None
+    when the outcome does not say."""
+    needs_review = getattr(outcome, "needs_review", None)
+    if needs_review is None:
+        return None
+    if not needs_review:
+        return "no"
+    given = getattr(outcome, "review_reasons", None)
+    if given is not None:
+        reasons = [_REVIEW_WORDS.get(str(r), str(r)) for r in given]
+    else:
+        services = services or {}
+        flagged = (
+            ("AML match", _pick(services, "aml", "aml_matched") is True),
+            ("spoofing", _pick(services, "spoofing", "fake") is True),
+            ("SRC failed", _pick(services, "src", "is_valid") is False),
+        )
+        reasons = [reason for reason, hit in flagged if hit]
+    return f"yes ({' / '.join(reasons or _REVIEW_WORDS.values())})"
+
+
 def format_outcome(outcome: VerificationOutcome, *, show_pii: bool = False) -> str:
-    """A readable summary of a verification; national IDs masked unless ``show_pii``."""
+    """A readable summary of a verification; national IDs masked unless ``show_pii``.
+
+    ``needs review`` is shown when the outcome carries it: "verified" is Vlens's word, and an AML
+    match, a detected spoof or a failed SRC check must be reviewed whatever it says.
+    """
     data = outcome.to_json(show_pii=show_pii)
     lines = [
         f"transaction {data['transaction_id']}: {data['state']}",
         f"  validated: {_yes(data['validated'])}   verified: {_yes(data['verified'])}",
     ]
+    review = _review(outcome, data["services"])
+    if review is not None:
+        lines.append(f"  needs review: {review}")
     if data["error_type"]:
         code = "" if data["error_code"] is None else f" (code {data['error_code']})"
         lines.append(f"  error: {data['error_type']}{code}: {data['error_message']}")
@@ -378,7 +637,9 @@ def _add_images(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="prepare images as the client would before upload",
         description=(
             "Run the preprocessor on images (documents by default, or three liveness frames "
-            "with --faces) and print what it made; --out writes the prepared JPEGs."
+            "with --faces) and print what it made; --out writes the prepared JPEGs (one per "
+            "input, never over an input). A file that cannot be prepared is named on stderr and "
+            "the others go on; the exit status is then 2."
         ),
     )
     p.add_argument("paths", nargs="+", type=Path, help="image files")
@@ -389,29 +650,112 @@ def _add_images(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=cmd_images)
 
 
+def _output_names(paths: Sequence[Path]) -> list[str]:
+    """One distinct ``.jpg`` name per input: its stem, then ``-2``, ``-3`` for a stem seen before
+    (``front.jpg`` and ``front.png`` become ``front.jpg`` and ``front-2.jpg``)."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        name, n = f"{path.stem}.jpg", 2
+        while name.lower() in used:
+            name, n = f"{path.stem}-{n}.jpg", n + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def cmd_images(args: argparse.Namespace) -> int:
-    """``vlens images``: prepare images and report sizes, dimensions and quality."""
+    """``vlens images``: prepare images and report sizes, dimensions and quality.
+
+    Each file is prepared on its own: one that fails is named on stderr and the others go on
+    (exit status 2 when any failed). ``--out`` gets one distinct JPEG per input and never
+    overwrites an input file.
+    """
+    from vlens_async.config import (
+        DOCUMENT_MAX_BYTES,
+        DOCUMENT_MAX_SIDE,
+        FACE_MAX_BYTES,
+        FACE_MAX_SIDE,
+    )
+    from vlens_async.errors import IdenticalFramesError, ImageError
     from vlens_async.images import prepare_document_sync, prepare_faces_sync
 
-    _require_files(args.paths)
-    limits = {k: v for k, v in (("max_bytes", args.max_bytes), ("max_side", args.max_side)) if v}
-    if args.faces:
-        if len(args.paths) != 3:
-            raise _CliError("--faces needs exactly three frames")
-        prepared = list(prepare_faces_sync(*args.paths, **limits))
-    else:
-        prepared = [prepare_document_sync(path, **limits) for path in args.paths]
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-    for path, image in zip(args.paths, prepared, strict=True):
+    paths: list[Path] = args.paths
+    if args.faces and len(paths) != 3:
+        raise _CliError("--faces needs exactly three frames")
+    # "is None", not "or": --max-bytes 0 is refused by the preprocessor, not ignored.
+    default_bytes, default_side = (
+        (FACE_MAX_BYTES, FACE_MAX_SIDE) if args.faces else (DOCUMENT_MAX_BYTES, DOCUMENT_MAX_SIDE)
+    )
+    max_bytes: int = default_bytes if args.max_bytes is None else args.max_bytes
+    max_side: int = default_side if args.max_side is None else args.max_side
+    out: Path | None = args.out
+    if out is not None and out.exists() and not out.is_dir():
+        raise _CliError(f"--out {out}: is a file, not a folder")
+
+    prepared: list[PreparedImage | None] = []
+    failed = 0
+
+    def refuse(path: Path, message: str) -> None:
+        nonlocal failed
+        failed += 1
+        print(f"vlens images: {path}: {message}", file=sys.stderr)
+
+    for path in paths:
+        try:
+            # A budget out of range raises ConfigurationError before any file is read: the
+            # whole run stops with one line (main), nothing written.
+            done = prepare_document_sync(
+                path,
+                max_bytes=max_bytes,
+                max_side=max_side,
+                preserve_grain=False if args.faces else None,  # as prepare_faces does
+            )
+            prepared.append(done)
+        except ImageError as exc:
+            prepared.append(None)
+            refuse(path, _one_line(exc))
+    if args.faces and all(p is not None for p in prepared):
+        frames = [p for p in prepared if p is not None]
+        try:
+            prepare_faces_sync(
+                frames[0], frames[1], frames[2], max_bytes=max_bytes, max_side=max_side
+            )
+        except IdenticalFramesError as exc:
+            i, j = exc.pair
+            refuse(paths[j], f"IdenticalFramesError: the same frame as {paths[i]}")
+    if out is not None and any(p is not None for p in prepared):
+        out.mkdir(parents=True, exist_ok=True)
+    for path, name, image in zip(paths, _output_names(paths), prepared, strict=True):
+        if image is None:
+            continue
         how = "passed through" if image.passthrough else f"quality {image.quality}"
-        print(
+        line = (
             f"{path}: {image.input_bytes:,} B -> {len(image.data):,} B, "
             f"{image.width}x{image.height}, {how}"
         )
-        if args.out is not None:
-            (args.out / f"{path.stem}.jpg").write_bytes(image.data)
-    return 0
+        if out is not None:
+            target = out / name
+            if any(_same_file(target, p) for p in paths):
+                refuse(path, f"not written: {target} is an input file; give another --out")
+                print(line)
+                continue
+            try:
+                target.write_bytes(image.data)
+            except OSError as exc:
+                refuse(path, f"cannot write {target} ({type(exc).__name__})")
+                print(line)
+                continue
+            line += f", written to {target}"
+        print(line)
+    return 2 if failed else 0
 
 
 # --- vlens bulk and vlens demo ---
@@ -439,10 +783,11 @@ def _add_bulk(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="verify every applicant of a CSV or JSONL manifest",
         description=(
             "Bounded, rate-limited bulk verification with a crash-safe journal: --resume "
-            "continues a stopped run without opening a second transaction for anyone. Exit "
-            "status: 0 when every applicant reached an outcome, 2 for bad input, an unreachable "
-            "service or an error that stopped the job (credentials refused, say), 130 when "
-            "stopped early."
+            "continues a stopped run without opening a second transaction for anyone. With no "
+            "credentials at all (or --emulator) it runs against an emulator started in-process, "
+            "and says so. Exit status: 0 when every applicant reached an outcome, 2 for bad "
+            "input, an unreachable service or an error that stopped the job (credentials "
+            "refused, say), 130 when stopped early."
         ),
     )
     p.add_argument("manifest", type=Path, help="CSV or JSONL: applicant_id, front, back, face_1..3")
@@ -453,7 +798,7 @@ def _add_bulk(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--retry-errors",
         action="store_true",
-        help="with --resume, also retry applicants that ended with a transient error",
+        help="with --resume (only), also retry applicants that ended with a transient error",
     )
     p.add_argument(
         "--no-prepare",
@@ -465,19 +810,59 @@ def _add_bulk(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.set_defaults(func=cmd_bulk)
 
 
-async def _bulk(args: argparse.Namespace, emulator: EmulatorConfig | None = None) -> BulkSummary:
+def _job_options(args: argparse.Namespace) -> RateLimit:
+    """``--concurrency`` and ``--rate`` checked before anything is read or sent."""
+    from vlens_async.bulk import RateLimit
+    from vlens_async.errors import ConfigurationError
+
+    if args.concurrency < 1:
+        raise _CliError(f"--concurrency must be at least 1, got {args.concurrency}")
+    try:
+        return RateLimit.parse(args.rate)
+    except ConfigurationError as exc:
+        raise _CliError(f"--rate {args.rate}: {cli_words(str(exc))}") from None
+
+
+def _check_output_path(flag: str, path: Path) -> None:
+    """A file the job will write: not a folder, in a folder that exists (none is created)."""
+    if path.is_dir():
+        raise _CliError(f"{flag} {path}: is a folder; give a file path")
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        raise _CliError(f"{flag} {path}: the folder {folder} does not exist")
+
+
+def _check_job_paths(args: argparse.Namespace) -> None:
+    """The manifest exists; the journal and the results are files apart from it and each other."""
+    if not args.manifest.is_file():
+        raise _CliError(f"no such manifest: {args.manifest}")
+    _check_output_path("--journal", args.journal)
+    _check_output_path("--out", args.out)
+    manifest = args.manifest.resolve()
+    journal, out = args.journal.resolve(), args.out.resolve()
+    if journal == out:
+        raise _CliError("--journal and --out name the same file")
+    for flag, path in (("--journal", journal), ("--out", out)):
+        if path == manifest or _same_file(path, manifest):
+            raise _CliError(f"{flag} names the manifest; it would be overwritten")
+
+
+async def _bulk(
+    args: argparse.Namespace,
+    service: Service,
+    rate: RateLimit,
+    emulator: EmulatorConfig | None = None,
+) -> BulkSummary:
     from vlens_async.bulk import run_bulk
 
-    if args.base_url:
-        await _check_reachable(args.base_url)
-    async with _client(args, emulator) as client:
+    async with _client(service, emulator) as client:
         return await run_bulk(
             client,
             args.manifest,
             journal=args.journal,
             out=args.out,
             concurrency=args.concurrency,
-            rate_limit=args.rate,
+            rate_limit=rate,
             resume=args.resume,
             retry_errors=args.retry_errors,
             prepare=args.prepare,
@@ -505,20 +890,40 @@ async def _check_reachable(base_url: str) -> None:
         raise _CliError(f"cannot reach {host} ({type(exc).__name__})") from None
 
 
-def _report(summary: BulkSummary) -> int:
+_RESUME_HINT = re.compile(r"run again with (?:--)?resume\b(?P<rest> to finish them)?")
+
+
+def _summary_text(text: str, command: str) -> str:
+    """The summary with the CLI's own hints: ``--resume`` for ``bulk``; ``demo``, which has no
+    ``--resume`` and starts afresh each time, says to run it again."""
+    if command == "demo":
+        return _RESUME_HINT.sub("run vlens demo again (it starts over)", text)
+    return _RESUME_HINT.sub(lambda m: "run again with --resume" + (m["rest"] or ""), text)
+
+
+def _report(summary: BulkSummary, command: str) -> int:
     from vlens_async.bulk import format_summary
 
-    print(format_summary(summary))
+    print(_summary_text(format_summary(summary), command))
     if summary.stopped_by_error:
         return 2  # credentials, permissions or the manifest: the user has something to fix
     return 0 if summary.complete else 130
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
-    """``vlens bulk``: run (or ``--resume``) a manifest; print the summary table."""
-    if not args.manifest.is_file():
-        raise _CliError(f"no such manifest: {args.manifest}")
-    return _report(asyncio.run(_bulk(args)))
+    """``vlens bulk``: run (or ``--resume``) a manifest; print the summary table.
+
+    Options, paths and the service are checked before the first request.
+    """
+    if args.retry_errors and not args.resume:
+        raise _CliError("--retry-errors needs --resume: it retries the errors of a journaled run")
+    service = resolve_service(args)
+    _check_job_paths(args)
+    rate = _job_options(args)
+    if service.base_url is not None:
+        asyncio.run(_check_reachable(service.base_url))
+    _announce("bulk", service)
+    return _report(asyncio.run(_bulk(args, service, rate)), "bulk")
 
 
 _PROBE_TIMEOUT = 15.0  # seconds for the reachability check before a bulk job
@@ -533,7 +938,8 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=(
             "Write synthetic applicants of mixed scenarios and a manifest to --folder, start the "
             "emulator with realistic latency and a few faults, run the bulk job with a progress "
-            "bar, and print the summary. --base-url and --api-key point it at a real tenant."
+            "bar, and print the summary. Credentials (VLENS_API_KEY, --api-key-file) and "
+            "--base-url point it at a real tenant; each run starts afresh."
         ),
     )
     p.add_argument("--count", type=int, default=300, help="applicants (default 300)")
@@ -555,8 +961,9 @@ def _demo_manifest(args: argparse.Namespace) -> Path:
     folder: Path = args.folder / "applicants"
     stamp, manifest = folder / "demo.json", folder / "manifest.csv"
     wanted = {"count": args.count, "seed": args.seed}
-    if stamp.is_file() and manifest.is_file() and json.loads(stamp.read_text()) == wanted:
-        return manifest
+    with contextlib.suppress(OSError, ValueError):
+        if stamp.is_file() and manifest.is_file() and json.loads(stamp.read_text()) == wanted:
+            return manifest
     print(f"writing {args.count} synthetic applicants to {folder} ...", file=sys.stderr)
     manifest = asyncio.run(write_demo_manifest(folder, args.count, args.seed))
     stamp.write_text(json.dumps(wanted))
@@ -564,19 +971,41 @@ def _demo_manifest(args: argparse.Namespace) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``vlens demo``: the bulk job on synthetic applicants against the embedded emulator."""
+    """``vlens demo``: the bulk job on synthetic applicants against the embedded emulator.
+
+    Every option (count, concurrency, rate, latency, faults, the service) is checked before the
+    applicants are drawn.
+    """
     from vlens_async.emulator import EmulatorConfig, FaultConfig
 
-    emulator = EmulatorConfig(faults=FaultConfig.parse(args.faults, [args.latency]))
+    service = resolve_service(args)
+    if args.count < 1:
+        raise _CliError(f"--count must be at least 1, got {args.count}")
+    rate = _job_options(args)
+    try:
+        emulator = EmulatorConfig(faults=FaultConfig.parse(args.faults, [args.latency]))
+    except ValueError as exc:  # an unknown latency or fault spec
+        raise _CliError(f"--latency/--faults: {exc}") from None
+    if args.folder.exists() and not args.folder.is_dir():
+        raise _CliError(f"--folder {args.folder}: is a file, not a folder")
+    if service.base_url is not None:
+        asyncio.run(_check_reachable(service.base_url))
+    _announce("demo", service, f"latency {args.latency}, faults {args.faults or 'none'}")
+    if service.base_url is not None:
+        print(
+            f"vlens demo: verifying {args.count} applicants at {service.base_url}", file=sys.stderr
+        )
     args.manifest = _demo_manifest(args)
     args.journal = args.folder / "journal.db"
     args.out = args.folder / "results.jsonl"
     for stale in (args.journal, args.out, *args.folder.glob("journal.db-*")):
         stale.unlink(missing_ok=True)
-    where = args.base_url or f"the embedded emulator (latency {args.latency}, faults {args.faults})"
-    print(f"verifying {args.count} applicants against {where}", file=sys.stderr)
-    status = _report(asyncio.run(_bulk(args, emulator)))
-    print(f"results: {args.out}  journal: {args.journal}")
+    summary = asyncio.run(_bulk(args, service, rate, emulator))
+    status = _report(summary, "demo")
+    where = f"journal: {args.journal}"
+    if summary.results is None:  # the summary names the results file when it wrote one
+        where = f"results: {args.out}  {where}"
+    print(where)
     return status
 
 
@@ -621,21 +1050,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may start with "-" (argparse would take "--rate -5/s" for two options).
+_DASHED_VALUES = frozenset({"--rate"})
+
+
+def _glue_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``--rate -5/s`` as ``--rate=-5/s``, so that the value reaches its check."""
+    out: list[str] = []
+    items = iter(argv)
+    for item in items:
+        if item in _DASHED_VALUES:
+            value = next(items, None)
+            if value is not None and value.startswith("-") and not value.startswith("--"):
+                out.append(f"{item}={value}")
+                continue
+            out.append(item)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(item)
+    return out
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``vlens verify | head -1``): end quietly, as a program
+    killed by SIGPIPE would. Further writes, the interpreter's last flush included, go nowhere."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return _SIGPIPE_STATUS
+
+
+_SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a program ended by a closed pipe
+
+
+def _is_sqlite_error(exc: BaseException) -> bool:
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(exc, sqlite3.Error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vlens`` command; returns the exit status.
 
     Failures print one line on stderr, never a traceback: 2 for bad input, configuration or an
-    unreachable service, 130 after Ctrl-C.
+    unreachable service (argparse's own usage errors exit 2 too), 130 after Ctrl-C; a closed
+    stdout (a pipe to ``head``) ends quietly with 141.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_dashed_values(sys.argv[1:] if argv is None else argv))
     try:
         with _quiet_retry_logs():
             status: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         print(f"vlens {args.command}: interrupted", file=sys.stderr)
         return 130
     except (_CliError, VlensError, OSError) as exc:
+        print(f"vlens {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not _is_sqlite_error(exc):
+            raise
         print(f"vlens {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
     return status
