@@ -81,6 +81,8 @@ class ScriptedClient:
     """Stands in for VlensClient: answers each call, optionally failing it via ``fault``,
     and records (step, transaction id, outcome) for every call it receives."""
 
+    base_url = "http://scripted.invalid"  # what the journal records as the service
+
     def __init__(self, fault: Fault | None = None, delay: float = 0.0) -> None:
         self.fault = fault
         self.delay = delay

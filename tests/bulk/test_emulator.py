@@ -369,13 +369,16 @@ def spellings(text: str) -> list[bytes]:
 async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
     vlens_client: VlensClient, tmp_path: Path
 ) -> None:
-    """After an AML hit the journal holds no names or address, yet resume has what it needs."""
+    """After an AML hit the journal holds no names, address, national ID or birth date, yet
+    resume has what it needs; the results line says the applicant needs review."""
     manifest = await asyncio.to_thread(write_applicants, tmp_path, ["aml_watchlisted"])
     fields = make_applicant(100, scenario="aml_watchlisted").fields  # write_applicants' seed
     runner = unlimited_runner(vlens_client, tmp_path)
     await runner.run(read_manifest(manifest))
     (line,) = read_results(tmp_path / "results.jsonl")
     assert "aml_matched" in line["service_flags"]  # the AML case really came back
+    assert line["verified"] is True
+    assert line["needs_review"] is True
     raw = journal_bytes(tmp_path) + (tmp_path / "results.jsonl").read_bytes()
     personal = [
         fields.first_name,
@@ -385,13 +388,15 @@ async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
         fields.address,
         fields.address_english,
         f"{fields.first_name_english} {fields.last_names_english}",  # the AML case's full name
+        fields.national_id,
+        fields.national_id[:10],
+        fields.date_of_birth.isoformat(),
     ]
     for text in personal:
         for spelled in spellings(text):
             assert spelled not in raw
     with sqlite3.connect(tmp_path / "run.db") as conn:
         (snapshot,) = conn.execute("SELECT snapshot FROM applicants").fetchone()
-    assert fields.national_id in snapshot  # kept for the cross-check on resume
     # What is left still rebuilds the transaction and the results line's figures.
     outcome = Transaction.restore(vlens_client, json.loads(snapshot)).result
     assert outcome.state.value == line["state"] == "COMPLETED"
@@ -400,8 +405,8 @@ async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
     assert outcome.services is not None
     assert outcome.services.aml is not None
     assert outcome.services.aml.aml_matched
-    assert outcome.front is not None
-    assert outcome.front.id_number == fields.national_id
+    assert outcome.needs_review
+    assert outcome.front is None  # the extracted fields were never journaled
 
 
 async def test_runner_accepts_a_manifest_path(vlens_client: VlensClient, tmp_path: Path) -> None:

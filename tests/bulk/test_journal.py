@@ -125,6 +125,7 @@ async def test_counts_latencies_and_export(tmp_path: Path) -> None:
     )
     counts = await journal.counts()
     latencies = await journal.latencies()
+    (tmp_path / "out").mkdir()  # the journal creates no folder
     lines = await journal.export_results(tmp_path / "out" / "results.jsonl")
     await journal.close()
     assert counts.by_outcome == {"verified": 1, "rejected": 1, "pending": 1, "invalid": 1}
@@ -149,13 +150,16 @@ async def test_counts_latencies_and_export(tmp_path: Path) -> None:
         (4, "invalid"),
     ]
     assert rows[3]["error_message"] == "front: file not found"
-    assert not (tmp_path / "out" / "results.jsonl.tmp").exists()
+    assert [r["needs_review"] for r in rows] == [False, False, False, False]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["results.jsonl"]  # no .tmp left
 
 
 async def test_snapshot_is_stripped_of_names_before_journaling(tmp_path: Path) -> None:
-    """Only the allow-listed parts of a snapshot reach the journal: no names or free text."""
-    # Names, addresses, AML case names, validation values, the name check, server messages and
-    # unknown keys are dropped; ids, dates, gender, states and service flags stay.
+    """Only the allow-listed parts of a snapshot reach the journal: no names, national ID, birth
+    date or free text, even from a snapshot taken with personal data."""
+    # Extracted fields (names, addresses, ID numbers, birth dates), AML case names, validation
+    # values, the name check, server messages and unknown keys are dropped; transaction ids,
+    # states, service flags and the cross-check's result stay.
     front = {
         "first_name": "Secret",
         "address": "Street 1",
@@ -173,10 +177,12 @@ async def test_snapshot_is_stripped_of_names_before_journaling(tmp_path: Path) -
         "src": {"is_valid": True, "error_message": "Secret"},
     }
     snapshot = {
-        "version": 1,
+        "version": 2,
+        "personal_data": True,
         "transaction_id": "t-1",
         "state": "FAILED",
         "name_check_value": "Secret",
+        "cross_check": ["birth_date_mismatch"],
         "failure": {"error_type": "DocumentError", "error_code": 3001, "error_message": "Secret"},
         "steps": {"front": {"status": "failed", "attempts": 1, "error_message": "Secret"}},
         "responses": {
@@ -197,8 +203,16 @@ async def test_snapshot_is_stripped_of_names_before_journaling(tmp_path: Path) -
     raw = files_bytes(tmp_path, "j.db*")
     assert b"Secret" not in raw
     assert b"Street" not in raw
+    assert b"29901011234567" not in raw
+    assert b"1999-01-01" not in raw
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        (stored,) = conn.execute("SELECT snapshot FROM applicants").fetchone()
+    assert json.loads(stored)["personal_data"] is False  # what is left holds none
+    assert json.loads(stored)["name_check"] is True  # resume asks the manifest for it
     assert strip_snapshot(snapshot) == {
-        "version": 1,
+        "version": 2,
+        "personal_data": True,
+        "cross_check": ["birth_date_mismatch"],
         "transaction_id": "t-1",
         "state": "FAILED",
         "failure": {"error_type": "DocumentError", "error_code": 3001},
@@ -207,16 +221,13 @@ async def test_snapshot_is_stripped_of_names_before_journaling(tmp_path: Path) -
             "front": {
                 "services": {
                     "aml": {"aml_matched": True},
-                    "validations": [{"field": "idNumber"}],
+                    "validations": [{"field": "idNumber", "errors": []}],
                     "spoofing": {"fake": False},
+                    "classification": {"doc_type": "id"},
                     "liveness": True,
                     "src": {"is_valid": True},
                 },
-                "data": {
-                    "id_front_data": {
-                        k: v for k, v in front.items() if k != "first_name" and k != "address"
-                    }
-                },
+                "data": {},
             }
         },
         "timings": {"front": 0.5},

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 
+from rich.console import Console
+
+from vlens_async._transport import CODE_REASONS
 from vlens_async.bulk import (
     BulkSummary,
     PlainProgress,
@@ -13,6 +17,7 @@ from vlens_async.bulk import (
     make_progress,
 )
 from vlens_async.bulk._journal import LatencyStats
+from vlens_async.bulk._report import ERROR_CODE_MEANINGS
 
 
 class FakeTTY(io.StringIO):
@@ -49,13 +54,20 @@ def test_plain_progress_prints_periodic_lines() -> None:
     out = io.StringIO()
     progress = PlainProgress(out, interval=3600)
     progress.start(100)
-    stats = ProgressStats(done=40, failed=3, skipped=10, total=100, elapsed=20.0)
+    stats = ProgressStats(
+        done=40,
+        failed=3,
+        skipped=10,
+        total=100,
+        elapsed=20.0,
+        by_outcome={"verified": 37, "rejected": 3},
+    )
     progress.update(stats)  # inside the interval: nothing
     progress.close(stats)
     lines = out.getvalue().splitlines()
     assert lines[0] == "bulk: 100 row(s), 0 already finished"
     assert len(lines) == 2
-    assert "done 50/100 (50%) failed 3 skipped 10 rate 2.0/s" in lines[1]
+    assert "done 50/100 (50%): verified 37, rejected 3; skipped 10; rate 2.0/s" in lines[1]
     assert lines[1].endswith("eta 0:25")
 
 
@@ -93,3 +105,49 @@ def test_summary_properties_and_json() -> None:
     assert data["latency"]["front"]["p99"] == 0.312
     assert data["pending"] == 3
     assert summary().complete
+
+
+def test_progress_and_summary_use_one_vocabulary() -> None:
+    """The progress line names outcomes as the summary does (no "failed" where the summary says
+    "rejected"), needs review included."""
+    by_outcome = {"verified": 8, "rejected": 59, "error": 1}
+    stats = ProgressStats(
+        done=68, failed=60, skipped=0, total=68, elapsed=1.0, by_outcome=by_outcome, needs_review=2
+    )
+    out = io.StringIO()
+    PlainProgress(out).close(stats)
+    line = out.getvalue()
+    assert not re.search(r"failed \d", line)
+    assert "rejected 59" in line
+    assert "needs review 2" in line
+    text = format_summary(summary(by_outcome=by_outcome, needs_review=2))
+    assert not re.search(r"failed \d", text)
+    assert "rejected" in text
+    assert "Needs review: 2" in text
+    tty = FakeTTY()
+    bar = RichProgress(Console(file=tty, width=200))
+    bar.start(68)
+    bar.close(stats)
+    assert "rejected 59" in tty.getvalue()
+    assert not re.search(r"failed \d", tty.getvalue())
+
+
+def test_summary_explains_the_error_codes_it_lists() -> None:
+    """Each error code in the summary comes with its meaning (3010: expired), each class with
+    its description."""
+    text = format_summary(summary(by_error={"3010": 2, "4207": 1, "APIConnectionError": 1}))
+    assert "the document has expired" in text
+    assert "no face found" in text
+    assert "No usable response" in text
+
+
+def test_error_code_meanings_are_the_clients() -> None:
+    """The summary's table of code meanings is the client's own (one wording)."""
+    assert dict(ERROR_CODE_MEANINGS) == dict(CODE_REASONS)
+
+
+def test_results_path_is_printed_once() -> None:
+    """The summary names the results file once (and the journal)."""
+    text = format_summary(summary(results="out.jsonl", journal="run.db"))
+    assert text.count("out.jsonl") == 1
+    assert "run.db" in text

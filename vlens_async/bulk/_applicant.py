@@ -47,6 +47,8 @@ class ApplicantRun:
         self.journal = context.journal
 
     def _transaction(self) -> Transaction:
+        if self.claim.snapshot_error is not None:
+            raise FlowError(self.claim.snapshot_error)
         snapshot = self.claim.snapshot
         if snapshot is None:
             # max_liveness_attempts=1: the job has one set of frames, so a verdict is final.
@@ -59,13 +61,14 @@ class ApplicantRun:
                 prepare=self.context.prepare,
             )
         self.context.counters.resumed += 1
-        # The journal keeps no names; the manifest gives the name check back.
-        restored = {
-            **snapshot,
-            "name_check_value": self.applicant.name_check_value,
-            "prepare": self.context.prepare,
-        }
-        return Transaction.restore(self.client, restored)
+        # The journal keeps no names: the manifest gives the name check back (and liveness is
+        # given the front explicitly).
+        return Transaction.restore(
+            self.client,
+            snapshot,
+            name_check_value=self.applicant.name_check_value,
+            prepare=self.context.prepare,
+        )
 
     async def run(self) -> None:
         """Run the applicant's remaining steps and journal where they end."""
@@ -91,6 +94,8 @@ class ApplicantRun:
         await self._finish(tx, error)
 
     async def _save(self, tx: Transaction) -> None:
+        # The snapshot without personal data: the journal keeps no national ID or birth date,
+        # only the cross-check's result.
         await self.journal.save_step(
             self.applicant.applicant_id,
             state=tx.state.value,
@@ -120,11 +125,16 @@ class ApplicantRun:
                 self.timings[step.value] = time.perf_counter() - started
                 self.failed_step = step
                 if not isinstance(exc, APIError | ImageError | FlowError):
-                    self._unexpected(step, exc)
+                    self._unexpected(step.value, exc)
                 return exc
             self.timings[step.value] = time.perf_counter() - started
             if step is not Step.LIVENESS:  # the last step is journaled with the result
-                await self._save(tx)
+                try:
+                    await self._save(tx)
+                except Exception as exc:  # this applicant's data cannot be journaled
+                    self.failed_step = step
+                    self._unexpected(step.value, exc)
+                    return exc
         return None
 
     def _start_images(self, plan: list[Step]) -> None:
@@ -136,14 +146,14 @@ class ApplicantRun:
         if Step.LIVENESS in plan:
             self.images.start("faces")
 
-    def _unexpected(self, step: Step, exc: Exception) -> None:
+    def _unexpected(self, where: str, exc: Exception) -> None:
         # Unforeseen trouble with this applicant alone: recorded as an error (a resume with
         # retry_errors tries again) rather than ending the whole job. The class only: the
         # message of an unknown error may name a file or a person.
         logger.error(
             "bulk: row %d failed unexpectedly in %s (%s); recorded as an error",
             self.applicant.row,
-            step.value,
+            where,
             type(exc).__name__,
         )
 
@@ -180,14 +190,29 @@ class ApplicantRun:
                     raise Stopped from exc
 
     async def _finish(self, tx: Transaction | None, error: BaseException | None) -> None:
-        result = self._result(tx, error)
-        await self.journal.finish(
-            self.applicant.applicant_id,
-            state=result["state"],
-            snapshot=None if tx is None else tx.snapshot(),
-            attempts=self.client.take_attempts(),
-            result=result,
-        )
+        attempts = self.client.take_attempts()
+        try:
+            result = self._result(tx, error)
+            await self.journal.finish(
+                self.applicant.applicant_id,
+                state=result["state"] or self.claim.state,
+                snapshot=None if tx is None else tx.snapshot(),
+                attempts=attempts,
+                result=result,
+            )
+        except Exception as exc:
+            # This applicant's outcome cannot be journaled as it is (a snapshot that cannot be
+            # taken, a value that cannot be encoded): an error, with the plainest line, and the
+            # job goes on. If even that cannot be written, the journal itself fails: it raises.
+            self._unexpected("journal", exc)
+            result = self._result(None, exc)
+            state = self.claim.state if tx is None else tx.state.value
+            result["state"] = state
+            await self.journal.finish(
+                self.applicant.applicant_id, state=state, snapshot=None, attempts=[], result=result
+            )
+        if result["needs_review"]:
+            self.context.counters.needs_review += 1
         self.context.finished(result["outcome"])
 
     def _result(self, tx: Transaction | None, error: BaseException | None) -> dict[str, Any]:
@@ -212,6 +237,8 @@ class ApplicantRun:
             "client_transaction_id": self.applicant.client_transaction_id,
             "validated": bool(outcome and outcome.validated),
             "verified": verified,
+            # Verified is the service's word; AML, spoofing and the registry are checked apart.
+            "needs_review": bool(outcome and outcome.needs_review),
             "error_type": None if error is None else error_type_name(error),
             "error_code": getattr(error, "error_code", None),
             "error_message": None if error is None else error_message(error),

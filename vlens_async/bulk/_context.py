@@ -68,6 +68,7 @@ class RunCounters:
     skipped: int = 0
     resumed: int = 0
     requests: int = 0  # HTTP attempts sent, retries included
+    needs_review: int = 0  # finished applicants flagged for review (AML, spoofing, SRC)
     total: int | None = None
     # Known from the journal before the manifest is read: the progress shows it from the start.
     skipped_before: int = 0
@@ -83,6 +84,7 @@ class RunCounters:
             total=self.total,
             elapsed=time.monotonic() - self.started,
             by_outcome=dict(self.by_outcome),
+            needs_review=self.needs_review,
         )
 
 

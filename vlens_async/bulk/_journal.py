@@ -1,10 +1,21 @@
 """The bulk runner's journal: an SQLite file that survives a crash and drives ``resume``.
 
-What it holds, per applicant: the manifest row, the state of its flow and the transaction id
-(written *before* the first request, so a crash can never lead to a second transaction), the
-flow's snapshot after every step, each HTTP attempt (step, outcome, status, error code, duration)
-and, once finished, the line of the results file. No images, no names or addresses, no server
-free text: only what resume and the national-ID cross-check need (see :data:`SNAPSHOT_ALLOW`).
+What it holds: the service it was started with (the client's base URL) and the manifest's
+identity (its resolved path and the SHA-256 of its bytes), so that a resume against another
+service or another manifest is refused (:class:`~vlens_async.errors.JournalMismatchError`); and
+per applicant: the manifest row, the state of its flow and the transaction id (written *before*
+the first request, so a crash can never lead to a second transaction), the flow's snapshot
+without personal data after every step, each HTTP attempt (step, outcome, status, error code,
+duration) and, once finished, the line of the results file. No images, no names, addresses, birth
+dates or national ID numbers, no server free text: the national-ID cross-check's *result* is kept
+instead of what it compares (see :data:`SNAPSHOT_ALLOW`).
+
+The file is created readable by its owner only (0600, and SQLite gives its ``-wal`` and ``-shm``
+the same mode), and locked with ``flock`` on an open descriptor of the file itself, so a second
+job is refused whatever path names it (a symlink, a hard link). A resume opens only a journal it
+recognises (a vlens journal of this schema, intact, started against the same service and
+manifest) and otherwise refuses with :class:`~vlens_async.errors.JournalError` saying why, leaving
+the file as it was: starting afresh is a new job, never a fallback.
 
 Why SQLite: atomic transactions (a write either happened or did not, even under SIGKILL), an
 index for duplicate-id detection without holding every id in memory, and percentile queries over
@@ -21,11 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import enum
+import hashlib
 import math
 import os
 import sqlite3
+import stat
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
@@ -34,7 +50,7 @@ import attrs
 import orjson
 
 from .._ids import new_transaction_id
-from ..errors import BulkInputError
+from ..errors import BulkInputError, JournalError, JournalMismatchError
 from ._manifest import BulkApplicant, InvalidRow
 
 try:
@@ -44,68 +60,54 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, the rest wo
 
 __all__ = [
     "PENDING",
+    "SCHEMA_VERSION",
     "SNAPSHOT_ALLOW",
     "AttemptRecord",
     "Claim",
     "ClaimKind",
+    "JobIdentity",
     "Journal",
     "JournalCounts",
     "LatencyStats",
+    "check_output_path",
+    "manifest_digest",
+    "needs_review",
+    "same_file",
     "strip_snapshot",
 ]
 
-SCHEMA_VERSION: Final = 1
+# 2: the service and manifest it was started with; snapshots without personal data. A journal of
+# schema 1 (which kept national IDs and birth dates) is refused: finish it with the release that
+# wrote it, or start a new journal.
+SCHEMA_VERSION: Final = 2
 PENDING: Final = "pending"
+_TABLES: Final = frozenset({"meta", "runs", "applicants", "invalid_rows", "steps"})
+_OWNER_ONLY: Final = 0o600
+# Results-line words that make an applicant need a person's review (the flow's review reasons).
+_REVIEW_FLAGS: Final = frozenset({"aml_matched", "fake_document", "src_invalid"})
 # What of a flow snapshot the journal keeps: an allow-list, so that a field the service adds
 # later (or one we forgot) is dropped rather than stored. ``True`` keeps a plain value (a string,
 # number, boolean or null, never a structure); a dict keeps those keys of a mapping (``"*"``:
 # every key); a one-item list keeps each item of a list by that spec. It keeps what resume and the
-# results need: state, ids, step records (without the server's free-text message), and of the
-# extracted data only what the national-ID cross-check reads; of the services, only the flags the
-# results line reports. Names, addresses, jobs, the name check, AML case names and validation
-# values never reach the file.
+# results need: state, ids, step records (without the server's free-text message), the
+# cross-check's result and, of the services, only the flags the results line reports. The
+# runner journals the flow's snapshot *without* personal data; this list is the second line of
+# defence: extracted fields (names, addresses, birth dates, national IDs), the name check, AML
+# case names and validation values never reach the file.
 _Spec: TypeAlias = "bool | Mapping[str, _Spec] | list[_Spec]"
 _ERROR: Final[Mapping[str, _Spec]] = {"error_type": True, "error_code": True, "request_id": True}
 _STEP: Final[_Spec] = {"status": True, "attempts": True, "duration": True, **_ERROR}
-_FRONT: Final[_Spec] = dict.fromkeys(
-    (
-        "id_number",
-        "date_of_birth",
-        "gender",
-        "transaction_id",
-        "request_id",
-        "client_transaction_id",
-    ),
-    True,
-)
-_BACK: Final[_Spec] = dict.fromkeys(
-    (
-        "id_number",
-        "gender",
-        "gender_english",
-        "id_expiry",
-        "release_date",
-        "transaction_id",
-        "request_id",
-        "client_transaction_id",
-    ),
-    True,
-)
 _SERVICES: Final[_Spec] = {
-    "validations": [{"field": True}],  # the field's name only: its value is personal data
+    "validations": [{"field": True, "errors": [{"code": True}]}],  # never the value
     "spoofing": {"fake": True},
+    "classification": {"doc_type": True},
     "liveness": True,
     "aml": {"aml_matched": True},
-    "src": {"is_valid": True},
+    "src": {"is_valid": True, "error_code": True},
 }
 _RESPONSE: Final[_Spec] = {
     "services": _SERVICES,
-    "data": {
-        "is_verification_process_completed": True,
-        "is_digital_identity_verified": True,
-        "id_front_data": _FRONT,
-        "id_back_data": _BACK,
-    },
+    "data": {"is_verification_process_completed": True, "is_digital_identity_verified": True},
     "error_code": True,
     "sent_transaction_id": True,
     "request_id": True,
@@ -114,6 +116,7 @@ SNAPSHOT_ALLOW: Final[_Spec] = {
     **dict.fromkeys(
         (
             "version",
+            "personal_data",
             "transaction_id",
             "client_transaction_id",
             "state",
@@ -121,6 +124,7 @@ SNAPSHOT_ALLOW: Final[_Spec] = {
             "liveness_attempts",
             "get_extracted_data",
             "prepare",
+            "name_check",
         ),
         True,
     ),
@@ -128,6 +132,7 @@ SNAPSHOT_ALLOW: Final[_Spec] = {
     "steps": {"*": _STEP},
     "responses": {"*": _RESPONSE},
     "timings": {"*": True},
+    "cross_check": [True],
 }
 _PLAIN: Final = (str, int, float, bool, type(None))
 
@@ -146,7 +151,7 @@ CREATE TABLE IF NOT EXISTS applicants (
     status TEXT NOT NULL,            -- 'active' or 'done'
     state TEXT NOT NULL,             -- the flow's state after the last journaled step
     transaction_id TEXT NOT NULL,
-    snapshot TEXT,                   -- Transaction.snapshot() as JSON, SNAPSHOT_ALLOW only
+    snapshot TEXT,                   -- Transaction.snapshot() (no personal data), SNAPSHOT_ALLOW
     attempts INTEGER NOT NULL DEFAULT 0,
     outcome TEXT,
     error_key TEXT,                  -- the error code, or the error class when there is none
@@ -217,14 +222,122 @@ class ClaimKind(enum.Enum):
 
 @attrs.frozen
 class Claim:
-    """The journal's answer to :meth:`Journal.claim`."""
+    """The journal's answer to :meth:`Journal.claim`. ``state`` is the journaled state;
+    ``snapshot_error`` says why a journaled snapshot could not be read (``snapshot`` is then
+    None and the applicant is recorded as an error)."""
 
     kind: ClaimKind
     transaction_id: str | None = None
-    snapshot: dict[str, Any] | None = None
+    snapshot: Any = None
     attempts: int = 0
     first_row: int | None = None
     outcome: str | None = None
+    state: str = "NEW"
+    snapshot_error: str | None = None
+
+
+@attrs.frozen
+class JobIdentity:
+    """What a journal was started with, and a resume must match: the service's base URL (as
+    :attr:`VlensClient.base_url` gives it) and the manifest's resolved path and SHA-256 digest
+    (None for applicants given as an iterable, see :func:`manifest_digest`)."""
+
+    base_url: str | None = None
+    manifest_path: str | None = None
+    manifest_sha256: str | None = None
+
+    def meta(self) -> dict[str, str]:
+        """The journal's ``meta`` rows for this identity (an empty string for None)."""
+        return {
+            "base_url": self.base_url or "",
+            "manifest_path": self.manifest_path or "",
+            "manifest_sha256": self.manifest_sha256 or "",
+        }
+
+    def mismatch(self, stored: Mapping[str, str]) -> str | None:
+        """Why a journal whose ``meta`` is ``stored`` was started with something else, or None."""
+        mine = self.meta()
+        if stored.get("base_url", "") != mine["base_url"]:
+            return (
+                f"it was started against {_service(stored.get('base_url', ''))}, not"
+                f" {_service(mine['base_url'])}"
+            )
+        if stored.get("manifest_path", "") != mine["manifest_path"]:
+            return (
+                f"it was started from the manifest {stored.get('manifest_path') or '(none)'},"
+                f" not {mine['manifest_path'] or '(applicants given in code)'}"
+            )
+        if stored.get("manifest_sha256", "") != mine["manifest_sha256"]:
+            return (
+                f"the manifest {mine['manifest_path']} changed since the journal was started"
+                f" (SHA-256 {stored.get('manifest_sha256', '')[:12]}..., now"
+                f" {mine['manifest_sha256'][:12]}...)"
+            )
+        return None
+
+
+def _service(base_url: str) -> str:
+    """A base URL as it may be shown: scheme, host, port and path, never user or password."""
+    if not base_url:
+        return "(no service recorded)"
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def manifest_digest(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """The manifest's identity: its resolved path and the SHA-256 of its bytes (blocking: call
+    it in a thread)."""
+    resolved = Path(path).resolve()
+    digest = hashlib.sha256()
+    with resolved.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return str(resolved), digest.hexdigest()
+
+
+def check_output_path(
+    out: Path, *, manifest: Path | None = None, journal: Path | None = None
+) -> None:
+    """Refuse a results path before anything is sent (blocking: call it in a thread): a folder,
+    a path in a folder that does not exist or cannot be written (none is created), the manifest
+    itself, or the journal. Raises :class:`~vlens_async.errors.BulkInputError`."""
+    if out.is_dir():
+        raise BulkInputError(f"the results path {out} is a folder: give a file name")
+    parent = out.parent
+    if not parent.is_dir():
+        raise BulkInputError(f"the folder of the results path {out} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BulkInputError(f"cannot write the results file in {parent}")
+    for other, what in ((manifest, "the manifest"), (journal, "the journal")):
+        if other is not None and same_file(out, other):
+            raise BulkInputError(f"the results path {out} is {what}: give another file name")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (the same resolved path, or the same inode)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def needs_review(result: str | bytes | None) -> int:
+    """1 when a journaled results line says the applicant needs review (its ``needs_review``,
+    or for a line without one, its service flags), else 0; a line that is not JSON needs it."""
+    if result is None:
+        return 0
+    try:
+        line = orjson.loads(result)
+    except orjson.JSONDecodeError:
+        return 1
+    if not isinstance(line, dict):
+        return 1
+    if "needs_review" in line:
+        return int(bool(line["needs_review"]))
+    flags = line.get("service_flags")
+    return int(isinstance(flags, list) and bool(_REVIEW_FLAGS.intersection(map(str, flags))))
 
 
 @attrs.frozen
@@ -254,10 +367,12 @@ class LatencyStats:
 @attrs.frozen
 class JournalCounts:
     """Totals over the whole job (every run): applicants by outcome (``pending`` for unfinished
-    ones, ``invalid`` for bad rows) and failures by error code or class."""
+    ones, ``invalid`` for bad rows), failures by error code or class, and how many finished
+    applicants need a person's review (AML matched, spoofing, SRC failed)."""
 
     by_outcome: dict[str, int]
     by_error: dict[str, int]
+    needs_review: int = 0
 
 
 class Journal:
@@ -276,15 +391,26 @@ class Journal:
         self._lock_fd: int | None = None
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str] | None, *, resume: bool = False) -> Journal:
-        """Open (or create) the journal at ``path`` (``None``: in memory) and start a run.
+    async def open(
+        cls,
+        path: str | os.PathLike[str] | None,
+        *,
+        resume: bool = False,
+        identity: JobIdentity | None = None,
+    ) -> Journal:
+        """Open the journal at ``path`` (``None``: in memory) and start a run.
 
-        Without ``resume`` a journal that already holds applicants is refused: starting over would
-        open a second transaction for each of them.
+        Without ``resume`` the journal is created (its folder must exist: none is made), and an
+        existing file is used only if it is empty or a vlens journal holding no applicant yet:
+        starting over on one that holds some would open a second transaction for each of them.
+        With ``resume`` it must be a journal this release recognises, intact, started with the
+        same ``identity`` (service and manifest). Every refusal is a
+        :class:`~vlens_async.errors.JournalError` (``JournalMismatchError`` for another service
+        or manifest) raised before anything is written, saying why.
         """
         journal = cls(None if path is None else Path(path))
         try:
-            await journal._call(journal._open_sync, resume)
+            await journal._call(journal._open_sync, resume, identity or JobIdentity())
         except BaseException:
             journal._executor.shutdown(wait=True)
             raise
@@ -373,39 +499,25 @@ class Journal:
             raise RuntimeError("journal is closed")
         return self._conn
 
-    def _open_sync(self, resume: bool) -> None:
-        target = ":memory:" if self.path is None else str(self.path)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock()
-        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), one per method.
-        conn = sqlite3.connect(target, isolation_level=None)
+    def _open_sync(self, resume: bool, identity: JobIdentity) -> None:
+        conn = self._connect(resume)
+        conn.create_function("vlens_needs_review", 1, needs_review, deterministic=True)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            if self.path is None or (not resume and self._is_blank(conn)):
+                self._create(conn, identity)
+            else:
+                self._check(conn, resume, identity)
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
             with _transaction(conn):
-                version = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if version is None:
-                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                elif int(version[0]) != SCHEMA_VERSION:
-                    raise BulkInputError(f"journal schema {version[0]} is not {SCHEMA_VERSION}")
-                known = conn.execute("SELECT count(*) FROM applicants").fetchone()[0]
-                if known and not resume:
-                    raise BulkInputError(
-                        f"journal {self.path} already holds {known} applicant(s): resume it, "
-                        "or give a new journal path"
-                    )
                 # Bad rows stay until their row is read again (a fixed row then clears its entry,
                 # see _claim_sync): a resume stopped before reaching them must not lose them.
                 cur = conn.execute("INSERT INTO runs (started_at) VALUES (?)", (time.time(),))
                 self.run = int(cur.lastrowid or 0)
-        except sqlite3.DatabaseError:
+        except sqlite3.DatabaseError as exc:
             conn.close()
             self._unlock()
-            # An old results file given as --journal, say: refuse it rather than touch it.
-            raise BulkInputError(
-                "the journal file is not a vlens journal (not an SQLite database)"
+            raise JournalError(
+                f"journal {self.path} is not a vlens journal or is damaged ({_why(exc)})"
             ) from None
         except BaseException:
             conn.close()
@@ -413,18 +525,128 @@ class Journal:
             raise
         self._conn = conn
 
-    def _lock(self) -> None:
-        # Two jobs on one journal would both resume the same applicants and send their steps
-        # twice. An advisory lock beside the file (not SQLite's exclusive mode, which would also
-        # shut out readers such as a monitoring query); the OS drops it if the process dies.
-        if fcntl is None or self.path is None:
-            return
-        fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    def _connect(self, resume: bool) -> sqlite3.Connection:
+        """Check the path, lock the file itself and connect, creating nothing but the file of a
+        new journal (owner-only)."""
+        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), one per method.
+        if self.path is None:
+            return sqlite3.connect(":memory:", isolation_level=None)
+        path = self.path
+        if path.is_dir():
+            raise JournalError(f"the journal path {path} is a folder: give a file name")
+        if not path.parent.is_dir():
+            raise JournalError(f"the folder of the journal {path} does not exist")
+        if resume and not path.exists():
+            raise JournalError(
+                f"there is no journal at {path} to resume: run without resume to start a job"
+            )
+        if resume and path.stat().st_size == 0:
+            raise JournalError(
+                f"journal {path} is empty (0 bytes), so there is nothing to resume (its write-ahead"
+                " log lost, or the file truncated?): move it away and run without resume to"
+                " start afresh"
+            )
+        self._lock(resume)
+        # Connect to the file the lock is on: through a symlink, its -wal sits beside the target.
+        target = os.path.realpath(path)
+        uri = f"file:{urllib.parse.quote(target)}?mode=rw"
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            return sqlite3.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            self._unlock()
+            raise JournalError(f"cannot open journal {path} ({_why(exc)})") from None
+
+    @staticmethod
+    def _is_blank(conn: sqlite3.Connection) -> bool:
+        """True for a file without a single table: a new (or 0-byte) journal."""
+        return bool(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0)
+
+    def _create(self, conn: sqlite3.Connection, identity: JobIdentity) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SCHEMA)
+        with _transaction(conn):
+            rows = {"schema": str(SCHEMA_VERSION), **identity.meta()}
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.items())
+
+    def _check(self, conn: sqlite3.Connection, resume: bool, identity: JobIdentity) -> None:
+        """Refuse a file that is not a journal of this schema, a damaged one, one already used
+        (without resume), or one started with another service or manifest (with resume)."""
+        where = f"journal {self.path}"
+        found = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if found != "ok":
+            raise JournalError(f"{where} is damaged (integrity check: {str(found)[:80]})")
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            raise JournalError(
+                f"{where} holds no tables, so there is nothing to resume (its -wal deleted after a"
+                " crash?): move it away and run without resume to start afresh"
+            )
+        if not tables & _TABLES:
+            raise JournalError(f"{where} is not a vlens journal (an SQLite file of other tables)")
+        if missing := _TABLES - tables:
+            raise JournalError(
+                f"{where} lacks its table(s) {', '.join(sorted(missing))}: damaged (a -wal file"
+                " deleted after a crash?) or not a vlens journal"
+            )
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        schema = meta.get("schema")
+        if schema is None or not str(schema).isdigit():
+            raise JournalError(f"{where} has no valid schema version ({schema!r} is not a number)")
+        if int(schema) != SCHEMA_VERSION:
+            raise JournalError(
+                f"{where} has schema {schema}, not {SCHEMA_VERSION}: it was written by another"
+                " release of vlens-async (schema 1 kept national IDs); finish it with that release,"
+                " or start a new journal"
+            )
+        known = conn.execute("SELECT count(*) FROM applicants").fetchone()[0]
+        if not resume:
+            if known:
+                raise JournalError(
+                    f"{where} already holds {known} applicant(s): resume it, or give a new"
+                    " journal path"
+                )
+            with _transaction(conn):  # a journal that never claimed anyone: a fresh start
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", identity.meta().items()
+                )
+            return
+        if not conn.execute("SELECT count(*) FROM runs").fetchone()[0]:
+            raise JournalError(f"{where} records no run: there is nothing to resume")
+        why = identity.mismatch(meta)
+        if why is not None:
+            raise JournalMismatchError(f"will not resume {where}: {why}")
+
+    def _lock(self, resume: bool) -> None:
+        # Two jobs on one journal would both resume the same applicants and send their steps
+        # twice. An advisory lock on an open descriptor of the journal file itself (its inode),
+        # so every path that names it (a symlink, a hard link) finds it taken; not SQLite's
+        # exclusive mode, which would also shut out readers such as a monitoring query. The OS
+        # drops it if the process dies. flock and SQLite's own (fcntl) locks do not interact.
+        assert self.path is not None
+        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | (0 if resume else os.O_CREAT)
+        try:
+            fd = os.open(self.path, flags, _OWNER_ONLY)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {self.path} ({exc.strerror})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise JournalError(f"the journal path {self.path} is not a regular file")
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise JournalError(
+                        f"journal {self.path} is in use by another bulk job"
+                    ) from None
+            # Owner-only whatever the umask or the file's history: SQLite gives the -wal and
+            # -shm it creates the mode of the database file.
+            with contextlib.suppress(PermissionError):
+                os.fchmod(fd, _OWNER_ONLY)
+        except BaseException:
             os.close(fd)
-            raise BulkInputError(f"journal {self.path} is in use by another bulk job") from None
+            raise
         self._lock_fd = fd
 
     def _unlock(self) -> None:
@@ -451,7 +673,7 @@ class Journal:
                 "DELETE FROM invalid_rows WHERE row=? AND run < ?", (applicant.row, self.run)
             )
             found = conn.execute(
-                "SELECT row, run, status, transaction_id, snapshot, attempts, outcome"
+                "SELECT row, run, status, transaction_id, snapshot, attempts, outcome, state"
                 " FROM applicants WHERE applicant_id=?",
                 (applicant.applicant_id,),
             ).fetchone()
@@ -463,19 +685,22 @@ class Journal:
                     (applicant.applicant_id, applicant.row, self.run, transaction_id, time.time()),
                 )
                 return Claim(ClaimKind.NEW, transaction_id=transaction_id)
-            row, run, status, transaction_id, snapshot, attempts, outcome = found
+            row, run, status, transaction_id, snapshot, attempts, outcome, state = found
             if run == self.run:
                 return Claim(ClaimKind.DUPLICATE, first_row=row)
             conn.execute(
                 "UPDATE applicants SET run=?, row=? WHERE applicant_id=?",
                 (self.run, applicant.row, applicant.applicant_id),
             )
+        restored, error = _load_snapshot(snapshot)
         return Claim(
             ClaimKind.DONE if status == "done" else ClaimKind.RESUME,
             transaction_id=transaction_id,
-            snapshot=None if snapshot is None else orjson.loads(snapshot),
-            attempts=attempts,
+            snapshot=restored,
+            attempts=attempts if isinstance(attempts, int) else 0,
             outcome=outcome,
+            state=state if isinstance(state, str) and state else "NEW",
+            snapshot_error=error,
         )
 
     def _save_sync(
@@ -489,7 +714,7 @@ class Journal:
         conn = self._db
         with _transaction(conn):
             self._insert_attempts(conn, applicant_id, attempts)
-            snap = None if snapshot is None else orjson.dumps(strip_snapshot(snapshot)).decode()
+            snap = None if snapshot is None else _dump_snapshot(snapshot)
             if result is None:
                 conn.execute(
                     "UPDATE applicants SET state=?, snapshot=coalesce(?, snapshot),"
@@ -575,7 +800,11 @@ class Journal:
                 f" AND {_LIVE} GROUP BY 1 ORDER BY 2 DESC"
             )
         }
-        return JournalCounts(by_outcome=by_outcome, by_error=by_error)
+        review = conn.execute(
+            f"SELECT coalesce(sum(vlens_needs_review(result)), 0) FROM applicants a"
+            f" WHERE status='done' AND {_LIVE}"
+        ).fetchone()[0]
+        return JournalCounts(by_outcome=by_outcome, by_error=by_error, needs_review=int(review))
 
     def _finished_sync(self, excluding: tuple[str, ...]) -> int:
         marks = ", ".join("?" * len(excluding))
@@ -607,8 +836,9 @@ class Journal:
 
     def _export_sync(self, out: Path) -> int:
         conn = self._db
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
+        # Never a folder the user did not ask for: the runner checked the path before the job.
+        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)  # mkstemp: owner-only (0600), whatever the umask
         lines = 0
         # A cursor streams the rows: memory stays flat however long the job is.
         cursor = conn.execute(
@@ -617,24 +847,72 @@ class Journal:
             " UNION ALL SELECT row, applicant_id, NULL, NULL, 'invalid', NULL, reason"
             " FROM invalid_rows ORDER BY 1",
         )
-        with tmp.open("wb") as fh:
-            for row, applicant_id, state, transaction_id, outcome, result, reason in cursor:
-                if result is not None:
-                    fh.write(result.encode() if isinstance(result, str) else result)
-                else:
-                    line = {
-                        "applicant_id": applicant_id,
-                        "row": row,
-                        "outcome": outcome or PENDING,
-                        "state": state,
-                        "transaction_id": transaction_id,
-                        "error_message": reason,
-                    }
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for row, applicant_id, state, transaction_id, outcome, result, reason in cursor:
+                    line = _result_line(result)
+                    if line is None:
+                        line = {
+                            "applicant_id": applicant_id,
+                            "row": row,
+                            "outcome": outcome or PENDING,
+                            "state": state,
+                            "transaction_id": transaction_id,
+                            "needs_review": False,
+                            "error_message": reason,
+                        }
+                        if result is not None:  # finished, but its line cannot be read back
+                            line["needs_review"] = True
+                            line["error_message"] = "the journaled result could not be read"
                     fh.write(orjson.dumps(line))
-                fh.write(b"\n")
-                lines += 1
-        os.replace(tmp, out)
+                    fh.write(b"\n")
+                    lines += 1
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return lines
+
+
+def _result_line(result: Any) -> dict[str, Any] | None:
+    """A journaled results line, read back (None when there is none or it is not a JSON
+    object: such a line is rebuilt, never copied verbatim); ``needs_review`` always set."""
+    if result is None:
+        return None
+    try:
+        line = orjson.loads(result)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(line, dict):
+        return None
+    if "needs_review" not in line:
+        line["needs_review"] = bool(needs_review(result))
+    return line
+
+
+def _load_snapshot(text: Any) -> tuple[Any, str | None]:
+    """A journaled snapshot, or None and why it cannot be read."""
+    if text is None:
+        return None, None
+    try:
+        return orjson.loads(text), None
+    except (orjson.JSONDecodeError, TypeError):
+        return None, "the journaled snapshot is not JSON"
+
+
+def _dump_snapshot(snapshot: Mapping[str, Any]) -> str:
+    """A snapshot as the journal keeps it: the allow-list only, marked as holding no personal
+    data (whatever it was taken with)."""
+    kept = strip_snapshot(snapshot)
+    if isinstance(kept, dict) and kept.get("personal_data"):
+        kept["personal_data"] = False
+        kept["name_check"] = bool(snapshot.get("name_check") or snapshot.get("name_check_value"))
+    return orjson.dumps(kept).decode()
+
+
+def _why(exc: BaseException) -> str:
+    """SQLite's own short reason (it names no personal data)."""
+    return str(exc)[:100] or type(exc).__name__
 
 
 class _transaction:

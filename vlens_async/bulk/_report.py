@@ -1,9 +1,11 @@
 """What an operator sees of a bulk job: the live progress, and the summary at the end.
 
-Two progress reporters behind one small protocol: a rich progress bar (done, failed, rate, ETA)
-when the output is a terminal, and plain periodic lines otherwise (a CI log, a file, ``nohup``),
-where redrawing a bar would only fill the log with control characters. :func:`make_progress`
-picks one. :func:`format_summary` renders a :class:`BulkSummary` as tables, as plain text.
+Two progress reporters behind one small protocol: a rich progress bar (done, each outcome, rate,
+ETA) when the output is a terminal, and plain periodic lines otherwise (a CI log, a file,
+``nohup``), where redrawing a bar would only fill the log with control characters.
+:func:`make_progress` picks one. :func:`format_summary` renders a :class:`BulkSummary` as tables,
+as plain text. Both speak the results file's words: the outcomes (``verified``,
+``not_verified``, ``rejected``, ``error``, ``invalid``) and ``needs review``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .. import errors
 from ._journal import LatencyStats
 
 __all__ = [
+    "ERROR_CODE_MEANINGS",
     "FAILED_OUTCOMES",
     "OUTCOMES",
     "BulkSummary",
@@ -38,14 +42,51 @@ __all__ = [
     "ProgressReporter",
     "ProgressStats",
     "RichProgress",
+    "explain_error",
     "format_summary",
     "make_progress",
+    "outcome_counts",
 ]
 
 # Every terminal outcome an applicant can have, in the order a summary lists them.
 OUTCOMES: Final = ("verified", "not_verified", "rejected", "error", "invalid")
 FAILED_OUTCOMES: Final = frozenset({"rejected", "error", "invalid"})
 DEFAULT_PLAIN_INTERVAL: Final = 10.0
+# What the documented error codes mean (API.md), for the summary's Errors table. The same words
+# as the client's exception messages (``_transport.CODE_REASONS``, which bulk may not import);
+# tests/bulk/test_report.py keeps the two equal.
+ERROR_CODE_MEANINGS: Final[Mapping[int, str]] = {
+    1050: "image quality too low for OCR",
+    3001: "invalid ID number",
+    3002: "invalid birth date",
+    3003: "invalid governorate",
+    3004: "invalid ID key",
+    3005: "invalid gender",
+    3006: "invalid release date",
+    3007: "wrong birth date format",
+    3008: "wrong release date format",
+    3009: "wrong expiry date format",
+    3010: "the document has expired",
+    3011: "card not detected",
+    3013: "invalid MRZ",
+    3101: "the ID number differs between front and back",
+    4001: "wrong bundle key",
+    4002: "bundle exhausted",
+    4003: "too many attempts",
+    4004: "service not in the bundle",
+    4005: "bundle disabled",
+    4206: "more than one face",
+    4207: "no face found",
+    4208: "face missing",
+    4209: "unclear face capture",
+    5000: "generic error",
+    5001: "unsupported document",
+    5002: "image over 5 MB",
+    5003: "image over 25 million pixels",
+    7000: "general error (multiple cards)",
+    7001: "general error (ID front)",
+    7002: "general error (ID back)",
+}
 
 
 @attrs.frozen
@@ -60,6 +101,7 @@ class ProgressStats:
     total: int | None
     elapsed: float
     by_outcome: Mapping[str, int] = attrs.field(factory=dict)
+    needs_review: int = 0
 
     @property
     def rate(self) -> float:
@@ -120,16 +162,29 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def outcome_counts(by_outcome: Mapping[str, int], needs_review: int = 0) -> str:
+    """This run's outcomes in the results file's words, as the summary names them:
+    ``verified 100, not_verified 3, rejected 10, error 2, invalid 5, needs review 1`` (an
+    outcome no applicant reached yet is left out; ``none yet`` when there is none)."""
+    parts = [f"{o} {by_outcome[o]}" for o in OUTCOMES if by_outcome.get(o)]
+    parts += [f"{o} {n}" for o, n in sorted(by_outcome.items()) if o not in OUTCOMES and n]
+    if needs_review:
+        parts.append(f"needs review {needs_review}")
+    return ", ".join(parts) or "none yet"
+
+
 def progress_line(stats: ProgressStats) -> str:
-    """One plain line: ``done 120/1000 (12%) failed 3 skipped 0 rate 4.1/s eta 3:35``."""
+    """One plain line: ``done 120/1000 (12%): verified 100, rejected 10, error 2, invalid 8,
+    needs review 1; skipped 0; rate 4.1/s; elapsed 0:29; eta 3:35``."""
     finished = stats.done + stats.skipped
     if stats.total:
         head = f"done {finished}/{stats.total} ({100 * finished / stats.total:.0f}%)"
     else:
         head = f"done {finished}"
     return (
-        f"{head} failed {stats.failed} skipped {stats.skipped} rate {stats.rate:.1f}/s"
-        f" elapsed {_duration(stats.elapsed)} eta {_duration(stats.eta)}"
+        f"{head}: {outcome_counts(stats.by_outcome, stats.needs_review)}; skipped"
+        f" {stats.skipped}; rate {stats.rate:.1f}/s; elapsed {_duration(stats.elapsed)};"
+        f" eta {_duration(stats.eta)}"
     )
 
 
@@ -174,7 +229,7 @@ class RichProgress:
             TextColumn("[bold]bulk[/]"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("[red]failed {task.fields[failed]}[/]"),
+            TextColumn("{task.fields[outcomes]}"),
             TextColumn("{task.fields[rate]:.1f}/s"),
             TimeElapsedColumn(),
             TextColumn("eta"),
@@ -188,7 +243,7 @@ class RichProgress:
         """Show the bar."""
         self._progress.start()
         self._task = self._progress.add_task(
-            "bulk", total=total, completed=skipped, failed=0, rate=0.0
+            "bulk", total=total, completed=skipped, outcomes=outcome_counts({}), rate=0.0
         )
 
     def update(self, stats: ProgressStats) -> None:
@@ -198,7 +253,7 @@ class RichProgress:
                 self._task,
                 completed=stats.done + stats.skipped,
                 total=stats.total,
-                failed=stats.failed,
+                outcomes=outcome_counts(stats.by_outcome, stats.needs_review),
                 rate=stats.rate,
             )
 
@@ -224,8 +279,11 @@ class BulkSummary:
     """The end of a bulk run.
 
     Whole-job figures (every run of this journal): ``total`` rows, ``by_outcome`` (including
-    ``pending`` for applicants not finished yet and ``invalid`` for bad rows) and ``by_error``
-    (error code, or error class when there is no code). This run's figures: ``processed``
+    ``pending`` for applicants not finished yet and ``invalid`` for bad rows), ``by_error``
+    (error code, or error class when there is no code) and ``needs_review`` (finished
+    applicants whose AML check matched, whose document was flagged as fake or whose registry
+    check failed, whatever their outcome: ``verified`` does not include those checks). This
+    run's figures: ``processed``
     applicants finished, ``skipped`` (finished before), ``resumed`` (continued from a journaled
     step), ``elapsed`` seconds, ``throughput`` (finished per second), ``latency`` per endpoint,
     ``requests`` sent, ``throttled`` signals received (429 or 4003). ``interrupted`` is true when
@@ -252,6 +310,7 @@ class BulkSummary:
     stopped_by_error: bool = False
     journal: str | None = None
     results: str | None = None
+    needs_review: int = 0
 
     @property
     def pending(self) -> int:
@@ -291,13 +350,22 @@ def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
     outcomes.add_row("total", str(summary.total), end_section=True)
     console.print(outcomes)
 
+    if summary.needs_review:
+        console.print(
+            f"Needs review: {summary.needs_review} applicant(s) whose AML check matched, whose"
+            " document was flagged as fake or whose registry (SRC) check did not pass, counted"
+            " within their outcome above (verified included): filter the results on"
+            " needs_review."
+        )
+
     if summary.by_error:
-        errors = Table(title="Errors", title_justify="left")
-        errors.add_column("error code / class")
-        errors.add_column("count", justify="right")
+        table = Table(title="Errors", title_justify="left")
+        table.add_column("error code / class")
+        table.add_column("count", justify="right")
+        table.add_column("meaning")
         for key, n in summary.by_error.items():
-            errors.add_row(key, str(n))
-        console.print(errors)
+            table.add_row(key, str(n), explain_error(key))
+        console.print(table)
 
     if summary.latency:
         latency = Table(title="Latency per endpoint (ms)", title_justify="left")
@@ -331,6 +399,20 @@ def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
             if summary.interrupted
             else f"{summary.pending} applicant(s) pending; run again with resume."
         )
-    if summary.results:
-        console.print(f"Results: {summary.results}")
+    if summary.results or summary.journal:
+        # The one place the paths are printed.
+        paths = [f"Results: {summary.results}"] if summary.results else []
+        paths += [f"journal: {summary.journal}"] if summary.journal else []
+        console.print("  ".join(paths))
     return buffer.getvalue()
+
+
+def explain_error(key: str) -> str:
+    """What an Errors-table key means: a documented error code's meaning (3010: the document
+    has expired), or the first line of an error class's description."""
+    if key.isdigit():
+        return ERROR_CODE_MEANINGS.get(int(key), "an error code the API documents no meaning for")
+    cls = getattr(errors, key, None)
+    if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__doc__:
+        return cls.__doc__.strip().split("\n\n")[0].replace("\n", " ")
+    return "an unexpected error (see the log)"

@@ -23,12 +23,19 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from .._redact import redact
 from ..config import RetryPolicy
-from ..errors import ConfigurationError, VlensError
+from ..errors import BulkInputError, ConfigurationError, JournalError, VlensError
 from ..flow import error_type_name
 from ..images import prefer_throughput
 from ._applicant import ApplicantRun
 from ._context import JobContext, RunCounters, StopSignal
-from ._journal import ClaimKind, Journal
+from ._journal import (
+    ClaimKind,
+    JobIdentity,
+    Journal,
+    check_output_path,
+    manifest_digest,
+    same_file,
+)
 from ._manifest import BulkApplicant, InvalidRow, ManifestItem, count_manifest_rows, iter_manifest
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter
 from ._report import BulkSummary, NullProgress, ProgressReporter, make_progress
@@ -63,7 +70,12 @@ class BulkRunner:
     (``None``: in memory, so no resume); with ``resume`` a journal from an earlier run is
     continued: finished applicants are skipped and the others continue from their last journaled
     step with the same transaction id (``retry_errors`` also gives applicants that ended in
-    ``error`` another go). ``results`` is the JSONL file written at the end. ``step_retry``
+    ``error`` another go). The journal records the client's ``base_url`` and the manifest's path
+    and digest; a resume with another service or manifest, or of a file that is no journal it
+    recognises, is refused (:class:`~vlens_async.errors.JournalError`) before anything is sent.
+    ``results`` is the JSONL file written at the end; a results path that is a folder, in a
+    folder that does not exist, or the manifest itself, is refused before anything is sent
+    (:class:`~vlens_async.errors.BulkInputError`). ``step_retry``
     governs the runner's own retries of a step. Images are prepared in ``prepare_threads``
     threads (default: one less than the CPU count, at least 1); with ``prepare=False`` they are
     read and sent as they are (for scans known to be compliant: preprocessing verifies every
@@ -92,6 +104,7 @@ class BulkRunner:
         # The client's own retries would send requests the rate limiter never saw; and the
         # runner prepares images itself (once per applicant, not once per attempt).
         self._client = client.with_options(retry=RetryPolicy.disabled(), prepare_images=False)
+        self.base_url: str = client.base_url  # recorded in the journal; a resume must match it
         self.prepare = prepare
         self.concurrency = concurrency
         self.limiter = limiter or RateLimiter(rate_limit)
@@ -157,14 +170,23 @@ class BulkRunner:
     async def run(
         self,
         applicants: Iterable[ManifestItem] | AsyncIterable[ManifestItem] | str | os.PathLike[str],
+        *,
+        manifest: str | os.PathLike[str] | None = None,
     ) -> BulkSummary:
         """Verify every applicant (a :class:`BulkApplicant`, or an :class:`InvalidRow` to record)
         and return the summary. ``applicants`` is read lazily; a sync iterable is read in a
         worker thread, since reading a manifest does blocking file I/O. A path is read as a
-        manifest (:func:`read_manifest`), never iterated character by character."""
+        manifest (:func:`read_manifest`), never iterated character by character. ``manifest``
+        names the file an iterable of applicants comes from (for the journal's record of it).
+
+        The results and journal paths, the manifest's identity and the journal are checked
+        before the first request: a refusal raises and sends nothing.
+        """
         if isinstance(applicants, str | os.PathLike):
+            manifest = applicants
             applicants = read_manifest(applicants)
-        journal = await Journal.open(self.journal_path, resume=self.resume)
+        identity = await asyncio.to_thread(self._identity, manifest)
+        journal = await Journal.open(self.journal_path, resume=self.resume, identity=identity)
         retried = ("error",) if self.retry_errors else ()
         skipped = await journal.finished_before(excluding=retried) if self.resume else 0
         self._counters = RunCounters(total=self.total, skipped_before=skipped)
@@ -195,6 +217,24 @@ class BulkRunner:
                 pool.shutdown(wait=False, cancel_futures=True)
                 summary = await self._finish(journal)
         return summary
+
+    def _identity(self, manifest: str | os.PathLike[str] | None) -> JobIdentity:
+        """Check the output paths and read the manifest's identity (blocking: in a thread)."""
+        manifest_path = None if manifest is None else Path(manifest)
+        journal, results = self.journal_path, self.results_path
+        if journal is not None and manifest_path is not None and same_file(journal, manifest_path):
+            raise JournalError(f"the journal path {self.journal_path} is the manifest")
+        if results is not None:
+            check_output_path(results, manifest=manifest_path, journal=journal)
+        if manifest_path is None:
+            return JobIdentity(self.base_url)
+        try:
+            path, digest = manifest_digest(manifest_path)
+        except OSError as exc:
+            raise BulkInputError(
+                f"cannot read the manifest {manifest_path} ({exc.strerror or type(exc).__name__})"
+            ) from None
+        return JobIdentity(self.base_url, path, digest)
 
     def _context(self, journal: Journal, pool: concurrent.futures.Executor) -> JobContext:
         """What this run shares with each applicant's run (see :class:`JobContext`)."""
@@ -227,6 +267,7 @@ class BulkRunner:
                 total=sum(counts.by_outcome.values()),
                 by_outcome=counts.by_outcome,
                 by_error=counts.by_error,
+                needs_review=counts.needs_review,
                 processed=stats.done,
                 skipped=self._counters.skipped,
                 resumed=self._counters.resumed,
@@ -390,8 +431,11 @@ async def run_bulk(
     ``progress=True`` picks a rich bar on a terminal and plain lines otherwise (on stderr);
     ``False``/``None`` shows nothing; or pass a reporter. With ``signals`` the first Ctrl-C or
     SIGTERM stops gracefully and a second at once (see :func:`handle_signals`). Raises
-    :class:`~vlens_async.errors.BulkInputError` when the manifest cannot be read at all or the
-    journal is already used (and ``resume`` is not set).
+    :class:`~vlens_async.errors.BulkInputError` before anything is sent when the manifest cannot
+    be read at all or ``out`` cannot be written (a folder, a missing folder, the manifest), and
+    :class:`~vlens_async.errors.JournalError` when the journal cannot be used as asked (in use,
+    already used without ``resume``; with ``resume``: no journal it recognises, or one started
+    against another service or manifest).
     """
     manifest = Path(manifest_path)
     limit = RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit
@@ -422,7 +466,7 @@ async def run_bulk(
     with contextlib.ExitStack() as stack:
         if signals:
             stack.enter_context(handle_signals(runner))
-        return await runner.run(_chain(first, rows))
+        return await runner.run(_chain(first, rows), manifest=manifest)
 
 
 def _chain(first: ManifestItem | None, rest: Iterator[ManifestItem]) -> Iterator[ManifestItem]:

@@ -1,0 +1,241 @@
+"""The bulk runner refuses bad outputs and a mismatched resume before anything is sent, loses no
+job to one applicant's trouble, and reports review flags (issue 12), with a scripted client."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from tests.bulk.scripted import (
+    NID,
+    ScriptedClient,
+    applicants,
+    error,
+    journal_bytes,
+    results,
+    runner,
+)
+from vlens_async.bulk import format_summary, run_bulk
+from vlens_async.errors import BulkInputError, JournalError, JournalMismatchError
+from vlens_async.flow import Transaction
+from vlens_async.models import VerificationResponse
+
+HEADER = "applicant_id,front,back,face_1,face_2,face_3"
+
+
+def write_manifest(folder: Path, image_dir: Path, count: int, name: str = "m.csv") -> Path:
+    """A CSV manifest of ``count`` applicants on the shared images."""
+    files = [str(image_dir / f"{n}.jpg") for n in ("front", "back", "face_1", "face_2", "face_3")]
+    lines = [HEADER, *(",".join([f"a{n}", *files]) for n in range(1, count + 1))]
+    manifest = folder / name
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def failing(step: str) -> Any:
+    """A fault: every attempt of ``step`` gets a 503 (the applicant ends in error after its
+    retries, its earlier steps journaled)."""
+    return lambda s, who, n: error(503) if s == step else None
+
+
+def names(folder: Path) -> set[str]:
+    """The names in ``folder``."""
+    return {p.name for p in folder.iterdir()}
+
+
+class OtherService(ScriptedClient):
+    """The same scripted answers from another base URL."""
+
+    base_url = "http://127.0.0.1:9"
+
+
+class DeepClient(ScriptedClient):
+    """Answers a2's liveness with a free-form field nested far deeper than any JSON encoder or
+    recursive copy allows."""
+
+    async def _answer(self, step: str, tx: str, **options: Any) -> VerificationResponse:
+        response = await super()._answer(step, tx, **options)
+        if options.get("client_transaction_id") != "a2":
+            return response
+        deep: Any = "bottom"
+        for _ in range(5000):
+            deep = [deep]
+        return attrs.evolve(response, data=attrs.evolve(response.data, device_info=deep))
+
+
+@pytest.mark.parametrize("case", ["folder", "missing_folder", "manifest"])
+async def test_a_bad_results_path_is_refused_before_anything_is_sent(
+    tmp_path: Path, image_dir: Path, case: str
+) -> None:
+    """--out that is a folder, in a missing folder or the manifest itself raises BulkInputError
+    before any request; no folder, journal or .tmp is created."""
+    manifest = write_manifest(tmp_path, image_dir, 2)
+    out = {
+        "folder": tmp_path / "outdir",
+        "missing_folder": tmp_path / "nowhere" / "results.jsonl",
+        "manifest": manifest,
+    }[case]
+    if case == "folder":
+        out.mkdir()
+    before = names(tmp_path)
+    client = ScriptedClient()
+    with pytest.raises(BulkInputError):
+        await runner(client, tmp_path, results=out).run(manifest)
+    assert client.calls == []
+    assert names(tmp_path) == before
+    assert manifest.read_text().startswith(HEADER)
+
+
+async def test_run_bulk_refuses_a_journal_in_a_missing_folder(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """run_bulk with a journal in a folder that does not exist raises JournalError, sends
+    nothing and makes no folder."""
+    manifest = write_manifest(tmp_path, image_dir, 2)
+    client = ScriptedClient()
+    with pytest.raises(JournalError, match="does not exist"):
+        await run_bulk(
+            client,  # type: ignore[arg-type]
+            manifest,
+            journal=tmp_path / "missing" / "run.db",
+            out=tmp_path / "results.jsonl",
+            progress=False,
+            signals=False,
+        )
+    assert client.calls == []
+    assert not (tmp_path / "missing").exists()
+
+
+async def test_a_journal_that_is_the_manifest_is_refused(tmp_path: Path, image_dir: Path) -> None:
+    """A journal path naming the manifest is refused before the manifest is touched."""
+    manifest = write_manifest(tmp_path, image_dir, 1)
+    text = manifest.read_text()
+    with pytest.raises(JournalError, match="manifest"):
+        await runner(ScriptedClient(), tmp_path, journal=manifest).run(manifest)
+    assert manifest.read_text() == text
+
+
+async def test_resume_against_another_service_is_refused_and_sends_nothing(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A job started against one service and resumed against another is refused before any
+    request, the journal untouched."""
+    manifest = write_manifest(tmp_path, image_dir, 3)
+    await runner(ScriptedClient(failing("back")), tmp_path).run(manifest)
+    journal = tmp_path / "journal.db"
+    with sqlite3.connect(journal) as conn:
+        before = list(conn.iterdump())
+    other = OtherService()
+    with pytest.raises(JournalMismatchError, match=r"127\.0\.0\.1:9"):
+        await runner(other, tmp_path, resume=True).run(manifest)
+    assert other.calls == []
+    with sqlite3.connect(journal) as conn:
+        assert list(conn.iterdump()) == before
+
+
+async def test_resume_against_a_changed_manifest_is_refused(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A resume whose manifest's bytes changed since the job started is refused."""
+    manifest = write_manifest(tmp_path, image_dir, 2)
+    await runner(ScriptedClient(), tmp_path).run(manifest)
+    write_manifest(tmp_path, image_dir, 3)
+    client = ScriptedClient()
+    with pytest.raises(JournalMismatchError, match="changed"):
+        await runner(client, tmp_path, resume=True).run(manifest)
+    assert client.calls == []
+
+
+async def test_one_applicant_whose_snapshot_cannot_be_taken_does_not_stop_the_job(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """snapshot() raising for one applicant makes that applicant an error; the others finish."""
+    real = Transaction.snapshot
+
+    def snapshot(self: Transaction, **kwargs: Any) -> dict[str, Any]:
+        if self._client_transaction_id == "a2":
+            raise RuntimeError("cannot snapshot")
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(Transaction, "snapshot", snapshot)
+    summary = await runner(ScriptedClient(), tmp_path).run(applicants(image_dir, 4))
+    outcomes = {line["applicant_id"]: line["outcome"] for line in results(tmp_path)}
+    assert outcomes == {"a1": "verified", "a2": "error", "a3": "verified", "a4": "verified"}
+    assert summary.complete
+
+
+async def test_a_deeply_nested_free_form_field_does_not_stop_the_job(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A response with a free-form field nested 5000 deep is journaled without it; every
+    applicant finishes."""
+    summary = await runner(DeepClient(), tmp_path).run(applicants(image_dir, 3))
+    assert summary.by_outcome == {"verified": 3}
+
+
+async def test_a_snapshot_that_cannot_be_restored_is_an_error_and_the_job_goes_on(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """On resume, applicants whose journaled snapshot is not JSON, of another version or of
+    the wrong types are recorded as errors; the rest continue."""
+    people = applicants(image_dir, 4)
+    await runner(ScriptedClient(failing("back")), tmp_path).run(people)
+    journal = tmp_path / "journal.db"
+    with sqlite3.connect(journal) as conn:
+        conn.execute("UPDATE applicants SET snapshot='not json' WHERE applicant_id='a1'")
+        conn.execute(
+            "UPDATE applicants SET snapshot=json_set(snapshot, '$.version', 99)"
+            " WHERE applicant_id='a2'"
+        )
+        conn.execute(
+            "UPDATE applicants SET snapshot=json_set(snapshot, '$.steps', json('[1]'))"
+            " WHERE applicant_id='a3'"
+        )
+    client = ScriptedClient()
+    summary = await runner(client, tmp_path, resume=True, retry_errors=True).run(people)
+    outcomes = {line["applicant_id"]: line["outcome"] for line in results(tmp_path)}
+    assert outcomes == {"a1": "error", "a2": "error", "a3": "error", "a4": "verified"}
+    assert [step for step, _, _ in client.calls] == ["back", "liveness"]  # a4 only
+    assert summary.complete
+    with sqlite3.connect(journal) as conn:
+        states = dict(conn.execute("SELECT applicant_id, state FROM applicants").fetchall())
+    assert states["a1"] == "FRONT_SCANNED"
+
+
+async def test_needs_review_is_in_every_line_and_counted(tmp_path: Path, image_dir: Path) -> None:
+    """An AML match sets needs_review in its results line; every line, invalid and pending ones
+    included, has the field; the summary counts and explains it."""
+    from vlens_async.bulk._manifest import InvalidRow
+
+    client = ScriptedClient()
+    client.unverified = {"a2"}  # the scripted AML match
+    people = applicants(image_dir, 3)
+    summary = await runner(client, tmp_path).run([*people, InvalidRow(4, "front: missing", "a4")])
+    lines = {line["applicant_id"]: line for line in results(tmp_path)}
+    assert {k: v["needs_review"] for k, v in lines.items()} == {
+        "a1": False,
+        "a2": True,
+        "a3": False,
+        "a4": False,
+    }
+    assert summary.needs_review == 1
+    assert "Needs review: 1" in format_summary(summary)
+
+
+async def test_the_journal_keeps_no_national_id_or_birth_date(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """The journal of applicants stopped before liveness holds neither their national ID nor
+    any part of it beyond the last digits, and a resume still completes them."""
+    await runner(ScriptedClient(failing("liveness")), tmp_path).run(applicants(image_dir, 2))
+    raw = journal_bytes(tmp_path)
+    assert NID.encode() not in raw
+    assert NID[:10].encode() not in raw
+    await runner(ScriptedClient(), tmp_path, resume=True, retry_errors=True).run(
+        applicants(image_dir, 2)
+    )
+    assert {line["outcome"] for line in results(tmp_path)} == {"verified"}
