@@ -399,11 +399,8 @@ def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
             if summary.interrupted
             else f"{summary.pending} applicant(s) pending; run again with resume."
         )
-    if summary.results or summary.journal:
-        # The one place the paths are printed.
-        paths = [f"Results: {summary.results}"] if summary.results else []
-        paths += [f"journal: {summary.journal}"] if summary.journal else []
-        console.print("  ".join(paths))
+    if summary.results:
+        console.print(f"Results: {summary.results}")  # the one place it is printed
     return buffer.getvalue()
 
 
