@@ -20,6 +20,7 @@ from tests.bulk.scripted import (
     runner,
 )
 from vlens_async.bulk import format_summary, run_bulk
+from vlens_async.bulk._journal import Journal
 from vlens_async.errors import BulkInputError, JournalError, JournalMismatchError
 from vlens_async.flow import Transaction
 from vlens_async.models import VerificationResponse
@@ -239,3 +240,19 @@ async def test_the_journal_keeps_no_national_id_or_birth_date(
         applicants(image_dir, 2)
     )
     assert {line["outcome"] for line in results(tmp_path)} == {"verified"}
+
+
+async def test_a_journal_that_cannot_write_stops_the_job_gracefully(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the journal fails to record any outcome (a full disk), the job stops as for an
+    error, the applicants pending for a resume, instead of ending in a traceback."""
+
+    async def full_disk(self: Journal, *args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Journal, "finish", full_disk)
+    summary = await runner(ScriptedClient(), tmp_path).run(applicants(image_dir, 3))
+    assert summary.stopped_by_error
+    assert summary.stop_reason == "the journal failed: OperationalError"
+    assert summary.by_outcome == {"pending": 3}

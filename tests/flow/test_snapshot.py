@@ -202,6 +202,26 @@ async def test_restored_liveness_takes_the_front_given_at_restore(
     assert vlens_emulator.counters()["transactions_created"] == 1
 
 
+async def test_verify_finishes_a_restored_transaction_with_the_front_it_prepares(
+    vlens_client: VlensClient, vlens_emulator: RunningEmulator
+) -> None:
+    """verify() on a transaction restored after both sides sends only liveness, with the front
+    it was given, on the same server transaction."""
+    a = applicant(47)
+    tx = vlens_client.transaction()
+    await tx.scan_front(a.front)
+    await tx.scan_back(a.back)
+    restored = Transaction.restore(vlens_client, json.loads(json.dumps(tx.snapshot())))
+    outcome = await vlens_client.verify(a.front, a.back, a.faces, transaction=restored)
+    assert outcome.state is FlowState.COMPLETED
+    assert vlens_emulator.counters()["transactions_created"] == 1
+    assert vlens_emulator.counters()["steps"][tx.transaction_id] == {
+        "front": 1,
+        "back": 1,
+        "liveness": 1,
+    }
+
+
 async def test_restored_liveness_without_the_front_names_it_and_sends_nothing() -> None:
     """Without an ID front anywhere, liveness raises MissingInputError naming ``id_front``:
     a FlowError, but neither an order nor a closed-transaction error."""

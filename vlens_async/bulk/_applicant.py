@@ -82,13 +82,13 @@ class ApplicantRun:
             error = await self._steps(tx)
         except Stopped:
             # Every finished step is journaled; keep the failed attempts of this one too.
-            await self._save(tx)
+            await self._save_if_possible(tx)
             return
         finally:
             await self.images.close()
         if error is not None and is_fatal(error):
             # Not this applicant's fault: keep it pending for a resume and stop the job.
-            await self._save(tx)
+            await self._save_if_possible(tx)
             self.context.halt(f"{error_type_name(error)}: {error_message(error)}")
             return
         await self._finish(tx, error)
@@ -102,6 +102,15 @@ class ApplicantRun:
             snapshot=tx.snapshot(),
             attempts=self.client.take_attempts(),
         )
+
+    async def _save_if_possible(self, tx: Transaction) -> None:
+        """Journal the last attempts of an applicant left pending; if its snapshot cannot be
+        taken, its last journaled step stands (a resume sends the rest again on the same
+        transaction)."""
+        try:
+            await self._save(tx)
+        except Exception as exc:
+            self._unexpected("journal", exc)
 
     @staticmethod
     def _plan(tx: Transaction) -> list[Step]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -57,6 +58,7 @@ DEFAULT_CONCURRENCY: Final = 16
 # default: a bulk job can afford to wait, and an applicant given up on costs an operator's time.
 DEFAULT_STEP_RETRY: Final = RetryPolicy(max_attempts=6, initial=0.5, max_backoff=10.0)
 _READ_BATCH: Final = 64
+logger: Final = logging.getLogger("vlens_async")
 _TICK: Final = 1.0
 
 _T = TypeVar("_T")
@@ -324,10 +326,19 @@ class BulkRunner:
             item = await queue.get()
             if item is None or self._stop.is_set:
                 return
-            if isinstance(item, InvalidRow):
-                await self._record_invalid(context.journal, item)
-                continue
-            await self._applicant(context, item)
+            try:
+                if isinstance(item, InvalidRow):
+                    await self._record_invalid(context.journal, item)
+                    continue
+                await self._applicant(context, item)
+            except Exception as exc:
+                # An applicant's run records its own failures; what escapes it is the journal
+                # failing to write at all (a full disk, say): stop gracefully, leaving the rest
+                # pending for a resume, rather than abandon the job with a traceback. The class
+                # only: the message may name a path.
+                logger.error("bulk: the journal failed (%s); stopping", type(exc).__name__)
+                self._halt(f"the journal failed: {type(exc).__name__}")
+                return
 
     async def _record_invalid(self, journal: Journal, item: InvalidRow) -> None:
         if await journal.record_invalid(item):
