@@ -196,6 +196,7 @@ _FLAG_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\bresume=True\b", "--resume"),
         (r"\bresume it\b", "continue it with --resume"),
         (r"(?<!-)\bwith resume\b", "with --resume"),
+        (r"(?<!-)\bwithout resume\b", "without --resume"),
         (r"\bmax_bytes\b", "--max-bytes"),
         (r"\bmax_side\b", "--max-side"),
         (r"^concurrency\b", "--concurrency"),

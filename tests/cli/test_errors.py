@@ -48,6 +48,7 @@ def test_a_closed_stdout_ends_quietly() -> None:
         ("already holds 3 applicant(s): resume it, or", "continue it with --resume"),
         ("use resume=True", "use --resume"),
         ("run again with resume to finish them", "run again with --resume to finish"),
+        ("move it away and run without resume to start", "run without --resume to start"),
         ("max_bytes must be an int", "--max-bytes must be an int"),
         ("concurrency must be at least 1", "--concurrency must be at least 1"),
         ("retry_errors=True needs resume", "--retry-errors needs resume"),
@@ -247,3 +248,20 @@ def test_bulk_prints_a_runner_refusal_as_one_line(
         "vlens bulk: VlensError: journal run.db was started against https://other.example: refused"
     )
     assert len(lines) == 2  # the emulator's notice, then the refusal
+
+
+def test_resume_without_a_journal_hint_names_the_flag(
+    tmp_path: Path,
+    cli_manifest: Path,
+    recording: RecordingServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--resume with no journal there: one line whose hint names --resume, nothing sent."""
+    argv = ["bulk", str(cli_manifest), "--journal", str(tmp_path / "j.db"), "--resume"]
+    argv += ["--out", str(tmp_path / "o.jsonl"), "--base-url", recording.base_url]
+    status, _, err = run(capsys, *argv, "--api-key", "k")
+    assert status == 2
+    line = one_line(err)
+    assert "without --resume" in line
+    assert "without resume" not in line
+    assert recording.api_requests == []
