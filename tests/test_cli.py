@@ -131,36 +131,21 @@ def test_demo_runs_the_bulk_job_end_to_end(
     assert "writing" not in err
 
 
-def test_bulk_command_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`vlens bulk` verifies a manifest; --resume on a finished journal sends nothing new."""
+def test_bulk_command_runs_and_resumes(
+    tmp_path: Path,
+    vlens_emulator_thread: BackgroundEmulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`vlens bulk` verifies a manifest; --resume on a finished journal (against the same
+    service: an embedded emulator forgets its transactions) sends nothing new."""
     folder = tmp_path / "demo"
-    assert (
-        run(
-            capsys,
-            "demo",
-            "--count",
-            "4",
-            "--folder",
-            str(folder),
-            "--latency",
-            "none",
-            "--faults",
-            "",
-        )[0]
-        == 0
-    )
+    argv = ("demo", "--count", "4", "--folder", str(folder), "--latency", "none", "--faults", "")
+    assert run(capsys, *argv)[0] == 0
     manifest = folder / "applicants" / "manifest.csv"
     journal, out = tmp_path / "run.db", tmp_path / "results.jsonl"
-    base = (
-        "bulk",
-        str(manifest),
-        "--journal",
-        str(journal),
-        "--out",
-        str(out),
-        "--rate",
-        "50/s,3000/min",
-    )
+    service = ("--base-url", vlens_emulator_thread.base_url, "--api-key")
+    service += (vlens_emulator_thread.api_key, "--rate", "50/s,3000/min")
+    base = ("bulk", str(manifest), "--journal", str(journal), "--out", str(out), *service)
     status, stdout, _ = run(capsys, *base)
     assert status == 0
     assert len(out.read_text().splitlines()) == 4
