@@ -224,3 +224,13 @@ def test_local_errors_pickle_with_their_attributes(err: errors.VlensError) -> No
     assert type(clone) is type(err)
     assert str(clone) == str(err)
     assert vars(clone) == vars(err)
+
+
+def test_response_too_large_is_a_decode_error_that_pickles_with_its_limit() -> None:
+    """ResponseTooLargeError is a ResponseDecodeError, exported, and keeps ``limit`` pickled."""
+    err = errors.ResponseTooLargeError("GET /x failed: too large", status=200, limit=1024)
+    assert isinstance(err, errors.ResponseDecodeError)
+    assert vlens_async.ResponseTooLargeError is errors.ResponseTooLargeError
+    clone = pickle.loads(pickle.dumps(err))
+    assert type(clone) is errors.ResponseTooLargeError
+    assert (clone.limit, clone.status, clone.body) == (1024, 200, None)
