@@ -31,11 +31,13 @@ class CountingReader:
         self.calls = 0
         self.running = 0
         self.most_at_once = 0
+        self.threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
     def __call__(self, data: bytes) -> Any:
         with self._lock:
             self.calls += 1
+            self.threads.add(threading.current_thread())
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         time.sleep(self.pause)  # in a worker thread: stands in for a slow decode
@@ -102,6 +104,30 @@ async def test_decodes_share_a_pixel_budget() -> None:
         assert cards.most_at_once == 1
         budget = raw.emu.state.decode_budget
         assert (budget.peak, budget.in_use, len(budget)) == (SMALL_PIXELS, 0, 0)
+
+
+async def test_decodes_run_in_the_readers_own_threads() -> None:
+    """Decodes run in at most decode_threads threads of the emulator's own (the memory a decode
+    took stays with its thread: in the loop's six default workers 24 huge images kept 825 MiB),
+    and those threads end with the emulator."""
+    cards = CountingReader(pause=0.02)
+    async with _emulator(EmulatorConfig(card_reader=cards, decode_threads=2)) as raw:
+        await asyncio.gather(*(raw.front(small_jpeg(i), new_tx()) for i in range(8)))
+        assert cards.most_at_once == 2
+    assert len(cards.threads) == 2
+    assert all(t.name.startswith("vlens-emulator-decode") for t in cards.threads)
+    for _ in range(100):  # 2 s at most
+        if not any(t.is_alive() for t in cards.threads):
+            break
+        await asyncio.sleep(0.02)
+    assert not any(t.is_alive() for t in cards.threads)
+
+
+def test_decode_settings_are_checked() -> None:
+    """A budget or thread count that is not a positive whole number is refused up front."""
+    for bad in ({"decode_pixel_budget": 0}, {"decode_threads": 0}, {"decode_threads": 2.0}):
+        with pytest.raises(ValueError, match="decode"):
+            EmulatorConfig(**bad)  # type: ignore[arg-type]
 
 
 async def test_the_default_budget_lets_ordinary_scans_run_together() -> None:

@@ -225,4 +225,9 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     for name, (method, path) in ENDPOINTS.items():
         app.router.add_route(method, path, HANDLERS[name], name=name)
     app.add_subapp(CONTROL_PREFIX.rstrip("/"), create_control_app(state))
+    app.on_cleanup.append(_close_state)
     return app
+
+
+async def _close_state(app: web.Application) -> None:
+    app[STATE_KEY].close()

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_ADMIN_USERNAME",
     "DEFAULT_API_KEY",
     "DEFAULT_DECODE_PIXEL_BUDGET",
+    "DEFAULT_DECODE_THREADS",
     "DEFAULT_IMAGE_STORE_MAX_BYTES",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_REFRESH_TOKEN_TTL",
@@ -56,9 +57,12 @@ DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_IMAGE_STORE_MAX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_MAX_TRANSACTIONS: Final = 200_000
 DEFAULT_READ_CACHE_SIZE: Final = 4096
-# Pixels being decoded at once across requests (two images at the 25 MP limit): a flood of huge
-# images waits its turn instead of taking the process to gigabytes. One larger image runs alone.
+# Pixels being decoded at once across requests (two images at the 25 MP limit), in this many
+# threads of their own: a flood of huge images waits its turn instead of taking the process to
+# gigabytes. One larger image runs alone.
 DEFAULT_DECODE_PIXEL_BUDGET: Final = 2 * DEFAULT_MAX_IMAGE_PIXELS
+DEFAULT_DECODE_THREADS: Final = 2
+MAX_DECODE_THREADS: Final = 64
 # Bounds of the per-tenant rate-limit switches (strict sliding windows need at least 1).
 MAX_RATE: Final = 1_000_000
 
@@ -174,7 +178,8 @@ class EmulatorConfig:
     evicted first); with ``image_spill_dir`` evicted images are written there instead of dropped.
     ``today`` pins the date used for expiry checks (default: the real UTC date).
     ``decode_pixel_budget`` bounds the pixels decoded at once across all requests (synthetic OCR
-    waits for its share; an image larger than the budget is decoded alone).
+    waits for its share; an image larger than the budget is decoded alone), in ``decode_threads``
+    threads of the emulator's own (the memory a decode took stays with its thread).
     """
 
     tenants: tuple[TenantConfig, ...] = attrs.field(
@@ -194,6 +199,7 @@ class EmulatorConfig:
     max_transactions: int | None = DEFAULT_MAX_TRANSACTIONS
     read_cache_size: int = DEFAULT_READ_CACHE_SIZE
     decode_pixel_budget: int = attrs.field(default=DEFAULT_DECODE_PIXEL_BUDGET)
+    decode_threads: int = attrs.field(default=DEFAULT_DECODE_THREADS)
     today: date | None = None
     key_variants: bool = True
     card_reader: Reader | None = attrs.field(default=None, eq=False, repr=False)
@@ -203,6 +209,13 @@ class EmulatorConfig:
     def _check_budget(self, _: attrs.Attribute[int], value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError("decode_pixel_budget must be a positive number of pixels")
+
+    @decode_threads.validator
+    def _check_threads(self, _: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("decode_threads must be a whole number")
+        if not 1 <= value <= MAX_DECODE_THREADS:
+            raise ValueError(f"decode_threads must be from 1 to {MAX_DECODE_THREADS}")
 
     @tenants.validator
     def _check_tenants(self, _: attrs.Attribute[Any], value: tuple[TenantConfig, ...]) -> None:

@@ -6,10 +6,13 @@ image key (length and hash of its base64 text), so a repeated image is read once
 face code gets a 16x16 grayscale thumbnail instead, decoded at reduced size (``Image.draft``), to
 tell identical frames apart.
 
-Decoding is the one costly thing a request can ask for (a 25 MP PNG takes about a second of CPU
-and a few hundred MB), so :meth:`Readers.read_card` and :meth:`Readers.read_face` decode only
-within a :class:`PixelBudget`: at most so many pixels in flight across all requests, first come,
-first served. Callers check everything that needs no pixels before asking.
+Decoding is the one costly thing a request can ask for (a 25 MP PNG takes about half a second of
+CPU and over 100 MB while it is decoded), so :meth:`Readers.read_card` and :meth:`Readers.read_face`
+decode only within a :class:`PixelBudget` (at most so many pixels in flight across all requests,
+first come, first served) and only in the readers' own few threads: the C allocator keeps what a
+thread once used for that thread, so decoding in any of the loop's default workers would leave
+each of them holding a decode's worth of memory. Callers check everything that needs no pixels
+before asking.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import io
 from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -125,10 +129,11 @@ class PixelBudget:
 
 
 class Readers:
-    """Card and face readers with a shared cache and a decode budget.
+    """Card and face readers with a shared cache, a decode budget and their own threads.
 
     :meth:`card` and :meth:`face` are sync (call them in a thread); :meth:`read_card` and
-    :meth:`read_face` answer from the cache or decode in a thread within the budget.
+    :meth:`read_face` answer from the cache or decode in one of ``threads`` worker threads within
+    the budget. :meth:`close` lets the threads go.
     """
 
     def __init__(
@@ -137,12 +142,19 @@ class Readers:
         face_reader: Reader | None,
         cache_size: int,
         budget: PixelBudget | None = None,
+        threads: int = 2,
     ) -> None:
         self._card_reader = card_reader or _default_card_reader
         self._face_reader = face_reader or _default_face_reader
         self.cards: LruCache[tuple[int, int], CardInfo] = LruCache(cache_size)
         self.faces: LruCache[tuple[int, int], FaceInfo] = LruCache(cache_size)
         self.budget = budget if budget is not None else PixelBudget(2**62)
+        # Threads start on first use and idle between decodes.
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="vlens-emulator-decode")
+
+    def close(self) -> None:
+        """Stop the decode threads once they finish what they are doing."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def read_card(self, image: ImageData) -> CardInfo:
         """:meth:`card` off the loop: cached, else decoded within the budget."""
@@ -150,7 +162,9 @@ class Readers:
         if found is not None:
             return found
         async with self.budget.hold(image.width * image.height):
-            return await asyncio.to_thread(self.card, image)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.card, image
+            )
 
     async def read_face(self, image: ImageData) -> FaceInfo:
         """:meth:`face` off the loop: cached, else decoded within the budget."""
@@ -158,7 +172,9 @@ class Readers:
         if found is not None:
             return found
         async with self.budget.hold(image.width * image.height):
-            return await asyncio.to_thread(self.face, image)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.face, image
+            )
 
     def clear(self) -> None:
         """Forget every cached reading."""

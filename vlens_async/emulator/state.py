@@ -217,7 +217,11 @@ class EmulatorState:
         # Not reset either: decodes in flight across a reset give their share back.
         self.decode_budget = PixelBudget(config.decode_pixel_budget)
         self.readers = Readers(
-            config.card_reader, config.face_reader, config.read_cache_size, self.decode_budget
+            config.card_reader,
+            config.face_reader,
+            config.read_cache_size,
+            self.decode_budget,
+            config.decode_threads,
         )
         self.headers: LruCache[tuple[int, int], ImageHeader] = LruCache(config.read_cache_size)
         self.images = ImageStore(
@@ -244,6 +248,10 @@ class EmulatorState:
         self._rng = random.Random(f"{config.seed}:state")
         self._secret = hashlib.sha256(f"vlens-emulator:{config.seed}".encode()).digest()
         self._token_serial = 0
+
+    def close(self) -> None:
+        """Let the decode threads go (the app's cleanup calls this)."""
+        self.readers.close()
 
     async def reset(self) -> None:
         """Back to the configured start: no users, transactions, images, tokens or counters."""
