@@ -14,20 +14,58 @@ import concurrent.futures
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from ..config import RetryPolicy
-from ._journal import Journal
-from ._ratelimit import RateLimiter
+from ._journal import AttemptRecord
 from ._report import FAILED_OUTCOMES, ProgressStats
 
 if TYPE_CHECKING:
     from ..client import VlensClient
 
-__all__ = ["JobContext", "RunCounters", "StopSignal", "Stopped"]
+__all__ = ["JobContext", "Limiter", "RunCounters", "StepJournal", "StopSignal", "Stopped"]
+
+
+class StepJournal(Protocol):
+    """Where an applicant's run journals its steps: the bulk runner's SQLite
+    :class:`~vlens_async.bulk._journal.Journal`, or another store with the same two writes (the
+    PostgreSQL queue's)."""
+
+    async def save_step(
+        self,
+        applicant_id: str,
+        *,
+        state: str,
+        snapshot: Mapping[str, Any] | None,
+        attempts: Sequence[AttemptRecord],
+    ) -> None:
+        """Journal one finished step: its attempts and the flow's snapshot after it."""
+
+    async def finish(
+        self,
+        applicant_id: str,
+        *,
+        state: str,
+        snapshot: Mapping[str, Any] | None,
+        attempts: Sequence[AttemptRecord],
+        result: Mapping[str, Any],
+    ) -> None:
+        """Journal the applicant's terminal outcome and its results line."""
+
+
+class Limiter(Protocol):
+    """What every attempt passes: the bulk runner's in-process
+    :class:`~vlens_async.bulk._ratelimit.RateLimiter`, or a shared one with the same two calls."""
+
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        """Hold a token for the duration of one request (raises ``LimiterClosed`` on stop)."""
+
+    def throttled(self, retry_after: float | None = None) -> None:
+        """Report a throttling signal (HTTP 429 or code 4003) from the server."""
 
 
 class Stopped(Exception):
@@ -99,8 +137,8 @@ class JobContext:
     """
 
     client: VlensClient
-    journal: Journal
-    limiter: RateLimiter
+    journal: StepJournal
+    limiter: Limiter
     step_retry: RetryPolicy
     prepare: bool
     executor: concurrent.futures.Executor

@@ -204,7 +204,8 @@ class BulkRunner:
             ticker = asyncio.create_task(self._tick())
             producer = asyncio.create_task(self._produce(applicants, queue))
             self._workers = [
-                asyncio.create_task(self._work(queue, context)) for _ in range(self.concurrency)
+                asyncio.create_task(self._work(queue, context, journal))
+                for _ in range(self.concurrency)
             ]
             try:
                 await asyncio.gather(*self._workers, return_exceptions=False)
@@ -321,16 +322,18 @@ class BulkRunner:
                 for _ in range(self.concurrency):
                     await queue.put(None)
 
-    async def _work(self, queue: asyncio.Queue[ManifestItem | None], context: JobContext) -> None:
+    async def _work(
+        self, queue: asyncio.Queue[ManifestItem | None], context: JobContext, journal: Journal
+    ) -> None:
         while True:
             item = await queue.get()
             if item is None or self._stop.is_set:
                 return
             try:
                 if isinstance(item, InvalidRow):
-                    await self._record_invalid(context.journal, item)
+                    await self._record_invalid(journal, item)
                     continue
-                await self._applicant(context, item)
+                await self._applicant(context, journal, item)
             except Exception as exc:
                 # An applicant's run records its own failures; what escapes it is the journal
                 # failing to write at all (a full disk, say): stop gracefully, leaving the rest
@@ -349,11 +352,13 @@ class BulkRunner:
         self._counters.by_outcome[outcome] += 1
         self.progress.update(self._counters.stats())
 
-    async def _applicant(self, context: JobContext, applicant: BulkApplicant) -> None:
-        claim = await context.journal.claim(applicant)
+    async def _applicant(
+        self, context: JobContext, journal: Journal, applicant: BulkApplicant
+    ) -> None:
+        claim = await journal.claim(applicant)
         if claim.kind is ClaimKind.DUPLICATE:
             await self._record_invalid(
-                context.journal,
+                journal,
                 InvalidRow(
                     applicant.row,
                     f"duplicate applicant_id (first seen at row {claim.first_row})",
