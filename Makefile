@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench clean postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,23 @@ lint: $(STAMP)
 	$(BIN)/ruff check vlens_async tests benchmarks
 	$(BIN)/mypy --strict vlens_async
 
-test: lint
+# The queue's tests need a real PostgreSQL: the session starts a throwaway cluster from initdb and
+# pg_ctl (tests/queue/pgcluster.py). Installed here from Debian's packages when missing (as root,
+# as CI runs), without creating or starting Debian's own cluster.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		mkdir -p /etc/postgresql-common/createcluster.d && \
+		echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/vlens-no-main.conf && \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	else \
+		echo "initdb/pg_ctl not found: install PostgreSQL (Debian: apt-get install postgresql)" >&2; \
+		exit 1; \
+	fi
+
+test: lint postgres
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
