@@ -1,0 +1,225 @@
+"""``status``, ``export`` and ``retry``: reading and re-sending a run while it goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+
+from ..bulk._journal import PENDING, _result_line, check_output_path
+from ._app import job_for, make_app
+from ._db import connect, require_schema
+from ._errors import QueueError
+from ._store import Conn
+
+__all__ = ["RunStatus", "export", "retry", "status"]
+
+_WINDOW = 60.0  # throughput over the last minute
+_ALIVE = 30.0  # a worker whose heartbeat is younger than this is alive
+_BATCH = 1000
+
+
+@attrs.frozen
+class RunStatus:
+    """Where a run stands: applicants by outcome (``pending`` for unfinished ones, ``invalid``
+    for bad rows), total, flagged for review, the last minute's throughput (applicants per
+    second), the estimated seconds left (None when nothing finished lately), workers alive."""
+
+    run: str
+    base_url: str
+    total: int
+    by_outcome: dict[str, int]
+    needs_review: int
+    throughput: float
+    eta: float | None
+    workers_alive: int
+    jobs: dict[str, int]
+
+    @property
+    def pending(self) -> int:
+        """Applicants not finished yet."""
+        return self.by_outcome.get(PENDING, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {**attrs.asdict(self), "pending": self.pending}
+
+
+async def _run_id(conn: Conn, run: str) -> tuple[int, str, str]:
+    row = await (
+        await conn.execute(
+            "SELECT id, base_url, queue FROM vlens_queue_runs WHERE name = %s", (run,)
+        )
+    ).fetchone()
+    if row is None:
+        raise QueueError(f"no run named {run!r} in this database")
+    return int(row[0]), str(row[1]), str(row[2])
+
+
+async def status(db: str, run: str) -> RunStatus:
+    """The run's counts, throughput, ETA and workers alive (works while it runs)."""
+    async with connect(db) as conn:
+        await require_schema(conn)
+        run_id, base_url, queue = await _run_id(conn, run)
+        by_outcome: dict[str, int] = {}
+        for outcome, n in await (
+            await conn.execute(
+                "SELECT coalesce(outcome, %s), count(*) FROM vlens_queue_applicants"
+                " WHERE run = %s GROUP BY 1",
+                (PENDING, run_id),
+            )
+        ).fetchall():
+            by_outcome[str(outcome)] = int(n)
+        invalid = await (
+            await conn.execute("SELECT count(*) FROM vlens_queue_invalid WHERE run = %s", (run_id,))
+        ).fetchone()
+        if invalid and invalid[0]:
+            by_outcome["invalid"] = by_outcome.get("invalid", 0) + int(invalid[0])
+        review = await (
+            await conn.execute(
+                "SELECT count(*) FROM vlens_queue_applicants WHERE run = %s AND status = 'done'"
+                " AND result::jsonb ->> 'needs_review' = 'true'",
+                (run_id,),
+            )
+        ).fetchone()
+        now = time.time()
+        recent = await (
+            await conn.execute(
+                "SELECT count(*), min(finished_at) FROM vlens_queue_applicants"
+                " WHERE run = %s AND finished_at > %s",
+                (run_id, now - _WINDOW),
+            )
+        ).fetchone()
+        alive = await (
+            await conn.execute(
+                "SELECT count(*) FROM procrastinate_workers"
+                " WHERE last_heartbeat > now() - make_interval(secs => %s)",
+                (_ALIVE,),
+            )
+        ).fetchone()
+        jobs = {
+            str(s): int(n)
+            for s, n in await (
+                await conn.execute(
+                    "SELECT status::text, count(*) FROM procrastinate_jobs"
+                    " WHERE queue_name = %s AND (args ->> 'run')::bigint = %s GROUP BY 1",
+                    (queue, run_id),
+                )
+            ).fetchall()
+        }
+    done_recently = int(recent[0]) if recent else 0
+    span = now - float(recent[1]) if recent and recent[1] is not None else 0.0
+    throughput = done_recently / max(span, 1.0) if done_recently else 0.0
+    pending = by_outcome.get(PENDING, 0)
+    eta = pending / throughput if throughput > 0 else (0.0 if pending == 0 else None)
+    return RunStatus(
+        run=run,
+        base_url=base_url,
+        total=sum(by_outcome.values()),
+        by_outcome=by_outcome,
+        needs_review=int(review[0]) if review else 0,
+        throughput=throughput,
+        eta=eta,
+        workers_alive=int(alive[0]) if alive else 0,
+        jobs=jobs,
+    )
+
+
+async def export(db: str, run: str, out: str | os.PathLike[str]) -> int:
+    """Write the run's results file (JSONL, ``vlens bulk``'s line schema, manifest order: an
+    unfinished applicant as ``pending``, a bad row as ``invalid``); replaced atomically. Returns
+    the number of lines."""
+    path = Path(out)
+    await asyncio.to_thread(check_output_path, path)
+    async with connect(db) as conn:
+        await require_schema(conn)
+        run_id, _, _ = await _run_id(conn, run)
+        fd, tmp_name = await asyncio.to_thread(
+            tempfile.mkstemp, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+        tmp = Path(tmp_name)
+        lines = 0
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                async with conn.transaction(), conn.cursor(name="vlens_export") as cur:
+                    await cur.execute(
+                        "SELECT row, applicant_id, state, transaction_id, outcome, result, NULL"
+                        " FROM vlens_queue_applicants WHERE run = %s UNION ALL"
+                        " SELECT row, applicant_id, NULL, NULL, 'invalid', NULL, reason"
+                        " FROM vlens_queue_invalid WHERE run = %s ORDER BY 1",
+                        (run_id, run_id),
+                    )
+                    for _ in range(10**12):  # bounded by the run's rows
+                        batch = await cur.fetchmany(_BATCH)
+                        if not batch:
+                            break
+                        data = b"".join(orjson.dumps(_line(*r)) + b"\n" for r in batch)
+                        await asyncio.to_thread(fh.write, data)
+                        lines += len(batch)
+            await asyncio.to_thread(os.replace, tmp, path)
+        except BaseException:
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+            raise
+    return lines
+
+
+def _line(
+    row: int,
+    applicant_id: str | None,
+    state: str | None,
+    transaction_id: str | None,
+    outcome: str | None,
+    result: str | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    """A results line, as the bulk journal exports it."""
+    line = _result_line(result)
+    if line is not None:
+        return line
+    fallback: dict[str, Any] = {
+        "applicant_id": applicant_id,
+        "row": row,
+        "outcome": outcome or PENDING,
+        "state": state,
+        "transaction_id": transaction_id,
+        "needs_review": False,
+        "error_message": reason,
+    }
+    if result is not None:
+        fallback["needs_review"] = True
+        fallback["error_message"] = "the journaled result could not be read"
+    return fallback
+
+
+async def retry(db: str, run: str, *, failed: bool = True) -> int:
+    """Send the run's transient failures (outcome ``error``) round again, each on its own
+    transaction where it stopped; returns how many. ``failed`` must be True (the only kind)."""
+    if not failed:
+        raise QueueError("say which applicants to retry: --failed")
+    async with connect(db) as conn:
+        await require_schema(conn)
+        run_id, _, queue = await _run_id(conn, run)
+        app = make_app(db, max_size=2)
+        async with conn.transaction():
+            rows = await (
+                await conn.execute(
+                    "UPDATE vlens_queue_applicants SET status = 'active', outcome = NULL,"
+                    " error_key = NULL, result = NULL, finished_at = NULL, updated_at = %s"
+                    " WHERE run = %s AND status = 'done' AND outcome = 'error'"
+                    " AND inputs IS NOT NULL RETURNING applicant_id",
+                    (time.time(), run_id),
+                )
+            ).fetchall()
+            ids = [str(r[0]) for r in rows]
+            for start in range(0, len(ids), _BATCH):
+                await app.job_manager.batch_defer_jobs_async(
+                    [job_for(queue, run_id, a) for a in ids[start : start + _BATCH]],
+                    connection=conn,
+                )
+    return len(ids)

@@ -1,0 +1,202 @@
+"""``submit``: a manifest into a run, in chunks, each one database transaction that inserts the
+applicants (with their transaction ids) and defers their jobs together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+from psycopg.types.json import Jsonb
+
+from .._ids import new_transaction_id
+from ..bulk._journal import manifest_digest
+from ..bulk._manifest import BulkApplicant, InvalidRow, ManifestItem, iter_manifest
+from ..bulk._ratelimit import DEFAULT_RATE_LIMIT, RateLimit
+from ..errors import BulkInputError
+from ._app import job_for, make_app
+from ._db import connect, require_schema
+from ._errors import QueueError
+from ._limiter import set_limit
+from ._store import Conn, inputs_of, queue_for, service_key
+
+__all__ = ["SubmitResult", "submit"]
+
+DEFAULT_CHUNK: Final = 500
+
+
+@attrs.frozen
+class SubmitResult:
+    """What :func:`submit` did: the run's id and name, applicants ``added`` now, ``invalid``
+    rows recorded now, and the run's size (applicants and invalid rows, all submissions)."""
+
+    run: str
+    run_id: int
+    added: int
+    invalid: int
+    total: int
+
+
+async def submit(
+    db: str,
+    manifest: str | os.PathLike[str],
+    *,
+    run: str,
+    base_url: str,
+    rate: RateLimit | str = DEFAULT_RATE_LIMIT,
+    prepare: bool = True,
+    chunk: int = DEFAULT_CHUNK,
+) -> SubmitResult:
+    """Read ``manifest`` as ``vlens bulk`` does and add its applicants to the run ``run`` (made
+    now for the service ``base_url``, or continued). Submitting the same manifest again adds
+    nothing for applicants already in the run. Raises :class:`QueueError` (nothing written)
+    for a run made from another manifest or for another service, a database without the schema,
+    and :class:`~vlens_async.errors.BulkInputError` for a manifest that cannot be read."""
+    if not run.strip() or len(run) > 200:
+        raise QueueError("a run name must be 1 to 200 characters")
+    limit = RateLimit.parse(rate) if isinstance(rate, str) else rate
+    path = Path(manifest)
+    try:
+        resolved, digest = await asyncio.to_thread(manifest_digest, path)
+    except OSError as exc:
+        raise BulkInputError(
+            f"cannot read the manifest {path} ({exc.strerror or type(exc).__name__})"
+        ) from None
+    rows = await asyncio.to_thread(iter_manifest, path)
+    first = await asyncio.to_thread(_chunk, rows, 1)  # a bad header fails before any write
+    app = make_app(db, max_size=2)
+    queue = queue_for(base_url)
+    added = invalid = 0
+    async with connect(db) as conn:
+        await require_schema(conn)
+        async with conn.transaction():
+            run_id = await _run_row(conn, run, base_url, resolved, digest, limit, prepare, queue)
+            await set_limit(conn, service_key(base_url), limit)
+        items = first
+        for _ in range(10**9):  # bounded by the manifest; ends at its last row
+            if not items:
+                break
+            async with conn.transaction():
+                a, i = await _insert(conn, app, queue, run_id, items)
+            added += a
+            invalid += i
+            items = await asyncio.to_thread(_chunk, rows, max(1, chunk))
+        total = await (
+            await conn.execute(
+                "SELECT (SELECT count(*) FROM vlens_queue_applicants WHERE run = %s)"
+                " + (SELECT count(*) FROM vlens_queue_invalid WHERE run = %s)",
+                (run_id, run_id),
+            )
+        ).fetchone()
+    return SubmitResult(run, run_id, added, invalid, int(total[0]) if total else 0)
+
+
+def _chunk(rows: Iterator[ManifestItem], size: int) -> list[ManifestItem]:
+    out: list[ManifestItem] = []
+    for item in rows:
+        out.append(item)
+        if len(out) >= size:
+            break
+    return out
+
+
+async def _run_row(
+    conn: Conn,
+    run: str,
+    base_url: str,
+    path: str,
+    digest: str,
+    limit: RateLimit,
+    prepare: bool,
+    queue: str,
+) -> int:
+    """The run's id, made now or checked against this submission."""
+    await conn.execute(
+        "INSERT INTO vlens_queue_runs (name, base_url, manifest_path, manifest_sha256, rate,"
+        " prepare, queue, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (name) DO NOTHING",
+        (run, base_url, path, digest, str(limit), prepare, queue, time.time()),
+    )
+    row = await (
+        await conn.execute(
+            "SELECT id, base_url, manifest_path, manifest_sha256 FROM vlens_queue_runs"
+            " WHERE name = %s",
+            (run,),
+        )
+    ).fetchone()
+    assert row is not None
+    run_id, stored_url, stored_path, stored_digest = row
+    if service_key(stored_url) != service_key(base_url):
+        raise QueueError(
+            f"the run {run!r} was submitted for {service_key(stored_url)}, not"
+            f" {service_key(base_url)}"
+        )
+    if stored_path != path or stored_digest != digest:
+        raise QueueError(
+            f"the run {run!r} was made from the manifest {stored_path}"
+            f" (SHA-256 {stored_digest[:12]}...), not {path} (SHA-256 {digest[:12]}...):"
+            " give the run another name"
+        )
+    return int(run_id)
+
+
+async def _insert(
+    conn: Conn, app: Any, queue: str, run_id: int, items: list[ManifestItem]
+) -> tuple[int, int]:
+    """One chunk: applicants and their jobs, invalid rows; (added, invalid) now."""
+    now = time.time()
+    applicants = [i for i in items if isinstance(i, BulkApplicant)]
+    bad = [i for i in items if isinstance(i, InvalidRow)]
+    added: list[str] = []
+    seen: dict[str, int] = {}
+    for a in applicants:
+        if a.applicant_id in seen:  # twice in this chunk: the first row wins
+            bad.append(
+                InvalidRow(
+                    a.row,
+                    f"duplicate applicant_id (first seen at row {seen[a.applicant_id]})",
+                    a.applicant_id,
+                )
+            )
+            continue
+        seen[a.applicant_id] = a.row
+        row = await (
+            await conn.execute(
+                "INSERT INTO vlens_queue_applicants (run, applicant_id, row, transaction_id,"
+                " inputs, updated_at) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (run, applicant_id) DO NOTHING RETURNING applicant_id",
+                (run_id, a.applicant_id, a.row, new_transaction_id(), Jsonb(inputs_of(a)), now),
+            )
+        ).fetchone()
+        if row is not None:
+            added.append(a.applicant_id)
+            continue
+        first = await (
+            await conn.execute(
+                "SELECT row FROM vlens_queue_applicants WHERE run = %s AND applicant_id = %s",
+                (run_id, a.applicant_id),
+            )
+        ).fetchone()
+        if first is not None and int(first[0]) != a.row:
+            bad.append(
+                InvalidRow(
+                    a.row, f"duplicate applicant_id (first seen at row {first[0]})", a.applicant_id
+                )
+            )
+    invalid = 0
+    for item in bad:
+        cur = await conn.execute(
+            "INSERT INTO vlens_queue_invalid (run, row, applicant_id, reason)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (run, row) DO NOTHING",
+            (run_id, item.row, item.applicant_id, item.reason),
+        )
+        invalid += cur.rowcount
+    if added:
+        await app.job_manager.batch_defer_jobs_async(
+            [job_for(queue, run_id, a) for a in added], connection=conn
+        )
+    return len(added), invalid

@@ -1,0 +1,366 @@
+"""``run_worker``: one worker process of any number, on any machine.
+
+It runs procrastinate's worker on the queue of its client's service (so it never takes a run
+submitted for another service), and for each job an ``ApplicantRun`` (``bulk._applicant``)
+exactly as ``vlens bulk`` runs an applicant, with a ``JobContext`` (``bulk._context``) whose
+journal is PostgreSQL (:class:`~._store.PgJournal`) and whose limiter is the tenant-wide
+:class:`~._limiter.PgRateLimiter`.
+
+Crashes: procrastinate's workers send heartbeats; every worker also sweeps, under one advisory
+lock so two sweeps never race, the jobs left ``doing`` by workers whose heartbeat stopped, and
+puts them back. The applicant's journaled transaction id and snapshot make the next run of the
+job continue on the same transaction; only the step in flight at the crash is sent again.
+
+Stopping: :meth:`Worker.stop` (the first SIGTERM or Ctrl-C with ``handle_signals``) stops
+taking jobs, lets the applicants in flight finish their step and journal it, and puts their jobs
+back; a second call cancels them at once (their jobs are put back too, and the step in flight,
+unjournaled, is sent again by whoever takes the job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import attrs
+import procrastinate
+import psycopg
+import psycopg_pool
+
+from ..bulk._applicant import ApplicantRun
+from ..bulk._context import JobContext, RunCounters, StopSignal
+from ..bulk._journal import ClaimKind
+from ..bulk._runner import DEFAULT_CONCURRENCY, DEFAULT_STEP_RETRY
+from ..config import RetryPolicy
+from ..errors import ConfigurationError
+from ..images import prefer_throughput
+from ._app import Unfinished, make_app
+from ._db import connect, require_schema
+from ._errors import QueueError
+from ._limiter import PgRateLimiter
+from ._store import PgJournal, load_claim, queue_for, service_key
+
+if TYPE_CHECKING:
+    from ..client import VlensClient
+
+__all__ = ["Worker", "WorkerSummary", "run_worker"]
+
+logger: Final = logging.getLogger("vlens_async")
+_SWEEP_LOCK: Final = 0x766C656E7377  # one sweep at a time, across every worker
+
+
+@attrs.frozen
+class WorkerSummary:
+    """What one worker did: applicants it finished by outcome, HTTP attempts, how it stopped."""
+
+    by_outcome: dict[str, int]
+    requests: int
+    elapsed: float
+    stop_reason: str | None
+    stopped_by_error: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return attrs.asdict(self)
+
+
+class Worker:
+    """One worker; see the module's docstring. Use :func:`run_worker` unless you need
+    :meth:`stop` from your own code."""
+
+    def __init__(
+        self,
+        db: str,
+        client: VlensClient,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        until_empty: bool = False,
+        step_retry: RetryPolicy = DEFAULT_STEP_RETRY,
+        prepare_threads: int | None = None,
+        heartbeat: float = 2.0,
+        stalled_after: float = 15.0,
+        poll: float = 1.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        if stalled_after <= 2 * heartbeat:
+            raise ConfigurationError("stalled_after must be more than twice the heartbeat")
+        self.db = db
+        self._client = client.with_options(retry=RetryPolicy.disabled(), prepare_images=False)
+        self.base_url = client.base_url
+        self.queue = queue_for(client.base_url)
+        self.concurrency = concurrency
+        self.until_empty = until_empty
+        self.step_retry = step_retry
+        self.prepare_threads = prepare_threads or max(1, (os.cpu_count() or 2) - 1)
+        self.heartbeat = heartbeat
+        self.stalled_after = stalled_after
+        self.poll = poll
+        self.counters = RunCounters()
+        self._stop = StopSignal()
+        self._stop_reason: str | None = None
+        self._stopped_by_error = False
+        self._worker_task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._contexts: dict[int, JobContext] = {}
+        self._limiter: PgRateLimiter | None = None
+        self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # --- control ---
+
+    def stop(self, reason: str = "stopped") -> None:
+        """First call: take no more jobs, finish and journal the steps in flight. Second: cancel
+        the applicants in flight at once. Safe from a signal handler."""
+        if not self._stop.is_set:
+            self._stop_reason = reason
+            self._stop.set()
+            if self._limiter is not None:
+                self._limiter.close()
+            if self._worker_task is not None:
+                self._worker_task.cancel()
+            return
+        for task in list(self._jobs):
+            task.cancel()
+
+    def _halt(self, reason: str) -> None:
+        if not self._stop.is_set:
+            self._stopped_by_error = True
+            self.stop(reason)
+
+    def _finished(self, outcome: str) -> None:
+        self.counters.by_outcome[outcome] += 1
+
+    # --- the worker ---
+
+    async def run(self) -> WorkerSummary:
+        """Work until stopped (or, with ``until_empty``, until this service's queue has no job
+        waiting or running); the summary."""
+        async with connect(self.db) as conn:
+            await require_schema(conn)
+        app = make_app(self.db, self._task, max_size=self.concurrency + 6)
+        started = time.monotonic()
+        async with app.open_async():
+            self._pool = cast(procrastinate.PsycopgConnector, app.connector).pool
+            self._limiter = await PgRateLimiter(self._pool, service_key(self.base_url)).open()
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                self.prepare_threads, thread_name_prefix="vlens-queue-images"
+            )
+            side: list[asyncio.Task[None]] = [asyncio.create_task(self._sweep(app))]
+            if self.until_empty:
+                side.append(asyncio.create_task(self._until_empty()))
+            try:
+                with prefer_throughput():
+                    self._worker_task = asyncio.create_task(
+                        app.run_worker_async(
+                            queues=[self.queue],
+                            concurrency=self.concurrency,
+                            wait=True,
+                            install_signal_handlers=False,
+                            update_heartbeat_interval=self.heartbeat,
+                            stalled_worker_timeout=self.stalled_after,
+                            fetch_job_polling_interval=self.poll,
+                            abort_job_polling_interval=max(self.poll, 5.0),
+                            delete_jobs="successful",
+                        )
+                    )
+                    if self._stop.is_set:
+                        self._worker_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._worker_task
+                    if not self._stop.is_set:
+                        current = asyncio.current_task()
+                        if current is not None and current.cancelling():
+                            raise asyncio.CancelledError
+            finally:
+                for task in side:
+                    task.cancel()
+                await asyncio.gather(*side, return_exceptions=True)
+                await self._limiter.aclose()
+                self._executor.shutdown(wait=False, cancel_futures=True)
+        return WorkerSummary(
+            by_outcome=dict(self.counters.by_outcome),
+            requests=self.counters.requests,
+            elapsed=time.monotonic() - started,
+            stop_reason=self._stop_reason,
+            stopped_by_error=self._stopped_by_error,
+        )
+
+    async def _context(self, run: int) -> JobContext:
+        """The context of ``run``'s applicants in this worker (made once per run)."""
+        found = self._contexts.get(run)
+        if found is not None:
+            return found
+        assert self._pool is not None
+        assert self._limiter is not None
+        assert self._executor is not None
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT base_url, prepare FROM vlens_queue_runs WHERE id = %s", (run,)
+                )
+            ).fetchone()
+        if row is None:
+            raise QueueError(f"no run with id {run}")
+        if service_key(row[0]) != service_key(self.base_url):
+            raise QueueError(
+                f"run {run} was submitted for {service_key(row[0])}; this worker talks to"
+                f" {service_key(self.base_url)}"
+            )
+        context = JobContext(
+            client=self._client,
+            journal=PgJournal(self._pool, run),
+            limiter=self._limiter,
+            step_retry=self.step_retry,
+            prepare=bool(row[1]),
+            executor=self._executor,
+            counters=self.counters,
+            stop=self._stop,
+            finished=self._finished,
+            halt=self._halt,
+        )
+        self._contexts[run] = context
+        return context
+
+    async def _task(self, run: int, applicant: str) -> None:
+        """The job: one applicant's remaining steps; raises :class:`Unfinished` when it stopped
+        before its outcome (the job is then put back)."""
+        me = asyncio.current_task()
+        if me is not None:
+            self._jobs.add(me)
+        try:
+            if self._stop.is_set:
+                raise Unfinished
+            context = await self._context(run)
+            assert self._pool is not None
+            async with self._pool.connection() as conn:
+                found = await load_claim(conn, run, applicant)
+            if found is None:
+                logger.error("queue: run %d has no applicant with this id; job dropped", run)
+                return
+            claim, who = found
+            if claim.kind is ClaimKind.DONE:
+                return
+            if who is None:
+                logger.error("queue: an applicant of run %d has no inputs; job dropped", run)
+                return
+            await ApplicantRun(context, who, claim).run()
+            async with self._pool.connection() as conn:
+                status = await (
+                    await conn.execute(
+                        "SELECT status FROM vlens_queue_applicants WHERE run = %s"
+                        " AND applicant_id = %s",
+                        (run, applicant),
+                    )
+                ).fetchone()
+            if status is None or status[0] != "done":
+                raise Unfinished
+        finally:
+            if me is not None:
+                self._jobs.discard(me)
+
+    async def _sweep(self, app: procrastinate.App) -> None:
+        """Put back the jobs of workers whose heartbeat stopped (one sweep at a time)."""
+        assert self._pool is not None
+        for _ in range(10**9):  # until cancelled with the worker
+            await asyncio.sleep(self.heartbeat)
+            try:
+                async with self._pool.connection() as conn:
+                    got = await (
+                        await conn.execute("SELECT pg_try_advisory_lock(%s)", (_SWEEP_LOCK,))
+                    ).fetchone()
+                    if not (got and got[0]):
+                        continue
+                    try:
+                        stalled = await app.job_manager.get_stalled_jobs(
+                            queue=self.queue, seconds_since_heartbeat=self.stalled_after
+                        )
+                        for job in stalled:
+                            with contextlib.suppress(procrastinate.exceptions.ConnectorException):
+                                await app.job_manager.retry_job(job)
+                            logger.warning("queue: a job of a stopped worker was put back")
+                    finally:
+                        await conn.execute("SELECT pg_advisory_unlock(%s)", (_SWEEP_LOCK,))
+            except psycopg.Error as exc:
+                logger.warning("queue: sweep failed (%s)", type(exc).__name__)
+
+    async def _until_empty(self) -> None:
+        """Stop once this service's queue has had nothing waiting or running for two polls."""
+        assert self._pool is not None
+        empty = 0
+        for _ in range(10**9):  # until the queue is empty or cancelled
+            await asyncio.sleep(self.poll / 2)
+            async with self._pool.connection() as conn:
+                row = await (
+                    await conn.execute(
+                        "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s"
+                        " AND status IN ('todo', 'doing')",
+                        (self.queue,),
+                    )
+                ).fetchone()
+            empty = empty + 1 if row is not None and row[0] == 0 else 0
+            if empty >= 2:
+                self._stop_reason = "the queue is empty"
+                if self._worker_task is not None:
+                    self._worker_task.cancel()
+                return
+
+
+async def run_worker(
+    db: str,
+    client: VlensClient,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    until_empty: bool = False,
+    step_retry: RetryPolicy = DEFAULT_STEP_RETRY,
+    prepare_threads: int | None = None,
+    signals: bool = False,
+    heartbeat: float = 2.0,
+    stalled_after: float = 15.0,
+    poll: float = 1.0,
+) -> WorkerSummary:
+    """Run one worker with ``client`` (an open :class:`~vlens_async.VlensClient`; its
+    ``base_url`` picks the runs it serves) until stopped, or with ``until_empty`` until the
+    queue of its service is empty. With ``signals``, the first SIGINT/SIGTERM stops gracefully
+    and a second at once (see :class:`Worker`). ``heartbeat`` and ``stalled_after`` (seconds)
+    set how soon a dead worker's jobs are taken over."""
+    worker = Worker(
+        db,
+        client,
+        concurrency=concurrency,
+        until_empty=until_empty,
+        step_retry=step_retry,
+        prepare_threads=prepare_threads,
+        heartbeat=heartbeat,
+        stalled_after=stalled_after,
+        poll=poll,
+    )
+    with contextlib.ExitStack() as stack:
+        if signals:
+            stack.enter_context(_handle_signals(worker))
+        return await worker.run()
+
+
+@contextlib.contextmanager
+def _handle_signals(worker: Worker) -> Iterator[None]:
+    """SIGINT and SIGTERM stop ``worker``: the first gracefully, the second at once."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, worker.stop, f"{signum.name} received")
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
