@@ -1048,6 +1048,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bulk(subparsers)
     _add_images(subparsers)
     _add_emulator(subparsers)
+    from vlens_async._cli_queue import add_queue
+
+    add_queue(subparsers)
     return parser
 
 
