@@ -1,0 +1,160 @@
+"""The queue in one process against a real PostgreSQL and the emulator: schema, submit,
+a worker end to end, export, retry, the shared limiter, and the refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from vlens_async import queue
+from vlens_async.bulk import RateLimit
+from vlens_async.bulk._ratelimit import LimiterClosed
+from vlens_async.client import VlensClient
+from vlens_async.emulator import RunningEmulator
+from vlens_async.queue._limiter import PgRateLimiter, set_limit
+from vlens_async.queue._store import service_key
+
+from .helpers import write_manifest
+
+FAST = {"heartbeat": 0.5, "stalled_after": 3.0, "poll": 0.3}
+
+
+async def test_init_twice_is_harmless(pg_url: str) -> None:
+    """init creates procrastinate's schema and ours; a second init changes nothing."""
+    assert "created" in await queue.init(pg_url)
+    assert "up to date" in await queue.init(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables").fetchall()}
+    assert {"procrastinate_jobs", "vlens_queue_runs", "vlens_queue_applicants"} <= tables
+
+
+async def test_newer_schema_is_refused(pg_url: str) -> None:
+    """A schema from a newer release is refused by init and by every command."""
+    await queue.init(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE vlens_queue_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(queue.QueueError, match="newer"):
+        await queue.init(pg_url)
+    with pytest.raises(queue.QueueError, match="newer"):
+        await queue.status(pg_url, "r")
+
+
+async def test_bad_inputs_are_one_line_refusals(pg_url: str, tmp_path: Path) -> None:
+    """Unreachable database, missing schema, unknown run: QueueError, nothing written."""
+    manifest = write_manifest(tmp_path, 2)
+    with pytest.raises(queue.QueueError, match="cannot connect"):
+        await queue.init("postgresql:///x?host=/nonexistent&port=1")
+    with pytest.raises(queue.QueueError, match="vlens queue init"):
+        await queue.submit(pg_url, manifest, run="r", base_url="http://127.0.0.1:1")
+    await queue.init(pg_url)
+    with pytest.raises(queue.QueueError, match="no run named"):
+        await queue.status(pg_url, "missing")
+    with pytest.raises(queue.QueueError, match="no run named"):
+        await queue.export(pg_url, "missing", tmp_path / "out.jsonl")
+
+
+async def test_submit_is_idempotent_and_checks_the_run(pg_url: str, tmp_path: Path) -> None:
+    """Again adds nothing; another manifest or service for the run is refused."""
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 5)
+    lines = manifest.read_text().splitlines()
+    lines.append(lines[1])  # a duplicate id
+    lines.append("bad,missing.jpg,missing.jpg,a,b,c,,")  # unreadable files
+    manifest.write_text("\n".join(lines) + "\n")
+    first = await queue.submit(pg_url, manifest, run="r", base_url="http://127.0.0.1:9")
+    assert (first.added, first.invalid, first.total) == (5, 2, 7)
+    again = await queue.submit(pg_url, manifest, run="r", base_url="http://127.0.0.1:9")
+    assert (again.added, again.invalid, again.total) == (0, 0, 7)
+    other = write_manifest(tmp_path, 3, name="other.csv")
+    with pytest.raises(queue.QueueError, match="made from the manifest"):
+        await queue.submit(pg_url, other, run="r", base_url="http://127.0.0.1:9")
+    with pytest.raises(queue.QueueError, match="submitted for"):
+        await queue.submit(pg_url, manifest, run="r", base_url="http://127.0.0.1:10")
+    with psycopg.connect(pg_url) as conn:
+        jobs = conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone()
+    assert jobs == (5,)
+
+
+async def test_worker_end_to_end_export_and_retry(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator, vlens_client: VlensClient
+) -> None:
+    """A worker finishes the run; export has bulk's lines in manifest order; retry re-sends."""
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 6, distinct=6)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([*lines, "gone,img0/front.jpg,x.jpg,a,b,c,,"]) + "\n")
+    await queue.submit(pg_url, manifest, run="r", base_url=vlens_emulator.base_url, rate="none")
+    (tmp_path / "img1" / "back.jpg").unlink()  # a worker cannot read it: that applicant only
+    summary = await queue.run_worker(pg_url, vlens_client, concurrency=4, until_empty=True, **FAST)
+    assert summary.stop_reason == "the queue is empty"
+    st = await queue.status(pg_url, "r")
+    assert st.pending == 0
+    assert st.total == 7
+    out = tmp_path / "results.jsonl"
+    assert await queue.export(pg_url, "r", out) == 7
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["row"] for r in results] == list(range(1, 8))
+    by_id = {r["applicant_id"]: r for r in results}
+    assert by_id["p1"]["outcome"] == "invalid"  # its back scan went missing after submit
+    assert by_id["gone"]["outcome"] == "invalid"  # its files were missing at submit
+    assert by_id["p0"]["outcome"] == "verified"
+    assert set(by_id["p0"]) >= {"transaction_id", "needs_review", "attempts", "timings"}
+    assert vlens_emulator.counters()["transactions_created"] == 6  # p1's front was sent
+    with psycopg.connect(pg_url) as conn:
+        kept = conn.execute(
+            "SELECT count(*) FROM vlens_queue_applicants WHERE inputs IS NOT NULL"
+        ).fetchone()
+        snapshot = conn.execute(
+            "SELECT snapshot FROM vlens_queue_applicants WHERE applicant_id = 'p0'"
+        ).fetchone()
+        conn.execute(
+            "UPDATE vlens_queue_applicants SET outcome = 'error', inputs = '{}'::jsonb"
+            " WHERE applicant_id = 'p2'"
+        )
+    assert kept == (0,)  # no name check value or paths left once every applicant ended
+    assert snapshot is not None
+    assert json.loads(snapshot[0])["personal_data"] is False
+    assert await queue.retry(pg_url, "r") == 1
+
+
+async def test_limiter_is_shared_and_slowed_by_one_signal(pg_url: str) -> None:
+    """Two limiters on one bucket share the window; a 429 seen by one pauses the other."""
+    await queue.init(pg_url)
+    async with queue._db.connect(pg_url) as conn:
+        await set_limit(conn, "k", RateLimit(per_second=3, per_minute=None))
+    pool = await queue._db.open_pool(pg_url, max_size=6)
+    try:
+        a = await PgRateLimiter(pool, "k").open()
+        b = await PgRateLimiter(pool, "k").open()
+        tokens = [await a.acquire(), await b.acquire(), await a.acquire()]
+        assert all(t is not None for t in tokens)
+        with pytest.raises(TimeoutError):  # three held: nobody gets a fourth
+            async with asyncio.timeout(0.5):
+                await b.acquire()
+        await a.aclose()  # its owner lock goes: its held tokens are released by the next grant
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await b.acquire()
+        assert loop.time() - started < 1.5
+        b.throttled(retry_after=1.0)
+        await asyncio.sleep(0.2)
+        c = await PgRateLimiter(pool, "k").open()
+        started = loop.time()
+        await c.acquire()
+        assert loop.time() - started >= 0.7  # the other worker's 429 paused this one too
+        c.close()
+        with pytest.raises(LimiterClosed):
+            await c.acquire()
+        await b.aclose()
+        await c.aclose()
+    finally:
+        await pool.close()
+
+
+def test_service_key_hides_credentials() -> None:
+    """The service a URL names keeps no user or password."""
+    assert service_key("https://u:p@Example.com:8443/api/") == "https://example.com:8443/api"
