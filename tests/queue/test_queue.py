@@ -142,6 +142,7 @@ async def test_limiter_is_shared_and_slowed_by_one_signal(pg_url: str) -> None:
         assert loop.time() - started < 1.5
         b.throttled(retry_after=1.0)
         await asyncio.sleep(0.2)
+        await b.aclose()  # waits for its throttle report; its tokens go with its owner lock
         c = await PgRateLimiter(pool, "k").open()
         started = loop.time()
         await c.acquire()
@@ -149,7 +150,6 @@ async def test_limiter_is_shared_and_slowed_by_one_signal(pg_url: str) -> None:
         c.close()
         with pytest.raises(LimiterClosed):
             await c.acquire()
-        await b.aclose()
         await c.aclose()
     finally:
         await pool.close()
