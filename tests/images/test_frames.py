@@ -56,12 +56,11 @@ def resized(frame: bytes, scale: float) -> bytes:
     return jpeg(im.resize(size, Image.Resampling.LANCZOS), 85)
 
 
+# Copies the check must refuse. A shift or crop of a few pixels, or quality 40, is neither a copy
+# nor clearly motion: such pairs are sent and the service judges them (see test_frames_calibration).
 COPIES: dict[str, Callable[[bytes], bytes]] = {
     "reencoded-q60": reencoded,
-    "reencoded-q40": lambda f: reencoded(f, 40),
-    "shifted-2px-xy": shifted,
-    "shifted-2px-x": lambda f: shifted(f, -2, 0),
-    "cropped-2px": cropped,
+    "reencoded-q50": lambda f: reencoded(f, 50),
     "brighter-5%": brighter,
     "darker-5%": lambda f: brighter(f, 0.95),
     "half-size": lambda f: resized(f, 0.5),
@@ -86,7 +85,7 @@ async def test_same_bytes_three_times() -> None:
 async def test_copy_of_a_frame_is_identical(
     applicants: dict[int, tuple[bytes, bytes, bytes]], copy: str
 ) -> None:
-    """A re-encoded, shifted, cropped, re-exposed or resized copy of frame 1 is refused."""
+    """A re-encoded, re-exposed or resized copy of frame 1 is refused."""
     f1, f2, _ = applicants[4]
     with pytest.raises(IdenticalFramesError) as info:
         await prepare_faces(f1, f2, COPIES[copy](f1))
@@ -108,19 +107,19 @@ def test_threshold_calibrated_on_samples(applicants: dict[int, tuple[bytes, byte
         for frame in faces[:1]
         for make in COPIES.values()
     ]
-    assert min(real) > 1.2 * IDENTICAL_FRAME_THRESHOLD, sorted(real)[:3]
-    assert max(copies) < IDENTICAL_FRAME_THRESHOLD / 1.2, sorted(copies)[-3:]
+    assert min(real) > 1.5 * IDENTICAL_FRAME_THRESHOLD, sorted(real)[:3]
+    assert max(copies) < IDENTICAL_FRAME_THRESHOLD / 1.5, sorted(copies)[-3:]
 
 
 def test_real_motion_in_photos_is_different() -> None:
-    """Two crops of one scene 24 px apart (a hand-held camera moving) are different frames."""
+    """Crops of one scene 4 and 24 px apart (a hand-held camera moving) are different frames."""
     scene = load(make_photo(1000, 1300, 12))
 
     def view(dx: int) -> bytes:
         return jpeg(scene.crop((40 + dx, 40, 760 + dx, 1000)))
 
     assert frame_difference(view(0), view(24)) > IDENTICAL_FRAME_THRESHOLD
-    assert frame_difference(view(0), view(2)) < IDENTICAL_FRAME_THRESHOLD
+    assert frame_difference(view(0), view(4)) > IDENTICAL_FRAME_THRESHOLD  # 0.55 % of 720 px
 
 
 def test_frame_difference_refuses_garbage() -> None:

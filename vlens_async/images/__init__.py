@@ -13,7 +13,9 @@ Phone photos are 3 to 6 MB and 12 MP; the service refuses over 5 MB or 25 MP, th
 3. A JPEG that already complies (within the byte budget and the side limit, plain RGB, no EXIF
    rotation to apply, no colour profile but sRGB) passes through without re-encoding: its
    metadata segments (EXIF, XMP, ICC, comments, maker notes, trailers after the image) are cut
-   out of the byte stream.
+   out of the byte stream. That marker walk follows every segment and every scan's data to the
+   end-of-image marker, so a truncated or damaged file does not pass (it is decoded, and
+   refused); a liveness frame is also decoded at reduced scale for its thumbnail.
 4. Anything else is decoded at reduced scale when it is a JPEG (``draft``: the DCT does most of
    the downscale for free), converted to RGB (CMYK, palette, 16-bit, grayscale; alpha is
    flattened on white; pixels a non-sRGB ICC profile describes are converted to sRGB, as the
@@ -38,9 +40,12 @@ calling thread or task, and passed to the worker threads explicitly, so the outp
 input and one set of options are the same whatever else the process is doing.
 
 Liveness frames are prepared concurrently in threads, then compared: identical bytes, or
-thumbnails that differ by less than :data:`IDENTICAL_FRAME_THRESHOLD` after brightness
-normalisation, raise :class:`~vlens_async.errors.IdenticalFramesError` naming the pair; capture
-times further apart than ``max_spread`` raise :class:`~vlens_async.errors.FrameTimingError`.
+grayscale thumbnails that differ by less than :data:`IDENTICAL_FRAME_THRESHOLD` grey levels on
+average once resized to one grid and matched in exposure (a copy: re-encoded, resized, converted,
+re-exposed), raise :class:`~vlens_async.errors.IdenticalFramesError` naming the pair and its
+measured difference; a subject that moved by 0.5 % of the width is never refused
+(:func:`compare_frames` shows the measurements). Capture times further apart than
+``max_spread`` raise :class:`~vlens_async.errors.FrameTimingError`.
 
 Everything that touches Pillow or the file system runs in a worker thread (``asyncio.to_thread``);
 the coroutines only wait. The ``*_sync`` twins run the same code in the calling thread (and the
@@ -58,7 +63,14 @@ downscale), ``_pipeline`` (one image) and ``_prepare`` (the entry points).
 from __future__ import annotations
 
 from ._decode import ACCEPTED_FORMATS
-from ._frames import IDENTICAL_FRAME_THRESHOLD, THUMBNAIL_SIDE, capture_spread, frame_difference
+from ._frames import (
+    IDENTICAL_FRAME_THRESHOLD,
+    THUMBNAIL_SIDE,
+    FrameComparison,
+    capture_spread,
+    compare_frames,
+    frame_difference,
+)
 from ._input import MAX_INPUT_BYTES, load_image_bytes
 from ._prepare import prepare_document, prepare_document_sync, prepare_faces, prepare_faces_sync
 from ._quality import MAX_QUALITY, MIN_QUALITY, MIN_SIDE
@@ -73,10 +85,12 @@ __all__ = [
     "MIN_QUALITY",
     "MIN_SIDE",
     "THUMBNAIL_SIDE",
+    "FrameComparison",
     "ImageInput",
     "PreparedFaces",
     "PreparedImage",
     "capture_spread",
+    "compare_frames",
     "frame_difference",
     "load_image_bytes",
     "prefer_throughput",

@@ -29,17 +29,31 @@ def strip_metadata(data: bytes) -> bytes:
     and COM, and anything after the end-of-image marker (second MPO pictures, vendor trailers).
     Raises UnsupportedImageError for a truncated or malformed stream.
     """
+    return strip_and_skeleton(data)[0]
+
+
+def strip_and_skeleton(data: bytes) -> tuple[bytes, bytes]:
+    """:func:`strip_metadata`'s result, and the same stream without its entropy-coded data.
+
+    The skeleton keeps every table, frame and scan header and the end-of-image marker, and no
+    pixel data: decoding it makes libjpeg check every header it would use (a damaged Huffman or
+    quantisation table, a scan naming a missing table) in a fraction of a millisecond, and it
+    decodes to grey. One walk makes both.
+    """
     if not data.startswith(b"\xff\xd8"):
         raise UnsupportedImageError("corrupt JPEG: no start-of-image marker")
     out = [b"\xff\xd8"]
+    skeleton = [b"\xff\xd8"]
     pos, end = 2, len(data)
     while True:
         marker, pos = _read_marker(data, pos)
         if marker == _EOI:
             out.append(b"\xff\xd9")
-            return b"".join(out)
+            skeleton.append(b"\xff\xd9")
+            return b"".join(out), b"".join(skeleton)
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
             out.append(bytes((0xFF, marker)))
+            skeleton.append(bytes((0xFF, marker)))
             continue
         if marker == 0x00 or pos + 2 > end:
             raise UnsupportedImageError("corrupt or truncated JPEG")
@@ -51,13 +65,16 @@ def strip_metadata(data: bytes) -> bytes:
             if found < 0:
                 raise UnsupportedImageError("truncated image data")
             out.append(data[pos - 2 : found])
+            skeleton.append(data[pos - 2 : seg_end])  # the scan's header, not its data
             pos = found
             continue
         kept = _kept_segment(marker, data[pos + 2 : seg_end])
         if kept is None:
             out.append(data[pos - 2 : seg_end])
+            skeleton.append(data[pos - 2 : seg_end])
         elif kept:
             out.append(kept)
+            skeleton.append(kept)
         pos = seg_end
 
 
