@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import attrs
+
 __all__ = ["add_queue"]
 
 _DB_ENV = "VLENS_QUEUE_DB"
@@ -106,6 +108,7 @@ def add_queue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--heartbeat", type=float, default=2.0, help=argparse.SUPPRESS)
     p.add_argument("--stalled-after", type=float, default=15.0, help=argparse.SUPPRESS)
     p.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--retry-initial", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_work)
 
     p = commands.add_parser("status", help="counts, throughput, ETA and workers of a run")
@@ -174,6 +177,14 @@ def cmd_work(args: argparse.Namespace) -> int:
             " (the embedded emulator lives in one process)"
         )
 
+    from vlens_async.bulk import DEFAULT_STEP_RETRY
+
+    step_retry = DEFAULT_STEP_RETRY
+    if args.retry_initial is not None:  # the tests' faster backoff
+        step_retry = attrs.evolve(
+            step_retry, initial=args.retry_initial, max_backoff=args.retry_initial * 10
+        )
+
     async def work() -> Any:
         async with cli._client(service) as client:
             return await queue.run_worker(
@@ -181,6 +192,7 @@ def cmd_work(args: argparse.Namespace) -> int:
                 client,
                 concurrency=args.concurrency,
                 until_empty=args.until_empty,
+                step_retry=step_retry,
                 prepare_threads=args.prepare_threads,
                 signals=True,
                 heartbeat=args.heartbeat,

@@ -1,0 +1,204 @@
+"""Worker processes against a real PostgreSQL and the emulator over loopback: three workers
+with injected faults, workers SIGKILLed mid-job, two workers under the tenant's limit, and the
+command line's refusals.
+
+Scaled to this machine (2 cores, the whole module in well under a minute): 300 applicants for
+the three workers, five kills over 30 applicants, 20 applicants (60 requests,
+the per-minute quota) under 10/s and 60/min.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from vlens_async import queue
+from vlens_async.cli import main
+from vlens_async.emulator import RunningEmulator
+
+from .helpers import start_worker, write_manifest
+
+TERMINAL = {"verified", "not_verified", "rejected", "error", "invalid"}
+FAULTS_10 = (
+    "500:0.02,502:0.02,503:0.02,429:0.01,reset_before:0.01,reset_after:0.01,"
+    "malformed:0.005,truncated:0.005,retry_after=50ms"
+)
+FAST_RETRY = ("--retry-initial", "0.02")
+
+
+async def finish(*workers: asyncio.subprocess.Process, status: int = 0) -> list[str]:
+    """Wait for every worker (90 s at most); their stdout (each must exit with ``status``)."""
+    outs = []
+    async with asyncio.timeout(90):
+        for w in workers:
+            stdout, stderr = await w.communicate()
+            assert w.returncode == status, stderr.decode()[-3000:]
+            outs.append(stdout.decode())
+    return outs
+
+
+async def export_lines(db: str, run: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """The run's results lines."""
+    out = tmp_path / f"{run}.jsonl"
+    await queue.export(db, run, out)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def journaled(db: str, run: str) -> set[tuple[str, str]]:
+    """(transaction id, step) of every step the journal holds as succeeded."""
+    done = set()
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT a.transaction_id, a.snapshot FROM vlens_queue_applicants a"
+            " JOIN vlens_queue_runs r ON r.id = a.run WHERE r.name = %s AND a.snapshot IS NOT NULL",
+            (run,),
+        ).fetchall()
+    for transaction_id, snapshot in rows:
+        for step, record in json.loads(snapshot)["steps"].items():
+            if record["status"] == "succeeded":
+                done.add((transaction_id, step))
+    return done
+
+
+def count_ok(db: str) -> int:
+    """Successful attempts journaled so far."""
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT count(*) FROM vlens_queue_attempts WHERE ok").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_three_workers_with_faults(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator
+) -> None:
+    """Three worker processes, 10% faults: every applicant terminal, exported once, one
+    transaction each."""
+    count = 300
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, count, distinct=6)
+    await queue.submit(
+        pg_url, manifest, run="faults", base_url=vlens_emulator.base_url, rate="none", prepare=False
+    )
+    vlens_emulator.set_faults(FAULTS_10, ["fixed:30ms"], seed=16)
+    args = (vlens_emulator.base_url, vlens_emulator.api_key, "--until-empty", *FAST_RETRY)
+    workers = [await start_worker(pg_url, *args, "--concurrency", "12") for _ in range(3)]
+    await finish(*workers)
+    lines = await export_lines(pg_url, "faults", tmp_path)
+    assert [line["row"] for line in lines] == list(range(1, count + 1))
+    assert len({line["applicant_id"] for line in lines}) == count
+    assert {line["outcome"] for line in lines} <= TERMINAL
+    counters = vlens_emulator.counters()
+    assert sum(counters["faults"].values()) > 0
+    assert counters["transactions_created"] == count
+    assert set(counters["steps"]) == {line["transaction_id"] for line in lines}
+
+
+async def test_sigkill_workers_resume_on_the_same_transactions(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator
+) -> None:
+    """SIGKILL a worker mid-job five times: its jobs finish on the same transactions and no
+    journaled step is sent again."""
+    count = 30
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, count, distinct=6)
+    await queue.submit(
+        pg_url, manifest, run="kill", base_url=vlens_emulator.base_url, rate="none", prepare=False
+    )
+    # A slow liveness keeps applicants unfinished after their sides are journaled.
+    vlens_emulator.set_faults(None, ["fixed:60ms", "fixed:500ms@liveness"])
+    args = (vlens_emulator.base_url, vlens_emulator.api_key, *FAST_RETRY, "--concurrency", "4")
+    steady = await start_worker(pg_url, *args, "--until-empty")
+    victim = await start_worker(pg_url, *args)
+    seen: dict[tuple[str, str], int] = {}
+    for _ in range(5):
+        target = await asyncio.to_thread(count_ok, pg_url) + 4
+        for _ in range(1500):  # 30 s at most
+            if await asyncio.to_thread(count_ok, pg_url) >= target:
+                break
+            await asyncio.sleep(0.02)
+        victim.send_signal(signal.SIGKILL)
+        await victim.communicate()
+        await asyncio.sleep(0.6)  # its requests in the emulator end there
+        done = await asyncio.to_thread(journaled, pg_url, "kill")  # before the counters
+        steps = vlens_emulator.counters()["steps"]
+        for transaction_id, step in done:
+            seen.setdefault((transaction_id, step), steps[transaction_id][step])
+        victim = await start_worker(pg_url, *args)
+    vlens_emulator.set_faults(None, ["fixed:20ms"])
+    await finish(steady)
+    victim.send_signal(signal.SIGTERM)
+    assert "SIGTERM received" in (await finish(victim, status=130))[0]
+    lines = await export_lines(pg_url, "kill", tmp_path)
+    assert {line["outcome"] for line in lines} == {"verified"}
+    after = vlens_emulator.counters()
+    assert after["transactions_created"] == count
+    assert set(after["steps"]) == {line["transaction_id"] for line in lines}
+    assert len(seen) >= 10
+    for (transaction_id, step), sent in seen.items():
+        assert after["steps"][transaction_id][step] == sent, step
+
+
+async def test_two_workers_stay_under_the_tenant_limit(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator
+) -> None:
+    """Two workers of concurrency 32 under 10/s and 60/min: the emulator counts nothing over."""
+    vlens_emulator.configure_tenant(rate_limit=True, rate_per_second=10, rate_per_minute=60)
+    vlens_emulator.set_faults(None, ["fixed:50ms"])
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 20, distinct=4)
+    await queue.submit(
+        pg_url,
+        manifest,
+        run="limit",
+        base_url=vlens_emulator.base_url,
+        rate="10/s,60/min",
+        prepare=False,
+    )
+    args = (vlens_emulator.base_url, vlens_emulator.api_key, "--until-empty", *FAST_RETRY)
+    workers = [await start_worker(pg_url, *args, "--concurrency", "32") for _ in range(2)]
+    await finish(*workers)
+    counters = vlens_emulator.counters()
+    assert counters["rate_limited"] == 0
+    assert counters["max_per_second"] <= 10
+    assert counters["max_per_minute"] <= 60
+    lines = await export_lines(pg_url, "limit", tmp_path)
+    assert {line["outcome"] for line in lines} == {"verified"}
+
+
+def test_cli_bad_inputs_exit_2(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Wrong database, missing schema, unknown run, another manifest: one line, exit 2."""
+    manifest = write_manifest(tmp_path, 2)
+    other = write_manifest(tmp_path, 3, name="other.csv")
+    bad_db = "postgresql:///x?host=/nonexistent&port=1"
+    submit = ["queue", "submit", "--base-url", "http://127.0.0.1:9", "--run", "r"]
+    cases = [
+        (["queue", "init", "--db", bad_db], "cannot connect"),
+        ([*submit, str(manifest), "--db", pg_url], "vlens queue init"),
+        (["queue", "status", "--db", pg_url, "--run", "r"], "vlens queue init"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err
+        assert len(err.splitlines()) == 1
+    assert main(["queue", "init", "--db", pg_url]) == 0
+    assert main([*submit, str(manifest), "--db", pg_url]) == 0
+    assert "2 rows" in capsys.readouterr().out
+    for argv, message in [
+        ([*submit, str(other), "--db", pg_url], "made from the manifest"),
+        (["queue", "export", "--db", pg_url, "--run", "nope", "--out", "x"], "no run named"),
+        (["queue", "work", "--db", pg_url, "--emulator"], "needs a service"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err
+        assert len(err.splitlines()) == 1
+    assert main(["queue", "status", "--db", pg_url, "--run", "r", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pending"] == 2
