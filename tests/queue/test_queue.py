@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -158,3 +160,15 @@ async def test_limiter_is_shared_and_slowed_by_one_signal(pg_url: str) -> None:
 def test_service_key_hides_credentials() -> None:
     """The service a URL names keeps no user or password."""
     assert service_key("https://u:p@Example.com:8443/api/") == "https://example.com:8443/api"
+
+
+def test_base_import_and_cli_need_no_queue_packages() -> None:
+    """``import vlens_async`` and building the CLI import neither procrastinate nor psycopg."""
+    code = (
+        "import sys, vlens_async, vlens_async.cli\n"
+        "vlens_async.cli.build_parser()\n"
+        "heavy = [m for m in ('procrastinate', 'psycopg', 'psycopg_pool') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
