@@ -65,10 +65,21 @@ class Thumbnail:
 
     size: tuple[int, int]
     pixels: bytes = attrs.field(repr=False)
+    # Resized once per grid: one frame is compared with two others, usually on one grid.
+    _grids: dict[tuple[int, int], Image.Image] = attrs.field(
+        factory=dict, init=False, repr=False, eq=False
+    )
 
     def image(self) -> Image.Image:
         """The thumbnail as a Pillow ``L`` image."""
         return Image.frombytes("L", self.size, self.pixels)
+
+    def on_grid(self, grid: tuple[int, int]) -> Image.Image:
+        """The thumbnail resized to ``grid`` with the comparison's filter (cached; read-only)."""
+        found = self._grids.get(grid)
+        if found is None:
+            found = self._grids[grid] = self.image().resize(grid, _FILTER)
+        return found
 
 
 @attrs.frozen
@@ -194,8 +205,7 @@ def compare_thumbnails(a: Thumbnail, b: Thumbnail) -> tuple[float | None, tuple[
     # same filter in the scene's units, so a resized copy gives the same grid.
     side = max(1, min(THUMBNAIL_SIDE, max(a.size) // 2, max(b.size) // 2))
     grid = target_size(a.size, side)
-    first = a.image().resize(grid, _FILTER)
-    second = b.image().resize(grid, _FILTER)
+    first, second = a.on_grid(grid), b.on_grid(grid)
     second = second.point(_matching_levels(first.histogram(), second.histogram()))
     counts = ImageChops.difference(first, second).histogram()
     return sum(level * n for level, n in enumerate(counts)) / sum(counts), grid
