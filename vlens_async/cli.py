@@ -639,7 +639,9 @@ def _add_images(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description=(
             "Run the preprocessor on images (documents by default, or three liveness frames "
             "with --faces) and print what it made; --out writes the prepared JPEGs (one per "
-            "input, never over an input). A file that cannot be prepared is named on stderr and "
+            "input, never over an input). With --faces it also prints, for each pair of frames, "
+            "the difference the identical-frames check measured and its verdict. A file that "
+            "cannot be prepared, or a frame that is a copy of another, is named on stderr and "
             "the others go on; the exit status is then 2."
         ),
     )
@@ -677,7 +679,8 @@ def cmd_images(args: argparse.Namespace) -> int:
 
     Each file is prepared on its own: one that fails is named on stderr and the others go on
     (exit status 2 when any failed). ``--out`` gets one distinct JPEG per input and never
-    overwrites an input file.
+    overwrites an input file. With ``--faces`` each pair's measured difference and verdict is
+    printed after the files, and a frame that is a copy of another is refused on stderr.
     """
     from vlens_async.config import (
         DOCUMENT_MAX_BYTES,
@@ -686,7 +689,7 @@ def cmd_images(args: argparse.Namespace) -> int:
         FACE_MAX_SIDE,
     )
     from vlens_async.errors import IdenticalFramesError, ImageError
-    from vlens_async.images import prepare_document_sync, prepare_faces_sync
+    from vlens_async.images import compare_frames, prepare_document_sync, prepare_faces_sync
 
     paths: list[Path] = args.paths
     if args.faces and len(paths) != 3:
@@ -723,15 +726,24 @@ def cmd_images(args: argparse.Namespace) -> int:
         except ImageError as exc:
             prepared.append(None)
             refuse(path, _one_line(exc))
+    verdicts: list[str] = []
     if args.faces and all(p is not None for p in prepared):
         frames = [p for p in prepared if p is not None]
+        # The identical-frames check explained: each pair's measured difference and verdict.
+        try:
+            for c in compare_frames([f.data for f in frames]):
+                i, j = c.pair
+                verdicts.append(f"{paths[i]} vs {paths[j]}: {c.explain()}")
+        except ImageError as exc:  # pragma: no cover - the frames were just prepared
+            verdicts.append(f"frames not compared: {_one_line(exc)}")
         try:
             prepare_faces_sync(
                 frames[0], frames[1], frames[2], max_bytes=max_bytes, max_side=max_side
             )
         except IdenticalFramesError as exc:
             i, j = exc.pair
-            refuse(paths[j], f"IdenticalFramesError: the same frame as {paths[i]}")
+            how = "the same image as" if exc.difference == 0.0 else "a copy of"
+            refuse(paths[j], f"IdenticalFramesError: {how} {paths[i]}")
     if out is not None and any(p is not None for p in prepared):
         out.mkdir(parents=True, exist_ok=True)
     for path, name, image in zip(paths, _output_names(paths), prepared, strict=True):
@@ -756,6 +768,8 @@ def cmd_images(args: argparse.Namespace) -> int:
                 continue
             line += f", written to {target}"
         print(line)
+    for verdict in verdicts:
+        print(verdict)
     return 2 if failed else 0
 
 
