@@ -66,6 +66,14 @@ def journaled(db: str, run: str) -> set[tuple[str, str]]:
     return done
 
 
+def last_worker(db: str) -> int:
+    """The id of the last worker registered (a worker registers after installing its signal
+    handlers; a killed one's row stays until pruned), 0 for none."""
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT coalesce(max(id), 0) FROM procrastinate_workers").fetchone()
+    return int(row[0]) if row else 0
+
+
 def count_ok(db: str) -> int:
     """Successful attempts journaled so far."""
     with psycopg.connect(db) as conn:
@@ -128,9 +136,14 @@ async def test_sigkill_workers_resume_on_the_same_transactions(
         steps = vlens_emulator.counters()["steps"]
         for transaction_id, step in done:
             seen.setdefault((transaction_id, step), steps[transaction_id][step])
+        before = await asyncio.to_thread(last_worker, pg_url)
         victim = await start_worker(pg_url, *args)
     vlens_emulator.set_faults(None, ["fixed:20ms"])
     await finish(steady)
+    for _ in range(1500):  # the last victim handles signals once it is registered (30 s at most)
+        if await asyncio.to_thread(last_worker, pg_url) > before:
+            break
+        await asyncio.sleep(0.02)
     victim.send_signal(signal.SIGTERM)
     assert "SIGTERM received" in (await finish(victim, status=130))[0]
     lines = await export_lines(pg_url, "kill", tmp_path)

@@ -12,9 +12,10 @@ grants are serialised across all workers; within a process one coroutine at a ti
 so waiting costs a poll every few tens of milliseconds, not one per request waiting.
 
 A worker that dies holding tokens does not hold them for ever: each limiter holds a session
-advisory lock on its owner id for its lifetime on a connection of its own, and a grant first
-releases, at that moment, the tokens of owners whose lock is gone (the dead process sends
-nothing more, so its requests arrived before).
+advisory lock on its owner id for its lifetime on a connection of its own, and a grant releases,
+at that moment, the tokens of owners whose lock is gone (the dead process sends nothing more, so
+its requests arrived before): at most once a second per process, and at once when every token
+is held.
 
 Why not pyrate-limiter's ``PostgresBucket``: it counts a request when it is *sent* (a leaky
 bucket of send times), which jitter between our send and the server's count can beat (see the
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import math
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -52,6 +54,8 @@ _OWNER_SPACE: Final = 0x766C  # the advisory-lock key space of limiter owners
 _POLL: Final = 0.05  # seconds between asks while every token is held
 _MAX_SLEEP: Final = 0.5  # re-ask at least this often (another worker may have been throttled)
 _KEEP: Final = 120.0  # released tokens older than this are deleted
+_DELETE_EVERY: Final = 64  # grants between two deletions of old tokens
+_SWEEP_EVERY: Final = 1.0  # seconds between two releases of dead owners' tokens
 
 
 async def set_limit(
@@ -84,6 +88,7 @@ class PgRateLimiter:
         self._signals: set[asyncio.Task[None]] = set()
         self.grants = 0
         self.asks = 0
+        self._swept = -math.inf
 
     async def open(self) -> PgRateLimiter:
         """Take the owner lock on a connection of its own; returns self."""
@@ -156,12 +161,16 @@ class PgRateLimiter:
             if per_second is None and per_minute is None:
                 return None, 0.0
             factor, recover_from = _recover(factor, float(recover_from), now)
-            await conn.execute(
-                "UPDATE vlens_queue_tokens SET released_at = %s WHERE key = %s"
-                " AND released_at IS NULL AND owner NOT IN (SELECT objid::bigint FROM pg_locks"
-                " WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted)",
-                (now, self.key, _OWNER_SPACE),
-            )
+            swept = time.monotonic() - self._swept >= _SWEEP_EVERY
+            if swept:
+                self._swept = time.monotonic()
+                await conn.execute(
+                    "UPDATE vlens_queue_tokens SET released_at = %s WHERE key = %s"
+                    " AND released_at IS NULL AND owner NOT IN (SELECT objid::bigint FROM"
+                    " pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2"
+                    " AND granted)",
+                    (now, self.key, _OWNER_SPACE),
+                )
             held = [
                 r[0]
                 for r in await (
@@ -179,6 +188,8 @@ class PgRateLimiter:
             if isinstance(per_minute, int):
                 waits.append(_delay(held, per_minute, 60.0 + DEFAULT_SLACK, now, 1.0))
             wait = max(waits)
+            if math.isinf(wait) and not swept:
+                self._swept = -math.inf  # every token held: are their owners still alive?
             if wait > 0:
                 await conn.execute(
                     "UPDATE vlens_queue_limits SET factor = %s, recover_from = %s WHERE key = %s",
@@ -197,10 +208,11 @@ class PgRateLimiter:
                 " WHERE key = %s",
                 (factor, recover_from, now, self.key),
             )
-            await conn.execute(
-                "DELETE FROM vlens_queue_tokens WHERE key = %s AND released_at < %s",
-                (self.key, now - _KEEP),
-            )
+            if self.grants % _DELETE_EVERY == 0:
+                await conn.execute(
+                    "DELETE FROM vlens_queue_tokens WHERE key = %s AND released_at < %s",
+                    (self.key, now - _KEEP),
+                )
             assert token is not None
             return int(str(token[0])), 0.0
 
