@@ -234,3 +234,37 @@ def test_response_too_large_is_a_decode_error_that_pickles_with_its_limit() -> N
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is errors.ResponseTooLargeError
     assert (clone.limit, clone.status, clone.body) == (1024, 200, None)
+
+
+def test_one_table_says_what_each_code_means() -> None:
+    """describe_code reads the one table of documented codes; the client's exception message
+    for a code uses the same words."""
+    assert errors.describe_code(3010) == errors.ERROR_CODE_MEANINGS[3010]
+    assert errors.describe_code(3010) == "the document has expired"
+    assert errors.describe_code(9999) is None
+    with pytest.raises(TypeError):
+        errors.ERROR_CODE_MEANINGS[3010] = "changed"  # type: ignore[index]
+    from vlens_async._transport import _code_reason
+
+    assert _code_reason(4207) == "no face found"
+    assert _code_reason(9999) == "the service refused the request"
+
+
+@pytest.mark.parametrize(
+    ("key", "secret", "words"),
+    [
+        (1234, "s" * 16, "the key must be a str, not int: pass str"),
+        (b"user-1", "s" * 16, "the key must be a str, not bytes"),
+        ("user-1", 32, "the secret must be str or bytes, not int"),
+    ],
+)
+def test_transaction_id_for_refuses_other_types_clearly(
+    key: object, secret: object, words: str
+) -> None:
+    """transaction_id_for given a key that is not a str, or a secret that is neither str nor
+    bytes (bytes(32) would be 32 zero bytes), raises a TypeError that says so."""
+    with pytest.raises(TypeError, match=words):
+        vlens_async.transaction_id_for(key, secret)  # type: ignore[arg-type]
+    assert vlens_async.transaction_id_for("1234", bytearray(b"s" * 16)) == (
+        vlens_async.transaction_id_for("1234", "s" * 16)
+    )

@@ -36,10 +36,20 @@ def transaction_id_for(key: str, secret: str | bytes) -> str:
     A lowercase hyphenated UUID in the version-4 layout, its 122 free bits taken from
     HMAC-SHA256(secret, key). ``secret`` is the application's own (keep it out of the code and
     the logs) and at least 16 bytes; a shorter one, or an empty key, raises :class:`ValueError`.
-    Use a new key for a new verification of the same person (``f"{user_id}:{attempt}"``): a
-    transaction that has completed or failed cannot be used again.
+    ``key`` must be a :class:`str` (pass ``str(user_id)`` for a number: ``1234`` and ``"1234"``
+    are not silently taken as one key) and ``secret`` a :class:`str` or bytes-like object;
+    anything else raises :class:`TypeError`. Use a new key for a new verification of the same
+    person (``f"{user_id}:{attempt}"``): a transaction that has completed or failed cannot be
+    used again.
     """
-    secret_bytes = secret.encode() if isinstance(secret, str) else bytes(secret)
+    if not isinstance(key, str):
+        raise TypeError(f"the key must be a str, not {type(key).__name__}: pass str(key)")
+    if isinstance(secret, str):
+        secret_bytes = secret.encode()
+    elif isinstance(secret, bytes | bytearray | memoryview):
+        secret_bytes = bytes(secret)
+    else:  # bytes(32) would be 32 zero bytes: a secret anyone can guess
+        raise TypeError(f"the secret must be str or bytes, not {type(secret).__name__}")
     if len(secret_bytes) < MIN_SECRET_BYTES:
         raise ValueError(f"the secret must be at least {MIN_SECRET_BYTES} bytes")
     if not key:

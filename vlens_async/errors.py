@@ -55,12 +55,14 @@ Messages never contain secrets or personal data: server text passes through :fun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal
 
 from ._redact import redact
 
 __all__ = [
+    "ERROR_CODE_MEANINGS",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -108,6 +110,7 @@ __all__ = [
     "WrongSideError",
     "api_error_class",
     "decode_error_class",
+    "describe_code",
 ]
 
 
@@ -215,8 +218,9 @@ class BulkInputError(VlensError):
 
 class JournalError(BulkInputError):
     """A bulk journal that cannot be used as asked, and was left untouched: not a vlens journal
-    (empty, tables missing, damaged, a folder), an unknown schema, in use by another job, no
-    journal to resume, or already holding applicants without resume. The message says why."""
+    (empty, tables missing, damaged, a folder), an unknown schema, in use by another job, a file
+    with more than one hard link, no journal to resume, or already holding applicants without
+    resume. The message says why."""
 
 
 class JournalMismatchError(JournalError):
@@ -466,6 +470,50 @@ class VerificationFailedError(APIError):
 
 class LivenessFailedError(VerificationFailedError):
     """A 2xx liveness answer with ``services.liveness`` false: retake the three frames."""
+
+
+# What the documented error codes mean (API.md): the one wording of the client's exception
+# messages and of the bulk summary's Errors table. Read-only.
+ERROR_CODE_MEANINGS: Final[Mapping[int, str]] = types.MappingProxyType(
+    {
+        1050: "image quality too low for OCR",
+        3001: "invalid ID number",
+        3002: "invalid birth date",
+        3003: "invalid governorate",
+        3004: "invalid ID key",
+        3005: "invalid gender",
+        3006: "invalid release date",
+        3007: "wrong birth date format",
+        3008: "wrong release date format",
+        3009: "wrong expiry date format",
+        3010: "the document has expired",
+        3011: "card not detected",
+        3013: "invalid MRZ",
+        3101: "the ID number differs between front and back",
+        4001: "wrong bundle key",
+        4002: "bundle exhausted",
+        4003: "too many attempts",
+        4004: "service not in the bundle",
+        4005: "bundle disabled",
+        4206: "more than one face",
+        4207: "no face found",
+        4208: "face missing",
+        4209: "unclear face capture",
+        5000: "generic error",
+        5001: "unsupported document",
+        5002: "image over 5 MB",
+        5003: "image over 25 million pixels",
+        7000: "general error (multiple cards)",
+        7001: "general error (ID front)",
+        7002: "general error (ID back)",
+    }
+)
+
+
+def describe_code(error_code: int) -> str | None:
+    """What a documented Vlens ``error_code`` means (``3010``: "the document has expired"), or
+    None for a code the API documents no meaning for (see :data:`ERROR_CODE_MEANINGS`)."""
+    return ERROR_CODE_MEANINGS.get(error_code)
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

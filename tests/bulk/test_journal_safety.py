@@ -3,18 +3,31 @@ any path, a file it does not recognise; it is owner-only and holds no national I
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from vlens_async.bulk._journal import AttemptRecord, JobIdentity, Journal, needs_review
+from vlens_async import transaction_id_for
+from vlens_async.bulk._journal import (
+    AttemptRecord,
+    ClaimKind,
+    JobIdentity,
+    Journal,
+    needs_review,
+)
 from vlens_async.bulk._manifest import BulkApplicant
 from vlens_async.errors import JournalError, JournalMismatchError
 
@@ -42,6 +55,34 @@ def dump(path: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
+
+
+def files_state(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """The files of ``folder`` with their bytes and permission bits."""
+    return {p.name: (p.read_bytes(), stat.S_IMODE(p.stat().st_mode)) for p in folder.iterdir()}
+
+
+def crashed_journal(tmp_path: Path) -> Path:
+    """A journal as a crash leaves it, in its own folder: three applicants claimed, the claims
+    only in its -wal, beside its -shm."""
+    folder = tmp_path / "crash"
+    folder.mkdir()
+    path = folder / "j.db"
+    code = (
+        "import asyncio, os, sys\n"
+        "from pathlib import Path\n"
+        "from tests.bulk.test_journal_safety import REAL, applicant\n"
+        "from vlens_async.bulk._journal import Journal\n"
+        "async def main():\n"
+        "    journal = await Journal.open(Path(sys.argv[1]), identity=REAL)\n"
+        "    for n in range(1, 4):\n"
+        "        await journal.claim(applicant(f'a{n}', n))\n"
+        "    os._exit(0)\n"
+        "asyncio.run(main())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60, cwd=root)
+    return path
 
 
 def listing(folder: Path) -> dict[str, bytes]:
@@ -93,17 +134,13 @@ async def test_a_base_url_with_credentials_is_not_shown(tmp_path: Path) -> None:
     assert "api.vlens.example" in str(info.value)
 
 
-@pytest.mark.parametrize("link", ["symlink", "hardlink"])
-async def test_a_second_job_through_another_path_is_refused(tmp_path: Path, link: str) -> None:
-    """The lock is on the file itself: a job reaching the journal through a symlink or a hard
-    link while another holds it is refused."""
+async def test_a_second_job_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    """The lock is on the file itself: a job reaching the journal through a symlink while
+    another holds it is refused."""
     path = tmp_path / "j.db"
     await started_journal(path)
     other = tmp_path / "other.db"
-    if link == "symlink":
-        other.symlink_to(path)
-    else:
-        os.link(path, other)
+    other.symlink_to(path)
     first = await Journal.open(path, resume=True, identity=REAL)
     try:
         with pytest.raises(JournalError, match="in use"):
@@ -113,6 +150,41 @@ async def test_a_second_job_through_another_path_is_refused(tmp_path: Path, link
     second = await Journal.open(other, resume=True, identity=REAL)
     await second.close()
     assert not [name for name in listing(tmp_path) if name.endswith(".lock")]  # no lock file
+
+
+async def test_a_journal_with_a_second_hard_link_is_refused(tmp_path: Path) -> None:
+    """A second job reaching the journal through a hard link is refused because of the link
+    (through it SQLite would look for another -wal), and so is any open while the link exists."""
+    path = tmp_path / "j.db"
+    await started_journal(path)
+    other = tmp_path / "other.db"
+    first = await Journal.open(path, resume=True, identity=REAL)
+    try:
+        os.link(path, other)
+        with pytest.raises(JournalError, match="has 2 hard links"):
+            await Journal.open(other, resume=True, identity=REAL)
+    finally:
+        await first.close()
+    for name in (other, path):
+        with pytest.raises(JournalError, match="remove the other link"):
+            await Journal.open(name, resume=True, identity=REAL)
+    other.unlink()
+    again = await Journal.open(path, resume=True, identity=REAL)
+    await again.close()
+
+
+async def test_a_crashed_journal_reached_through_a_hard_link_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    """A crashed journal (its last claims only in its -wal) resumed through a hard link is
+    refused, and its files stay as they were."""
+    path = crashed_journal(tmp_path)
+    link = tmp_path / "crash" / "link.db"
+    os.link(path, link)
+    before = files_state(path.parent)
+    with pytest.raises(JournalError, match="hard links"):
+        await Journal.open(link, resume=True, identity=REAL)
+    assert files_state(path.parent) == before
 
 
 async def test_a_journal_through_a_symlink_keeps_its_wal_beside_the_target(tmp_path: Path) -> None:
@@ -214,6 +286,105 @@ async def test_resume_refuses_a_journal_whose_wal_was_lost_in_a_crash(tmp_path: 
     await journal.close()
     with pytest.raises(JournalError, match="resume"):
         await Journal.open(crashed, resume=True, identity=REAL)
+
+
+async def test_claims_lost_with_the_wal_after_a_checkpoint_keep_their_transaction_ids(
+    tmp_path: Path,
+) -> None:
+    """A journal whose -wal is lost after a checkpoint resumes; every applicant, the ones whose
+    claim was lost with the log too, gets back its first transaction id."""
+    path = tmp_path / "j.db"
+    journal = await Journal.open(path, identity=REAL)
+    first = {}
+    for n in range(1, 11):
+        first[f"a{n}"] = (await journal.claim(applicant(f"a{n}", n))).transaction_id
+        if n == 5:  # what SQLite's autocheckpoint does every 1000 pages
+            await journal._call(lambda: journal._db.execute("PRAGMA wal_checkpoint").fetchall())
+    crashed = tmp_path / "crashed.db"
+    shutil.copyfile(path, crashed)  # the file as a crash leaves it, without its -wal
+    await journal.close()
+    resumed = await Journal.open(crashed, resume=True, identity=REAL)
+    claims = {f"a{n}": await resumed.claim(applicant(f"a{n}", n)) for n in range(1, 11)}
+    await resumed.close()
+    assert {k: c.transaction_id for k, c in claims.items()} == first
+    assert [c.kind for c in claims.values()] == [ClaimKind.RESUME] * 5 + [ClaimKind.NEW] * 5
+
+
+async def test_a_journal_without_a_job_secret_gets_one_in_its_main_file(tmp_path: Path) -> None:
+    """A journal made before there was a job secret resumes, and its new secret is written
+    through to the main file at once (a -wal lost later cannot take it along)."""
+    path = tmp_path / "j.db"
+    await started_journal(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DELETE FROM meta WHERE key='job_secret'")
+    journal = await Journal.open(path, resume=True, identity=REAL)
+    claim = await journal.claim(applicant("a9", 9))
+    main_only = tmp_path / "main.db"
+    shutil.copyfile(path, main_only)
+    await journal.close()
+    with contextlib.closing(sqlite3.connect(f"file:{main_only}?immutable=1", uri=True)) as conn:
+        (secret,) = conn.execute("SELECT value FROM meta WHERE key='job_secret'").fetchone()
+    assert claim.transaction_id == transaction_id_for("a9", secret)
+
+
+async def test_a_refused_resume_of_a_crashed_journal_changes_no_byte_or_mode(
+    tmp_path: Path,
+) -> None:
+    """A crashed journal (db, -wal and -shm) resumed against another service is refused with
+    JournalMismatchError, and the three files keep their bytes and modes."""
+    path = crashed_journal(tmp_path)
+    path.chmod(0o640)  # an earlier release's mode: a refusal must not change it either
+    before = files_state(path.parent)
+    assert set(before) == {"j.db", "j.db-wal", "j.db-shm"}
+    with pytest.raises(JournalMismatchError):
+        await Journal.open(path, resume=True, identity=JobIdentity("http://127.0.0.1:9"))
+    assert files_state(path.parent) == before
+    resumed = await Journal.open(path, resume=True, identity=REAL)  # still resumes as it was
+    assert (await resumed.claim(applicant("a3", 3))).kind is ClaimKind.RESUME
+    await resumed.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_an_open_cancelled_mid_check_leaves_the_journal_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling Journal.open while its thread checks the file does not block the event loop,
+    and once the cancellation is through the same process can open the journal again."""
+    path = tmp_path / "j.db"
+    await started_journal(path)
+    entered, gate = threading.Event(), threading.Event()
+    check = Journal._check
+
+    def slow_check(self: Journal, *args: Any) -> None:
+        entered.set()
+        gate.wait(3)
+        check(self, *args)
+
+    monkeypatch.setattr(Journal, "_check", slow_check)
+    task = asyncio.create_task(Journal.open(path, resume=True, identity=REAL))
+    await asyncio.to_thread(entered.wait, 3)
+    started = time.monotonic()
+    task.cancel()
+    asyncio.get_running_loop().call_later(0.1, gate.set)  # runs only if the loop is free
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 2
+    monkeypatch.undo()
+    again = await Journal.open(path, resume=True, identity=REAL)
+    await again.close()
+
+
+async def test_a_close_whose_update_fails_still_releases_the_lock(tmp_path: Path) -> None:
+    """When close() cannot record the end of the run, it raises, but the file is closed and
+    unlocked: the same process can open the journal again."""
+    path = tmp_path / "j.db"
+    await started_journal(path)
+    journal = await Journal.open(path, resume=True, identity=REAL)
+    await journal._call(lambda: journal._db.execute("PRAGMA query_only=1"))
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        await journal.close()
+    again = await Journal.open(path, resume=True, identity=REAL)
+    await again.close()
 
 
 async def test_starting_afresh_on_an_empty_file_is_an_explicit_choice(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import re
 
 from rich.console import Console
 
-from vlens_async._transport import CODE_REASONS
 from vlens_async.bulk import (
     BulkSummary,
     PlainProgress,
@@ -17,7 +16,6 @@ from vlens_async.bulk import (
     make_progress,
 )
 from vlens_async.bulk._journal import LatencyStats
-from vlens_async.bulk._report import ERROR_CODE_MEANINGS
 
 
 class FakeTTY(io.StringIO):
@@ -141,9 +139,17 @@ def test_summary_explains_the_error_codes_it_lists() -> None:
     assert "No usable response" in text
 
 
-def test_error_code_meanings_are_the_clients() -> None:
-    """The summary's table of code meanings is the client's own (one wording)."""
-    assert dict(ERROR_CODE_MEANINGS) == dict(CODE_REASONS)
+def test_the_errors_table_shows_no_markup() -> None:
+    """Error classes are explained in plain words: no double backticks, roles or indentation
+    from their docstrings."""
+    keys = ["ClientClosedError", "DocumentError", "MissingInputError", "ResponseTooLargeError"]
+    text = format_summary(summary(by_error=dict.fromkeys(keys, 1)), width=400)
+    assert "outside async with or after" in text
+    assert "(and 7001-7002, WrongSideError): the ID document is invalid, unreadable" in text
+    assert '"id_front" for liveness after restore(), "name_check_value"' in text
+    assert "`" not in text
+    assert ":class:" not in text
+    assert ":meth:" not in text
 
 
 def test_results_path_is_printed_once() -> None:

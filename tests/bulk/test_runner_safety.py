@@ -3,6 +3,8 @@ job to one applicant's trouble, and reports review flags (issue 12), with a scri
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ from tests.bulk.scripted import (
     results,
     runner,
 )
-from vlens_async.bulk import format_summary, run_bulk
-from vlens_async.bulk._journal import Journal
+from vlens_async.bulk import NullProgress, format_summary, run_bulk
+from vlens_async.bulk._journal import JobIdentity, Journal
+from vlens_async.bulk._manifest import BulkApplicant
 from vlens_async.errors import BulkInputError, JournalError, JournalMismatchError
 from vlens_async.flow import Transaction
 from vlens_async.models import VerificationResponse
@@ -182,29 +185,119 @@ async def test_a_snapshot_that_cannot_be_restored_is_an_error_and_the_job_goes_o
     tmp_path: Path, image_dir: Path
 ) -> None:
     """On resume, applicants whose journaled snapshot is not JSON, of another version or of
-    the wrong types are recorded as errors; the rest continue."""
+    the wrong types are errors whose lines keep their journaled state; the rest continue, and
+    the job is complete (no stop by error)."""
     people = applicants(image_dir, 4)
-    await runner(ScriptedClient(failing("back")), tmp_path).run(people)
-    journal = tmp_path / "journal.db"
-    with sqlite3.connect(journal) as conn:
+    states = await pending_after_a_refused_liveness(tmp_path, people)
+    damage_snapshots(tmp_path / "journal.db")
+    client = ScriptedClient()
+    summary = await runner(client, tmp_path, resume=True).run(people)
+    lines = {line["applicant_id"]: line for line in results(tmp_path)}
+    assert {k: v["outcome"] for k, v in lines.items()} == {
+        "a1": "error",
+        "a2": "error",
+        "a3": "error",
+        "a4": "verified",
+    }
+    assert {k: lines[k]["state"] for k in ("a1", "a2")} == {k: states[k] for k in ("a1", "a2")}
+    assert lines["a3"]["state"] == "FAILED"
+    assert "--retry-errors" in lines["a1"]["error_message"]
+    assert "cannot be started over" in lines["a3"]["error_message"]
+    assert {tx for _, tx, _ in client.calls} == {lines["a4"]["transaction_id"]}
+    assert summary.complete
+    assert not summary.stopped_by_error
+
+
+async def test_retry_errors_starts_an_unreadable_snapshot_over_on_its_transaction(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """With retry_errors, an applicant recorded as an error for its unreadable snapshot sends
+    every step again on its journaled transaction and finishes; one whose journaled transaction
+    is closed (FAILED) stays an error and sends nothing."""
+    people = applicants(image_dir, 4)
+    await pending_after_a_refused_liveness(tmp_path, people)
+    damage_snapshots(tmp_path / "journal.db")
+    await runner(ScriptedClient(), tmp_path, resume=True).run(people)
+    first = {line["applicant_id"]: line["transaction_id"] for line in results(tmp_path)}
+    client = ScriptedClient()
+    summary = await runner(client, tmp_path, resume=True, retry_errors=True).run(people)
+    lines = {line["applicant_id"]: line for line in results(tmp_path)}
+    assert {k: v["outcome"] for k, v in lines.items()} == {
+        "a1": "verified",
+        "a2": "verified",
+        "a3": "error",
+        "a4": "verified",
+    }
+    assert {k: v["transaction_id"] for k, v in lines.items()} == first
+    assert sorted((tx, step) for step, tx, _ in client.calls) == sorted(
+        (first[who], step) for who in ("a1", "a2") for step in ("front", "back", "liveness")
+    )
+    assert summary.complete
+
+
+async def pending_after_a_refused_liveness(
+    tmp_path: Path, people: list[BulkApplicant]
+) -> dict[str, str]:
+    """Run ``people`` until liveness is refused (401): the job stops with every applicant
+    pending after one or both ID sides; return their journaled states."""
+    client = ScriptedClient(lambda step, who, n: error(401) if step == "liveness" else None)
+    client.gate = asyncio.Event()
+    client.notify_in_flight = len(people)
+    task = asyncio.create_task(runner(client, tmp_path).run(people))
+    await client.reached.wait()  # every applicant's front scan is in flight
+    client.gate.set()
+    summary = await task
+    assert summary.stopped_by_error
+    assert summary.by_outcome == {"pending": len(people)}
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        return dict(conn.execute("SELECT applicant_id, state FROM applicants").fetchall())
+
+
+def damage_snapshots(journal: Path) -> None:
+    """a1's snapshot becomes text that is not JSON, a2's of another version, a3's of the wrong
+    types and its journaled state FAILED (its transaction closed)."""
+    with contextlib.closing(sqlite3.connect(journal)) as conn, conn:
         conn.execute("UPDATE applicants SET snapshot='not json' WHERE applicant_id='a1'")
         conn.execute(
             "UPDATE applicants SET snapshot=json_set(snapshot, '$.version', 99)"
             " WHERE applicant_id='a2'"
         )
         conn.execute(
-            "UPDATE applicants SET snapshot=json_set(snapshot, '$.steps', json('[1]'))"
-            " WHERE applicant_id='a3'"
+            "UPDATE applicants SET snapshot=json_set(snapshot, '$.steps', json('[1]')),"
+            " state='FAILED' WHERE applicant_id='a3'"
         )
-    client = ScriptedClient()
-    summary = await runner(client, tmp_path, resume=True, retry_errors=True).run(people)
-    outcomes = {line["applicant_id"]: line["outcome"] for line in results(tmp_path)}
-    assert outcomes == {"a1": "error", "a2": "error", "a3": "error", "a4": "verified"}
-    assert [step for step, _, _ in client.calls] == ["back", "liveness"]  # a4 only
-    assert summary.complete
-    with sqlite3.connect(journal) as conn:
-        states = dict(conn.execute("SELECT applicant_id, state FROM applicants").fetchall())
-    assert states["a1"] == "FRONT_SCANNED"
+
+
+async def test_a_progress_reporter_that_fails_leaves_the_journal_unlocked(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A run that fails after opening its journal (here its progress reporter raises) closes the
+    journal: the same process can open it again."""
+
+    class Broken(NullProgress):
+        """A reporter that cannot start."""
+
+        def start(self, total: int | None, skipped: int = 0) -> None:
+            raise RuntimeError("no terminal")
+
+    with pytest.raises(RuntimeError, match="no terminal"):
+        await runner(ScriptedClient(), tmp_path, progress=Broken()).run(applicants(image_dir, 2))
+    journal = await Journal.open(
+        tmp_path / "journal.db", resume=True, identity=JobIdentity(ScriptedClient.base_url)
+    )
+    await journal.close()
+
+
+async def test_an_applicant_given_without_an_id_is_an_invalid_row(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """An applicant given in code with an empty id (its transaction id is derived from it) is
+    recorded as an invalid row; the others finish."""
+    people = applicants(image_dir, 2)
+    people[0] = attrs.evolve(people[0], applicant_id="")
+    summary = await runner(ScriptedClient(), tmp_path).run(people)
+    assert summary.by_outcome == {"invalid": 1, "verified": 1}
+    assert results(tmp_path)[0]["error_message"] == "missing value(s) for applicant_id"
 
 
 async def test_needs_review_is_in_every_line_and_counted(tmp_path: Path, image_dir: Path) -> None:

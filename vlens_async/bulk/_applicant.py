@@ -17,7 +17,7 @@ from ..flow import FlowState, Step, StepStatus, Transaction, error_type_name
 from ..models import VerificationResponse
 from ._context import JobContext, Stopped
 from ._inputs import ApplicantImages
-from ._journal import Claim
+from ._journal import Claim, ClaimKind
 from ._manifest import BulkApplicant
 from ._metered import MeteredClient
 from ._outcome import error_message, outcome_for, service_flags
@@ -47,26 +47,59 @@ class ApplicantRun:
         self.journal = context.journal
 
     def _transaction(self) -> Transaction:
+        """The applicant's transaction: new, or restored from its journaled snapshot.
+
+        An applicant whose journaled snapshot cannot be read or restored (damaged, of another
+        version) raises :class:`~vlens_async.errors.FlowError`: it is recorded as an ``error``
+        of its own, with its journaled state and transaction id in its results line, and the job
+        goes on (it is not a job-wide failure: the command does not exit 2 for it). When such an
+        applicant is tried again (``retry_errors``), its steps start over on its journaled
+        transaction id, each sent again on that one server transaction, never a second one;
+        unless its journaled state is COMPLETED or FAILED: that transaction is closed, so it
+        stays an error (its verdict cannot be read back and the server takes no more steps on
+        it).
+        """
+        try:
+            return self._restored()
+        except FlowError as exc:
+            if self.claim.state in (FlowState.COMPLETED.value, FlowState.FAILED.value):
+                raise FlowError(
+                    f"{exc}; its transaction is {self.claim.state}, so it cannot be started over"
+                ) from None
+            if self.claim.kind is not ClaimKind.DONE:
+                # Seen for the first time: an operator should know that its journal was damaged.
+                raise FlowError(
+                    f"{exc}; a bulk resume with --retry-errors (retry_errors=True) starts its"
+                    " steps over on the same transaction"
+                ) from None
+            # A retry of errors (only then does a finished applicant run again): start over.
+            return self._new_transaction()
+
+    def _restored(self) -> Transaction:
         if self.claim.snapshot_error is not None:
             raise FlowError(self.claim.snapshot_error)
         snapshot = self.claim.snapshot
         if snapshot is None:
-            # max_liveness_attempts=1: the job has one set of frames, so a verdict is final.
-            return Transaction(
-                self.client,
-                self.claim.transaction_id,
-                client_transaction_id=self.applicant.client_transaction_id,
-                name_check_value=self.applicant.name_check_value,
-                max_liveness_attempts=1,
-                prepare=self.context.prepare,
-            )
-        self.context.counters.resumed += 1
+            return self._new_transaction()
         # The journal keeps no names: the manifest gives the name check back (and liveness is
         # given the front explicitly).
-        return Transaction.restore(
+        tx = Transaction.restore(
             self.client,
             snapshot,
             name_check_value=self.applicant.name_check_value,
+            prepare=self.context.prepare,
+        )
+        self.context.counters.resumed += 1
+        return tx
+
+    def _new_transaction(self) -> Transaction:
+        # max_liveness_attempts=1: the job has one set of frames, so a verdict is final.
+        return Transaction(
+            self.client,
+            self.claim.transaction_id,
+            client_transaction_id=self.applicant.client_transaction_id,
+            name_check_value=self.applicant.name_check_value,
+            max_liveness_attempts=1,
             prepare=self.context.prepare,
         )
 
@@ -241,7 +274,8 @@ class ApplicantRun:
             "applicant_id": self.applicant.applicant_id,
             "row": self.applicant.row,
             "outcome": outcome_for(state, error, verified),
-            "state": None if state is None else state.value,
+            # Without a transaction (its snapshot unreadable), the state the journal knows.
+            "state": self.claim.state if state is None else state.value,
             "transaction_id": self.claim.transaction_id,
             "client_transaction_id": self.applicant.client_transaction_id,
             "validated": bool(outcome and outcome.validated),

@@ -2,9 +2,11 @@
 
 What it holds: the service it was started with (the client's base URL) and the manifest's
 identity (its resolved path and the SHA-256 of its bytes), so that a resume against another
-service or another manifest is refused (:class:`~vlens_async.errors.JournalMismatchError`); and
-per applicant: the manifest row, the state of its flow and the transaction id (written *before*
-the first request, so a crash can never lead to a second transaction), the flow's snapshot
+service or another manifest is refused (:class:`~vlens_async.errors.JournalMismatchError`); a
+random secret made with the journal; and per applicant: the manifest row, the state of its flow
+and the transaction id (written *before* the first request, and derived from the applicant id
+and the job's secret with :func:`~vlens_async.transaction_id_for`, so that neither a crash nor a
+claim lost with the write-ahead log can lead to a second transaction), the flow's snapshot
 without personal data after every step, each HTTP attempt (step, outcome, status, error code,
 duration) and, once finished, the line of the results file. No images, no names, addresses, birth
 dates or national ID numbers, no server free text: the national-ID cross-check's *result* is kept
@@ -12,16 +14,20 @@ instead of what it compares (see :data:`SNAPSHOT_ALLOW`).
 
 The file is created readable by its owner only (0600, and SQLite gives its ``-wal`` and ``-shm``
 the same mode), and locked with ``flock`` on an open descriptor of the file itself, so a second
-job is refused whatever path names it (a symlink, a hard link). A resume opens only a journal it
-recognises (a vlens journal of this schema, intact, started against the same service and
-manifest) and otherwise refuses with :class:`~vlens_async.errors.JournalError` saying why, leaving
-the file as it was: starting afresh is a new job, never a fallback.
+job is refused whatever path names it (a symlink). A file with more than one hard link is
+refused: SQLite finds the ``-wal`` by the name it is opened with, so through another link it
+would miss a crashed job's last writes. A resume opens only a journal it recognises (a vlens
+journal of this schema, intact, started against the same service and manifest) and otherwise
+refuses with :class:`~vlens_async.errors.JournalError` saying why; every check reads the file
+through a read-only connection first, so a refused journal, its ``-wal`` and ``-shm`` keep their
+bytes and modes (only a ``-wal`` whose ``-shm`` was deleted gets its index rebuilt). Starting
+afresh is a new job, never a fallback.
 
 Why SQLite: atomic transactions (a write either happened or did not, even under SIGKILL), an
 index for duplicate-id detection without holding every id in memory, and percentile queries over
 the step timings without loading them. WAL mode with ``synchronous=NORMAL`` keeps a commit cheap
-(no fsync per step) and still survives the process being killed; only a power cut may lose the
-last few commits, which resume then repeats with the same transaction id.
+(no fsync per step) and still survives the process being killed; only a power cut (or a lost
+``-wal``) may lose the last few commits, which resume then repeats with the same transaction ids.
 
 Every call runs on one dedicated thread (sqlite3 connections are tied to the thread that made them,
 and one writer needs no locking); the event loop only awaits. Each method is one SQLite
@@ -37,6 +43,7 @@ import enum
 import hashlib
 import math
 import os
+import secrets
 import sqlite3
 import stat
 import tempfile
@@ -49,7 +56,7 @@ from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 import attrs
 import orjson
 
-from .._ids import new_transaction_id
+from .._ids import MIN_SECRET_BYTES, transaction_id_for
 from ..errors import BulkInputError, JournalError, JournalMismatchError
 from ._manifest import BulkApplicant, InvalidRow
 
@@ -83,6 +90,10 @@ SCHEMA_VERSION: Final = 2
 PENDING: Final = "pending"
 _TABLES: Final = frozenset({"meta", "runs", "applicants", "invalid_rows", "steps"})
 _OWNER_ONLY: Final = 0o600
+# The meta row of the job's secret, from which each applicant's transaction id is derived, and
+# its random bytes (as hex).
+_SECRET_KEY: Final = "job_secret"
+_SECRET_BYTES: Final = 32
 # Results-line words that make an applicant need a person's review (the flow's review reasons).
 _REVIEW_FLAGS: Final = frozenset({"aml_matched", "fake_document", "src_invalid"})
 # What of a flow snapshot the journal keeps: an allow-list, so that a field the service adds
@@ -389,6 +400,8 @@ class Journal:
         )
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._target = ""  # the journal file's real path (a symlink resolved)
+        self._secret = ""  # the job's secret (see _job_secret)
 
     @classmethod
     async def open(
@@ -406,13 +419,27 @@ class Journal:
         With ``resume`` it must be a journal this release recognises, intact, started with the
         same ``identity`` (service and manifest). Every refusal is a
         :class:`~vlens_async.errors.JournalError` (``JournalMismatchError`` for another service
-        or manifest) raised before anything is written, saying why.
+        or manifest) raised before anything is written, saying why: the checks read the file
+        through a read-only connection, so a refused journal, its ``-wal`` and ``-shm`` keep
+        their bytes and modes.
+
+        Cancelled while the journal thread opens the file, it waits for that thread (without
+        blocking the event loop) and closes what it opened before the cancellation goes on, so
+        the file is never left locked by a journal nobody holds.
         """
         journal = cls(None if path is None else Path(path))
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(
+            journal._executor, journal._open_sync, resume, identity or JobIdentity()
+        )
         try:
-            await journal._call(journal._open_sync, resume, identity or JobIdentity())
+            await asyncio.shield(opening)
         except BaseException:
-            journal._executor.shutdown(wait=True)
+            # The open goes on in its thread whatever stopped this coroutine (a cancellation):
+            # close what it opens, on that thread right after it, and wait for both.
+            closing = loop.run_in_executor(journal._executor, journal._abandon_sync)
+            journal._executor.shutdown(wait=False)
+            await _wait_out(opening, closing)
             raise
         return journal
 
@@ -421,6 +448,8 @@ class Journal:
 
         The close is queued behind every pending write on the journal thread, so they land first;
         the thread then ends (the interpreter waits for it at exit even if this is cancelled).
+        Should the end of the run fail to be recorded, the error is raised, but the file is
+        closed and unlocked all the same.
         """
         try:
             if self._conn is not None:
@@ -500,13 +529,29 @@ class Journal:
         return self._conn
 
     def _open_sync(self, resume: bool, identity: JobIdentity) -> None:
-        conn = self._connect(resume)
-        conn.create_function("vlens_needs_review", 1, needs_review, deterministic=True)
+        if self.path is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            blank = True
+        else:
+            self._check_path(resume)
+            self._lock(resume)
+            try:
+                # Every check on a read-only connection first: a refusal changes nothing.
+                blank = self._inspect(resume, identity)
+                conn = self._connect()
+            except BaseException:
+                self._unlock()
+                raise
         try:
-            if self.path is None or (not resume and self._is_blank(conn)):
+            conn.create_function("vlens_needs_review", 1, needs_review, deterministic=True)
+            if blank:
                 self._create(conn, identity)
-            else:
-                self._check(conn, resume, identity)
+            elif not resume:
+                with _transaction(conn):  # a journal that never claimed anyone: a fresh start
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO meta VALUES (?, ?)", identity.meta().items()
+                    )
+            self._secret = self._job_secret(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             with _transaction(conn):
                 # Bad rows stay until their row is read again (a fixed row then clears its entry,
@@ -525,13 +570,10 @@ class Journal:
             raise
         self._conn = conn
 
-    def _connect(self, resume: bool) -> sqlite3.Connection:
-        """Check the path, lock the file itself and connect, creating nothing but the file of a
-        new journal (owner-only)."""
-        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), one per method.
-        if self.path is None:
-            return sqlite3.connect(":memory:", isolation_level=None)
+    def _check_path(self, resume: bool) -> None:
+        """Refuse a journal path that cannot be what is asked, before anything is opened."""
         path = self.path
+        assert path is not None
         if path.is_dir():
             raise JournalError(f"the journal path {path} is a folder: give a file name")
         if not path.parent.is_dir():
@@ -546,15 +588,62 @@ class Journal:
                 " log lost, or the file truncated?): move it away and run without resume to"
                 " start afresh"
             )
-        self._lock(resume)
-        # Connect to the file the lock is on: through a symlink, its -wal sits beside the target.
-        target = os.path.realpath(path)
-        uri = f"file:{urllib.parse.quote(target)}?mode=rw"
+        # The file the lock is on: through a symlink, its -wal sits beside the target.
+        self._target = os.path.realpath(path)
+
+    def _inspect(self, resume: bool, identity: JobIdentity) -> bool:
+        """Run every check on a read-only connection; True when the file is blank (a new
+        journal is made in it). Raises :class:`~vlens_async.errors.JournalError` saying why
+        the journal cannot be used as asked."""
+        conn = self._read_only()
+        try:
+            if not resume and self._is_blank(conn):
+                return True
+            self._check(conn, resume, identity)
+            return False
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(
+                f"journal {self.path} is not a vlens journal or is damaged ({_why(exc)})"
+            ) from None
+        finally:
+            conn.close()
+
+    def _read_only(self) -> sqlite3.Connection:
+        """A connection that reads the journal as a crash left it and writes no byte of it, its
+        ``-wal`` or its ``-shm``: a refused journal is left exactly as it was."""
+        target = self._target
+        if not os.path.exists(target + "-wal"):
+            # Nothing but the main file to read: read it as it is, without a lock or side file
+            # (a read-only connection would create an empty -wal and -shm beside it).
+            query = "immutable=1"
+        elif os.path.exists(target + "-shm"):
+            # A crashed job's log and its index: read both, write neither (SQLite builds a
+            # private index instead when the -shm cannot be trusted).
+            query = "mode=ro&readonly_shm=1"
+        else:
+            # A log whose index was deleted: SQLite must build the -shm (an index of the log,
+            # holding no data) before it can read the log; the journal and its log stay as they
+            # are.
+            query = "mode=ro"
+        uri = f"file:{urllib.parse.quote(target)}?{query}"
         try:
             return sqlite3.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error as exc:
-            self._unlock()
-            raise JournalError(f"cannot open journal {path} ({_why(exc)})") from None
+            raise JournalError(f"cannot open journal {self.path} ({_why(exc)})") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        """Make the checked journal owner-only and connect to it for writing."""
+        # Owner-only whatever the umask or the file's history, once the checks passed: SQLite
+        # gives the -wal and -shm it creates the mode of the database file.
+        assert self._lock_fd is not None
+        with contextlib.suppress(PermissionError):
+            os.fchmod(self._lock_fd, _OWNER_ONLY)
+        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), one per method.
+        uri = f"file:{urllib.parse.quote(self._target)}?mode=rw"
+        try:
+            return sqlite3.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path} ({_why(exc)})") from None
 
     @staticmethod
     def _is_blank(conn: sqlite3.Connection) -> bool:
@@ -565,12 +654,32 @@ class Journal:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
         with _transaction(conn):
-            rows = {"schema": str(SCHEMA_VERSION), **identity.meta()}
+            rows = {
+                "schema": str(SCHEMA_VERSION),
+                _SECRET_KEY: secrets.token_hex(_SECRET_BYTES),
+                **identity.meta(),
+            }
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.items())
+
+    def _job_secret(self, conn: sqlite3.Connection) -> str:
+        """The job's secret, made at random with the journal: an applicant's transaction id is
+        derived from it and the applicant id, so a claim lost with the write-ahead log comes
+        back with the same id. A journal made before there was one gets one now, checkpointed
+        into the main file at once, so that a log lost later cannot take it along."""
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (_SECRET_KEY,)).fetchone()
+        if row is not None:
+            return str(row[0])
+        secret = secrets.token_hex(_SECRET_BYTES)
+        with _transaction(conn):
+            conn.execute("INSERT INTO meta VALUES (?, ?)", (_SECRET_KEY, secret))
+        if self.path is not None:
+            conn.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
+        return secret
 
     def _check(self, conn: sqlite3.Connection, resume: bool, identity: JobIdentity) -> None:
         """Refuse a file that is not a journal of this schema, a damaged one, one already used
-        (without resume), or one started with another service or manifest (with resume)."""
+        (without resume), or one started with another service or manifest (with resume). Reads
+        only: ``conn`` is read-only."""
         where = f"journal {self.path}"
         found = conn.execute("PRAGMA quick_check").fetchone()[0]
         if found != "ok":
@@ -600,16 +709,15 @@ class Journal:
                 " release of vlens-async (schema 1 kept national IDs); finish it with that release,"
                 " or start a new journal"
             )
+        secret = meta.get(_SECRET_KEY)
+        if secret is not None and len(str(secret).encode()) < MIN_SECRET_BYTES:
+            raise JournalError(f"{where} is damaged (its job secret is too short)")
         known = conn.execute("SELECT count(*) FROM applicants").fetchone()[0]
         if not resume:
             if known:
                 raise JournalError(
                     f"{where} already holds {known} applicant(s): resume it, or give a new"
                     " journal path"
-                )
-            with _transaction(conn):  # a journal that never claimed anyone: a fresh start
-                conn.executemany(
-                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", identity.meta().items()
                 )
             return
         if not conn.execute("SELECT count(*) FROM runs").fetchone()[0]:
@@ -621,9 +729,9 @@ class Journal:
     def _lock(self, resume: bool) -> None:
         # Two jobs on one journal would both resume the same applicants and send their steps
         # twice. An advisory lock on an open descriptor of the journal file itself (its inode),
-        # so every path that names it (a symlink, a hard link) finds it taken; not SQLite's
-        # exclusive mode, which would also shut out readers such as a monitoring query. The OS
-        # drops it if the process dies. flock and SQLite's own (fcntl) locks do not interact.
+        # so every path that names it (a symlink) finds it taken; not SQLite's exclusive mode,
+        # which would also shut out readers such as a monitoring query. The OS drops it if the
+        # process dies. flock and SQLite's own (fcntl) locks do not interact.
         assert self.path is not None
         flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | (0 if resume else os.O_CREAT)
         try:
@@ -631,8 +739,19 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"cannot open journal {self.path} ({exc.strerror})") from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise JournalError(f"the journal path {self.path} is not a regular file")
+            if info.st_nlink > 1:
+                # SQLite finds the write-ahead log by the name it is given (<name>-wal): through
+                # another link it would miss a crashed job's last commits, and claim afresh
+                # applicants whose transactions were already opened.
+                raise JournalError(
+                    f"journal {self.path} has {info.st_nlink} hard links: SQLite finds its"
+                    " write-ahead log (-wal) by the name it is opened with, so through another"
+                    " name a crashed job's last writes would be missed; remove the other link(s)"
+                    " and keep one name for the journal"
+                )
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -640,10 +759,6 @@ class Journal:
                     raise JournalError(
                         f"journal {self.path} is in use by another bulk job"
                     ) from None
-            # Owner-only whatever the umask or the file's history: SQLite gives the -wal and
-            # -shm it creates the mode of the database file.
-            with contextlib.suppress(PermissionError):
-                os.fchmod(fd, _OWNER_ONLY)
         except BaseException:
             os.close(fd)
             raise
@@ -656,14 +771,27 @@ class Journal:
 
     def _close_sync(self, interrupted: bool) -> None:
         conn = self._db
-        with _transaction(conn):
-            conn.execute(
-                "UPDATE runs SET finished_at=?, interrupted=? WHERE run=?",
-                (time.time(), int(interrupted), self.run),
-            )
-        conn.close()
-        self._conn = None
-        self._unlock()
+        try:
+            with _transaction(conn):
+                conn.execute(
+                    "UPDATE runs SET finished_at=?, interrupted=? WHERE run=?",
+                    (time.time(), int(interrupted), self.run),
+                )
+        finally:
+            # Whatever the write did, the file is closed and unlocked: a job that cannot record
+            # its end must not keep the next one (in this process too) out.
+            self._conn = None
+            try:
+                conn.close()
+            finally:
+                self._unlock()
+
+    def _abandon_sync(self) -> None:
+        """Close what an open nobody waits for any more opened (queued right behind it)."""
+        if self._conn is not None:
+            self._close_sync(interrupted=True)
+        else:
+            self._unlock()
 
     def _claim_sync(self, applicant: BulkApplicant) -> Claim:
         conn = self._db
@@ -678,7 +806,9 @@ class Journal:
                 (applicant.applicant_id,),
             ).fetchone()
             if found is None:
-                transaction_id = new_transaction_id()
+                # Derived, not random: should this claim be lost (the -wal lost after a
+                # checkpoint), claiming the applicant again gives the same transaction.
+                transaction_id = transaction_id_for(applicant.applicant_id, self._secret)
                 conn.execute(
                     "INSERT INTO applicants (applicant_id, row, run, status, state,"
                     " transaction_id, updated_at) VALUES (?, ?, ?, 'active', 'NEW', ?, ?)",
@@ -872,6 +1002,23 @@ class Journal:
             tmp.unlink(missing_ok=True)
             raise
         return lines
+
+
+async def _wait_out(*futures: asyncio.Future[Any]) -> None:
+    """Wait until every one of ``futures`` is done, without blocking the event loop, whatever
+    happens to the caller meanwhile: a cancellation is held back until then, and raised after.
+    Their exceptions are taken (and dropped: the caller has its own to raise)."""
+    cancelled = False
+    while not all(future.done() for future in futures):
+        try:
+            await asyncio.wait(futures)
+        except asyncio.CancelledError:
+            cancelled = True
+    for future in futures:
+        if not future.cancelled():
+            future.exception()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _result_line(result: Any) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ as plain text. Both speak the results file's words: the outcomes (``verified``,
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -33,7 +34,6 @@ from .. import errors
 from ._journal import LatencyStats
 
 __all__ = [
-    "ERROR_CODE_MEANINGS",
     "FAILED_OUTCOMES",
     "OUTCOMES",
     "BulkSummary",
@@ -52,41 +52,6 @@ __all__ = [
 OUTCOMES: Final = ("verified", "not_verified", "rejected", "error", "invalid")
 FAILED_OUTCOMES: Final = frozenset({"rejected", "error", "invalid"})
 DEFAULT_PLAIN_INTERVAL: Final = 10.0
-# What the documented error codes mean (API.md), for the summary's Errors table. The same words
-# as the client's exception messages (``_transport.CODE_REASONS``, which bulk may not import);
-# tests/bulk/test_report.py keeps the two equal.
-ERROR_CODE_MEANINGS: Final[Mapping[int, str]] = {
-    1050: "image quality too low for OCR",
-    3001: "invalid ID number",
-    3002: "invalid birth date",
-    3003: "invalid governorate",
-    3004: "invalid ID key",
-    3005: "invalid gender",
-    3006: "invalid release date",
-    3007: "wrong birth date format",
-    3008: "wrong release date format",
-    3009: "wrong expiry date format",
-    3010: "the document has expired",
-    3011: "card not detected",
-    3013: "invalid MRZ",
-    3101: "the ID number differs between front and back",
-    4001: "wrong bundle key",
-    4002: "bundle exhausted",
-    4003: "too many attempts",
-    4004: "service not in the bundle",
-    4005: "bundle disabled",
-    4206: "more than one face",
-    4207: "no face found",
-    4208: "face missing",
-    4209: "unclear face capture",
-    5000: "generic error",
-    5001: "unsupported document",
-    5002: "image over 5 MB",
-    5003: "image over 25 million pixels",
-    7000: "general error (multiple cards)",
-    7001: "general error (ID front)",
-    7002: "general error (ID back)",
-}
 
 
 @attrs.frozen
@@ -406,10 +371,31 @@ def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
 
 def explain_error(key: str) -> str:
     """What an Errors-table key means: a documented error code's meaning (3010: the document
-    has expired), or the first line of an error class's description."""
+    has expired, from :func:`vlens_async.errors.describe_code`), or the first paragraph of an
+    error class's description, as plain text (no reStructuredText markup)."""
     if key.isdigit():
-        return ERROR_CODE_MEANINGS.get(int(key), "an error code the API documents no meaning for")
+        return errors.describe_code(int(key)) or "an error code the API documents no meaning for"
     cls = getattr(errors, key, None)
     if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__doc__:
-        return cls.__doc__.strip().split("\n\n")[0].replace("\n", " ")
+        return _plain_text(cls.__doc__.strip().split("\n\n")[0])
     return "an unexpected error (see the log)"
+
+
+# A Sphinx role (:class:`~vlens_async.Transaction`, :meth:`restore`) and a literal (``x``).
+_ROLE: Final = re.compile(r":(\w+):`(~?)([^`]+)`")
+_LITERAL: Final = re.compile(r"``([^`]+)``")
+
+
+def _role(match: re.Match[str]) -> str:
+    role, short, target = match.groups()
+    text = target.rsplit(".", 1)[-1] if short else target
+    return f"{text}()" if role in ("meth", "func") else text
+
+
+def _plain_text(text: str) -> str:
+    """Docstring text as a terminal shows it: roles become their name as Sphinx renders it
+    (``:class:`~a.B``` is ``B``, a method gets ``()``), literals lose their double backticks,
+    and line breaks and indentation become single spaces."""
+    text = _ROLE.sub(_role, text)
+    text = _LITERAL.sub(r"\1", text)
+    return " ".join(text.split())

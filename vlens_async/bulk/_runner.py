@@ -74,7 +74,10 @@ class BulkRunner:
     step with the same transaction id (``retry_errors`` also gives applicants that ended in
     ``error`` another go). The journal records the client's ``base_url`` and the manifest's path
     and digest; a resume with another service or manifest, or of a file that is no journal it
-    recognises, is refused (:class:`~vlens_async.errors.JournalError`) before anything is sent.
+    recognises, is refused (:class:`~vlens_async.errors.JournalError`) before anything is sent,
+    and so is a journal file with more than one hard link. Transaction ids are derived from the
+    applicant id and a secret the journal keeps, so an applicant claimed again (its claim lost
+    with the journal's write-ahead log) gets the same one.
     ``results`` is the JSONL file written at the end; a results path that is a folder, in a
     folder that does not exist, or the manifest itself, is refused before anything is sent
     (:class:`~vlens_async.errors.BulkInputError`). ``step_retry``
@@ -189,36 +192,48 @@ class BulkRunner:
             applicants = read_manifest(applicants)
         identity = await asyncio.to_thread(self._identity, manifest)
         journal = await Journal.open(self.journal_path, resume=self.resume, identity=identity)
-        retried = ("error",) if self.retry_errors else ()
-        skipped = await journal.finished_before(excluding=retried) if self.resume else 0
-        self._counters = RunCounters(total=self.total, skipped_before=skipped)
-        pool = concurrent.futures.ThreadPoolExecutor(
-            self.prepare_threads, thread_name_prefix="vlens-bulk-images"
-        )
-        context = self._context(journal, pool)
-        # Images one at a time would each take a second core for fidelity on grainy photos: the
-        # core this job leaves to the event loop. Throughput first.
-        with prefer_throughput():
-            queue: asyncio.Queue[ManifestItem | None] = asyncio.Queue(maxsize=self.concurrency)
-            self.progress.start(self.total, skipped=skipped)
-            ticker = asyncio.create_task(self._tick())
-            producer = asyncio.create_task(self._produce(applicants, queue))
-            self._workers = [
-                asyncio.create_task(self._work(queue, context, journal))
-                for _ in range(self.concurrency)
-            ]
+        # From here on the journal is closed whatever happens (a cancellation, a reporter that
+        # raises): left open, it would stay locked for the rest of the process.
+        started = False
+        tasks: list[asyncio.Task[None]] = []
+        pool: concurrent.futures.ThreadPoolExecutor | None = None
+        try:
+            retried = ("error",) if self.retry_errors else ()
+            skipped = await journal.finished_before(excluding=retried) if self.resume else 0
+            self._counters = RunCounters(total=self.total, skipped_before=skipped)
+            pool = concurrent.futures.ThreadPoolExecutor(
+                self.prepare_threads, thread_name_prefix="vlens-bulk-images"
+            )
+            context = self._context(journal, pool)
+            # Images one at a time would each take a second core for fidelity on grainy photos:
+            # the core this job leaves to the event loop. Throughput first.
+            with prefer_throughput():
+                queue: asyncio.Queue[ManifestItem | None] = asyncio.Queue(maxsize=self.concurrency)
+                self.progress.start(self.total, skipped=skipped)
+                started = True
+                tasks.append(asyncio.create_task(self._tick()))
+                tasks.append(asyncio.create_task(self._produce(applicants, queue)))
+                self._workers = [
+                    asyncio.create_task(self._work(queue, context, journal))
+                    for _ in range(self.concurrency)
+                ]
+                tasks.extend(self._workers)
             try:
                 await asyncio.gather(*self._workers, return_exceptions=False)
             except asyncio.CancelledError:
                 if not self._hard_stopped:
                     raise  # our caller cancelled us; clean up below and let it propagate
-            finally:
-                for task in (producer, ticker, *self._workers):
-                    task.cancel()
-                await asyncio.gather(producer, ticker, *self._workers, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if pool is not None:
                 # Queued preparations are dropped; one still running ends on its own.
                 pool.shutdown(wait=False, cancel_futures=True)
+            if started:
                 summary = await self._finish(journal)
+            else:  # nothing was sent: nothing to export or report
+                await asyncio.shield(journal.close(interrupted=True))
         return summary
 
     def _identity(self, manifest: str | os.PathLike[str] | None) -> JobIdentity:
@@ -355,6 +370,11 @@ class BulkRunner:
     async def _applicant(
         self, context: JobContext, journal: Journal, applicant: BulkApplicant
     ) -> None:
+        if not applicant.applicant_id:  # its transaction id is derived from it (given in code)
+            await self._record_invalid(
+                journal, InvalidRow(applicant.row, "missing value(s) for applicant_id")
+            )
+            return
         claim = await journal.claim(applicant)
         if claim.kind is ClaimKind.DUPLICATE:
             await self._record_invalid(
@@ -450,8 +470,8 @@ async def run_bulk(
     :class:`~vlens_async.errors.BulkInputError` before anything is sent when the manifest cannot
     be read at all or ``out`` cannot be written (a folder, a missing folder, the manifest), and
     :class:`~vlens_async.errors.JournalError` when the journal cannot be used as asked (in use,
-    already used without ``resume``; with ``resume``: no journal it recognises, or one started
-    against another service or manifest).
+    a file with more than one hard link, already used without ``resume``; with ``resume``: no
+    journal it recognises, or one started against another service or manifest).
     """
     manifest = Path(manifest_path)
     limit = RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit
