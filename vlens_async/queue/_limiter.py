@@ -56,6 +56,7 @@ _MAX_SLEEP: Final = 0.5  # re-ask at least this often (another worker may have b
 _KEEP: Final = 120.0  # released tokens older than this are deleted
 _DELETE_EVERY: Final = 64  # grants between two deletions of old tokens
 _SWEEP_EVERY: Final = 1.0  # seconds between two releases of dead owners' tokens
+_UNLIMITED_RECHECK: Final = 1.0  # a bucket without a limit is asked again after this long
 
 
 async def set_limit(
@@ -89,6 +90,7 @@ class PgRateLimiter:
         self.grants = 0
         self.asks = 0
         self._swept = -math.inf
+        self._unlimited_until = -math.inf
 
     async def open(self) -> PgRateLimiter:
         """Take the owner lock on a connection of its own; returns self."""
@@ -128,6 +130,8 @@ class PgRateLimiter:
         """Wait for a token of the shared bucket; its id (None: the bucket has no limit)."""
         if self._closed.is_set():
             raise LimiterClosed("the rate limiter is closed")
+        if time.monotonic() < self._unlimited_until:
+            return None  # the bucket said "no limit" less than a second ago
         async with self._lock:
             for _ in range(10_000_000):  # bounded; each turn waits at least a poll
                 if self._closed.is_set():
@@ -159,6 +163,7 @@ class PgRateLimiter:
             assert isinstance(now, float)
             assert isinstance(factor, float)
             if per_second is None and per_minute is None:
+                self._unlimited_until = time.monotonic() + _UNLIMITED_RECHECK
                 return None, 0.0
             factor, recover_from = _recover(factor, float(recover_from), now)
             swept = time.monotonic() - self._swept >= _SWEEP_EVERY

@@ -251,16 +251,22 @@ class Worker:
             if who is None:
                 logger.error("queue: an applicant of run %d has no inputs; job dropped", run)
                 return
-            await ApplicantRun(context, who, claim).run()
-            async with self._pool.connection() as conn:
-                status = await (
-                    await conn.execute(
-                        "SELECT status FROM vlens_queue_applicants WHERE run = %s"
-                        " AND applicant_id = %s",
-                        (run, applicant),
-                    )
-                ).fetchone()
-            if status is None or status[0] != "done":
+            ended: list[str] = []
+
+            def finished(outcome: str) -> None:
+                ended.append(outcome)
+                self._finished(outcome)
+
+            # The run reports its outcome once it is journaled; without one it stopped short.
+            try:
+                await ApplicantRun(attrs.evolve(context, finished=finished), who, claim).run()
+            except psycopg.Error as exc:
+                # The journal could not be written (the database went away, say): the job is
+                # put back after a pause; its last journaled step stands.
+                logger.error("queue: the journal failed (%s); job put back", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                raise Unfinished from None
+            if not ended:
                 raise Unfinished
         finally:
             if me is not None:
