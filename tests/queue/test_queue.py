@@ -172,3 +172,71 @@ def test_base_import_and_cli_need_no_queue_packages() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def _journaled_steps(db: str) -> set[tuple[str, str]]:
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT transaction_id, snapshot FROM vlens_queue_applicants WHERE snapshot IS NOT NULL"
+        ).fetchall()
+    return {
+        (tx, step)
+        for tx, snapshot in rows
+        for step, record in json.loads(snapshot)["steps"].items()
+        if record["status"] == "succeeded"
+    }
+
+
+def _job_states(db: str) -> dict[str, int]:
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1"
+        ).fetchall()
+    return {str(s): int(n) for s, n in rows}
+
+
+async def test_stop_gracefully_then_at_once_and_resume(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator, vlens_client: VlensClient
+) -> None:
+    """A graceful stop journals the steps in flight and puts the jobs back; a second stop
+    cancels at once; the next worker finishes everyone on the same transactions."""
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 12, distinct=4)
+    await queue.submit(
+        pg_url, manifest, run="r", base_url=vlens_emulator.base_url, rate="none", prepare=False
+    )
+    vlens_emulator.set_faults(None, ["fixed:800ms"])
+    # Graceful: the fronts are done and the backs in flight at 1.2 s; they finish, are
+    # journaled, and liveness is not sent. At once: the liveness calls in flight are cancelled.
+    for hard, wait in ((False, 1.2), (True, 0.5)):
+        worker = queue.Worker(pg_url, vlens_client, concurrency=12, **FAST)
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(wait)
+        worker.stop()
+        if hard:
+            await asyncio.sleep(0.05)
+            worker.stop()
+        async with asyncio.timeout(10):
+            summary = await task
+        assert summary.stop_reason == "stopped"
+        states = await asyncio.to_thread(_job_states, pg_url)
+        assert "doing" not in states  # every job not finished was put back
+        assert states.get("todo", 0) > 0
+        if not hard:
+            done = await asyncio.to_thread(_journaled_steps, pg_url)
+            assert done  # the steps in flight finished and were journaled
+            assert "liveness" not in {s for _, s in done}  # and nothing more was sent
+            sent = vlens_emulator.counters()["steps"]
+    st = await queue.status(pg_url, "r")
+    assert 0 < st.pending <= 12
+    summary = await queue.run_worker(pg_url, vlens_client, concurrency=12, until_empty=True, **FAST)
+    assert summary.stop_reason == "the queue is empty"
+    out = tmp_path / "results.jsonl"
+    await queue.export(pg_url, "r", out)
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["outcome"] for r in results} == {"verified"}
+    counters = vlens_emulator.counters()
+    assert counters["transactions_created"] == 12
+    assert set(counters["steps"]) == {r["transaction_id"] for r in results}
+    for transaction_id, step in done:  # journaled at the graceful stop: never sent again
+        assert counters["steps"][transaction_id][step] == sent[transaction_id][step]
