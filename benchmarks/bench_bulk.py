@@ -8,8 +8,9 @@ journal and a results file in a temporary folder, exactly as ``vlens bulk`` woul
 1. **throughput**: 200 ms fixed latency per call, compliant images (synthetic applicants, passed
    through by the preprocessor), no rate limit, concurrency 64. The bound is
    ``concurrency / (3 calls x latency)`` = 106.7 flows/s; target at least 85% of it. Run with the
-   preprocessor on (the default: it still decodes every image to verify it, and thumbnails the
-   face frames to catch identical ones) and off (``prepare=False``: files sent as they are).
+   preprocessor on (the default: it walks every image's markers and scans and has libjpeg check
+   its headers, hashes it, and decodes the face frames at reduced scale for the identical-frames
+   check) and off (``prepare=False``: files sent as they are).
 2. **12 MP**: the same with every image scaled to 12 MP (preprocessing on): flows/s, CPU seconds
    per flow (this process: client, preprocessing threads, journal), event-loop lag p99 (a task
    that sleeps 5 ms and records how late it wakes; target under 10 ms).
