@@ -5,10 +5,12 @@ sets ``func`` to a ``cmd_<name>(args) -> int``: ``demo`` (the main job), ``verif
 ``images`` and ``emulator``. Heavy imports happen inside the commands, so ``vlens --help`` is quick.
 
 Which service a command talks to is decided in one place, :func:`resolve_service`: the embedded
-emulator only when asked (``--emulator``) or when no credentials are given at all; with credentials
-the given base URL, else the production URL (``config.DEFAULT_BASE_URL``). A command that uses the
-emulator says so in the first line it writes (on stderr). Every local input is checked before the
-first request; every failure is one line on stderr naming the CLI's own flags.
+emulator when asked (``--emulator``), when no credentials are given at all, or when the command
+sends only synthetic data (``demo``, ``verify`` without images) and no base URL is given; with
+credentials the given base URL, else the production URL (``config.DEFAULT_BASE_URL``). A command
+that uses the emulator says so, and why, in the first line it writes (on stderr). Every local
+input is checked before the first request; every failure is one line on stderr naming the CLI's
+own flags.
 """
 
 from __future__ import annotations
@@ -231,7 +233,7 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help=(
             "API base URL (env VLENS_BASE_URL); with credentials and no base URL the production "
-            "service is used"
+            "service is used, except for synthetic applicants (the embedded emulator)"
         ),
     )
     p.add_argument(
@@ -302,22 +304,45 @@ def _read_secret(path: Path | None, flag: str) -> str | None:
     return secret
 
 
-def _credential(args: argparse.Namespace, name: str, env_name: str) -> str | None:
-    """A credential from ``--NAME``, ``--NAME-file`` or the environment, in that order."""
+def _credential(
+    args: argparse.Namespace, name: str, env_name: str
+) -> tuple[str | None, str | None]:
+    """A credential and where it came from: ``--NAME``, ``--NAME-file`` or the environment, in
+    that order; ``(None, None)`` when none is given.
+
+    A credential given but empty (``--api-key ""``, ``VLENS_API_KEY=``) is a usage error, never
+    taken for "no credentials": that would quietly pick the embedded emulator.
+    """
     flag = "--" + name.replace("_", "-")
     given, path = getattr(args, name), getattr(args, f"{name}_file")
-    if given and path is not None:
+    if given is not None and path is not None:
         raise _CliError(f"give {flag} or {flag}-file, not both")
-    return given or _read_secret(path, f"{flag}-file") or os.environ.get(env_name) or None
+    if given is not None:
+        if not given.strip():
+            raise _CliError(f"{flag} is empty: give a value, or leave {flag} out")
+        return given, flag
+    secret = _read_secret(path, f"{flag}-file")
+    if secret is not None:
+        return secret, f"{flag}-file"
+    value = os.environ.get(env_name)
+    if value is None:
+        return None, None
+    if not value.strip():
+        raise _CliError(f"{env_name} is set but empty: unset it, or set it to the value")
+    return value, env_name
 
 
-def resolve_service(args: argparse.Namespace) -> Service:
+def resolve_service(args: argparse.Namespace, *, synthetic: bool = False) -> Service:
     """Which service the command talks to, from its options and the environment.
 
-    The embedded emulator only when ``--emulator`` is given or when no credentials are given at
-    all (no ``--api-key``/``--api-key-file``/``--token``/``--token-file``, no ``VLENS_API_KEY``/
-    ``VLENS_ACCESS_TOKEN``); otherwise ``--base-url``, ``VLENS_BASE_URL``, or the production URL.
-    ``--emulator`` with ``--base-url`` or credentials on the command line is a usage error.
+    The embedded emulator when ``--emulator`` is given, when no credentials are given at all (no
+    ``--api-key``/``--api-key-file``/``--token``/``--token-file``, no ``VLENS_API_KEY``/
+    ``VLENS_ACCESS_TOKEN``), or, for a command that sends only ``synthetic`` data (``demo``,
+    ``verify`` without images), when no base URL is given (no ``--base-url``, no
+    ``VLENS_BASE_URL``) whatever the credentials: made-up cards reach a real service only when
+    it is named. Otherwise ``--base-url``, ``VLENS_BASE_URL``, or the production URL.
+    ``--emulator`` with ``--base-url`` or credentials on the command line is a usage error, and so
+    is a credential given or set but empty.
     """
     from vlens_async import config
     from vlens_async.config import check_base_url
@@ -325,16 +350,26 @@ def resolve_service(args: argparse.Namespace) -> Service:
     if args.emulator:
         if args.base_url:
             raise _CliError("--emulator and --base-url exclude each other: give one of them")
-        given = [f for f in ("api_key", "api_key_file", "token", "token_file") if getattr(args, f)]
+        given = [
+            f
+            for f in ("api_key", "api_key_file", "token", "token_file")
+            if getattr(args, f) is not None
+        ]
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise _CliError(f"--emulator takes no credentials (it has its own): drop {flag}")
         return Service(emulator=True, why="--emulator")
-    api_key = _credential(args, "api_key", "VLENS_API_KEY")
-    token = _credential(args, "token", "VLENS_ACCESS_TOKEN")
+    api_key, key_source = _credential(args, "api_key", "VLENS_API_KEY")
+    token, token_source = _credential(args, "token", "VLENS_ACCESS_TOKEN")
     base_url = args.base_url or os.environ.get("VLENS_BASE_URL") or None
     if base_url is None and api_key is None and token is None:
         return Service(emulator=True, why="no credentials given")
+    if base_url is None and synthetic:
+        unused = " and ".join(s for s in (key_source, token_source) if s is not None)
+        return Service(
+            emulator=True,
+            why=f"synthetic data and no --base-url or VLENS_BASE_URL; {unused} not used",
+        )
     if api_key is None:
         raise _CliError(
             "an API key is needed for a real service: set VLENS_API_KEY or give --api-key-file "
@@ -401,9 +436,10 @@ def _add_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description=(
             "Run the whole verification (front, back, liveness) and print a summary. With no "
             "images a synthetic applicant is verified. Every image is read and checked before "
-            "the first request. With no credentials at all (or --emulator) it runs against an "
-            "emulator started in-process, and says so; with credentials and no --base-url, "
-            "against the production service. Exit status: 0 validated, 1 not validated, 2 error."
+            "the first request. With no credentials at all, with --emulator, or for a synthetic "
+            "applicant without --base-url or VLENS_BASE_URL, it runs against an emulator started "
+            "in-process, and says so; with credentials and no --base-url, your images go to the "
+            "production service. Exit status: 0 validated, 1 not validated, 2 error."
         ),
     )
     p.add_argument("--front", type=Path, help="image of the ID card's front")
@@ -532,7 +568,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """
     from vlens_async.flow import FlowState
 
-    service = resolve_service(args)
+    synthetic = not (args.front or args.back or args.face)
+    service = resolve_service(args, synthetic=synthetic)
     inputs = _verify_inputs(args)
     _announce("verify", service)
     outcome = asyncio.run(_verify(args, service, inputs))
@@ -953,8 +990,10 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=(
             "Write synthetic applicants of mixed scenarios and a manifest to --folder, start the "
             "emulator with realistic latency and a few faults, run the bulk job with a progress "
-            "bar, and print the summary. Credentials (VLENS_API_KEY, --api-key-file) and "
-            "--base-url point it at a real tenant; each run starts afresh."
+            "bar, and print the summary. It uses the embedded emulator unless a base URL is "
+            "given (--base-url or VLENS_BASE_URL), whatever credentials are set; with a base URL "
+            "and credentials (VLENS_API_KEY, --api-key-file) it runs against that tenant. Each "
+            "run starts afresh."
         ),
     )
     p.add_argument("--count", type=int, default=300, help="applicants (default 300)")
@@ -986,14 +1025,15 @@ def _demo_manifest(args: argparse.Namespace) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``vlens demo``: the bulk job on synthetic applicants against the embedded emulator.
+    """``vlens demo``: the bulk job on synthetic applicants against the embedded emulator, or
+    against a real service only when its base URL is given (``--base-url``, ``VLENS_BASE_URL``).
 
     Every option (count, concurrency, rate, latency, faults, the service) is checked before the
     applicants are drawn.
     """
     from vlens_async.emulator import EmulatorConfig, FaultConfig
 
-    service = resolve_service(args)
+    service = resolve_service(args, synthetic=True)
     if args.count < 1:
         raise _CliError(f"--count must be at least 1, got {args.count}")
     rate = _job_options(args)

@@ -1,5 +1,6 @@
-"""Which service the CLI talks to: the emulator only when asked or without any credentials, the
-production URL with credentials, and credentials kept off the command line (issue 12)."""
+"""Which service the CLI talks to: the emulator when asked, without any credentials, or for
+synthetic data without a base URL; the production URL with credentials (issue 12); credentials
+kept off the command line, and never empty."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.support import RecordingServer, one_line, run
+from tests.cli.support import RecordingServer, one_line, run, verify_argv, write_applicant
 from vlens_async import config
 from vlens_async.cli import build_parser, main, resolve_service
 
@@ -48,20 +49,96 @@ def test_credentials_without_base_url_mean_the_production_url() -> None:
     assert "k" not in repr(service)
 
 
-def test_verify_with_an_api_key_in_the_environment_never_uses_the_emulator(
+def test_verify_of_images_with_an_api_key_in_the_environment_never_uses_the_emulator(
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     production: RecordingServer,
     no_emulator: list[object],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """VLENS_API_KEY and no base URL: the request goes to the production URL, not an emulator."""
+    """VLENS_API_KEY, images and no base URL: the request goes to the production URL."""
     monkeypatch.setenv("VLENS_API_KEY", "env-key")
-    status, _, err = run(capsys, "verify", "--seed", "2")
+    status, _, err = run(capsys, *verify_argv(write_applicant(tmp_path)))
     assert status == 2  # the recording server refuses the key
     assert "AuthenticationError" in one_line(err)
     assert EMULATED not in err
     assert not no_emulator
     assert [s.api_key for s in production.api_requests] == ["env-key"]
+
+
+SYNTHETIC_WHY = "synthetic data and no --base-url or VLENS_BASE_URL"
+
+
+def synthetic_argv(command: str, tmp_path: Path) -> list[str]:
+    """`demo` (one applicant, no latency or faults) or `verify` of a synthetic applicant."""
+    if command == "verify":
+        return ["verify", "--seed", "2", "--json"]
+    return [
+        *("demo", "--count", "1", "--folder", str(tmp_path / "d")),
+        *("--latency", "none", "--faults", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "unused"),
+    [
+        ({"VLENS_API_KEY": "env-key"}, (), "VLENS_API_KEY not used"),
+        (
+            {"VLENS_API_KEY": "env-key", "VLENS_ACCESS_TOKEN": "env-token"},
+            (),
+            "VLENS_API_KEY and VLENS_ACCESS_TOKEN not used",
+        ),
+        ({}, ("--api-key", "flag-key"), "--api-key not used"),
+        ({"VLENS_ACCESS_TOKEN": "env-token"}, (), "VLENS_ACCESS_TOKEN not used"),
+    ],
+)
+@pytest.mark.parametrize("command", ["demo", "verify"])
+def test_synthetic_data_with_credentials_but_no_base_url_stays_on_the_emulator(
+    command: str,
+    env: dict[str, str],
+    flags: tuple[str, ...],
+    unused: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    production: RecordingServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`make demo` with VLENS_API_KEY set: the emulator, said first with why; production unseen."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status, _, err = run(capsys, *synthetic_argv(command, tmp_path), *flags)
+    assert status == 0
+    first = err.strip().splitlines()[0]
+    assert first.startswith(f"vlens {command}: {EMULATED} ({SYNTHETIC_WHY}; {unused}")
+    assert "env-key" not in err
+    assert "flag-key" not in err
+    assert production.seen == []
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize("command", ["demo", "verify"])
+def test_synthetic_data_goes_to_a_base_url_given_explicitly(
+    command: str,
+    how: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recording: RecordingServer,
+    no_emulator: list[object],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--base-url or VLENS_BASE_URL with a key: synthetic data goes there, not to an emulator."""
+    monkeypatch.setenv("VLENS_API_KEY", "env-key")
+    extra: tuple[str, ...] = ()
+    if how == "flag":
+        extra = ("--base-url", recording.base_url)
+    else:
+        monkeypatch.setenv("VLENS_BASE_URL", recording.base_url)
+    status, _, err = run(capsys, *synthetic_argv(command, tmp_path), *extra)
+    assert status == 2  # the recording server refuses the key
+    assert EMULATED not in err
+    assert not no_emulator
+    assert recording.api_requests
+    assert {s.api_key for s in recording.api_requests} == {"env-key"}
 
 
 def test_bulk_with_credentials_and_no_base_url_never_uses_the_emulator(
@@ -151,13 +228,63 @@ def test_emulator_with_a_base_url_or_credentials_is_a_usage_error(
 
 
 def test_a_token_without_an_api_key_is_refused_before_anything_is_sent(
-    production: RecordingServer, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, production: RecordingServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A token alone is a credential (no emulator) but not enough: one line, exit 2."""
-    status, _, err = run(capsys, "verify", "--token", "t")
+    status, _, err = run(capsys, *verify_argv(write_applicant(tmp_path)), "--token", "t")
     assert status == 2
     assert "API key is needed" in one_line(err)
     assert production.seen == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        (("--api-key", ""), {}, "--api-key is empty"),
+        (("--api-key", "  "), {}, "--api-key is empty"),
+        (("--token", ""), {"VLENS_API_KEY": "env-key"}, "--token is empty"),
+        ((), {"VLENS_API_KEY": ""}, "VLENS_API_KEY is set but empty"),
+        ((), {"VLENS_API_KEY": " "}, "VLENS_API_KEY is set but empty"),
+        ((), {"VLENS_ACCESS_TOKEN": ""}, "VLENS_ACCESS_TOKEN is set but empty"),
+    ],
+)
+@pytest.mark.parametrize("command", ["verify", "bulk", "demo"])
+def test_an_empty_credential_is_a_usage_error_not_the_emulator(
+    command: str,
+    flags: tuple[str, ...],
+    env: dict[str, str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    production: RecordingServer,
+    no_emulator: list[object],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--api-key "" or a set-but-empty VLENS_API_KEY: one line, exit 2, nothing started or sent."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    argv = {
+        "verify": ["verify"],
+        "bulk": ["bulk", "m.csv", "--journal", str(tmp_path / "j"), "--out", str(tmp_path / "o")],
+        "demo": ["demo", "--folder", str(tmp_path / "d")],
+    }[command]
+    status, out, err = run(capsys, *argv, *flags)
+    assert status == 2
+    assert message in one_line(err)
+    assert EMULATED not in err
+    assert out == ""
+    assert not no_emulator
+    assert production.seen == []
+    assert not (tmp_path / "d").exists()
+
+
+def test_emulator_with_an_empty_api_key_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--emulator --api-key "": an empty flag is still a flag given, so one line and exit 2."""
+    status, _, err = run(capsys, "verify", "--emulator", "--api-key", "")
+    assert status == 2
+    assert "drop --api-key" in one_line(err)
 
 
 @pytest.mark.parametrize("command", ["verify", "bulk", "demo"])
