@@ -16,6 +16,9 @@ journal and a results file in a temporary folder, exactly as ``vlens bulk`` woul
    that sleeps 5 ms and records how late it wakes; target under 10 ms).
 3. **memory**: peak RSS of a fresh process running 500 and then 5,000 applicants at the same
    concurrency (64, no added latency); target: 5,000 within 1.15x of 500.
+4. **stages**: where a compliant applicant's preparation CPU goes, one thread, best of five
+   rounds: each stage of a document's and a frame's pass-through timed alone, the whole
+   ``prepare_image`` of each, and the three-pair frames check (not part of "all three").
 
 Manifest rows cycle through a few distinct image sets (``--distinct``): generating 5,000 synthetic
 applicants would take longer than the benchmark, and the emulator caches its reading of repeated
@@ -23,20 +26,23 @@ images, as it would for a client's retry. Every row is still its own applicant, 
 set of uploads, and in the 12 MP run every image is preprocessed again for every row.
 
     .venv/bin/python benchmarks/bench_bulk.py                    # all three, ~3 minutes
-    .venv/bin/python benchmarks/bench_bulk.py --only throughput  # or 12mp, memory
+    .venv/bin/python benchmarks/bench_bulk.py --only throughput  # or 12mp, memory, stages
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import math
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,10 +249,87 @@ def bench_memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return results
 
 
+def best_ms(work: Callable[[], object], rounds: int = 5, calls: int = 100) -> float:
+    """The fastest of ``rounds`` rounds of ``calls`` calls, in CPU milliseconds per call."""
+    work()
+    best = math.inf
+    for _ in range(rounds):
+        started = time.process_time()
+        for _ in range(calls):
+            work()
+        best = min(best, (time.process_time() - started) * 1000 / calls)
+    return round(best, 3)
+
+
+def bench_stages(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """CPU per stage of a compliant applicant's preparation (the throughput run's inputs)."""
+    from vlens_async.config import (
+        DOCUMENT_MAX_BYTES,
+        DOCUMENT_MAX_SIDE,
+        FACE_MAX_BYTES,
+        FACE_MAX_SIDE,
+    )
+    from vlens_async.images import _colour, _decode, _frames, _input, _jpeg, _pipeline
+    from vlens_async.images._values import prepared
+
+    folder = work / "stages" / write_images(work / "stages", 1, twelve_mp=False)[0]
+    report: dict[str, Any] = {}
+    for kind, name, limits in (
+        ("document", "front", (DOCUMENT_MAX_BYTES, DOCUMENT_MAX_SIDE)),
+        ("frame", "face_1", (FACE_MAX_BYTES, FACE_MAX_SIDE)),
+    ):
+        path = folder / f"{name}.jpg"
+        data = path.read_bytes()
+        header = _decode.open_image(data)
+        stripped, skeleton = _jpeg.strip_and_skeleton(data)
+        frame = kind == "frame"
+        stages = {
+            "read": lambda p=path: _input.read_input(p),
+            "open_header": lambda d=data: _decode.open_image(d).close(),
+            "exif_orientation": lambda d=data: _decode.orientation(_decode.open_image(d)),
+            "colour_profile": lambda h=header: _colour.colour_profile(h),
+            "marker_walk": lambda d=data: _jpeg.strip_and_skeleton(d),
+            "sha256": lambda s=stripped: hashlib.sha256(s).hexdigest(),
+            # What proves the file readable: the skeleton's decode, or the frame's thumbnail.
+            "libjpeg": (
+                (lambda s=stripped: _frames.thumbnail(s))
+                if frame
+                else (lambda k=skeleton: _pipeline._decode_headers(k))
+            ),
+            "prepare_image": lambda p=path, m=limits, f=frame: _pipeline.prepare_image(
+                p, m[0], m[1], preserve_grain=False, frame=f
+            ),
+        }
+        report[kind] = {
+            "size": f"{header.width}x{header.height}",
+            "bytes": len(data),
+            "ms": {stage: best_ms(call) for stage, call in stages.items()},
+        }
+    faces = [(folder / f"face_{i}.jpg").read_bytes() for i in (1, 2, 3)]
+    frames = [prepared(f, (1, 1), None, len(f), passthrough=True) for f in faces]
+    thumbs = [_frames.thumbnail(_jpeg.strip_metadata(f)) for f in faces]
+
+    def check() -> None:
+        # Fresh thumbnails: each caches its resize to the grid.
+        fresh = [_frames.Thumbnail(t.size, t.pixels) for t in thumbs]
+        _frames.check_identical(frames, fresh)
+
+    report["frames_check_ms"] = best_ms(check)
+    report["applicant_ms"] = round(
+        2 * report["document"]["ms"]["prepare_image"]
+        + 3 * report["frame"]["ms"]["prepare_image"]
+        + report["frames_check_ms"],
+        2,
+    )
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print one JSON object of figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("throughput", "12mp", "memory"), action="append")
+    parser.add_argument(
+        "--only", choices=("throughput", "12mp", "memory", "stages"), action="append"
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-ms", type=int, default=200)
     parser.add_argument("--flows", type=int, default=1280, help="throughput run")
@@ -266,7 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"python": sys.version.split()[0], "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
         work = Path(tmp)
-        benches = {"throughput": bench_throughput, "12mp": bench_12mp, "memory": bench_memory}
+        benches = {
+            "throughput": bench_throughput,
+            "12mp": bench_12mp,
+            "memory": bench_memory,
+            "stages": bench_stages,
+        }
         for name in chosen:
             started = time.perf_counter()
             report[name] = benches[name](args, work)
