@@ -136,13 +136,24 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sets = write_images(work / "plain", args.distinct, twelve_mp=False)
     manifest = write_manifest(work / "plain", sets, args.flows)
     bound = args.concurrency / (3 * args.latency_ms / 1000)
-    report: dict[str, Any] = {"bound_flows_per_s": round(bound, 1)}
+    report: dict[str, Any] = {
+        "bound_flows_per_s": round(bound, 1),
+        "prepare_threads": args.prepare_threads or "default",
+    }
     for prepare in (True, False):
         emulator = Emulator(args.latency_ms)
         with emulator as (base_url, api_key):
             server_cpu = emulator.cpu()
             summary, cpu, lags = asyncio.run(
-                run_job(base_url, api_key, manifest, work, args.concurrency, prepare=prepare)
+                run_job(
+                    base_url,
+                    api_key,
+                    manifest,
+                    work,
+                    args.concurrency,
+                    prepare=prepare,
+                    prepare_threads=args.prepare_threads,
+                )
             )
             server_cpu = emulator.cpu() - server_cpu
         flows = max(1, summary.processed)
@@ -336,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distinct", type=int, default=16, help="distinct image sets")
     parser.add_argument("--flows-12mp", type=int, default=64)
     parser.add_argument("--distinct-12mp", type=int, default=4)
-    parser.add_argument("--prepare-threads", type=int, default=None, help="12 MP run")
+    parser.add_argument(
+        "--prepare-threads", type=int, default=None, help="throughput and 12 MP runs"
+    )
     parser.add_argument("--memory-small", type=int, default=500)
     parser.add_argument("--memory-large", type=int, default=5000)
     parser.add_argument("--memory-child", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
