@@ -224,7 +224,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"run {st.run}: {st.total} rows: {counts}; {st.needs_review} need review;"
         f" {st.throughput:.2f}/s over the last minute; ETA {eta};"
-        f" {st.workers_alive} workers alive"
+        f" {st.workers_alive} worker loops alive (up to 4 per vlens queue work)"
     )
     return 0
 

@@ -38,11 +38,18 @@ class _AgainWhenUnfinished(BaseRetryStrategy):
 
 
 def make_app(
-    db: str, task: Callable[..., Awaitable[None]] | None = None, *, max_size: int = 10
+    db: str,
+    task: Callable[..., Awaitable[None]] | None = None,
+    *,
+    max_size: int = 10,
+    min_size: int = 1,
 ) -> procrastinate.App:
-    """An app on ``db`` (a pool of ``max_size``), with ``task`` registered as the task that
-    verifies one applicant (the submitter only defers jobs and needs none)."""
-    connector = procrastinate.PsycopgConnector(conninfo=db, min_size=1, max_size=max(2, max_size))
+    """An app on ``db`` (a pool of ``min_size`` to ``max_size`` connections), with ``task``
+    registered as the task that verifies one applicant (the submitter only defers jobs and
+    needs none)."""
+    connector = procrastinate.PsycopgConnector(
+        conninfo=db, min_size=max(1, min(min_size, max_size)), max_size=max(2, max_size)
+    )
     app = procrastinate.App(connector=connector)
 
     async def placeholder(**_: Any) -> None:  # pragma: no cover - never run

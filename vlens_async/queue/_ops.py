@@ -29,7 +29,9 @@ _BATCH = 1000
 class RunStatus:
     """Where a run stands: applicants by outcome (``pending`` for unfinished ones, ``invalid``
     for bad rows), total, flagged for review, the last minute's throughput (applicants per
-    second), the estimated seconds left (None when nothing finished lately), workers alive."""
+    second), the estimated seconds left (None when nothing finished lately), and procrastinate
+    workers with a heartbeat in the last 30 s on this database (each ``vlens queue work``
+    process runs up to four), with the run's jobs by procrastinate status."""
 
     run: str
     base_url: str

@@ -1,6 +1,7 @@
 """``run_worker``: one worker process of any number, on any machine.
 
-It runs procrastinate's worker on the queue of its client's service (so it never takes a run
+It runs procrastinate's worker (four loops sharing the concurrency: each loop fetches one job
+per query, one at a time) on the queue of its client's service (so it never takes a run
 submitted for another service), and for each job an ``ApplicantRun`` (``bulk._applicant``)
 exactly as ``vlens bulk`` runs an applicant, with a ``JobContext`` (``bulk._context``) whose
 journal is PostgreSQL (:class:`~._store.PgJournal`) and whose limiter is the tenant-wide
@@ -54,6 +55,13 @@ __all__ = ["Worker", "WorkerSummary", "run_worker"]
 
 logger: Final = logging.getLogger("vlens_async")
 _SWEEP_LOCK: Final = 0x766C656E7377  # one sweep at a time, across every worker
+_POOL_JOBS: Final = 12  # pool connections for the jobs, beyond the worker's own
+_FETCHERS: Final = 4  # procrastinate worker loops per process (each fetches serially)
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` in ``parts`` near-equal whole shares."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 @attrs.frozen
@@ -107,7 +115,7 @@ class Worker:
         self._stop = StopSignal()
         self._stop_reason: str | None = None
         self._stopped_by_error = False
-        self._worker_task: asyncio.Task[None] | None = None
+        self._worker_task: asyncio.Future[list[None]] | None = None
         self._jobs: set[asyncio.Task[Any]] = set()
         self._contexts: dict[int, JobContext] = {}
         self._limiter: PgRateLimiter | None = None
@@ -145,7 +153,13 @@ class Worker:
         waiting or running); the summary."""
         async with connect(self.db) as conn:
             await require_schema(conn)
-        app = make_app(self.db, self._task, max_size=self.concurrency + 6)
+        # Connections are held for one statement or transaction at a time, never for a request:
+        # a pool of a few more than the listener, the limiter's owner lock and the side tasks
+        # serves any concurrency, opened at once (a pool grown one connection at a time makes
+        # the first jobs queue for connections) and small enough for PostgreSQL's default
+        # max_connections of 100 with several workers on it.
+        size = min(self.concurrency, _POOL_JOBS) + 6
+        app = make_app(self.db, self._task, max_size=size, min_size=size)
         started = time.monotonic()
         async with app.open_async():
             self._pool = cast(procrastinate.PsycopgConnector, app.connector).pool
@@ -158,10 +172,13 @@ class Worker:
                 side.append(asyncio.create_task(self._until_empty()))
             try:
                 with prefer_throughput():
-                    self._worker_task = asyncio.create_task(
+                    # Several procrastinate loops share the concurrency: each fetches one job
+                    # per query, one at a time, which alone caps a loop near 50 jobs a second.
+                    shares = _split(self.concurrency, min(_FETCHERS, self.concurrency))
+                    loops = [
                         app.run_worker_async(
                             queues=[self.queue],
-                            concurrency=self.concurrency,
+                            concurrency=share,
                             wait=True,
                             install_signal_handlers=False,
                             update_heartbeat_interval=self.heartbeat,
@@ -170,7 +187,9 @@ class Worker:
                             abort_job_polling_interval=max(self.poll, 5.0),
                             delete_jobs="successful",
                         )
-                    )
+                        for share in shares
+                    ]
+                    self._worker_task = asyncio.ensure_future(asyncio.gather(*loops))
                     if self._stop.is_set:
                         self._worker_task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
