@@ -115,7 +115,7 @@ class Worker:
         self._stop = StopSignal()
         self._stop_reason: str | None = None
         self._stopped_by_error = False
-        self._worker_task: asyncio.Future[list[None]] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[Any]] = set()
         self._contexts: dict[int, JobContext] = {}
         self._limiter: PgRateLimiter | None = None
@@ -132,11 +132,32 @@ class Worker:
             self._stop.set()
             if self._limiter is not None:
                 self._limiter.close()
-            if self._worker_task is not None:
-                self._worker_task.cancel()
+            self._end_loops()
             return
         for task in list(self._jobs):
             task.cancel()
+
+    def _end_loops(self) -> None:
+        """Ask procrastinate's loops to stop (each then waits for its jobs in flight)."""
+        for loop in self._loops:
+            loop.cancel()
+
+    async def _wait_loops(self) -> None:
+        """Wait until every loop has ended, each after its own jobs: never close the pool under
+        a job still journaling. A loop's failure is raised; our caller's cancel ends them all."""
+        try:
+            _, running = await asyncio.wait(self._loops, return_when=asyncio.FIRST_EXCEPTION)
+            if running:  # one loop failed: end the others too, each after its jobs
+                self._end_loops()
+                await asyncio.wait(running)
+        except asyncio.CancelledError:
+            self._end_loops()
+            await asyncio.shield(asyncio.wait(self._loops))
+            raise
+        for loop in self._loops:
+            error = None if loop.cancelled() else loop.exception()
+            if error is not None:
+                raise error
 
     def _halt(self, reason: str) -> None:
         if not self._stop.is_set:
@@ -175,29 +196,25 @@ class Worker:
                     # Several procrastinate loops share the concurrency: each fetches one job
                     # per query, one at a time, which alone caps a loop near 50 jobs a second.
                     shares = _split(self.concurrency, min(_FETCHERS, self.concurrency))
-                    loops = [
-                        app.run_worker_async(
-                            queues=[self.queue],
-                            concurrency=share,
-                            wait=True,
-                            install_signal_handlers=False,
-                            update_heartbeat_interval=self.heartbeat,
-                            stalled_worker_timeout=self.stalled_after,
-                            fetch_job_polling_interval=self.poll,
-                            abort_job_polling_interval=max(self.poll, 5.0),
-                            delete_jobs="successful",
+                    self._loops = [
+                        asyncio.create_task(
+                            app.run_worker_async(
+                                queues=[self.queue],
+                                concurrency=share,
+                                wait=True,
+                                install_signal_handlers=False,
+                                update_heartbeat_interval=self.heartbeat,
+                                stalled_worker_timeout=self.stalled_after,
+                                fetch_job_polling_interval=self.poll,
+                                abort_job_polling_interval=max(self.poll, 5.0),
+                                delete_jobs="successful",
+                            )
                         )
                         for share in shares
                     ]
-                    self._worker_task = asyncio.ensure_future(asyncio.gather(*loops))
                     if self._stop.is_set:
-                        self._worker_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self._worker_task
-                    if not self._stop.is_set:
-                        current = asyncio.current_task()
-                        if current is not None and current.cancelling():
-                            raise asyncio.CancelledError
+                        self._end_loops()
+                    await self._wait_loops()
             finally:
                 for task in side:
                     task.cancel()
@@ -333,8 +350,7 @@ class Worker:
             empty = empty + 1 if row is not None and row[0] == 0 else 0
             if empty >= 2:
                 self._stop_reason = "the queue is empty"
-                if self._worker_task is not None:
-                    self._worker_task.cancel()
+                self._end_loops()
                 return
 
 
