@@ -1,6 +1,6 @@
 """Worker processes against a real PostgreSQL and the emulator over loopback: three workers
-with injected faults, workers SIGKILLed mid-job, two workers under the tenant's limit, and the
-command line's refusals.
+with injected faults, workers SIGKILLed mid-job, two workers under the tenant's limit, 4003s
+that slow every worker, a worker of another service, and the command line's refusals.
 
 Scaled to this machine (2 cores, the whole module in well under a minute): 300 applicants for
 the three workers, five kills over 30 applicants, 20 applicants (60 requests,
@@ -215,3 +215,44 @@ def test_cli_bad_inputs_exit_2(
         assert len(err.splitlines()) == 1
     assert main(["queue", "status", "--db", pg_url, "--run", "r", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pending"] == 2
+
+
+async def test_throttles_seen_by_one_worker_slow_all(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator
+) -> None:
+    """Submitted at 20/s for a tenant the emulator holds to 5/s: the 4003s slow the shared
+    bucket (its signals are counted in PostgreSQL) and every applicant still ends verified."""
+    vlens_emulator.configure_tenant(rate_limit=True, rate_per_second=5, rate_per_minute=600)
+    vlens_emulator.set_faults(None, ["fixed:20ms"])
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 15, distinct=3)
+    await queue.submit(
+        pg_url, manifest, run="slow", base_url=vlens_emulator.base_url, rate="20/s", prepare=False
+    )
+    args = (vlens_emulator.base_url, vlens_emulator.api_key, "--until-empty", *FAST_RETRY)
+    workers = [await start_worker(pg_url, *args, "--concurrency", "16") for _ in range(2)]
+    await finish(*workers)
+    assert vlens_emulator.counters()["rate_limited"] > 0
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT sum(signals) FROM vlens_queue_limits").fetchone()
+    assert row is not None
+    assert row[0] > 0
+    lines = await export_lines(pg_url, "slow", tmp_path)
+    assert {line["outcome"] for line in lines} == {"verified"}
+
+
+async def test_a_worker_of_another_service_takes_nothing(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator
+) -> None:
+    """A worker pointed at another service never takes the run's jobs."""
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 3, distinct=3)
+    await queue.submit(
+        pg_url, manifest, run="mine", base_url=vlens_emulator.base_url, rate="none", prepare=False
+    )
+    other = "http://127.0.0.1:9"  # nothing listens there: it would fail if it tried
+    await finish(await start_worker(pg_url, other, vlens_emulator.api_key, "--until-empty"))
+    st = await queue.status(pg_url, "mine")
+    assert st.pending == 3
+    assert st.jobs == {"todo": 3}
+    assert vlens_emulator.counters()["requests_total"] == 0
