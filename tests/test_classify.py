@@ -6,6 +6,7 @@ import pytest
 
 from vlens_async import _classify, errors
 from vlens_async._classify import Kind
+from vlens_async._transport import _too_large_class
 from vlens_async.config import RetryPolicy
 
 VERDICT, INPUT, TRANSIENT, FATAL, FAULT = (
@@ -27,6 +28,11 @@ AUDIENCE = {
 def api(status: int | None, code: int | None = None) -> errors.APIError:
     """An error as the transport builds it: the class for (status, code), both attributes set."""
     return errors.api_error_class(status, code)("m", status=status, error_code=code)
+
+
+def too_large(status: int) -> errors.APIError:
+    """A ResponseTooLargeError as the transport builds it for ``status`` (with its class)."""
+    return _too_large_class(status)("m", status=status, limit=1024)
 
 
 # One instance of every exception class in errors.__all__ (exact type), then combined
@@ -96,6 +102,16 @@ KINDS: list[tuple[BaseException, Kind]] = [
     (errors.decode_error_class(404)("m", status=404, body=b"<html>"), FAULT),
     (errors.decode_error_class(403)("m", status=403, body=b"<html>"), FATAL),
     (errors.decode_error_class(429)("m", status=429, body=b"<html>"), TRANSIENT),
+    # an empty 4xx body, or JSON that is no object, is no envelope either: no verdict
+    (errors.decode_error_class(422)("m", status=422, body=b""), TRANSIENT),
+    (errors.decode_error_class(400)("m", status=400, body=b"[1]", envelope=[1]), TRANSIENT),
+    (errors.decode_error_class(401)("m", status=401, body=b""), FATAL),
+    # too large with a status: the status class comes first, so credentials stay FATAL
+    (too_large(401), FATAL),
+    (too_large(403), FATAL),
+    (too_large(422), FAULT),
+    (too_large(429), FAULT),
+    (too_large(503), FAULT),
     (errors.ResponseDecodeError("m", status=200, body=b"[1]", envelope=[1]), FAULT),
     (errors.ResponseDecodeError("m", body=b"{}", envelope={}), FAULT),
     # not ours
@@ -182,6 +198,10 @@ def test_the_default_policy_statuses_are_the_ones_assumed_below() -> None:
         (errors.decode_error_class(401)("html", status=401, body=b"<html>"), False),
         (errors.ResponseTooLargeError("big", status=200, limit=1024), False),
         (errors.ResponseTooLargeError("big", status=503, limit=1024), False),
+        (too_large(503), False),
+        (too_large(401), False),
+        (errors.decode_error_class(422)("empty", status=422, body=b""), True),
+        (errors.decode_error_class(422)("list", status=422, body=b"[1]", envelope=[1]), False),
         (api(200, 4003), False),  # a throttle on a 200 is the caller's to pace
         (api(429, 4003), True),
         (api(401), False),

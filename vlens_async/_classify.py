@@ -86,7 +86,8 @@ _TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
     (PermissionDeniedError, Kind.FATAL),
     (APIConnectionError, Kind.TRANSIENT),
     # Past the client's own max_response_bytes: asking again gets the same answer; someone has to
-    # look (the limit, or the server).
+    # look (the limit, or the server). One on a 401 or 403 is also that status class (the
+    # transport makes it so), and is FATAL above: the credentials are the problem.
     (ResponseTooLargeError, Kind.FAULT),
     # A body that is not the envelope (a proxy's HTML page, JSON cut short) judged nothing,
     # whatever status came with it; the wrong-shape 2xx is singled out in kind().
@@ -118,9 +119,10 @@ _AUDIENCE: Final[dict[Kind, Audience]] = {
 def kind(exc: BaseException) -> Kind:
     """The :class:`Kind` of ``exc``; anything not in the table (ours or not) is a FAULT.
 
-    A body that could not be read is never a verdict: with a status (a 4xx or 5xx page cut or
-    garbled on the way) its status decides, except that a status that would be a verdict (400,
-    415, 422) means nothing was decided (TRANSIENT).
+    A body that could not be read as the envelope is never a verdict: with a status (a 4xx body
+    that is empty, cut or garbled on the way, or JSON but not an object; a 5xx page) its status
+    decides, except that a status that would be a verdict (400, 415, 422) means nothing was
+    decided (TRANSIENT).
     """
     if _wrong_shape(exc):
         return Kind.FAULT

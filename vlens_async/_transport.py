@@ -11,20 +11,24 @@ reason on ``cause_reason`` instead (see :func:`connection_error`).
 - a non-2xx status -> the class :func:`api_error_class` picks from the status and the envelope's
   ``error_code`` (both failure styles caught by either ``except``);
 - a 2xx whose body is not the envelope (HTML, truncated JSON, not an object) -> ResponseDecodeError,
-  and so is a 5xx whose body is a non-empty non-JSON page (a proxy's HTML 502), or a 4xx whose
-  body is non-empty and not JSON at all (cut or garbled on the way): both are also their status
-  class (:func:`decode_error_class`), so ``except AuthenticationError`` always works for a 401,
-  and ``_classify`` reads an unreadable 400 or 422 as no verdict;
+  and so is a 5xx whose body is a non-empty page (a proxy's HTML 502), or a 4xx whose body is
+  not a JSON object (empty, cut or garbled on the way, a JSON array or scalar): both are also
+  their status class (:func:`decode_error_class`), so ``except AuthenticationError`` always works
+  for a 401, and ``_classify`` reads such a 400, 415 or 422 as no verdict;
 - a body over ``max_response_bytes`` (as sent, or once inflated: gzip and deflate are inflated
   here, step by step, never by aiohttp in one go) -> :class:`ResponseTooLargeError`, raised as
-  soon as the limit is passed, without reading the rest; an unknown ``Content-Encoding`` or a
-  corrupt compressed body -> ResponseDecodeError;
+  soon as the limit is passed, without reading the rest (with a non-2xx status, also its status
+  class: a 401 too large is still an :class:`AuthenticationError`); an unknown
+  ``Content-Encoding`` or a corrupt compressed body -> ResponseDecodeError;
 - a 2xx with a non-zero ``error_code`` -> the :class:`VlensAPIError` family (0 and null are
   success); a 2xx with a non-empty ``validation_errors`` list -> :class:`ValidationFailedError`.
 
 Every error carries the status, ``error_code``, ``error_message``, validation errors, our request
 id, the method and path (never the query string, which can hold a phone number), the parsed
-envelope, the raw body of an undecodable response, and ``Retry-After`` in seconds.
+envelope, the raw body of an undecodable response (its first 64 KiB), and ``Retry-After`` in
+seconds. An envelope the model refused is never kept whole (it may nest a thousand levels deep,
+and pickle or deepcopy would recurse through it): only the ``error_code`` and ``error_message``
+peeked from it; a JSON array in its place is kept as ``[]``.
 
 The exception *message* is ours: the method, the path and what the status or ``error_code`` means
 (from the API's documented codes). The server's own text goes on ``error_message`` only, never in
@@ -47,6 +51,7 @@ import asyncio
 import email.utils
 import errno
 import logging
+import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -66,8 +71,11 @@ from .errors import (
     ResponseDecodeError,
     ResponseTooLargeError,
     ValidationFailedError,
+    _combined,
+    _status_class,
     api_error_class,
     decode_error_class,
+    describe_code,
 )
 
 __all__ = [
@@ -82,39 +90,6 @@ __all__ = [
 
 logger: Final = logging.getLogger("vlens_async")
 
-# What the documented error codes mean (API.md), for exception messages.
-CODE_REASONS: Final[Mapping[int, str]] = {
-    1050: "image quality too low for OCR",
-    3001: "invalid ID number",
-    3002: "invalid birth date",
-    3003: "invalid governorate",
-    3004: "invalid ID key",
-    3005: "invalid gender",
-    3006: "invalid release date",
-    3007: "wrong birth date format",
-    3008: "wrong release date format",
-    3009: "wrong expiry date format",
-    3010: "the document has expired",
-    3011: "card not detected",
-    3013: "invalid MRZ",
-    3101: "the ID number differs between front and back",
-    4001: "wrong bundle key",
-    4002: "bundle exhausted",
-    4003: "too many attempts",
-    4004: "service not in the bundle",
-    4005: "bundle disabled",
-    4206: "more than one face",
-    4207: "no face found",
-    4208: "face missing",
-    4209: "unclear face capture",
-    5000: "generic error",
-    5001: "unsupported document",
-    5002: "image over 5 MB",
-    5003: "image over 25 million pixels",
-    7000: "general error (multiple cards)",
-    7001: "general error (ID front)",
-    7002: "general error (ID back)",
-}
 
 # Raw bodies kept on errors are cut to this size: enough to see a proxy page, not a whole image.
 MAX_KEPT_BODY: Final = 64 * 1024
@@ -218,19 +193,32 @@ class _Inflater:
                 self._pending = chunk
                 return
             self._inflater = self._start(chunk)
-        data = chunk
+        data, full = chunk, False
         try:
-            while data and not self._inflater.eof:
+            # A full step may leave output inside zlib even when all the input was consumed (the
+            # cap held it back): ask again, with no input, until a step comes back short.
+            while (data or full) and not self._inflater.eof:
                 piece = self._inflater.decompress(data, _INFLATE_STEP)
                 data = self._inflater.unconsumed_tail
+                full = len(piece) == _INFLATE_STEP
                 yield piece
         except zlib.error:
             raise _BodyProblem("the compressed response body is corrupt") from None
 
-    def check_complete(self) -> None:
-        """Raise when the compressed stream stopped before its end."""
-        if self._pending or (self._inflater is not None and not self._inflater.eof):
+    def check_complete(self) -> bytes:
+        """What zlib still holds once the body has ended (nothing after :meth:`steps` drained
+        it), or ``_BodyProblem`` when the compressed stream stopped before its end."""
+        if self._pending:
             raise _BodyProblem("the compressed response body is incomplete")
+        if self._inflater is None or self._inflater.eof:
+            return b""
+        try:
+            rest: bytes = self._inflater.flush()
+        except zlib.error:
+            raise _BodyProblem("the compressed response body is corrupt") from None
+        if not self._inflater.eof:
+            raise _BodyProblem("the compressed response body is incomplete")
+        return rest
 
 
 def _inflater_for(headers: Mapping[str, str]) -> _Inflater | None:
@@ -284,10 +272,13 @@ async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
                 await asyncio.sleep(0)  # a highly compressed chunk: let the loop run
     if inflater is not None:
         try:
-            inflater.check_complete()
+            rest = inflater.check_complete()
         except _BodyProblem as problem:
             problem.kept = bytes(body[:MAX_KEPT_BODY])
             raise
+        if len(body) + len(rest) > limit:
+            raise _too_large(limit, " once inflated")
+        body += rest
     return bytes(body)
 
 
@@ -346,13 +337,18 @@ def _peek(payload: Mapping[Any, Any], wanted: str) -> Any:
     return None
 
 
+# An error code written as a string: ASCII digits only (``str.isdigit`` takes "²", which int()
+# refuses), and few enough of them (int() refuses more than 4,300).
+_CODE_TEXT: Final = re.compile(r"-?[0-9]{1,18}")
+
+
 def _peek_code(payload: Mapping[Any, Any]) -> int | None:
     value = _peek(payload, "errorcode")
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _CODE_TEXT.fullmatch(value.strip()):
         return int(value)
     return None
 
@@ -362,13 +358,23 @@ def _peek_message(payload: Mapping[Any, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _bounded_envelope(error_code: int | None, error_message: str | None) -> dict[str, Any]:
+    """What an error keeps of an envelope its model refused: the peeked code and message."""
+    kept: dict[str, Any] = {}
+    if error_code is not None:
+        kept["error_code"] = error_code
+    if error_message is not None:
+        kept["error_message"] = error_message
+    return kept
+
+
 def _validation_errors(model: Any) -> tuple[Any, ...]:
     services = getattr(model, "services", None)
     return tuple(getattr(services, "validations", None) or ())
 
 
 def _code_reason(error_code: int) -> str:
-    return CODE_REASONS.get(error_code, "the service refused the request")
+    return describe_code(error_code) or "the service refused the request"
 
 
 def _summary(request: Request, status: int | None, detail: str | None) -> str:
@@ -408,15 +414,21 @@ def interpret(
     if not isinstance(payload, dict):
         kept = body[:MAX_KEPT_BODY]
         unreadable = _not_json(payload)
-        # A 4xx body cut or garbled on the way (not JSON at all) is no answer of the service's:
-        # a decode error as well as its status class (``_classify`` decides what it means).
-        garbled = status >= 400 and unreadable
-        if ok or (body.strip() and (status >= 500 or garbled)):
-            what = "not JSON" if unreadable else "not a JSON object"
+        # A 4xx body that is not the envelope (empty, cut or garbled on the way, JSON but not an
+        # object) is no answer of the service's: a decode error as well as its status class
+        # (``_classify`` decides what it means). So is a 5xx with a page in place of the envelope.
+        if ok or 400 <= status < 500 or (status >= 500 and body.strip()):
+            if not body.strip():
+                what = "empty"
+            else:
+                what = "not JSON" if unreadable else "not a JSON object"
+            # A JSON scalar is kept; an array only as [] (its items may nest a thousand levels
+            # deep, and pickle or deepcopy would recurse through them): ``body`` has the bytes.
+            shape: Any = None if unreadable else ([] if isinstance(payload, list) else payload)
             raise decode_error_class(status)(
                 _summary(request, status, f"the response body is {what}"),
                 body=kept,
-                envelope=None if unreadable else payload,
+                envelope=shape,
                 **common,
             )
         raise api_error_class(status, None)(_summary(request, status, None), body=kept, **common)
@@ -428,19 +440,28 @@ def interpret(
     except ResponseDecodeError as exc:
         decode_error = exc
 
+    envelope: Any = model
     if model is not None:
         error_code, error_message = model.error_code, model.error_message
         issues = _validation_errors(model)
     else:
         error_code, error_message = _peek_code(payload), _peek_message(payload)
         issues = ()
+        # Never the raw payload, which the model refused (it may be nested thousands of levels
+        # deep, and pickle, deepcopy or a log would recurse through it): only what was peeked.
+        # ``body`` keeps the raw bytes, cut to MAX_KEPT_BODY.
+        envelope = _bounded_envelope(error_code, error_message)
+        if decode_error is not None:
+            decode_error.envelope = envelope  # the cause travels with the error too
     details: dict[str, Any] = {
         "error_code": error_code,
         "error_message": error_message,
         "validation_errors": issues,
-        "envelope": model if model is not None else payload,
+        "envelope": envelope,
         **common,
     }
+    if decode_error is not None:
+        details["body"] = body[:MAX_KEPT_BODY]
 
     if not ok:
         cls = api_error_class(status, error_code)
@@ -448,7 +469,7 @@ def interpret(
         raise cls(_summary(request, status, reason), **details) from decode_error
     if decode_error is not None:
         raise ResponseDecodeError(
-            _summary(request, status, decode_error.message), body=body[:MAX_KEPT_BODY], **details
+            _summary(request, status, decode_error.message), **details
         ) from decode_error
     assert model is not None  # decode either returned a model or raised
     if error_code:
@@ -624,8 +645,19 @@ def _body_error(
     }
     message = _summary(request, status, problem.reason)
     if problem.too_large:
-        return ResponseTooLargeError(message, limit=limit, **common)
+        return _too_large_class(status)(message, limit=limit, **common)
     return decode_error_class(status)(message, body=problem.kept, **common)
+
+
+def _too_large_class(status: int) -> type[ResponseTooLargeError]:
+    """ResponseTooLargeError, and with a non-2xx status also its status class (as
+    :func:`decode_error_class` does), so a 401 too large is still an AuthenticationError."""
+    if 200 <= status < 300:
+        return ResponseTooLargeError
+    # errors.py's own cache of combined classes, so that pickling rebuilds the very same class.
+    combined = _combined(ResponseTooLargeError, _status_class(status))
+    assert issubclass(combined, ResponseTooLargeError)
+    return combined
 
 
 def _conclude_now(

@@ -5,6 +5,8 @@ escape as anything but a VlensError, and no message repeats text the server chos
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import gzip
 import pickle
 import resource
@@ -23,7 +25,9 @@ from hypothesis import strategies as st
 
 from tests.helpers.client import API_KEY, serve, tokens_envelope
 from vlens_async import VlensClient, _wire, errors
-from vlens_async._classify import audience, is_transient
+from vlens_async._classify import Kind, audience, is_fatal, is_transient
+from vlens_async._classify import kind as classify_kind
+from vlens_async._transport import _INFLATE_STEP, _READ_CHUNK, _Inflater
 from vlens_async.auth import AdminLogin
 from vlens_async.config import DEFAULT_MAX_RESPONSE_BYTES, ClientConfig, RetryPolicy, Timeouts
 from vlens_async.models import VerificationResponse
@@ -227,6 +231,41 @@ async def test_a_declared_length_over_the_limit_is_refused_before_reading() -> N
     assert not is_transient(err, FAST_RETRY.statuses)
 
 
+@pytest.mark.parametrize(
+    ("status", "cls", "kind"),
+    [
+        (401, errors.AuthenticationError, Kind.FATAL),
+        (403, errors.PermissionDeniedError, Kind.FATAL),
+        (422, errors.UnprocessableEntityError, Kind.FAULT),
+        (503, errors.InternalServerError, Kind.FAULT),
+    ],
+)
+async def test_a_body_too_large_keeps_its_status_class(
+    status: int, cls: type[errors.APIError], kind: Kind
+) -> None:
+    """A 401 or 403 past the limit is still the credentials' problem (FATAL); none is retried."""
+    hits: list[int] = []
+
+    async def big(request: web.Request) -> web.Response:
+        hits.append(1)
+        return web.Response(status=status, body=b"x" * 300_000)
+
+    async with hostile({LINK: big}, retry=FAST_RETRY, max_response_bytes=100_000) as client:
+        with pytest.raises(errors.ResponseTooLargeError) as info:
+            await client.link_user_to_transaction("tid-1")
+    err = info.value
+    assert isinstance(err, cls)
+    assert type(err).__name__ == "ResponseTooLargeError"
+    assert (err.status, err.limit) == (status, 100_000)
+    assert classify_kind(err) is kind
+    assert is_fatal(err) is (kind is Kind.FATAL)
+    assert not is_transient(err, FAST_RETRY.statuses)
+    assert hits == [1]
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is type(err)
+    assert again.limit == 100_000
+
+
 async def test_an_endless_fast_stream_stops_at_the_limit() -> None:
     """A chunked body that never ends is cut at max_response_bytes, with bounded memory."""
 
@@ -326,6 +365,75 @@ async def test_a_compressed_body_trickled_a_byte_at_a_time_decodes(
         assert (await client.link_user_to_transaction("tid-1")).validated
 
 
+MIB = 1024 * 1024
+PACKERS: dict[str, tuple[str, int]] = {  # name: (Content-Encoding, wbits)
+    "gzip": ("gzip", 16 + zlib.MAX_WBITS),
+    "zlib-deflate": ("deflate", zlib.MAX_WBITS),
+    "raw-deflate": ("deflate", -zlib.MAX_WBITS),
+}
+STEP_SIZES = [n * MIB + delta for n in (1, 2) for delta in (-1, 0, 1)]
+
+
+def zlib_holds_back(packed: bytes, wbits: int) -> bool:
+    """True when inflating ``packed`` read by read, a step at most per call, uses up the input
+    while zlib still holds output back (a reader that stops at the input's end loses it)."""
+    inflater = zlib.decompressobj(wbits)
+    for start in range(0, len(packed), _READ_CHUNK):
+        data = packed[start : start + _READ_CHUNK]
+        while data and not inflater.eof:
+            inflater.decompress(data, _INFLATE_STEP)
+            data = inflater.unconsumed_tail
+    return not inflater.eof
+
+
+@functools.cache
+def step_body(packer: str, size: int) -> tuple[bytes, bytes, bool]:
+    """A successful envelope of exactly ``size`` bytes and its packed form, with the first filler
+    (of 64) for which zlib holds output back at the end of the input, when one does so."""
+    wbits = PACKERS[packer][1]
+    base = orjson.dumps(ok_envelope(isVerificationProcessCompleted=True))
+    head = base[:-1] + b',"pad":"'
+    first: tuple[bytes, bytes] | None = None
+    for filler in range(64):
+        raw = head + b"b" * filler + b"a" * (size - len(head) - filler - 2) + b'"}'
+        packed = zlib.compress(raw, wbits=wbits)
+        if zlib_holds_back(packed, wbits):
+            return raw, packed, True
+        first = first or (raw, packed)
+    assert first is not None
+    return *first, False
+
+
+@pytest.mark.parametrize("size", STEP_SIZES)
+@pytest.mark.parametrize("packer", sorted(PACKERS))
+@pytest.mark.parametrize("chunk", [1, _READ_CHUNK, None])
+def test_the_inflater_gives_back_every_byte_at_step_boundaries(
+    packer: str, size: int, chunk: int | None
+) -> None:
+    """Around 1 and 2 MiB (the step), fed whole, by reads or a byte at a time: every byte back."""
+    raw, packed, _ = step_body(packer, size)
+    inflater, out = _Inflater(PACKERS[packer][0]), bytearray()
+    step = chunk or len(packed)
+    for start in range(0, len(packed), step):
+        for piece in inflater.steps(packed[start : start + step]):
+            assert len(piece) <= _INFLATE_STEP
+            out += piece
+    out += inflater.check_complete() or b""  # what zlib held back, if anything
+    assert bytes(out) == raw
+
+
+@pytest.mark.parametrize("size", STEP_SIZES)
+@pytest.mark.parametrize("packer", sorted(PACKERS))
+async def test_a_compressed_body_at_a_step_boundary_decodes(packer: str, size: int) -> None:
+    """gzip, zlib and raw deflate of N MiB - 1, N MiB and N MiB + 1 (N = 1, 2) all decode."""
+    _, packed, held = step_body(packer, size)
+    if packer == "raw-deflate" and size % MIB == 1:
+        assert held, "no body made zlib hold output back: this case tests nothing"
+    handler = answer(packed, **{"Content-Encoding": PACKERS[packer][0]})
+    async with hostile({LINK: handler}) as client:
+        assert (await client.link_user_to_transaction("tid-1")).validated
+
+
 async def test_the_client_asks_only_for_what_it_can_inflate() -> None:
     """Accept-Encoding is gzip and deflate (no br or zstd that would be inflated in one go)."""
     seen: list[str | None] = []
@@ -416,6 +524,41 @@ async def test_a_deep_error_descriptions_on_a_4xx_keeps_its_verdict() -> None:
             await client.link_user_to_transaction("tid-1")
     assert info.value.status == 422
     assert audience(info.value) == "user"
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "levels", "cls"),
+    [
+        (
+            422,
+            {"error_code": 3010, "errorDescriptions": "@deep@", "data": None},
+            900,
+            errors.DocumentExpiredError,
+        ),
+        (200, ok_envelope(deviceInfo="@deep@"), 1000, errors.ResponseDecodeError),
+    ],
+)
+async def test_an_error_from_a_deeply_nested_body_pickles_and_copies(
+    status: int, payload: dict[str, Any], levels: int, cls: type[errors.APIError]
+) -> None:
+    """A model refused for depth keeps only the peeked code as envelope: pickles and deepcopies."""
+    body = with_deep(payload, levels)
+    async with hostile({LINK: answer(body, status=status)}) as client:
+        with pytest.raises(cls) as info:
+            await client.link_user_to_transaction("tid-1")
+    err = info.value
+    expected = {"error_code": 3010} if status == 422 else {}
+    assert err.envelope == expected
+    assert err.body == body[: 64 * 1024]
+    for copied in (pickle.loads(pickle.dumps(err)), copy.deepcopy(err)):
+        assert type(copied) is type(err)
+        assert (copied.status, copied.error_code, copied.envelope) == (
+            status,
+            err.error_code,
+            expected,
+        )
+    assert isinstance(err.__cause__, errors.ResponseDecodeError)
+    pickle.dumps(err.__cause__)
 
 
 # --- 4. tokens that cannot travel in a header ---

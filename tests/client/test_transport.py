@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import pickle
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 
 from tests.helpers.client import BASE, golden, mock_api, serve
 from vlens_async import _wire, errors
+from vlens_async._classify import is_verdict
 from vlens_async._transport import (
     Request,
     _parse_json,
@@ -64,6 +67,19 @@ def test_success_returns_the_model() -> None:
     """A 200 with error_code null returns the decoded model."""
     model = run(200, golden("guide_liveness_success_response.json"))
     assert isinstance(model, VerificationResponse)
+
+
+@pytest.mark.parametrize("status", [200, 422, 502])
+def test_a_deeply_nested_array_body_leaves_an_error_that_pickles(status: int) -> None:
+    """A JSON array 900 deep in place of the envelope: envelope is [], pickle and deepcopy work."""
+    body = b"[" * 900 + b"]" * 900
+    with pytest.raises(errors.ResponseDecodeError) as info:
+        run(status, body)
+    err = info.value
+    assert (err.status, err.envelope, err.body) == (status, [], body)
+    for copied in (pickle.loads(pickle.dumps(err)), copy.deepcopy(err)):
+        assert type(copied) is type(err)
+        assert (copied.status, copied.envelope, copied.body) == (status, [], body)
 
 
 @pytest.mark.parametrize("code", [None, 0, "0"])
@@ -212,13 +228,40 @@ def test_empty_5xx_is_a_status_error() -> None:
         run(503, b"")
 
 
-def test_error_body_that_does_not_decode_keeps_the_raw_envelope() -> None:
-    """A 422 whose envelope is malformed still reports its error_code, and keeps the raw JSON."""
+def test_error_body_that_does_not_decode_keeps_its_code_and_raw_bytes() -> None:
+    """A malformed 422 envelope keeps its error_code; envelope holds only what was peeked."""
     body = {"errorCode": "3010", "errorMessage": "expired", "services": []}
     with pytest.raises(errors.DocumentExpiredError) as info:
         run(422, body)
-    assert info.value.envelope == body
+    assert info.value.envelope == {"error_code": 3010, "error_message": "expired"}
     assert info.value.error_message == "expired"
+    assert info.value.body == orjson.dumps(body)
+
+
+@pytest.mark.parametrize("code", ["\u00b2", "9" * 5000, "3010x", "-", ""])
+@pytest.mark.parametrize("status", [200, 422])
+def test_an_error_code_string_int_refuses_is_no_code(status: int, code: str) -> None:
+    """A string error code of non-ASCII digits or past int()'s 4,300 digits: a VlensError."""
+    body = {"errorCode": code, "services": []}
+    with pytest.raises(errors.APIError) as info:
+        run(status, body)
+    assert info.value.error_code is None
+
+
+@pytest.mark.parametrize("body", [b"", b"  \n", b"[1, 2]", b'"text"', b"null", b"3010"])
+@pytest.mark.parametrize("status", [400, 415, 422])
+def test_a_verdict_status_without_an_envelope_judged_nothing(status: int, body: bytes) -> None:
+    """A 400/415/422 whose body is empty or JSON but no object: a decode error, not a verdict."""
+    with pytest.raises(errors.ResponseDecodeError) as info:
+        run(status, body)
+    err = info.value
+    assert isinstance(err, errors.api_error_class(status, None))  # its status class still
+    assert err.status == status
+    assert err.error_code is None
+    assert err.body == body
+    assert err.audience == "retry"
+    assert not is_verdict(err)
+    assert ("empty" in err.message) is (not body.strip())
 
 
 def test_retry_after_is_carried() -> None:
