@@ -6,7 +6,6 @@ import pytest
 
 from vlens_async import _classify, errors
 from vlens_async._classify import Kind
-from vlens_async._transport import _too_large_class
 from vlens_async.config import RetryPolicy
 
 VERDICT, INPUT, TRANSIENT, FATAL, FAULT = (
@@ -32,7 +31,7 @@ def api(status: int | None, code: int | None = None) -> errors.APIError:
 
 def too_large(status: int) -> errors.APIError:
     """A ResponseTooLargeError as the transport builds it for ``status`` (with its class)."""
-    return _too_large_class(status)("m", status=status, limit=1024)
+    return errors.too_large_error_class(status)("m", status=status, limit=1024)
 
 
 # One instance of every exception class in errors.__all__ (exact type), then combined

@@ -69,13 +69,11 @@ from .errors import (
     APIError,
     APITimeoutError,
     ResponseDecodeError,
-    ResponseTooLargeError,
     ValidationFailedError,
-    _combined,
-    _status_class,
     api_error_class,
     decode_error_class,
     describe_code,
+    too_large_error_class,
 )
 
 __all__ = [
@@ -645,19 +643,8 @@ def _body_error(
     }
     message = _summary(request, status, problem.reason)
     if problem.too_large:
-        return _too_large_class(status)(message, limit=limit, **common)
+        return too_large_error_class(status)(message, limit=limit, **common)
     return decode_error_class(status)(message, body=problem.kept, **common)
-
-
-def _too_large_class(status: int) -> type[ResponseTooLargeError]:
-    """ResponseTooLargeError, and with a non-2xx status also its status class (as
-    :func:`decode_error_class` does), so a 401 too large is still an AuthenticationError."""
-    if 200 <= status < 300:
-        return ResponseTooLargeError
-    # errors.py's own cache of combined classes, so that pickling rebuilds the very same class.
-    combined = _combined(ResponseTooLargeError, _status_class(status))
-    assert issubclass(combined, ResponseTooLargeError)
-    return combined
 
 
 def _conclude_now(

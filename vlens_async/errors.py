@@ -111,6 +111,7 @@ __all__ = [
     "api_error_class",
     "decode_error_class",
     "describe_code",
+    "too_large_error_class",
 ]
 
 
@@ -586,6 +587,16 @@ def decode_error_class(status: int | None) -> type[ResponseDecodeError]:
         return ResponseDecodeError
     combined = _combined(ResponseDecodeError, _status_class(status))
     assert issubclass(combined, ResponseDecodeError)
+    return combined
+
+
+def too_large_error_class(status: int | None) -> type[ResponseTooLargeError]:
+    """:class:`ResponseTooLargeError`, and with a non-2xx status also its class (as
+    :func:`decode_error_class`): a 401 too large is still an :class:`AuthenticationError`."""
+    if status is None or 200 <= status < 300:
+        return ResponseTooLargeError
+    combined = _combined(ResponseTooLargeError, _status_class(status))
+    assert issubclass(combined, ResponseTooLargeError)
     return combined
 
 
