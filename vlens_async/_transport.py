@@ -584,6 +584,7 @@ async def send(
     client_timeout: aiohttp.ClientTimeout,
     attempt: int = 1,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    on_status: Callable[[int], None] | None = None,
 ) -> M:
     """Send ``request`` once on ``session`` and return ``decode``'s model, or raise our error.
 
@@ -591,7 +592,7 @@ async def send(
     ends within ``client_timeout.total``. Cancellation propagates untouched; leaving the
     ``async with`` releases (or closes) the connection, so a cancelled call never leaks one.
     Redirects are not followed: a 3xx is an error (following one could carry the API key to
-    another host).
+    another host). ``on_status`` is told the response's status as soon as it arrives.
     """
     started = time.perf_counter()
     outcome = "error"
@@ -610,6 +611,8 @@ async def send(
             ) as response:
                 status = response.status
                 outcome = str(status)
+                if on_status is not None:
+                    on_status(status)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 try:
                     body = await _read_body(response, max_response_bytes)

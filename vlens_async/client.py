@@ -30,6 +30,7 @@ import attrs
 from . import _uploads, _wire
 from ._ids import new_request_id, new_transaction_id
 from ._retrying import is_retryable, run_with_retries
+from ._telemetry import NO_TELEMETRY, CallScope, Telemetry
 from ._transport import EnvelopeModel, Request, connection_not_established, send
 from ._version import user_agent
 from .auth import AuthProvider, StaticToken
@@ -48,6 +49,7 @@ from .config import (
     header_safe,
 )
 from .errors import (
+    APIError,
     APITimeoutError,
     AuthenticationError,
     ClientClosedError,
@@ -117,6 +119,7 @@ class _Shared:
     connector_limit: int
     state: Literal["new", "open", "closed"] = "new"
     session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False)
+    telemetry: Telemetry = attrs.field(default=NO_TELEMETRY, repr=False)
 
 
 def _verification_decoder(
@@ -229,6 +232,10 @@ class VlensClient:
     :data:`~vlens_async.config.DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB, far above the largest real
     answer, a downloaded step image); past it a call raises
     :class:`~vlens_async.errors.ResponseTooLargeError` without reading the rest.
+
+    ``telemetry`` reports every call, flow step and ``verify()`` of this client and its views as
+    spans and metrics: pass :class:`vlens_async.otel.OpenTelemetry` (the ``otel`` extra). Without
+    it nothing is reported and OpenTelemetry is never imported.
     """
 
     def __init__(
@@ -246,6 +253,7 @@ class VlensClient:
         prepare_images: bool = True,
         allow_insecure_http: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if not api_key:
             raise ConfigurationError("api_key is required")
@@ -267,6 +275,8 @@ class VlensClient:
         )
         base = config.base_url.rstrip("/")
         self._shared = _Shared(api_key=api_key, base_url=base, connector_limit=connector_limit)
+        if telemetry is not None:
+            self._shared.telemetry = telemetry
         self._owner = True
         self._init_view(config, StaticToken(access_token) if access_token is not None else auth)
 
@@ -335,6 +345,12 @@ class VlensClient:
         """Whether images go through the preprocessor before sending (the default of every
         call's ``prepare``, and of :meth:`transaction` and :meth:`verify`)."""
         return self._config.prepare_images
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Where this client's calls and flows are reported (the ``telemetry`` given to the
+        constructor, shared by its views; a no-op without one)."""
+        return self._shared.telemetry
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         shared = getattr(self, "_shared", None)
@@ -425,6 +441,24 @@ class VlensClient:
         decode: Callable[[Any], _Model],
         *,
         request_id: str,
+        transaction_id: str | None = None,
+        **options: Any,
+    ) -> _Model:
+        # One logical call, whatever its attempts and renewals, is one telemetry scope.
+        call = self._shared.telemetry.call
+        with call(method, path, request_id=request_id, transaction_id=transaction_id) as scope:
+            return await self._call_in(
+                scope, method, path, decode, request_id=request_id, **options
+            )
+
+    async def _call_in(
+        self,
+        scope: CallScope,
+        method: str,
+        path: str,
+        decode: Callable[[Any], _Model],
+        *,
+        request_id: str,
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
         use_auth: bool = True,
@@ -456,7 +490,7 @@ class VlensClient:
                 params=params,
             )
 
-            attempt = partial(self._attempt, session, request, decode, limits)
+            attempt = partial(self._attempt, scope, session, request, decode, limits)
             try:
                 return await run_with_retries(
                     attempt,
@@ -495,6 +529,7 @@ class VlensClient:
 
     async def _attempt(
         self,
+        scope: CallScope,
         session: aiohttp.ClientSession,
         request: Request,
         decode: Callable[[Any], _Model],
@@ -510,15 +545,21 @@ class VlensClient:
         if session.closed:
             # Closed while this call waited to retry: say so, not aiohttp's bare RuntimeError.
             session = self._session()
-        return await send(
-            session,
-            self._shared.base_url,
-            request,
-            decode,
-            client_timeout=client_timeout,
-            attempt=number,
-            max_response_bytes=self._config.max_response_bytes,
-        )
+        scope.attempt(number)
+        try:
+            return await send(
+                session,
+                self._shared.base_url,
+                request,
+                decode,
+                client_timeout=client_timeout,
+                attempt=number,
+                max_response_bytes=self._config.max_response_bytes,
+                on_status=scope.response,
+            )
+        except APIError as exc:
+            scope.attempt_failed(exc)
+            raise
 
     async def _data_call(
         self,
@@ -527,6 +568,7 @@ class VlensClient:
         data_type: type[T],
         *,
         request_id: str | None,
+        transaction_id: str | None = None,
         fields: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         use_auth: bool,
@@ -541,6 +583,7 @@ class VlensClient:
             path,
             (_token_decoder if carries_token else _envelope_decoder)(data_type),
             request_id=rid,
+            transaction_id=transaction_id,
             body=None if fields is None else _wire.dumps(dict(fields)),
             params=params,
             use_auth=use_auth,
@@ -567,6 +610,7 @@ class VlensClient:
             path,
             _verification_decoder(transaction_id, request_id),
             request_id=request_id,
+            transaction_id=transaction_id,
             body=body,
             timeouts=timeouts,
             retry=retry,
@@ -767,6 +811,7 @@ class VlensClient:
             LINK_PATH,
             _verification_decoder(transaction_id, rid),
             request_id=rid,
+            transaction_id=transaction_id,
             body=body,
             timeouts=timeouts,
             retry=retry,
@@ -811,6 +856,7 @@ class VlensClient:
             STEP_IMAGE_PATH,
             StepImage,
             request_id=request_id,
+            transaction_id=transaction_id,
             params={"TransactionId": transaction_id, "FileName": file_name},
             use_auth=True,
             timeouts=timeouts,

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import attrs
 
 from .. import _uploads
+from .._telemetry import telemetry_of
 from ..config import NOT_GIVEN, NotGiven
 from ..errors import APIError, FlowError, ImageError
 from ..images import ImageInput, PreparedFaces, capture_spread, prefer_throughput
@@ -129,19 +130,50 @@ async def verify(
     )
     started = time.perf_counter()
     error: BaseException | None = None
-    if tx.state not in (FlowState.COMPLETED, FlowState.FAILED):
-        prep = _Preparation.start(tx, front, back, faces, capture_times)
+    with telemetry_of(client).verification(transaction_id=tx.transaction_id) as scope:
         try:
-            await _scan_sides(tx, prep)
-            frames = await prep.faces
-            # After a restore the transaction holds no front image: use the prepared one.
-            id_front = await prep.front if tx.front_image is None else None
-            await tx.check_liveness(frames, id_front, capture_times=capture_times)
-        except (APIError, FlowError, ImageError) as exc:
-            if raise_on_failure:
-                raise
-            error = exc
+            if tx.state not in (FlowState.COMPLETED, FlowState.FAILED):
+                error = await _run(tx, front, back, faces, capture_times, raise_on_failure)
         finally:
-            await prep.close()
+            scope.result(_outcome_label(tx.outcome(error)), tx.state.value)
     tx.record_timing("total", time.perf_counter() - started)
     return tx.outcome(error)
+
+
+async def _run(
+    tx: Transaction,
+    front: ImageInput,
+    back: ImageInput,
+    faces: Sequence[ImageInput] | PreparedFaces,
+    capture_times: Sequence[float] | None,
+    raise_on_failure: bool,
+) -> BaseException | None:
+    """The flow's steps, pipelined; the error that stopped them, unless ``raise_on_failure``."""
+    prep = _Preparation.start(tx, front, back, faces, capture_times)
+    try:
+        await _scan_sides(tx, prep)
+        frames = await prep.faces
+        # After a restore the transaction holds no front image: use the prepared one.
+        id_front = await prep.front if tx.front_image is None else None
+        await tx.check_liveness(frames, id_front, capture_times=capture_times)
+    except (APIError, FlowError, ImageError) as exc:
+        if raise_on_failure:
+            raise
+        return exc
+    finally:
+        await prep.close()
+    return None
+
+
+def _outcome_label(outcome: VerificationOutcome) -> str:
+    """One word for an outcome, as telemetry counts it: ``verified``, ``needs_review``
+    (verified, but AML, spoofing or the SRC check calls for a person), ``not_verified``
+    (completed without the service's verification), ``failed``, or ``incomplete`` (stopped with no
+    verdict: try again)."""
+    if outcome.state is FlowState.FAILED:
+        return "failed"
+    if outcome.state is not FlowState.COMPLETED:
+        return "incomplete"
+    if not outcome.verified:
+        return "not_verified"
+    return "needs_review" if outcome.needs_review else "verified"

@@ -31,14 +31,16 @@ without them the step raises :class:`~vlens_async.errors.MissingInputError` nami
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import attrs
 
 from .. import _uploads
 from .._ids import new_transaction_id
+from .._telemetry import telemetry_of
 from ..config import NOT_GIVEN, NotGiven
 from ..errors import (
     APIError,
@@ -161,6 +163,8 @@ class Transaction:
         self._carried_flags: tuple[CrossCheckFlag, ...] = ()
         self._name_check_missing = False
         self._lock = asyncio.Lock()
+        self._telemetry = telemetry_of(client)
+        self._last_event: Event | None = None  # the answer of the step being observed
 
     def __repr__(self) -> str:
         return f"Transaction(transaction_id={self._transaction_id!r}, state={self.state.value})"
@@ -232,32 +236,33 @@ class Transaction:
         async with self._lock:
             if self._already_done(Step.LIVENESS, rescan=False):
                 return self._responses[Step.LIVENESS]
-            next_state(self.state, Step.LIVENESS)
-            self._check_name_check(Step.LIVENESS)
-            front = id_front if id_front is not None else self._front_image
-            if front is None:
-                raise MissingInputError(
-                    "liveness needs the ID front and this transaction holds none (a restored"
-                    " transaction keeps no images): pass id_front= to check_liveness() or to"
-                    " Transaction.restore()",
-                    missing="id_front",
-                    state=self.state.value,
-                    step=Step.LIVENESS.value,
-                )
-            frames = await self.prepare_faces(faces, capture_times=capture_times)
-            prepared_front = await self.prepare_side(Step.FRONT, front)
+            with self._observed(Step.LIVENESS):
+                next_state(self.state, Step.LIVENESS)
+                self._check_name_check(Step.LIVENESS)
+                front = id_front if id_front is not None else self._front_image
+                if front is None:
+                    raise MissingInputError(
+                        "liveness needs the ID front and this transaction holds none (a restored"
+                        " transaction keeps no images): pass id_front= to check_liveness() or to"
+                        " Transaction.restore()",
+                        missing="id_front",
+                        state=self.state.value,
+                        step=Step.LIVENESS.value,
+                    )
+                frames = await self.prepare_faces(faces, capture_times=capture_times)
+                prepared_front = await self.prepare_side(Step.FRONT, front)
 
-            async def send() -> VerificationResponse:
-                response = await self._client.check_liveness(
-                    frames,
-                    id_front=prepared_front,
-                    transaction_id=self._transaction_id,
-                    **self._common_options(),
-                )
-                _raise_for_verdict(response)
-                return response
+                async def send() -> VerificationResponse:
+                    response = await self._client.check_liveness(
+                        frames,
+                        id_front=prepared_front,
+                        transaction_id=self._transaction_id,
+                        **self._common_options(),
+                    )
+                    _raise_for_verdict(response)
+                    return response
 
-            return await self._send(Step.LIVENESS, send)
+                return await self._send(Step.LIVENESS, send)
 
     async def prepare_side(self, step: Step, image: ImageInput) -> ImageInput:
         """Get an ID side ready to send ahead of its step (preprocessed when :attr:`prepare`,
@@ -295,19 +300,35 @@ class Transaction:
         async with self._lock:
             if self._already_done(step, rescan=rescan):
                 return self._responses[step]
-            next_state(self.state, step)  # refuse before preprocessing or sending anything
-            self._check_name_check(step)
-            prepared = await self.prepare_side(step, image)
-            scan = self._client.scan_id_front if step is Step.FRONT else self._client.scan_id_back
-            response = await self._send(
-                step,
-                lambda: scan(
-                    prepared, transaction_id=self._transaction_id, **self._common_options()
-                ),
-            )
-            if step is Step.FRONT:
-                self._front_image = prepared
-            return response
+            with self._observed(step):
+                next_state(self.state, step)  # refuse before preprocessing or sending anything
+                self._check_name_check(step)
+                prepared = await self.prepare_side(step, image)
+                scan = (
+                    self._client.scan_id_front if step is Step.FRONT else self._client.scan_id_back
+                )
+                response = await self._send(
+                    step,
+                    lambda: scan(
+                        prepared, transaction_id=self._transaction_id, **self._common_options()
+                    ),
+                )
+                if step is Step.FRONT:
+                    self._front_image = prepared
+                return response
+
+    @contextlib.contextmanager
+    def _observed(self, step: Step) -> Iterator[None]:
+        """Report one step to the client's telemetry: the machine's event for its answer
+        (``not_sent`` when it stopped before an answer: refused, an image error, cancelled)
+        and the state after it."""
+        self._last_event = None
+        with self._telemetry.step(step.value, transaction_id=self._transaction_id) as scope:
+            try:
+                yield
+            finally:
+                event = self._last_event
+                scope.result("not_sent" if event is None else event.value, self.state.value)
 
     def _check_name_check(self, step: Step) -> None:
         if self._name_check_missing:
@@ -358,6 +379,7 @@ class Transaction:
     def _move(self, step: Step, exc: APIError | None) -> None:
         """Take the machine's transition for this answer, and keep what it implies."""
         event = event_for(step, exc)
+        self._last_event = event
         before, self._position = self._position, transition(self._position, step, event)
         if self.state is FlowState.FAILED and before.state is not FlowState.FAILED:
             self._failure = exc
