@@ -24,11 +24,11 @@ Spans (instrumentation scope ``vlens_async``):
 
 Attributes: ``vlens.endpoint`` (the path: a fixed route, never a URL or its query),
 ``http.request.method``, ``http.response.status_code`` (the last one received), ``vlens.attempts``,
-``vlens.request_id``, ``vlens.transaction_id``, ``vlens.step``, ``vlens.outcome``,
-``vlens.flow.state`` (the state after the step), and on failure ``error.type`` (the error's class
-name) and ``vlens.error_code`` (the Vlens code). An error's message is never recorded (no
-``exception`` event): the server's own words may name the applicant. No attribute holds a body, a
-header, a name, a phone number or a national ID.
+``vlens.request_id``, ``vlens.transaction_id``, ``vlens.operation`` and ``vlens.step``,
+``vlens.outcome``, ``vlens.flow.state`` (the state after the step), and on failure
+``error.type`` (the error's class name) and ``vlens.error_code`` (the Vlens code). An error's
+message is never recorded (no ``exception`` event): the server's own words may name the
+applicant. No attribute holds a body, a header, a name, a phone number or a national ID.
 
 Metrics:
 
@@ -48,8 +48,9 @@ The HTTP requests themselves: ``opentelemetry-instrumentation-aiohttp-client`` r
 request URL, and ``GET .../GetUserDigitalIdentityImages`` carries the user's phone number in its
 query (``emailOrPhoneNumber``); its connection-timeout error quotes that URL too, and the
 instrumentation records the error's text. :func:`aiohttp_trace_config` makes that instrumentation
-safe for this client (URLs without their query, errors recorded by type only); give it to the
-client's aiohttp session (``trace_configs=[aiohttp_trace_config()]``). With the global
+safe for this client (URLs without their query, errors recorded by type only): pass
+``VlensClient(..., trace_configs=[aiohttp_trace_config()])``, and each HTTP attempt is a span
+under its call's span. With the global
 ``AioHttpClientInstrumentor().instrument()`` pass ``url_filter=strip_query``; connection errors'
 texts still reach its ``exception`` events, so also exclude that endpoint:
 ``OTEL_PYTHON_AIOHTTP_CLIENT_EXCLUDED_URLS=GetUserDigitalIdentityImages``.

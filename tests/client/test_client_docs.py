@@ -7,9 +7,9 @@ from types import ModuleType
 
 import pytest
 
-from vlens_async import _retrying, _transport, _wire, auth, client, config, models
+from vlens_async import _retrying, _telemetry, _transport, _wire, auth, client, config, models, otel
 
-MODULES = [models, auth, client, config, _wire, _transport, _retrying]
+MODULES = [models, auth, client, config, _wire, _transport, _retrying, _telemetry, otel]
 
 
 def public_members(module: ModuleType) -> list[tuple[str, object]]:
