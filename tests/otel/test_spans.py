@@ -164,18 +164,27 @@ async def test_a_refused_step_has_a_span_and_no_call(
     }
 
 
-async def test_a_verification_that_fails_is_counted_failed(
-    traced_client: VlensClient, recorded: Recorded
+@pytest.mark.parametrize(
+    ("scenario", "label", "state"),
+    [
+        ("aml_watchlisted", "needs_review", "COMPLETED"),
+        ("expired", "failed", "FAILED"),
+        ("different_person", "incomplete", "ID_SCANNED"),
+    ],
+)
+async def test_each_verification_outcome_is_labelled(
+    traced_client: VlensClient, recorded: Recorded, scenario: str, label: str, state: str
 ) -> None:
-    """verify() of an expired card: outcome failed on its span and in the counter."""
-    a = applicant(45, "expired")
+    """verify() of each scenario: its outcome word and state on the span and in the counter."""
+    a = applicant(45, scenario)
     outcome = await traced_client.verify(a.front, a.back, a.faces)
-    assert outcome.state is FlowState.FAILED
+    assert outcome.state.value == state
     root = recorded.span("vlens.verify")
     assert root.attributes is not None
-    assert root.attributes["vlens.outcome"] == "failed"
+    assert root.attributes["vlens.outcome"] == label
+    assert root.attributes["vlens.flow.state"] == state
     counts = recorded.counts("vlens.flow.outcomes")
-    assert counts[(("vlens.operation", "verify"), ("vlens.outcome", "failed"))] == 1
+    assert counts[(("vlens.operation", "verify"), ("vlens.outcome", label))] == 1
 
 
 async def test_views_report_to_their_client(

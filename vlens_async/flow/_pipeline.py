@@ -168,8 +168,8 @@ async def _run(
 def _outcome_label(outcome: VerificationOutcome) -> str:
     """One word for an outcome, as telemetry counts it: ``verified``, ``needs_review``
     (verified, but AML, spoofing or the SRC check calls for a person), ``not_verified``
-    (completed without the service's verification), ``failed``, or ``incomplete`` (stopped with no
-    verdict: try again)."""
+    (completed without the service's verification), ``failed``, or ``incomplete`` (not finished:
+    frames to retake, or a failure with no verdict to try again)."""
     if outcome.state is FlowState.FAILED:
         return "failed"
     if outcome.state is not FlowState.COMPLETED:
