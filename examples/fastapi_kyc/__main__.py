@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m examples.fastapi_kyc", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--db", default="kyc-example.sqlite3", help="the app's SQLite file")
+    parser.add_argument("--db", default="kyc-example.db", help="the app's SQLite file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(args.host, args.port, args.db))

@@ -56,7 +56,7 @@ class Settings:
     api_key: str = attrs.field(repr=False)
     base_url: str = "https://api.vlenseg.com"
     tenancy_name: str | None = None
-    db_path: str = "kyc.sqlite3"
+    db_path: str = "kyc.db"
     retention_hours: float = 24.0
 
     @classmethod

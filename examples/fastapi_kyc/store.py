@@ -115,6 +115,8 @@ class KycStore:
         # Autocommit mode: each statement commits unless inside an explicit BEGIN.
         self._db = await aiosqlite.connect(self._path, timeout=5, isolation_level=None)
         await self._db.execute("PRAGMA journal_mode = WAL")
+        # Deleted content (an ID front once liveness is done) is overwritten, not left behind.
+        await self._db.execute("PRAGMA secure_delete = ON")
         await self._db.execute(_SCHEMA)
         await self.purge()
         return self

@@ -36,6 +36,7 @@ function render(state) {
 function answered(answer) {
   say(answer.message, answer.state === "COMPLETED" ? "done" : "");
   render(answer.state);
+  if (answer.state !== "ID_SCANNED") stopCamera();
 }
 
 async function problem(error, statusLine) {
@@ -111,6 +112,13 @@ $("camera").addEventListener("click", async () => {
   }
 });
 
+function stopCamera() {
+  const stream = $("video").srcObject;
+  if (stream) stream.getTracks().forEach((track) => track.stop());
+  $("video").srcObject = null;
+  $("shoot").disabled = true;
+}
+
 // Resolves with the time of the next new video frame (or the next paint, where the browser
 // cannot tell frames apart), so no two photos are the same frame.
 function nextFrame(video) {
@@ -152,7 +160,7 @@ $("shoot").addEventListener("click", async () => {
   });
   const headers = { "Content-Type": "application/json" };
   await step("/api/kyc/liveness", { method: "POST", headers, body });
-  $("shoot").disabled = false;
+  $("shoot").disabled = !$("video").srcObject;
 });
 
 $("start-over").addEventListener("click", () => step("/api/kyc/start-over", { method: "POST" }));
