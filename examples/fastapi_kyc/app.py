@@ -35,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Base64Bytes, BaseModel, Field
 
 from vlens_async import Transaction, VlensClient
+from vlens_async.config import DEFAULT_BASE_URL
 from vlens_async.emulator import RunningEmulator
 from vlens_async.flow import FlowState
 
@@ -54,7 +55,7 @@ class Settings:
     """Where the service is and where verifications are kept."""
 
     api_key: str = attrs.field(repr=False)
-    base_url: str = "https://api.vlenseg.com"
+    base_url: str = DEFAULT_BASE_URL
     tenancy_name: str | None = None
     db_path: str = "kyc.db"
     retention_hours: float = 24.0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from PIL import Image
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import FilePayload, async_playwright, expect
 
 from vlens_async.emulator import RunningEmulator
 from vlens_async.samples._faces import capture  # more poses of one person than .faces holds
@@ -57,7 +57,7 @@ async def test_page_walks_a_test_user_to_a_completed_verification(
     app_url: str,
     vlens_emulator: RunningEmulator,
     tmp_path: Path,
-    record_property: pytest.RecordProperty,
+    record_property: Callable[[str, object], None],
 ) -> None:
     """Sign up a test user, choose the card's two sides, take the face photos with the camera:
     the page says the user is verified, and a screenshot of it is saved."""
@@ -76,7 +76,7 @@ async def test_page_walks_a_test_user_to_a_completed_verification(
             await page.click("#test-user")
             await expect(page.locator("#card")).to_be_visible(timeout=STEP_MS)
             for side, data in (("front", a.front), ("back", a.back)):
-                upload = {"name": f"{side}.jpg", "mimeType": "image/jpeg", "buffer": data}
+                upload = FilePayload(name=f"{side}.jpg", mimeType="image/jpeg", buffer=data)
                 await page.set_input_files(f"#{side}", files=[upload])
                 await expect(page.locator(f"#{side}-status")).to_have_text(
                     "Done ✓", timeout=STEP_MS
