@@ -29,10 +29,11 @@ from typing import Annotated, Any, Final
 
 import attrs
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import Base64Bytes, BaseModel, Field
+from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
 from vlens_async import Transaction, VlensClient
 from vlens_async.config import DEFAULT_BASE_URL
@@ -152,9 +153,11 @@ class Kyc:
     async def start_over(self, user: User) -> Answer:
         """A new verification after a failed one (nothing sent; repeating it changes nothing)."""
         async with self._store.hold(user.key) as record:
-            if record.load(self._client).state is FlowState.FAILED:
+            tx = record.load(self._client)
+            if tx.state is FlowState.FAILED:
                 await record.start_over()
-            return answer(record.load(self._client))
+                tx = record.load(self._client)
+            return answer(tx)
 
 
 def _kyc(request: Request) -> Kyc:
@@ -205,7 +208,10 @@ async def scan_back(request: Request, user: CurrentUser, kyc: KycService) -> Ans
 @router.post("/liveness")
 async def liveness(request: Request, user: CurrentUser, kyc: KycService) -> Answer:
     """The three face frames, as JSON (:class:`Faces`); legal once both sides succeeded."""
-    faces = Faces.model_validate_json(await read_body(request, MAX_FACES_BYTES))
+    try:
+        faces = Faces.model_validate_json(await read_body(request, MAX_FACES_BYTES))
+    except ValidationError as exc:  # answered like any invalid request (problems.py)
+        raise RequestValidationError(exc.errors()) from None
     return await kyc.step(
         user, lambda tx: tx.check_liveness(faces.frames, capture_times=faces.capture_times)
     )

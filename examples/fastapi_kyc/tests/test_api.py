@@ -224,3 +224,17 @@ async def test_walkthrough_script_verifies_a_test_user(app_url: str) -> None:
     answers = await asyncio.to_thread(walkthrough.walk, app_url)
     assert [a["state"] for a in answers] == ["FRONT_SCANNED", "ID_SCANNED", "COMPLETED"]
     assert answers[-1]["verified"] is True
+
+
+async def test_two_frames_are_an_invalid_request_that_echoes_nothing(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator
+) -> None:
+    """Liveness with two frames: a 422 problem naming the field, not the frames' data; nothing
+    sent."""
+    body = faces_body(49)
+    body["frames"] = body["frames"][:2]
+    response = await http.post("/api/kyc/liveness", json=body)
+    problem = assert_problem(response, 422, "invalid-request")
+    assert "frames" in problem["detail"]
+    assert body["frames"][0][:40] not in response.text
+    assert sent(vlens_emulator, "liveness") == 0
