@@ -59,21 +59,22 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     tenancy_name: str | None = None
     db_path: str = "kyc.db"
-    retention_hours: float = 24.0
+    retention_hours: float = attrs.field(default=24.0, converter=float)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """``VLENS_API_KEY`` (required), ``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``,
-        ``KYC_DB_PATH``, ``KYC_RETENTION_HOURS``."""
+        ``KYC_DB_PATH``, ``KYC_RETENTION_HOURS``; unset or empty ones keep their defaults."""
         if not environ.get("VLENS_API_KEY"):
             raise SystemExit("set VLENS_API_KEY (or run python -m examples.fastapi_kyc)")
-        return cls(
-            api_key=environ["VLENS_API_KEY"],
-            base_url=environ.get("VLENS_BASE_URL", cls.base_url),
-            tenancy_name=environ.get("VLENS_TENANCY_NAME") or None,
-            db_path=environ.get("KYC_DB_PATH", cls.db_path),
-            retention_hours=float(environ.get("KYC_RETENTION_HOURS", cls.retention_hours)),
-        )
+        optional = {
+            "base_url": environ.get("VLENS_BASE_URL"),
+            "tenancy_name": environ.get("VLENS_TENANCY_NAME"),
+            "db_path": environ.get("KYC_DB_PATH"),
+            "retention_hours": environ.get("KYC_RETENTION_HOURS"),
+        }
+        given = {name: value for name, value in optional.items() if value}
+        return cls(api_key=environ["VLENS_API_KEY"], **given)
 
 
 @attrs.frozen
