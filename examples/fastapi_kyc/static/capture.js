@@ -106,6 +106,7 @@ $("camera").addEventListener("click", async () => {
     });
     $("video").srcObject = stream;
     await $("video").play();
+    $("camera").hidden = true;
     $("shoot").disabled = false;
   } catch (_) {
     say("The camera could not be opened. Allow the camera for this page and try again.", "problem");
@@ -116,6 +117,7 @@ function stopCamera() {
   const stream = $("video").srcObject;
   if (stream) stream.getTracks().forEach((track) => track.stop());
   $("video").srcObject = null;
+  $("camera").hidden = false;
   $("shoot").disabled = true;
 }
 
