@@ -23,9 +23,10 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import attrs
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -37,11 +38,13 @@ from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
 from vlens_async import Transaction, VlensClient
 from vlens_async.config import DEFAULT_BASE_URL
-from vlens_async.emulator import RunningEmulator
 from vlens_async.flow import FlowState
 
 from . import demo, problems
 from .store import KycStore
+
+if TYPE_CHECKING:
+    from vlens_async.emulator import RunningEmulator
 
 __all__ = ["Answer", "Faces", "Settings", "create_app"]
 
@@ -224,10 +227,13 @@ async def start_over(user: CurrentUser, kyc: KycService) -> Answer:
     return await kyc.start_over(user)
 
 
-async def _purge(store: KycStore) -> None:
+async def _purge_forever(store: KycStore) -> None:
     while True:
         await asyncio.sleep(PURGE_EVERY)
-        await store.purge()
+        try:
+            await store.purge()
+        except sqlite3.Error as exc:  # a locked or full disk: the next sweep tries again
+            problems.logger.warning("purging idle verifications failed: %s", exc)
 
 
 def create_app(
@@ -243,10 +249,12 @@ def create_app(
             config.api_key, base_url=config.base_url, tenancy_name=config.tenancy_name
         )
         store = KycStore(config.db_path, retention=config.retention_hours * 3600)
-        async with client, store, asyncio.TaskGroup() as tasks:
-            purging = tasks.create_task(_purge(store))
-            yield {"kyc": Kyc(client, store), "client": client}
-            purging.cancel()
+        async with client, store:
+            purging = asyncio.create_task(_purge_forever(store))
+            try:
+                yield {"kyc": Kyc(client, store), "client": client}
+            finally:
+                purging.cancel()
 
     app = FastAPI(title="KYC with Vlens (reference integration)", lifespan=lifespan)
     problems.install(app)
