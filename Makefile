@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean postgres
+.PHONY: install test lint demo bench clean postgres chromium example
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check vlens_async tests benchmarks
+	$(BIN)/ruff check vlens_async tests benchmarks examples
 	$(BIN)/mypy --strict vlens_async
+	$(BIN)/mypy --strict examples
 
 # The queue's tests need a real PostgreSQL: the session starts a throwaway cluster from initdb and
 # pg_ctl (tests/queue/pgcluster.py). Installed here from Debian's packages when missing (as root,
@@ -36,8 +37,26 @@ postgres:
 		exit 1; \
 	fi
 
-test: lint postgres
+# The example's page test drives Debian's Chromium (never a browser Playwright downloads),
+# installed here when missing, as root, as CI runs.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "/usr/bin/chromium not found: install Chromium (Debian: apt-get install chromium)" >&2; \
+		exit 1; \
+	fi
+
+test: lint postgres chromium
 	$(BIN)/python -m pytest -q
+
+# The reference FastAPI integration (examples/fastapi_kyc) and an embedded emulator, on
+# http://127.0.0.1:8000 until Ctrl-C.
+example: $(STAMP)
+	$(BIN)/python -m examples.fastapi_kyc
 
 demo: $(STAMP)
 	$(BIN)/vlens demo

@@ -1,0 +1,1 @@
+"""Examples of vlens-async in use (not part of the installed package)."""

@@ -1,0 +1,270 @@
+"""The reference integration: a FastAPI app that verifies its users' national IDs with Vlens.
+
+- One :class:`~vlens_async.VlensClient` for the process (the lifespan), and per request a view
+  with the end user's token (``client.for_user(token)``) sharing its connection pool.
+- Each user's :class:`~vlens_async.Transaction` kept between requests in SQLite (``store.py``):
+  restored, one step taken, saved again; one verification per user, a double submit included.
+- Errors as RFC 9457 problem details, worded for whom they concern (``problems.py``).
+- The capture page, plain HTML and JavaScript (``static/``).
+
+Who the user is: the page sends the end user's Vlens access token as a bearer token (the token
+from ``register()`` or a login); the app keys the user's verification by a hash of it and stores
+no token. In your service, ``current_user`` returns your own user id and the Vlens token you keep
+for that user.
+
+Run against Vlens: ``VLENS_API_KEY=... uvicorn examples.fastapi_kyc.app:create_app --factory``
+(``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``, ``KYC_DB_PATH``, ``KYC_RETENTION_HOURS`` optional);
+against the embedded emulator: ``python -m examples.fastapi_kyc`` (``make example``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+import attrs
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import Base64Bytes, BaseModel, Field, ValidationError
+
+from vlens_async import Transaction, VlensClient
+from vlens_async.config import DEFAULT_BASE_URL
+from vlens_async.flow import FlowState
+
+from . import demo, problems
+from .store import KycStore
+
+if TYPE_CHECKING:
+    from vlens_async.emulator import RunningEmulator
+
+__all__ = ["Answer", "Faces", "Settings", "create_app"]
+
+STATIC: Final = Path(__file__).parent / "static"
+MAX_SIDE_BYTES: Final = 20 * 1024 * 1024  # a phone's full-size photo of the card
+MAX_FACES_BYTES: Final = 10 * 1024 * 1024  # three camera frames, base64 in JSON
+PURGE_EVERY: Final = 3600.0  # seconds between sweeps of idle rows
+
+
+@attrs.frozen
+class Settings:
+    """Where the service is and where verifications are kept."""
+
+    api_key: str = attrs.field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    tenancy_name: str | None = None
+    db_path: str = "kyc.db"
+    retention_hours: float = attrs.field(default=24.0, converter=float)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """``VLENS_API_KEY`` (required), ``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``,
+        ``KYC_DB_PATH``, ``KYC_RETENTION_HOURS``; unset or empty ones keep their defaults."""
+        if not environ.get("VLENS_API_KEY"):
+            raise SystemExit("set VLENS_API_KEY (or run python -m examples.fastapi_kyc)")
+        optional = {
+            "base_url": environ.get("VLENS_BASE_URL"),
+            "tenancy_name": environ.get("VLENS_TENANCY_NAME"),
+            "db_path": environ.get("KYC_DB_PATH"),
+            "retention_hours": environ.get("KYC_RETENTION_HOURS"),
+        }
+        given = {name: value for name, value in optional.items() if value}
+        return cls(api_key=environ["VLENS_API_KEY"], **given)
+
+
+@attrs.frozen
+class User:
+    """Who is asking: ``key`` identifies their verification, ``token`` is their Vlens token."""
+
+    key: str
+    token: str = attrs.field(repr=False)
+
+
+def current_user(
+    credentials: Annotated[HTTPAuthorizationCredentials, Depends(HTTPBearer())],
+) -> User:
+    """The user of this request, from ``Authorization: Bearer <Vlens access token>``."""
+    token = credentials.credentials
+    return User(key=hashlib.sha256(token.encode()).hexdigest(), token=token)
+
+
+class Answer(BaseModel):
+    """Where the user's verification stands, in plain words."""
+
+    state: FlowState
+    message: str
+    verified: bool
+
+
+class Faces(BaseModel):
+    """The three face frames (base64 JPEG) and when each was captured (seconds)."""
+
+    frames: Annotated[list[Base64Bytes], Field(min_length=3, max_length=3)]
+    capture_times: Annotated[list[float], Field(min_length=3, max_length=3)]
+
+
+_MESSAGES: Final = {
+    FlowState.NEW: "Take a photo of the front and of the back of your national ID card.",
+    FlowState.FRONT_SCANNED: "We read the front of your card. Now the back, please.",
+    FlowState.BACK_SCANNED: "We read the back of your card. Now the front, please.",
+    FlowState.ID_SCANNED: "We read both sides of your card. Now three quick photos of your face.",
+    FlowState.FAILED: "This verification did not succeed. You can start over.",
+}
+
+
+def answer(tx: Transaction) -> Answer:
+    """The user's answer for ``tx``."""
+    outcome = tx.result
+    if tx.state is not FlowState.COMPLETED:
+        message = _MESSAGES[tx.state]
+    elif outcome.verified and not outcome.needs_review:
+        message = "You are verified. Thank you!"
+    else:
+        message = "Thank you, we have everything. A person will check your details shortly."
+    return Answer(state=tx.state, message=message, verified=outcome.verified)
+
+
+class Kyc:
+    """The verification endpoints' logic: the user's transaction, one step, the answer."""
+
+    def __init__(self, client: VlensClient, store: KycStore) -> None:
+        self._client = client
+        self._store = store
+
+    async def status(self, user: User) -> Answer:
+        """Where the user's verification stands (nothing is sent)."""
+        async with self._store.hold(user.key) as record:
+            return answer(record.load(self._client))
+
+    async def step(self, user: User, take: Callable[[Transaction], Awaitable[object]]) -> Answer:
+        """Restore the user's transaction, ``take`` one step on it as the user, save it."""
+        async with self._store.hold(user.key) as record:
+            tx = record.load(self._client.for_user(user.token))
+            try:
+                await take(tx)
+            finally:  # a verdict against the step changes the transaction too: keep it
+                await record.save(tx)
+            return answer(tx)
+
+    async def start_over(self, user: User) -> Answer:
+        """A new verification after a failed one (nothing sent; repeating it changes nothing)."""
+        async with self._store.hold(user.key) as record:
+            tx = record.load(self._client)
+            if tx.state is FlowState.FAILED:
+                await record.start_over()
+                tx = record.load(self._client)
+            return answer(tx)
+
+
+def _kyc(request: Request) -> Kyc:
+    kyc: Kyc = request.state.kyc
+    return kyc
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+KycService = Annotated[Kyc, Depends(_kyc)]
+router = APIRouter(prefix="/api/kyc", tags=["kyc"])
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (never read whole first)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"The upload is larger than {limit // 2**20} MB.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"The upload is larger than {limit // 2**20} MB.")
+    if not body:
+        raise HTTPException(400, "The upload is empty.")
+    return bytes(body)
+
+
+@router.get("")
+async def status(user: CurrentUser, kyc: KycService) -> Answer:
+    """Where the user's verification stands."""
+    return await kyc.status(user)
+
+
+@router.post("/front")
+async def scan_front(request: Request, user: CurrentUser, kyc: KycService) -> Answer:
+    """The ID front: the image itself as the body (any image type)."""
+    image = await read_body(request, MAX_SIDE_BYTES)
+    return await kyc.step(user, lambda tx: tx.scan_front(image))
+
+
+@router.post("/back")
+async def scan_back(request: Request, user: CurrentUser, kyc: KycService) -> Answer:
+    """The ID back: the image itself as the body (any image type)."""
+    image = await read_body(request, MAX_SIDE_BYTES)
+    return await kyc.step(user, lambda tx: tx.scan_back(image))
+
+
+@router.post("/liveness")
+async def liveness(request: Request, user: CurrentUser, kyc: KycService) -> Answer:
+    """The three face frames, as JSON (:class:`Faces`); legal once both sides succeeded."""
+    try:
+        faces = Faces.model_validate_json(await read_body(request, MAX_FACES_BYTES))
+    except ValidationError as exc:  # answered like any invalid request (problems.py)
+        raise RequestValidationError(exc.errors()) from None
+    return await kyc.step(
+        user, lambda tx: tx.check_liveness(faces.frames, capture_times=faces.capture_times)
+    )
+
+
+@router.post("/start-over")
+async def start_over(user: CurrentUser, kyc: KycService) -> Answer:
+    """Begin a new verification once the last one failed."""
+    return await kyc.start_over(user)
+
+
+async def _purge_forever(store: KycStore) -> None:
+    while True:
+        await asyncio.sleep(PURGE_EVERY)
+        try:
+            await store.purge()
+        except sqlite3.Error as exc:  # a locked or full disk: the next sweep tries again
+            problems.logger.warning("purging idle verifications failed: %s", exc)
+
+
+def create_app(
+    settings: Settings | None = None, *, demo_on: RunningEmulator | None = None
+) -> FastAPI:
+    """The app for ``settings`` (from the environment when not given); ``demo_on`` adds the
+    emulator-only demo routes (a test user, sample card images) for that emulator."""
+    config = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        client = VlensClient(
+            config.api_key, base_url=config.base_url, tenancy_name=config.tenancy_name
+        )
+        store = KycStore(config.db_path, retention=config.retention_hours * 3600)
+        async with client, store:
+            purging = asyncio.create_task(_purge_forever(store))
+            try:
+                yield {"kyc": Kyc(client, store), "client": client}
+            finally:
+                purging.cancel()
+
+    app = FastAPI(title="KYC with Vlens (reference integration)", lifespan=lifespan)
+    problems.install(app)
+    app.include_router(router)
+    if demo_on is not None:
+        app.include_router(demo.router(demo_on))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app

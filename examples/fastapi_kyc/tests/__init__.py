@@ -1,0 +1,1 @@
+"""Tests of the reference FastAPI integration, against the emulator over loopback."""

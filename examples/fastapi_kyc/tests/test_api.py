@@ -1,0 +1,240 @@
+"""The example's API driven with httpx against the emulator: the flow, refusals, a double submit."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from examples.fastapi_kyc import walkthrough
+from examples.fastapi_kyc.app import create_app
+from vlens_async.emulator import RunningEmulator
+
+from .conftest import applicant, serve, settings_for
+
+PROBLEM = "application/problem+json"
+
+
+def faces_body(seed: int, scenario: str = "valid") -> dict[str, Any]:
+    """The liveness request the page sends: three base64 frames and their capture times."""
+    frames = [base64.b64encode(f).decode() for f in applicant(seed, scenario).faces]
+    return {"frames": frames, "capture_times": [10.0, 10.2, 10.4]}
+
+
+def stored_row(db: Path) -> tuple[str, bytes | None]:
+    """The one stored verification: its transaction id and the ID front kept for liveness."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT transaction_id, id_front FROM kyc_transaction").fetchall()
+    assert len(rows) == 1
+    tx_id, front = rows[0]
+    return str(tx_id), front
+
+
+def sent(emulator: RunningEmulator, endpoint: str) -> int:
+    """How many requests reached ``endpoint`` of the emulator."""
+    return sum(emulator.counters()["requests"].get(endpoint, {}).values())
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str | None) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem of ``status`` and type ``/problems/<slug>`` (or
+    ``about:blank``, a plain HTTP error, when ``slug`` is None)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert body["type"] == (f"/problems/{slug}" if slug else "about:blank")
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert body["instance"].startswith("urn:uuid:")
+    return body
+
+
+async def test_back_front_then_liveness_verifies(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator, db_path: Path
+) -> None:
+    """Back, front, then liveness, each a request restoring the stored transaction: verified."""
+    a = applicant(41)
+    answer = (await http.post("/api/kyc/back", content=a.back)).json()
+    assert answer["state"] == "BACK_SCANNED"
+    answer = (await http.post("/api/kyc/front", content=a.front)).json()
+    assert answer["state"] == "ID_SCANNED"
+    tx_id, front = stored_row(db_path)
+    assert front is not None  # kept: a restored transaction needs it for liveness
+
+    response = await http.post("/api/kyc/liveness", json=faces_body(41))
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "state": "COMPLETED",
+        "message": "You are verified. Thank you!",
+        "verified": True,
+    }
+    assert stored_row(db_path) == (tx_id, None)  # the card's image is gone once finished
+    counters = vlens_emulator.counters()
+    assert counters["transactions_created"] == 1
+    assert counters["steps"][tx_id] == {"front": 1, "back": 1, "liveness": 1}
+    assert (await http.get("/api/kyc")).json()["state"] == "COMPLETED"
+
+
+async def test_liveness_first_is_refused_and_nothing_sent(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator
+) -> None:
+    """Liveness before the card: 409, and the emulator saw no verification request at all."""
+    response = await http.post("/api/kyc/liveness", json=faces_body(42))
+    assert_problem(response, 409, "card-first")
+    assert sent(vlens_emulator, "liveness") == 0
+    assert vlens_emulator.counters()["transactions_created"] == 0
+    assert (await http.get("/api/kyc")).json()["state"] == "NEW"
+
+
+async def test_expired_card_fails_then_the_user_starts_over(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator, db_path: Path
+) -> None:
+    """An expired card: a message the user understands, the verification failed; starting over
+    gives a new transaction that can succeed."""
+    expired = applicant(43, "expired")
+    await http.post("/api/kyc/front", content=expired.front)
+    body = assert_problem(
+        await http.post("/api/kyc/back", content=expired.back), 422, "expired-card"
+    )
+    assert body["title"] == "Your ID card has expired"
+    failed_tx, front = stored_row(db_path)
+    assert front is None
+    status = (await http.get("/api/kyc")).json()
+    assert status["state"] == "FAILED"
+
+    backs_sent = sent(vlens_emulator, "id_back")
+    refused = await http.post("/api/kyc/back", content=applicant(44).back)
+    assert_problem(refused, 409, "verification-finished")
+    assert sent(vlens_emulator, "id_back") == backs_sent
+    for _ in range(2):  # starting over twice opens one new transaction
+        assert (await http.post("/api/kyc/start-over")).json()["state"] == "NEW"
+    new_tx, _ = stored_row(db_path)
+    assert new_tx != failed_tx
+
+    valid = applicant(44)
+    await http.post("/api/kyc/front", content=valid.front)
+    await http.post("/api/kyc/back", content=valid.back)
+    done = await http.post("/api/kyc/liveness", json=faces_body(44))
+    assert done.json()["state"] == "COMPLETED"
+    assert vlens_emulator.counters()["transactions_created"] == 2
+
+
+async def test_double_submit_sends_one_front(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator, db_path: Path
+) -> None:
+    """Two concurrent submits of the front: both answered, one request sent, one transaction."""
+    front = applicant(45).front
+    first, second = await asyncio.gather(
+        http.post("/api/kyc/front", content=front), http.post("/api/kyc/front", content=front)
+    )
+    assert first.json()["state"] == second.json()["state"] == "FRONT_SCANNED"
+    tx_id, _ = stored_row(db_path)
+    assert vlens_emulator.counters()["transactions_created"] == 1
+    assert vlens_emulator.counters()["steps"][tx_id] == {"front": 1}
+
+
+async def test_two_workers_on_one_database_open_one_transaction(
+    vlens_emulator: RunningEmulator, db_path: Path, user_token: str
+) -> None:
+    """Two app processes' worth (two servers, one SQLite file) and a double submit: one front
+    sent; the request that found the other worker busy was told to try again."""
+    settings = settings_for(vlens_emulator, db_path)
+    headers = {"Authorization": f"Bearer {user_token}"}
+    front = applicant(46).front
+    async with (
+        serve(create_app(settings)) as one,
+        serve(create_app(settings)) as two,
+        httpx.AsyncClient(headers=headers, timeout=60) as http,
+    ):
+        answers = await asyncio.gather(
+            http.post(f"{one}/api/kyc/front", content=front),
+            http.post(f"{two}/api/kyc/front", content=front),
+        )
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses in ([200, 200], [200, 409])
+    for busy in (r for r in answers if r.status_code == 409):
+        assert_problem(busy, 409, "in-progress")
+        assert busy.headers["retry-after"] == "2"
+    tx_id, _ = stored_row(db_path)
+    assert vlens_emulator.counters()["transactions_created"] == 1
+    assert vlens_emulator.counters()["steps"][tx_id] == {"front": 1}
+
+
+async def test_transient_failure_asks_to_try_again(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator, no_backoff: None
+) -> None:
+    """The service keeps answering 503: the user is asked to try again (503, Retry-After), and
+    the same request then succeeds."""
+    vlens_emulator.set_faults("503:1@front")
+    response = await http.post("/api/kyc/front", content=applicant(47).front)
+    assert_problem(response, 503, "try-again")
+    assert int(response.headers["retry-after"]) > 0
+    vlens_emulator.set_faults(None)
+    assert (await http.post("/api/kyc/front", content=applicant(47).front)).status_code == 200
+
+
+async def test_operator_problem_alerts_without_personal_data(
+    vlens_emulator: RunningEmulator,
+    db_path: Path,
+    user_token: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Refused credentials: a generic message to the user, an alert in the log that names the
+    error and the problem instance and holds neither the token nor the image."""
+    app = create_app(settings_for(vlens_emulator, db_path, api_key="not-the-key"))
+    with caplog.at_level(logging.WARNING, logger="fastapi_kyc"):
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+            response = await http.post(
+                "/api/kyc/front",
+                content=applicant(48).front,
+                headers={"Authorization": f"Bearer {user_token}"},
+            )
+    body = assert_problem(response, 500, "internal")
+    assert "credential" not in body["detail"].lower()
+    alerts = [r.getMessage() for r in caplog.records if "ALERT" in r.getMessage()]
+    assert len(alerts) == 1
+    assert "AuthenticationError" in alerts[0]
+    assert body["instance"] in alerts[0]
+    assert user_token not in caplog.text
+    assert applicant(48).fields.national_id not in caplog.text
+
+
+async def test_no_token_is_a_problem(app_url: str) -> None:
+    """Without a bearer token the API answers with a problem, not a page or plain text."""
+    async with httpx.AsyncClient(base_url=app_url) as http:
+        response = await http.get("/api/kyc")
+    body = assert_problem(response, response.status_code, None)
+    assert body["status"] in (401, 403)
+
+
+async def test_oversized_upload_is_refused(http: httpx.AsyncClient) -> None:
+    """A body over the limit is refused with 413 before being read whole."""
+    response = await http.post("/api/kyc/front", content=b"\xff" * (21 * 1024 * 1024))
+    assert assert_problem(response, 413, None)["detail"] == "The upload is larger than 20 MB."
+
+
+async def test_walkthrough_script_verifies_a_test_user(app_url: str) -> None:
+    """The README's third command: the script signs a test user up and ends verified."""
+    answers = await asyncio.to_thread(walkthrough.walk, app_url)
+    assert [a["state"] for a in answers] == ["FRONT_SCANNED", "ID_SCANNED", "COMPLETED"]
+    assert answers[-1]["verified"] is True
+
+
+async def test_two_frames_are_an_invalid_request_that_echoes_nothing(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator
+) -> None:
+    """Liveness with two frames: a 422 problem naming the field, not the frames' data; nothing
+    sent."""
+    body = faces_body(49)
+    body["frames"] = body["frames"][:2]
+    response = await http.post("/api/kyc/liveness", json=body)
+    problem = assert_problem(response, 422, "invalid-request")
+    assert "frames" in problem["detail"]
+    assert body["frames"][0][:40] not in response.text
+    assert sent(vlens_emulator, "liveness") == 0
