@@ -550,7 +550,7 @@ def _untrusted(exc: aiohttp.ClientConnectorCertificateError) -> tuple[str, str]:
     code = cause.verify_code if isinstance(cause, ssl.SSLCertVerificationError) else None
     problem = _CERT_PROBLEMS.get(code or 0, "it did not verify")
     return (
-        f"the server's TLS certificate was not trusted, {problem}",
+        f"the server's TLS certificate was not trusted ({problem})",
         f"if a private CA signed it (a TLS-inspecting proxy's, say), trust it: {TRUST_CA_HINT}",
     )
 
@@ -601,7 +601,11 @@ def connection_error(request: Request, exc: BaseException) -> APIConnectionError
     cls, detail, fix = _failure_detail(exc)
     cause_type, reason = type(exc).__name__, _cause_reason(exc)
     error = cls(
-        _summary(request, None, f"{detail} ({cause_type}: {reason}){'; ' + fix if fix else ''}"),
+        _summary(
+            request,
+            None,
+            f"{detail} ({cause_type}); {fix}" if fix else f"{detail} ({cause_type}: {reason})",
+        ),
         request_id=request.request_id,
         method=request.method,
         path=request.path,
