@@ -55,11 +55,12 @@ class TestPKI:
 
     def server_context(self, *, require_client_cert: bool = False) -> ssl.SSLContext:
         """The emulator's context, built by the emulator's own helper from this PKI's files."""
-        with self.ca.cert_pem.tempfile() as ca_file, self.server.private_key_pem.tempfile() as key:
-            with self.server.cert_chain_pems[0].tempfile() as cert:
-                return server_tls_context(
-                    cert, key, client_ca=ca_file if require_client_cert else None
-                )
+        with (
+            self.ca.cert_pem.tempfile() as ca_file,
+            self.server.private_key_pem.tempfile() as key,
+            self.server.cert_chain_pems[0].tempfile() as cert,
+        ):
+            return server_tls_context(cert, key, client_ca=ca_file if require_client_cert else None)
 
     def write(self, folder: Path) -> PemFiles:
         """Write every PEM file into ``folder``."""
