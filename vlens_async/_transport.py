@@ -65,6 +65,7 @@ from typing import Any, Final, Protocol, TypeVar
 import aiohttp
 import attrs
 import orjson
+import yarl
 
 from .config import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -752,11 +753,17 @@ def open_session(
     bulk job. At most ``limit`` connections; ``timeout`` is the session's default.
     """
     context = check_ssl(options.ssl)  # again: an SSLContext can be changed after it was given
+    proxy = None if options.proxy is None else yarl.URL(options.proxy)
+    if proxy is not None and options.proxy_credentials is not None:
+        # In the URL, which aiohttp turns into Proxy-Authorization; its proxy_auth= and
+        # BasicAuth are deprecated (aiohttp 3.14).
+        proxy = proxy.with_user(options.proxy_credentials[0]).with_password(
+            options.proxy_credentials[1]
+        )
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=True if context is None else context),
         timeout=timeout,
-        proxy=options.proxy,
-        proxy_auth=options.proxy_auth,
+        proxy=proxy,
         trust_env=options.trust_env,
         trace_configs=list(options.trace_configs) or None,
     )

@@ -230,8 +230,8 @@ class VlensClient:
     than loopback unless ``allow_insecure_http``.
 
     How connections go out (aiohttp's names and meanings; views share them with the session):
-    ``proxy`` (``http://`` or ``https://``, credentials in it or as ``proxy_auth``, an
-    ``aiohttp.BasicAuth``), ``trust_env`` (the proxy from ``HTTPS_PROXY``, honouring
+    ``proxy`` (``http://`` or ``https://``; credentials in it, percent-encoded, or as
+    ``proxy_auth``, an ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates), ``trust_env`` (the proxy from ``HTTPS_PROXY``, honouring
     ``NO_PROXY``), ``ssl`` (an :class:`ssl.SSLContext`: a private CA bundle, a client certificate
     for mutual TLS; ``None`` for the system's CAs) and ``trace_configs`` (aiohttp
     ``TraceConfig`` objects). TLS certificates are always verified: ``ssl=False``, or a context
@@ -286,7 +286,7 @@ class VlensClient:
             allow_insecure_http=allow_insecure_http,
             max_response_bytes=max_response_bytes,
         )
-        transport = TransportOptions(
+        transport = TransportOptions.of(
             proxy=proxy,
             proxy_auth=proxy_auth,
             trust_env=trust_env,

@@ -290,13 +290,13 @@ def check_ssl(value: object) -> _ssl.SSLContext | None:
 
 def check_proxy_url(
     proxy: object, proxy_auth: aiohttp.BasicAuth | None = None
-) -> tuple[str, aiohttp.BasicAuth | None]:
-    """Validate a proxy URL; return it without credentials, and the credentials.
+) -> tuple[str, tuple[str, str] | None]:
+    """Validate a proxy URL; return it without credentials, and the credentials, if any.
 
     ``http://`` or ``https://`` with a host and an optional port, nothing else. Credentials may
-    come in the URL (``http://user:password@proxy:3128``) or as ``proxy_auth``, not both; they
-    are taken out of the URL so that it can be shown. Messages show at most the scheme and the
-    host, never the URL (it may carry a password).
+    come in the URL (``http://user:password@proxy:3128``, percent-encoded) or as ``proxy_auth``
+    (an ``aiohttp.BasicAuth``), not both; they are taken out of the URL so that it can be shown.
+    Messages show at most the scheme and the host, never the URL (it may carry a password).
     """
     if not isinstance(proxy, str) or not proxy.strip():
         raise ConfigurationError("proxy must be a URL such as http://proxy.example:3128")
@@ -315,14 +315,17 @@ def check_proxy_url(
         raise ConfigurationError(f"proxy must be {scheme}://host[:port], without a path or query")
     if proxy_auth is not None and not isinstance(proxy_auth, aiohttp.BasicAuth):
         raise ConfigurationError("proxy_auth must be an aiohttp.BasicAuth or None")
+    credentials = None if proxy_auth is None else (proxy_auth.login, proxy_auth.password)
     if parts.username is not None or parts.password is not None:
-        if proxy_auth is not None:
+        if credentials is not None:
             raise ConfigurationError(
                 "the proxy's credentials are given twice: in the proxy URL and as proxy_auth"
             )
-        proxy_auth = aiohttp.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+        credentials = (unquote(parts.username or ""), unquote(parts.password or ""))
+    if credentials is not None and ":" in credentials[0]:
+        raise ConfigurationError("the proxy's user name must not contain ':'")
     shown_host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown_host}{'' if port is None else f':{port}'}", proxy_auth
+    return f"{scheme}://{shown_host}{'' if port is None else f':{port}'}", credentials
 
 
 def _tuple_of(value: Iterable[Any] | None) -> tuple[Any, ...]:
@@ -331,20 +334,19 @@ def _tuple_of(value: Iterable[Any] | None) -> tuple[Any, ...]:
 
 @attrs.frozen
 class TransportOptions:
-    """How every connection of a client goes out; the names and meanings are aiohttp's.
+    """How every connection of a client goes out; made by :meth:`of` from aiohttp's options.
 
-    ``proxy``: an ``http://`` or ``https://`` proxy for every request (credentials in the URL
-    are moved to ``proxy_auth``, so ``proxy`` never holds them). ``proxy_auth``: an
-    ``aiohttp.BasicAuth`` for it. ``trust_env``: take the proxy from ``HTTPS_PROXY``/
-    ``HTTP_PROXY`` and honour ``NO_PROXY`` when no ``proxy`` is given (aiohttp also reads
-    ``~/.netrc`` then). ``ssl``: an :class:`ssl.SSLContext` (a private CA bundle, a client
-    certificate for mutual TLS), ``None`` for the system's CAs; see :func:`check_ssl`: verification
-    can never be switched off. ``trace_configs``: aiohttp ``TraceConfig`` objects for the session.
-    The repr shows the proxy without credentials, never ``proxy_auth``.
+    ``proxy``: the ``http://`` or ``https://`` proxy of every request, without credentials;
+    ``proxy_credentials``: its user name and password, if any (never in the repr).
+    ``trust_env``: take the proxy from ``HTTPS_PROXY``/``HTTP_PROXY`` and honour ``NO_PROXY``
+    when no ``proxy`` is given (aiohttp also reads ``~/.netrc`` then). ``ssl``: an
+    :class:`ssl.SSLContext` (a private CA bundle, a client certificate for mutual TLS), ``None``
+    for the system's CAs; verification can never be switched off (:func:`check_ssl`).
+    ``trace_configs``: aiohttp ``TraceConfig`` objects for the session.
     """
 
     proxy: str | None = None
-    proxy_auth: aiohttp.BasicAuth | None = attrs.field(default=None, repr=False)
+    proxy_credentials: tuple[str, str] | None = attrs.field(default=None, repr=False)
     trust_env: bool = False
     ssl: _ssl.SSLContext | None = attrs.field(default=None, repr=False)
     trace_configs: tuple[aiohttp.TraceConfig, ...] = attrs.field(
@@ -352,16 +354,41 @@ class TransportOptions:
     )
 
     def __attrs_post_init__(self) -> None:
-        # Normalised here, once: whatever path built the options, they hold no URL credentials.
-        if self.proxy is not None:
-            proxy, auth = check_proxy_url(self.proxy, self.proxy_auth)
-            object.__setattr__(self, "proxy", proxy)
-            object.__setattr__(self, "proxy_auth", auth)
-        elif self.proxy_auth is not None:
+        if self.proxy is not None and check_proxy_url(self.proxy)[0] != self.proxy:
+            raise ConfigurationError(
+                "TransportOptions.proxy must be a bare proxy URL: use TransportOptions.of()"
+            )
+        if self.proxy is None and self.proxy_credentials is not None:
             raise ConfigurationError("proxy_auth needs a proxy")
         if not isinstance(self.trust_env, bool):
             raise ConfigurationError("trust_env must be True or False")
-        object.__setattr__(self, "ssl", check_ssl(self.ssl))
+        check_ssl(self.ssl)
         if not all(isinstance(t, aiohttp.TraceConfig) for t in self.trace_configs):
             raise ConfigurationError("trace_configs must be aiohttp.TraceConfig objects")
 
+    @classmethod
+    def of(
+        cls,
+        *,
+        proxy: str | None = None,
+        proxy_auth: aiohttp.BasicAuth | None = None,
+        trust_env: bool = False,
+        ssl: _ssl.SSLContext | None = None,
+        trace_configs: Iterable[aiohttp.TraceConfig] | None = None,
+    ) -> TransportOptions:
+        """The options from aiohttp's names and values (as :class:`~vlens_async.VlensClient`
+        takes them): credentials in the proxy URL or in ``proxy_auth`` are moved aside, ``ssl``
+        ``True`` means ``None``; anything invalid is a :class:`ConfigurationError`."""
+        if proxy is None:
+            if proxy_auth is not None:
+                raise ConfigurationError("proxy_auth needs a proxy")
+            bare, credentials = None, None
+        else:
+            bare, credentials = check_proxy_url(proxy, proxy_auth)
+        return cls(
+            proxy=bare,
+            proxy_credentials=credentials,
+            trust_env=trust_env,
+            ssl=check_ssl(ssl),
+            trace_configs=trace_configs,
+        )

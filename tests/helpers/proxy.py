@@ -15,6 +15,7 @@ import ipaddress
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote
 
 import attrs
 
@@ -56,10 +57,6 @@ class ConnectProxy:
     def url(self) -> str:
         """``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
-
-    def url_with(self, user: str, password: str) -> str:
-        """The URL with ``user:password@`` in it."""
-        return f"http://{user}:{password}@127.0.0.1:{self.port}"
 
     @property
     def opened(self) -> list[Tunnel]:
@@ -209,3 +206,8 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def proxy_url(port: int, user: str, password: str) -> str:
+    """``http://user:password@127.0.0.1:port``, both percent-encoded."""
+    return f"http://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}"
