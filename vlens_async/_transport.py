@@ -93,6 +93,7 @@ __all__ = [
     "Request",
     "connection_error",
     "connection_not_established",
+    "describe_failure",
     "interpret",
     "logger",
     "open_session",
@@ -590,6 +591,16 @@ def _failure_detail(exc: BaseException) -> tuple[type[APIConnectionError], str, 
     return APIConnectionError, "connection failed", ""
 
 
+def describe_failure(exc: BaseException) -> str:
+    """What an aiohttp or OS failure means, in words of ours, with what fixes it when a setting
+    does (a private CA, proxy credentials); never the text of ``exc``, which quotes the URL."""
+    _, detail, fix = _failure_detail(exc)
+    cause_type = type(exc).__name__
+    if fix:
+        return f"{detail} ({cause_type}); {fix}"
+    return f"{detail} ({cause_type}: {_cause_reason(exc)})"
+
+
 def connection_error(request: Request, exc: BaseException) -> APIConnectionError:
     """Our error for an aiohttp or OS failure while sending ``request`` (not chained to ``exc``).
 
@@ -599,14 +610,10 @@ def connection_error(request: Request, exc: BaseException) -> APIConnectionError
     ``cause_type`` (the type name of ``exc``) and ``cause_reason`` (a fixed phrase or an errno
     name), never the text of ``exc``, which quotes the URL and its query string.
     """
-    cls, detail, fix = _failure_detail(exc)
+    cls = _failure_detail(exc)[0]
     cause_type, reason = type(exc).__name__, _cause_reason(exc)
     error = cls(
-        _summary(
-            request,
-            None,
-            f"{detail} ({cause_type}); {fix}" if fix else f"{detail} ({cause_type}: {reason})",
-        ),
+        _summary(request, None, describe_failure(exc)),
         request_id=request.request_id,
         method=request.method,
         path=request.path,

@@ -231,13 +231,14 @@ class VlensClient:
 
     How connections go out (aiohttp's names and meanings; views share them with the session):
     ``proxy`` (``http://`` or ``https://``; credentials in it, percent-encoded, or as
-    ``proxy_auth``, an ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates), ``trust_env`` (the proxy from ``HTTPS_PROXY``, honouring
-    ``NO_PROXY``), ``ssl`` (an :class:`ssl.SSLContext`: a private CA bundle, a client certificate
-    for mutual TLS; ``None`` for the system's CAs) and ``trace_configs`` (aiohttp
-    ``TraceConfig`` objects). TLS certificates are always verified: ``ssl=False``, or a context
-    that does not verify, raises :class:`~vlens_async.errors.ConfigurationError`. A certificate
-    that is not trusted raises :class:`~vlens_async.errors.UntrustedCertificateError`, a proxy's
-    refusal :class:`~vlens_async.errors.ProxyError` (both
+    ``proxy_auth``, an ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates), ``trust_env``
+    (the proxy from ``HTTPS_PROXY``, honouring ``NO_PROXY``), ``ssl`` (an
+    :class:`ssl.SSLContext`: a private CA bundle, a client certificate for mutual TLS; ``None``
+    for the system's CAs) and ``trace_configs`` (aiohttp ``TraceConfig`` objects). TLS
+    certificates are always verified: ``ssl=False``, or a context that does not verify, raises
+    :class:`~vlens_async.errors.ConfigurationError`. A certificate that is not trusted raises
+    :class:`~vlens_async.errors.UntrustedCertificateError`, a proxy's refusal
+    :class:`~vlens_async.errors.ProxyError` (both
     :class:`~vlens_async.errors.APIConnectionError`). Proxy credentials never appear in a repr,
     a log line or a message.
 
