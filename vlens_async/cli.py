@@ -330,7 +330,8 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="URL",
         help="send every request through this http:// or https:// proxy (env VLENS_PROXY); "
-        "credentials as user:password@ in it, percent-encoded, are never printed",
+        "credentials go in it as user:password@ (percent-encoded) and are never printed, but "
+        f"on the command line they are {_SECRET_WARNING}: prefer VLENS_PROXY",
     )
     p.add_argument(
         "--ca-bundle",

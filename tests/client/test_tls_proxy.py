@@ -25,6 +25,7 @@ from vlens_async import (
     UntrustedCertificateError,
     VlensClient,
 )
+from vlens_async.config import TransportOptions
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from vlens_async.samples import make_applicant
 
@@ -383,3 +384,15 @@ def test_bad_transport_options_are_configuration_errors(options: dict[str, Any],
         VlensClient("key", base_url="https://vlens.test", **options)
     assert says in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_transport_options_take_credentials_out_of_the_proxy_url() -> None:
+    """TransportOptions.of keeps the bare proxy URL (shown in its repr) and the decoded
+    credentials aside (never shown); built directly, it refuses a URL with credentials."""
+    options = TransportOptions.of(proxy=proxy_url(3128, PROXY_USER, PROXY_PASSWORD))
+    assert options.proxy == "http://127.0.0.1:3128"
+    assert options.proxy_credentials == (PROXY_USER, PROXY_PASSWORD)
+    assert "http://127.0.0.1:3128" in repr(options)
+    assert PROXY_USER not in repr(options)
+    with pytest.raises(ConfigurationError, match="bare proxy URL"):
+        TransportOptions(proxy=proxy_url(3128, PROXY_USER, PROXY_PASSWORD))
