@@ -4,13 +4,40 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-_SERVICE_ENV = ("VLENS_BASE_URL", "VLENS_API_KEY", "VLENS_ACCESS_TOKEN", "VLENS_TENANCY_NAME")
+if TYPE_CHECKING:
+    from tests.helpers.tls import TestPKI
+
+_SERVICE_ENV = (
+    "VLENS_BASE_URL",
+    "VLENS_API_KEY",
+    "VLENS_ACCESS_TOKEN",
+    "VLENS_TENANCY_NAME",
+    "VLENS_PROXY",
+    "VLENS_CA_BUNDLE",
+)
+# What aiohttp reads with trust_env=True (and urllib in either case), both spellings.
+_PROXY_ENV = tuple(
+    spelling
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    for spelling in (name, name.upper())
+)
 
 
 @pytest.fixture(autouse=True)
 def no_real_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reaches a real service, whatever the developer's environment says."""
-    for name in _SERVICE_ENV:
+    """No test reaches a real service or a proxy, whatever the developer's environment says."""
+    for name in (*_SERVICE_ENV, *_PROXY_ENV):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def pki() -> TestPKI:
+    """A CA made for this test session (trustme), with a server certificate for 127.0.0.1 and
+    localhost and a client certificate."""
+    from tests.helpers.tls import TestPKI
+
+    return TestPKI.make()

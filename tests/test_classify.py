@@ -34,6 +34,13 @@ def too_large(status: int) -> errors.APIError:
     return errors.too_large_error_class(status)("m", status=status, limit=1024)
 
 
+def proxy_error(status: int | None) -> errors.ProxyError:
+    """A ProxyError as the transport builds it: ``proxy_status`` set when the proxy answered."""
+    error = errors.ProxyError("m")
+    error.proxy_status = status
+    return error
+
+
 # One instance of every exception class in errors.__all__ (exact type), then combined
 # status+code classes and errors that are not ours.
 KINDS: list[tuple[BaseException, Kind]] = [
@@ -58,6 +65,12 @@ KINDS: list[tuple[BaseException, Kind]] = [
     (errors.APIError("m"), TRANSIENT),
     (errors.APIConnectionError("m"), TRANSIENT),
     (errors.APITimeoutError("m"), TRANSIENT),
+    # the same certificate on every connection, a proxy's 4xx for every request: operators'
+    (errors.UntrustedCertificateError("m"), FATAL),
+    (proxy_error(407), FATAL),
+    (proxy_error(403), FATAL),
+    (proxy_error(502), TRANSIENT),
+    (proxy_error(None), TRANSIENT),  # the proxy refused the connection (restarting, say)
     (errors.ResponseDecodeError("m", body=b"<html>"), TRANSIENT),
     # past max_response_bytes: the same answer would come back; someone has to look
     (errors.ResponseTooLargeError("m", status=200, limit=1024), FAULT),
@@ -176,6 +189,10 @@ def test_the_default_policy_statuses_are_the_ones_assumed_below() -> None:
         (api(500, 0), True),
         (errors.APIConnectionError("reset"), True),
         (errors.APITimeoutError("slow"), True),
+        (errors.UntrustedCertificateError("untrusted"), False),
+        (proxy_error(407), False),
+        (proxy_error(503), True),
+        (proxy_error(None), True),
         (api(502, 3010), False),  # an expired card on a 502 is still an expired card
         (api(503, 4001), False),  # the bundle on a 503 is still the bundle
         (api(503, 4207), False),

@@ -167,6 +167,8 @@ def small_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as env:  # the embedded emulator, never a real tenant
         for name in ("VLENS_BASE_URL", "VLENS_API_KEY", "VLENS_ACCESS_TOKEN", "VLENS_TENANCY_NAME"):
             env.delenv(name, raising=False)
+        for name in ("VLENS_PROXY", "VLENS_CA_BUNDLE"):  # a bad one would stop the demo
+            env.delenv(name, raising=False)
         assert main(argv) == 0
     return folder / "applicants" / "manifest.csv"
 

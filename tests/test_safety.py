@@ -444,6 +444,8 @@ def url_quoting_failures() -> list[BaseException]:
         aiohttp.ClientConnectorDNSError(key, OSError(-2, f"Name not known {url}")),
         aiohttp.ClientConnectorCertificateError(key, ssl.SSLCertVerificationError(f"bad {url}")),
         aiohttp.ClientConnectorSSLError(key, ssl.SSLError(f"handshake {url}")),
+        aiohttp.ClientProxyConnectionError(key, OSError(111, f"Connect call failed {url}")),
+        aiohttp.ClientHttpProxyError(info, (), status=407, message=f"auth {url}"),
         aiohttp.ServerDisconnectedError(f"Server disconnected {url}"),
         aiohttp.ClientPayloadError(f"Response payload is not completed {url}"),
         aiohttp.InvalidUrlClientError(str(url)),

@@ -12,7 +12,8 @@ INPUT       we refused the input before sending it (unreadable,      ``user``
 TRANSIENT   nothing was decided (connection, timeout, 5xx, 429,      ``retry``
             code 4003, a garbled body): the same request may pass
 FATAL       wrong for every applicant alike (credentials,            ``operator``
-            permissions, the tenant's bundle): stop and alert
+            permissions, the tenant's bundle, an untrusted TLS
+            certificate, a proxy refusing with a 4xx): stop, alert
 FAULT       a mistake on our side of the wire (bad option, illegal   ``operator``
             step, unknown path, bad manifest)
 ==========  =======================================================  ==========
@@ -40,6 +41,7 @@ from .errors import (
     InternalServerError,
     InvalidNationalIdError,
     PermissionDeniedError,
+    ProxyError,
     RateLimitError,
     RequestTimeoutError,
     ResponseDecodeError,
@@ -47,6 +49,7 @@ from .errors import (
     TooManyAttemptsError,
     UnprocessableEntityError,
     UnsupportedMediaTypeError,
+    UntrustedCertificateError,
     ValidationFailedError,
     VerificationFailedError,
     VlensAPIError,
@@ -84,6 +87,8 @@ _TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
     (BundleError, Kind.FATAL),
     (AuthenticationError, Kind.FATAL),
     (PermissionDeniedError, Kind.FATAL),
+    # The same certificate comes back on every connection: trusting its CA is a setting.
+    (UntrustedCertificateError, Kind.FATAL),
     (APIConnectionError, Kind.TRANSIENT),
     # Past the client's own max_response_bytes: asking again gets the same answer; someone has to
     # look (the limit, or the server). One on a 401 or 403 is also that status class (the
@@ -126,6 +131,8 @@ def kind(exc: BaseException) -> Kind:
     """
     if _wrong_shape(exc):
         return Kind.FAULT
+    if _proxy_refused(exc):
+        return Kind.FATAL
     unreadable_status = isinstance(exc, ResponseDecodeError) and isinstance(exc, APIStatusError)
     for cls, result in _TABLE:
         if unreadable_status and cls is ResponseDecodeError:
@@ -143,6 +150,14 @@ def _wrong_shape(exc: BaseException) -> bool:
     if not isinstance(exc, ResponseDecodeError) or exc.envelope is None:
         return False
     return exc.status is None or 200 <= exc.status < 300
+
+
+def _proxy_refused(exc: BaseException) -> bool:
+    # A proxy's 4xx to CONNECT (407 credentials, 403 policy) comes back the same for every
+    # request; its 5xx (it could not reach the service) is transient, like a refused connection.
+    if not isinstance(exc, ProxyError) or exc.proxy_status is None:
+        return False
+    return 400 <= exc.proxy_status < 500
 
 
 def audience(exc: BaseException) -> Audience:

@@ -7,7 +7,9 @@ included (``?emailOrPhoneNumber=%2B2012...``), so they are never chained (neithe
 reason on ``cause_reason`` instead (see :func:`connection_error`).
 
 - no usable response (DNS, refused, reset, a body cut short) -> :class:`APIConnectionError`;
-  no response in time -> :class:`APITimeoutError`;
+  no response in time -> :class:`APITimeoutError`; a server certificate that was not trusted ->
+  :class:`UntrustedCertificateError` (naming the option that trusts a private CA); a proxy that
+  refused the connection or answered ``CONNECT`` with an error (407) -> :class:`ProxyError`;
 - a non-2xx status -> the class :func:`api_error_class` picks from the status and the envelope's
   ``error_code`` (both failure styles caught by either ``except``);
 - a 2xx whose body is not the envelope (HTML, truncated JSON, not an object) -> ResponseDecodeError,
@@ -62,13 +64,22 @@ from typing import Any, Final, Protocol, TypeVar
 import aiohttp
 import attrs
 import orjson
+import yarl
 
-from .config import DEFAULT_MAX_RESPONSE_BYTES, OFFLOAD_THRESHOLD_BYTES
+from .config import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    OFFLOAD_THRESHOLD_BYTES,
+    TRUST_CA_HINT,
+    TransportOptions,
+    check_ssl,
+)
 from .errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    ProxyError,
     ResponseDecodeError,
+    UntrustedCertificateError,
     ValidationFailedError,
     api_error_class,
     decode_error_class,
@@ -81,8 +92,10 @@ __all__ = [
     "Request",
     "connection_error",
     "connection_not_established",
+    "describe_failure",
     "interpret",
     "logger",
+    "open_session",
     "send",
 ]
 
@@ -507,6 +520,7 @@ _CAUSE_REASONS: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (aiohttp.ServerDisconnectedError, "the server closed the connection"),
     (aiohttp.ClientPayloadError, "the response body was cut short"),
     (aiohttp.InvalidURL, "the request URL is invalid"),
+    (aiohttp.ClientHttpProxyError, "the proxy refused to open a tunnel"),
     (aiohttp.ClientResponseError, "aiohttp refused the response"),
 )
 
@@ -522,32 +536,94 @@ def _cause_reason(exc: BaseException) -> str:
     return "the connection failed"
 
 
+# What an untrusted certificate's OpenSSL verify code means, in words of ours.
+_CERT_PROBLEMS: Final = {
+    10: "it has expired",
+    18: "it is self-signed",
+    19: "a self-signed certificate is in its chain",
+    20: "its issuer is unknown",
+    62: "it was issued for another host name",
+}
+
+
+def _untrusted(exc: aiohttp.ClientConnectorCertificateError) -> tuple[str, str]:
+    # OpenSSL sets verify_code; an error made by hand (a test double) may have none.
+    code = getattr(exc.certificate_error, "verify_code", None)
+    problem = _CERT_PROBLEMS.get(code if isinstance(code, int) else -1, "it did not verify")
+    return (
+        f"the server's TLS certificate was not trusted ({problem})",
+        f"if a private CA signed it (a TLS-inspecting proxy's, say), trust it: {TRUST_CA_HINT}",
+    )
+
+
+def _proxy_refusal(status: int) -> tuple[str, str]:
+    if status == 407:
+        return (
+            "the proxy refused: 407, it wants credentials or refused the ones given",
+            "give them as proxy_auth or user:password@ in the proxy URL",
+        )
+    if status == 403:
+        return "the proxy refused: 403, its policy does not allow this host", ""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "HTTP error"
+    return f"the proxy refused to open a tunnel: {status} {phrase}", ""
+
+
+def _failure_detail(exc: BaseException) -> tuple[type[APIConnectionError], str, str]:
+    """Our error class, what happened and what fixes it, in words of ours (never the text of
+    ``exc``)."""
+    if isinstance(exc, TimeoutError):
+        return APITimeoutError, "timed out", ""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UntrustedCertificateError, *_untrusted(exc)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return ProxyError, *_proxy_refusal(exc.status)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        # The proxy's own host and port (aiohttp took any credentials out of its URL).
+        return ProxyError, f"could not connect to the proxy {exc.host}:{exc.port}", ""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return APIConnectionError, "the connection closed before the whole body arrived", ""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError, "could not connect", ""
+    return APIConnectionError, "connection failed", ""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What an aiohttp or OS failure means, in words of ours, with what fixes it when a setting
+    does (a private CA, proxy credentials); never the text of ``exc``, which quotes the URL."""
+    _, detail, fix = _failure_detail(exc)
+    cause_type = type(exc).__name__
+    if fix:
+        return f"{detail} ({cause_type}); {fix}"
+    return f"{detail} ({cause_type}: {_cause_reason(exc)})"
+
+
 def connection_error(request: Request, exc: BaseException) -> APIConnectionError:
     """Our error for an aiohttp or OS failure while sending ``request`` (not chained to ``exc``).
 
-    A timeout becomes :class:`APITimeoutError`, anything else :class:`APIConnectionError`. The
-    error carries ``cause_type`` (the type name of ``exc``) and ``cause_reason`` (a fixed phrase
-    or an errno name), never the text of ``exc``, which quotes the URL and its query string.
+    A timeout becomes :class:`APITimeoutError`, a certificate that was not trusted
+    :class:`UntrustedCertificateError`, a proxy's refusal :class:`ProxyError` (its status on
+    ``proxy_status``), anything else :class:`APIConnectionError`. The error carries
+    ``cause_type`` (the type name of ``exc``) and ``cause_reason`` (a fixed phrase or an errno
+    name), never the text of ``exc``, which quotes the URL and its query string.
     """
-    cls: type[APIConnectionError] = APIConnectionError
-    if isinstance(exc, TimeoutError):
-        cls, detail = APITimeoutError, "timed out"
-    elif isinstance(exc, aiohttp.ClientPayloadError):
-        detail = "the connection closed before the whole body arrived"
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        detail = "could not connect"
-    else:
-        detail = "connection failed"
+    cls = _failure_detail(exc)[0]
     cause_type, reason = type(exc).__name__, _cause_reason(exc)
     error = cls(
-        _summary(request, None, f"{detail} ({cause_type}: {reason})"),
+        _summary(request, None, describe_failure(exc)),
         request_id=request.request_id,
         method=request.method,
         path=request.path,
     )
     error.cause_type, error.cause_reason = cause_type, reason
-    # Refused, unresolvable, TLS failed: the request provably never left this process.
-    vars(error)[_NEVER_SENT] = isinstance(exc, aiohttp.ClientConnectorError)
+    if isinstance(error, ProxyError) and isinstance(exc, aiohttp.ClientHttpProxyError):
+        error.proxy_status = exc.status
+    # Refused, unresolvable, TLS failed, no tunnel: the request provably never left this process.
+    vars(error)[_NEVER_SENT] = isinstance(
+        exc, aiohttp.ClientConnectorError | aiohttp.ClientHttpProxyError
+    )
     return error
 
 
@@ -570,6 +646,8 @@ def _outcome(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "truncated"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"proxy-{exc.status}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect-error"
     return "connection-error"
@@ -673,3 +751,28 @@ async def _conclude(
     if len(body) > OFFLOAD_THRESHOLD_BYTES:
         return await asyncio.to_thread(_conclude_now, request, status, body, decode, retry_after)
     return _conclude_now(request, status, body, decode, retry_after)
+
+
+def open_session(
+    options: TransportOptions, *, limit: int, timeout: aiohttp.ClientTimeout
+) -> aiohttp.ClientSession:
+    """A session whose every connection follows ``options`` (proxy, environment, TLS, traces).
+
+    The one place a session is made: the client's, and the CLI's reachability check before a
+    bulk job. At most ``limit`` connections; ``timeout`` is the session's default.
+    """
+    context = check_ssl(options.ssl)  # again: an SSLContext can be changed after it was given
+    proxy = None if options.proxy is None else yarl.URL(options.proxy)
+    if proxy is not None and options.proxy_credentials is not None:
+        # In the URL, which aiohttp turns into Proxy-Authorization; its proxy_auth= and
+        # BasicAuth are deprecated (aiohttp 3.14).
+        proxy = proxy.with_user(options.proxy_credentials[0]).with_password(
+            options.proxy_credentials[1]
+        )
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=True if context is None else context),
+        timeout=timeout,
+        proxy=proxy,
+        trust_env=options.trust_env,
+        trace_configs=list(options.trace_configs) or None,
+    )

@@ -34,6 +34,8 @@ from vlens_async._version import version
 from vlens_async.errors import VlensError
 
 if TYPE_CHECKING:
+    import ssl
+
     from vlens_async.bulk import BulkSummary, RateLimit
     from vlens_async.client import VlensClient
     from vlens_async.emulator import EmulatorConfig
@@ -112,14 +114,59 @@ def _add_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="DIR",
         help="write images evicted by the caps to DIR instead of dropping them",
     )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate chain (its key in it or in --tls-key)",
+    )
+    p.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="the key of --tls-cert (PEM)"
+    )
+    p.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --tls-cert: require client certificates signed by this PEM CA (mutual TLS)",
+    )
     p.set_defaults(func=cmd_emulator)
+
+
+def _emulator_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server context of ``--tls-cert``/``--tls-key``/``--tls-client-ca``, files checked."""
+    import ssl
+
+    from vlens_async.emulator import server_tls_context
+
+    if args.tls_cert is None:
+        extra = "--tls-key" if args.tls_key is not None else "--tls-client-ca"
+        if args.tls_key is not None or args.tls_client_ca is not None:
+            raise _CliError(f"{extra} needs --tls-cert")
+        return None
+    for flag in ("--tls-cert", "--tls-key", "--tls-client-ca"):
+        path = getattr(args, flag[2:].replace("-", "_"))
+        if path is not None:
+            _check_file(flag, path)
+    try:
+        return server_tls_context(args.tls_cert, args.tls_key, client_ca=args.tls_client_ca)
+    except ssl.SSLError:
+        raise _CliError(
+            "--tls-cert/--tls-key/--tls-client-ca: not PEM, or the key does not match"
+            " the certificate"
+        ) from None
+    except OSError as exc:
+        raise _CliError(f"--tls-cert/--tls-key: cannot read them ({type(exc).__name__})") from None
 
 
 def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
     from vlens_async.emulator import EmulatorConfig, FaultConfig
 
     faults = FaultConfig.parse(args.faults, args.latency)
-    config = EmulatorConfig(seed=args.seed, faults=faults, image_spill_dir=args.spill_dir)
+    config = EmulatorConfig(
+        seed=args.seed, faults=faults, image_spill_dir=args.spill_dir, tls=_emulator_tls(args)
+    )
     if args.image_cap_bytes is not None:
         config = attrs.evolve(config, image_store_max_bytes=args.image_cap_bytes)
     if args.image_cap_count is not None:
@@ -161,6 +208,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         faults = config.faults.spec()
         if config.faults.rules or config.faults.latency:
             lines.append(f"  faults:        {faults['faults']}  latency: {faults['latency']}")
+        if args.tls_client_ca is not None:
+            lines.append("  mutual TLS:    clients must present a certificate (--tls-client-ca)")
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
 
@@ -201,6 +250,14 @@ _FLAG_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(?<!-)\bwithout resume\b", "without --resume"),
         (r"\bmax_bytes\b", "--max-bytes"),
         (r"\bmax_side\b", "--max-side"),
+        (
+            r"ssl=ssl\.create_default_context\(cafile=\.\.\.\)",
+            "--ca-bundle FILE (or VLENS_CA_BUNDLE)",
+        ),
+        (
+            r"\bproxy_auth or user:password@ in the proxy URL",
+            "user:password@ in --proxy or VLENS_PROXY",
+        ),
         (r"^concurrency\b", "--concurrency"),
     )
 )
@@ -268,12 +325,43 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow plain http:// to a non-loopback host (never with real identity data)",
     )
+    p.add_argument(
+        "--proxy",
+        default=None,
+        metavar="URL",
+        help="send every request through this http:// or https:// proxy (env VLENS_PROXY); "
+        "credentials go in it as user:password@ (percent-encoded) and are never printed, but "
+        f"on the command line they are {_SECRET_WARNING}: prefer VLENS_PROXY",
+    )
+    p.add_argument(
+        "--ca-bundle",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="trust the CA certificates in this PEM file instead of the system's, e.g. a "
+        "TLS-inspecting proxy's (env VLENS_CA_BUNDLE); certificates are always verified",
+    )
+    p.add_argument(
+        "--client-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="present this PEM certificate (mutual TLS); its key in it or in --client-key",
+    )
+    p.add_argument(
+        "--client-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the private key of --client-cert (PEM, not encrypted)",
+    )
 
 
 @attrs.frozen
 class Service:
     """The service a command talks to: the embedded emulator (``emulator`` true, and ``why``), or
-    ``base_url`` with its credentials. Its repr never shows the credentials."""
+    ``base_url`` with its credentials and ``connection``, the client's keyword arguments for the
+    way there (``proxy``, ``ssl``). Its repr never shows the credentials or the connection."""
 
     emulator: bool
     why: str = ""
@@ -282,6 +370,7 @@ class Service:
     token: str | None = attrs.field(default=None, repr=False)
     tenancy_name: str | None = None
     allow_insecure_http: bool = False
+    connection: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
 def _read_secret(path: Path | None, flag: str) -> str | None:
@@ -347,6 +436,8 @@ def resolve_service(args: argparse.Namespace, *, synthetic: bool = False) -> Ser
     from vlens_async import config
     from vlens_async.config import check_base_url
 
+    connection, given = _connection_options(args)
+    unused = f"; {', '.join(given)} not used" if given else ""
     if args.emulator:
         if args.base_url:
             raise _CliError("--emulator and --base-url exclude each other: give one of them")
@@ -358,17 +449,18 @@ def resolve_service(args: argparse.Namespace, *, synthetic: bool = False) -> Ser
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise _CliError(f"--emulator takes no credentials (it has its own): drop {flag}")
-        return Service(emulator=True, why="--emulator")
+        return Service(emulator=True, why="--emulator" + unused)
     api_key, key_source = _credential(args, "api_key", "VLENS_API_KEY")
     token, token_source = _credential(args, "token", "VLENS_ACCESS_TOKEN")
     base_url = args.base_url or os.environ.get("VLENS_BASE_URL") or None
     if base_url is None and api_key is None and token is None:
-        return Service(emulator=True, why="no credentials given")
+        return Service(emulator=True, why="no credentials given" + unused)
     if base_url is None and synthetic:
-        unused = " and ".join(s for s in (key_source, token_source) if s is not None)
+        sources = (key_source, token_source, *given)
         return Service(
             emulator=True,
-            why=f"synthetic data and no --base-url or VLENS_BASE_URL; {unused} not used",
+            why="synthetic data and no --base-url or VLENS_BASE_URL; "
+            f"{' and '.join(s for s in sources if s is not None)} not used",
         )
     if api_key is None:
         raise _CliError(
@@ -385,7 +477,106 @@ def resolve_service(args: argparse.Namespace, *, synthetic: bool = False) -> Ser
         token=token,
         tenancy_name=args.tenancy_name or os.environ.get("VLENS_TENANCY_NAME") or None,
         allow_insecure_http=args.allow_insecure_http,
+        connection=connection,
     )
+
+
+def _connection_options(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """The client's keyword arguments for the way to the service (``proxy``, ``ssl``) from
+    ``--proxy``/``VLENS_PROXY``, ``--ca-bundle``/``VLENS_CA_BUNDLE``, ``--client-cert`` and
+    ``--client-key`` (a flag beats its variable), every file read and checked now; and the
+    flags or variables that gave them. The one place the CLI decides how it connects: every
+    client it makes (:func:`_client`, so ``vlens queue work`` too) and the reachability check
+    before a bulk job use these."""
+    options: dict[str, Any] = {}
+    given: list[str] = []
+    proxy, source = _flag_or_env(args.proxy, "--proxy", "VLENS_PROXY")
+    if proxy is not None:
+        from vlens_async.config import check_proxy_url
+        from vlens_async.errors import ConfigurationError
+
+        try:
+            check_proxy_url(proxy)
+        except ConfigurationError as exc:  # never the URL: it may hold a password
+            raise _CliError(f"{source}: {exc}") from None
+        options["proxy"] = proxy
+        given.append(source)
+    bundle, bundle_source = _flag_or_env(args.ca_bundle, "--ca-bundle", "VLENS_CA_BUNDLE")
+    context = _tls_context(
+        None if bundle is None else Path(bundle), bundle_source, args.client_cert, args.client_key
+    )
+    if context is not None:
+        options["ssl"] = context
+        given += [bundle_source] if bundle is not None else []
+        given += ["--client-cert"] if args.client_cert is not None else []
+    return options, given
+
+
+def _flag_or_env(flag_value: object, flag: str, env_name: str) -> tuple[str | None, str]:
+    """A flag's value, else its variable's (empty counts as unset), and which one it was."""
+    if flag_value is not None:
+        return str(flag_value), flag
+    return os.environ.get(env_name) or None, env_name
+
+
+class _EncryptedKey(Exception):
+    """A private key asks for a password (the CLI never prompts for one)."""
+
+
+def _no_password() -> str:
+    raise _EncryptedKey
+
+
+def _tls_context(
+    bundle: Path | None, bundle_source: str, cert: Path | None, key: Path | None
+) -> ssl.SSLContext | None:
+    """A verifying context trusting ``bundle`` (else the system's CAs) and presenting ``cert``;
+    ``None`` when neither is given. Each file is checked, with one line naming its flag."""
+    import ssl
+
+    if key is not None and cert is None:
+        raise _CliError("--client-key needs --client-cert (the certificate it belongs to)")
+    if bundle is None and cert is None:
+        return None
+    context = ssl.create_default_context() if bundle is None else _trust(bundle, bundle_source)
+    if cert is not None:
+        _present(context, cert, key)
+    return context
+
+
+def _trust(bundle: Path, source: str) -> ssl.SSLContext:
+    """A verifying context that trusts the CA certificates in ``bundle`` only."""
+    import ssl
+
+    _check_file(source, bundle)
+    try:
+        return ssl.create_default_context(cafile=bundle)
+    except ssl.SSLError:
+        raise _CliError(f"{source} {bundle}: not a PEM file of CA certificates") from None
+    except OSError as exc:
+        raise _CliError(f"{source} {bundle}: cannot read it ({type(exc).__name__})") from None
+
+
+def _present(context: ssl.SSLContext, cert: Path, key: Path | None) -> None:
+    """Load the client certificate ``cert`` (and ``key``, unless it is in ``cert``)."""
+    import ssl
+
+    _check_file("--client-cert", cert)
+    if key is not None:
+        _check_file("--client-key", key)
+    try:
+        context.load_cert_chain(cert, key, password=_no_password)
+    except _EncryptedKey:
+        raise _CliError("--client-key: the private key is encrypted; give it unencrypted") from None
+    except ssl.SSLError:
+        where = f"with --client-key {key}" if key else "with its key in it (or give --client-key)"
+        raise _CliError(
+            f"--client-cert {cert}: not a PEM certificate {where}, or they do not match"
+        ) from None
+    except OSError as exc:
+        raise _CliError(
+            f"--client-cert/--client-key: cannot read them ({type(exc).__name__})"
+        ) from None
 
 
 def _announce(command: str, service: Service, detail: str = "") -> None:
@@ -416,6 +607,7 @@ async def _client(
             access_token=service.token,
             tenancy_name=service.tenancy_name,
             allow_insecure_http=service.allow_insecure_http,
+            **service.connection,
         ) as client:
             yield client
         return
@@ -922,24 +1114,34 @@ async def _bulk(
         )
 
 
-async def _check_reachable(base_url: str) -> None:
+async def _check_reachable(service: Service) -> None:
     """Refuse to start a job against a service that does not answer at all (exit status 2).
 
     Without this every applicant would retry its way to ``error`` and the job would exit 0. Any
-    HTTP answer, even a 404 or a 401, proves the service is there.
+    HTTP answer, even a 404 or a 401, proves the service is there. It goes the way the job's
+    client goes (the same ``connection``: proxy, CA bundle, client certificate), through the
+    session the client would open, and says what failed in the client's words.
     """
     import aiohttp
 
-    host = urlsplit(base_url).hostname or base_url
+    from vlens_async._transport import describe_failure, open_session
+    from vlens_async.config import TransportOptions
+
+    assert service.base_url is not None
+    host = urlsplit(service.base_url).hostname or service.base_url
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_PROBE_TIMEOUT)) as session,
-            session.get(base_url, allow_redirects=False),
+            open_session(
+                TransportOptions.of(**service.connection),
+                limit=1,
+                timeout=aiohttp.ClientTimeout(total=_PROBE_TIMEOUT),
+            ) as session,
+            session.get(service.base_url, allow_redirects=False),
         ):
             return
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # Not chained, and no URL: aiohttp's texts quote it whole.
-        raise _CliError(f"cannot reach {host} ({type(exc).__name__})") from None
+        raise _CliError(f"cannot reach {host}: {cli_words(describe_failure(exc))}") from None
 
 
 _RESUME_HINT = re.compile(r"run again with (?:--)?resume\b(?P<rest> to finish them)?")
@@ -973,7 +1175,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     _check_job_paths(args)
     rate = _job_options(args)
     if service.base_url is not None:
-        asyncio.run(_check_reachable(service.base_url))
+        asyncio.run(_check_reachable(service))
     _announce("bulk", service)
     return _report(asyncio.run(_bulk(args, service, rate)), "bulk")
 
@@ -1044,7 +1246,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.folder.exists() and not args.folder.is_dir():
         raise _CliError(f"--folder {args.folder}: is a file, not a folder")
     if service.base_url is not None:
-        asyncio.run(_check_reachable(service.base_url))
+        asyncio.run(_check_reachable(service))
     _announce("demo", service, f"latency {args.latency}, faults {args.faults or 'none'}")
     if service.base_url is not None:
         print(

@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import logging
 import os
+import ssl
 import sys
 import time
 import warnings
@@ -31,7 +32,7 @@ from . import _uploads, _wire
 from ._ids import new_request_id, new_transaction_id
 from ._retrying import is_retryable, run_with_retries
 from ._telemetry import NO_TELEMETRY, CallScope, Telemetry
-from ._transport import EnvelopeModel, Request, connection_not_established, send
+from ._transport import EnvelopeModel, Request, connection_not_established, open_session, send
 from ._version import user_agent
 from .auth import AuthProvider, StaticToken
 from .config import (
@@ -44,6 +45,7 @@ from .config import (
     NotGiven,
     RetryPolicy,
     Timeouts,
+    TransportOptions,
     check_header_value,
     given_or,
     header_safe,
@@ -112,11 +114,13 @@ configure_logging_from_env()
 
 @attrs.define
 class _Shared:
-    """What a client and all its views share: the API key and the session."""
+    """What a client and all its views share: the API key and the session (and how its
+    connections go out)."""
 
     api_key: str = attrs.field(repr=False)
     base_url: str
     connector_limit: int
+    transport: TransportOptions
     state: Literal["new", "open", "closed"] = "new"
     session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False)
     telemetry: Telemetry = attrs.field(default=NO_TELEMETRY, repr=False)
@@ -226,7 +230,20 @@ class VlensClient:
     ``timeouts`` and ``retry`` are the defaults for every call (each call may override them);
     ``prepare_images`` runs documents and faces through :mod:`vlens_async.images` before sending
     (each call may override it with ``prepare=``). Plain ``http://`` is refused for hosts other
-    than loopback unless ``allow_insecure_http``; TLS certificates are always verified.
+    than loopback unless ``allow_insecure_http``.
+
+    How connections go out (aiohttp's names and meanings; views share them with the session):
+    ``proxy`` (``http://`` or ``https://``; credentials in it, percent-encoded, or as
+    ``proxy_auth``, an ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates), ``trust_env``
+    (the proxy from ``HTTPS_PROXY``, honouring ``NO_PROXY``), ``ssl`` (an
+    :class:`ssl.SSLContext`: a private CA bundle, a client certificate for mutual TLS; ``None``
+    for the system's CAs) and ``trace_configs`` (aiohttp ``TraceConfig`` objects). TLS
+    certificates are always verified: ``ssl=False``, or a context that does not verify, raises
+    :class:`~vlens_async.errors.ConfigurationError`. A certificate that is not trusted raises
+    :class:`~vlens_async.errors.UntrustedCertificateError`, a proxy's refusal
+    :class:`~vlens_async.errors.ProxyError` (both
+    :class:`~vlens_async.errors.APIConnectionError`). Proxy credentials never appear in a repr,
+    a log line or a message.
 
     ``max_response_bytes`` bounds every response body, as sent and once inflated (default
     :data:`~vlens_async.config.DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB, far above the largest real
@@ -253,6 +270,11 @@ class VlensClient:
         prepare_images: bool = True,
         allow_insecure_http: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        proxy: str | None = None,
+        proxy_auth: aiohttp.BasicAuth | None = None,
+        trust_env: bool = False,
+        ssl: ssl.SSLContext | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         if not api_key:
@@ -273,8 +295,17 @@ class VlensClient:
             allow_insecure_http=allow_insecure_http,
             max_response_bytes=max_response_bytes,
         )
+        transport = TransportOptions.of(
+            proxy=proxy,
+            proxy_auth=proxy_auth,
+            trust_env=trust_env,
+            ssl=ssl,
+            trace_configs=trace_configs,
+        )
         base = config.base_url.rstrip("/")
-        self._shared = _Shared(api_key=api_key, base_url=base, connector_limit=connector_limit)
+        self._shared = _Shared(
+            api_key=api_key, base_url=base, connector_limit=connector_limit, transport=transport
+        )
         if telemetry is not None:
             self._shared.telemetry = telemetry
         self._owner = True
@@ -304,11 +335,10 @@ class VlensClient:
             raise ClientClosedError("this client is closed; create a new one")
         if self._shared.state == "open":
             raise ConfigurationError("this client is already open")
-        connector = aiohttp.TCPConnector(limit=self._shared.connector_limit)
-        self._shared.session = aiohttp.ClientSession(
-            connector=connector,
+        self._shared.session = open_session(
+            self._shared.transport,
+            limit=self._shared.connector_limit,
             timeout=aiohttp.ClientTimeout(total=None),  # every request sets its own
-            trust_env=False,
         )
         self._shared.state = "open"
         return self
@@ -363,9 +393,11 @@ class VlensClient:
 
     def __repr__(self) -> str:
         view = "" if self._owner else ", view=True"
+        proxy = self._shared.transport.proxy  # never with credentials (TransportOptions)
+        via = f", proxy={proxy!r}" if proxy else ""
         return (
             f"VlensClient(base_url={self._shared.base_url!r}, auth={self._auth!r}, "
-            f"state={self._shared.state!r}{view})"
+            f"state={self._shared.state!r}{via}{view})"
         )
 
     def _session(self) -> aiohttp.ClientSession:

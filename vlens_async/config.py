@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from typing import Final, Literal, TypeAlias, TypeVar
-from urllib.parse import urlsplit
+import ssl as _ssl
+from collections.abc import Iterable
+from typing import Any, Final, Literal, TypeAlias, TypeVar
+from urllib.parse import unquote, urlsplit
 
+import aiohttp
 import attrs
 
 from .errors import ConfigurationError
@@ -31,13 +34,17 @@ __all__ = [
     "NOT_GIVEN",
     "OFFLOAD_THRESHOLD_BYTES",
     "SERVER_MAX_IMAGE_BYTES",
+    "TRUST_CA_HINT",
     "ClientConfig",
     "NotGiven",
     "NotGivenOr",
     "RetryPolicy",
     "Timeouts",
+    "TransportOptions",
     "check_base_url",
     "check_header_value",
+    "check_proxy_url",
+    "check_ssl",
     "given_or",
     "header_safe",
 ]
@@ -246,3 +253,142 @@ def header_safe(value: str) -> bool:
     """True when ``value`` can travel in an HTTP header as a token: visible ASCII only, no space,
     no control character (CR, LF, NUL, DEL...) and nothing aiohttp would refuse to encode."""
     return bool(value) and value.isascii() and value.isprintable() and " " not in value
+
+
+# The one hint for a certificate that was not trusted, and for ssl=False: the CLI shows it as its
+# own flags (``cli.cli_words``).
+TRUST_CA_HINT: Final = "ssl=ssl.create_default_context(cafile=...)"
+
+
+def check_ssl(value: object) -> _ssl.SSLContext | None:
+    """Return the ``ssl`` option as an :class:`ssl.SSLContext`, or ``None`` for the default
+    verification (``None`` or ``True``, as aiohttp takes them).
+
+    Certificate verification can never be switched off: ``ssl=False``, a context whose
+    ``verify_mode`` is ``CERT_NONE`` or whose ``check_hostname`` is false, and anything else
+    (an ``aiohttp.Fingerprint``, a path) raise :class:`ConfigurationError`.
+    """
+    if value is None or value is True:
+        return None
+    if value is False:
+        raise ConfigurationError(
+            "ssl=False would switch certificate verification off, which this client never does;"
+            f" to trust a private CA pass {TRUST_CA_HINT}"
+        )
+    if not isinstance(value, _ssl.SSLContext):
+        raise ConfigurationError(
+            f"ssl must be an ssl.SSLContext or None, got {type(value).__name__}"
+        )
+    if value.verify_mode == _ssl.CERT_NONE or not value.check_hostname:
+        raise ConfigurationError(
+            "the SSLContext given as ssl does not verify certificates (verify_mode CERT_NONE or"
+            " check_hostname False), which this client never allows; start from"
+            f" {TRUST_CA_HINT}"
+        )
+    return value
+
+
+def check_proxy_url(
+    proxy: object, proxy_auth: aiohttp.BasicAuth | None = None
+) -> tuple[str, tuple[str, str] | None]:
+    """Validate a proxy URL; return it without credentials, and the credentials, if any.
+
+    ``http://`` or ``https://`` with a host and an optional port, nothing else. Credentials may
+    come in the URL (``http://user:password@proxy:3128``, percent-encoded) or as ``proxy_auth``
+    (an ``aiohttp.BasicAuth``), not both; they are taken out of the URL so that it can be shown.
+    Messages show at most the scheme and the host, never the URL (it may carry a password).
+    """
+    if not isinstance(proxy, str) or not proxy.strip():
+        raise ConfigurationError("proxy must be a URL such as http://proxy.example:3128")
+    try:
+        parts = urlsplit(proxy.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number or too big
+        raise ConfigurationError("proxy is not a valid URL (check its host and port)") from None
+    scheme = parts.scheme if parts.netloc else ""
+    if scheme not in ("http", "https"):
+        shown = f" (got {scheme}://)" if scheme else ""
+        raise ConfigurationError(f"proxy must be an http:// or https:// URL{shown}")
+    if not host:
+        raise ConfigurationError(f"proxy has no host (got {scheme}://)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigurationError(f"proxy must be {scheme}://host[:port], without a path or query")
+    if proxy_auth is not None and not isinstance(proxy_auth, aiohttp.BasicAuth):
+        raise ConfigurationError("proxy_auth must be an aiohttp.BasicAuth or None")
+    credentials = None if proxy_auth is None else (proxy_auth.login, proxy_auth.password)
+    if parts.username is not None or parts.password is not None:
+        if credentials is not None:
+            raise ConfigurationError(
+                "the proxy's credentials are given twice: in the proxy URL and as proxy_auth"
+            )
+        credentials = (unquote(parts.username or ""), unquote(parts.password or ""))
+    if credentials is not None and ":" in credentials[0]:
+        raise ConfigurationError("the proxy's user name must not contain ':'")
+    shown_host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown_host}{'' if port is None else f':{port}'}", credentials
+
+
+def _tuple_of(value: Iterable[Any] | None) -> tuple[Any, ...]:
+    return tuple(value or ())
+
+
+@attrs.frozen
+class TransportOptions:
+    """How every connection of a client goes out; made by :meth:`of` from aiohttp's options.
+
+    ``proxy``: the ``http://`` or ``https://`` proxy of every request, without credentials;
+    ``proxy_credentials``: its user name and password, if any (never in the repr).
+    ``trust_env``: take the proxy from ``HTTPS_PROXY``/``HTTP_PROXY`` and honour ``NO_PROXY``
+    when no ``proxy`` is given (aiohttp also reads ``~/.netrc`` then). ``ssl``: an
+    :class:`ssl.SSLContext` (a private CA bundle, a client certificate for mutual TLS), ``None``
+    for the system's CAs; verification can never be switched off (:func:`check_ssl`).
+    ``trace_configs``: aiohttp ``TraceConfig`` objects for the session.
+    """
+
+    proxy: str | None = None
+    proxy_credentials: tuple[str, str] | None = attrs.field(default=None, repr=False)
+    trust_env: bool = False
+    ssl: _ssl.SSLContext | None = attrs.field(default=None, repr=False)
+    trace_configs: tuple[aiohttp.TraceConfig, ...] = attrs.field(
+        default=(), converter=_tuple_of, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.proxy is not None and check_proxy_url(self.proxy)[0] != self.proxy:
+            raise ConfigurationError(
+                "TransportOptions.proxy must be a bare proxy URL: use TransportOptions.of()"
+            )
+        if self.proxy is None and self.proxy_credentials is not None:
+            raise ConfigurationError("proxy_auth needs a proxy")
+        if not isinstance(self.trust_env, bool):
+            raise ConfigurationError("trust_env must be True or False")
+        check_ssl(self.ssl)
+        if not all(isinstance(t, aiohttp.TraceConfig) for t in self.trace_configs):
+            raise ConfigurationError("trace_configs must be aiohttp.TraceConfig objects")
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        proxy: str | None = None,
+        proxy_auth: aiohttp.BasicAuth | None = None,
+        trust_env: bool = False,
+        ssl: _ssl.SSLContext | None = None,
+        trace_configs: Iterable[aiohttp.TraceConfig] | None = None,
+    ) -> TransportOptions:
+        """The options from aiohttp's names and values (as :class:`~vlens_async.VlensClient`
+        takes them): credentials in the proxy URL or in ``proxy_auth`` are moved aside, ``ssl``
+        ``True`` means ``None``; anything invalid is a :class:`ConfigurationError`."""
+        if proxy is None:
+            if proxy_auth is not None:
+                raise ConfigurationError("proxy_auth needs a proxy")
+            bare, credentials = None, None
+        else:
+            bare, credentials = check_proxy_url(proxy, proxy_auth)
+        return cls(
+            proxy=bare,
+            proxy_credentials=credentials,
+            trust_env=trust_env,
+            ssl=check_ssl(ssl),
+            trace_configs=trace_configs,
+        )

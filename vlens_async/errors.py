@@ -22,7 +22,9 @@
     │   └── FrameTimingError          frames captured too far apart
     └── APIError                      anything about a call to the service
         ├── APIConnectionError        no usable response (DNS, refused, reset)
-        │   └── APITimeoutError       no response in time, or the deadline ran out
+        │   ├── APITimeoutError       no response in time, or the deadline ran out
+        │   ├── ProxyError            the proxy would not carry the request (407, 403, 502)
+        │   └── UntrustedCertificateError  the server's TLS certificate was not trusted
         ├── ResponseDecodeError       a body that is not the envelope (HTML 502, truncated JSON)
         │   └── ResponseTooLargeError a body over ``max_response_bytes``, sent or inflated
         ├── APIStatusError            a non-2xx status
@@ -93,6 +95,7 @@ __all__ = [
     "MissingInputError",
     "NotFoundError",
     "PermissionDeniedError",
+    "ProxyError",
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseDecodeError",
@@ -103,6 +106,7 @@ __all__ = [
     "UnprocessableEntityError",
     "UnsupportedImageError",
     "UnsupportedMediaTypeError",
+    "UntrustedCertificateError",
     "ValidationFailedError",
     "VerificationFailedError",
     "VlensAPIError",
@@ -364,6 +368,23 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """No response in time, or the total deadline across retries ran out."""
+
+
+class ProxyError(APIConnectionError):
+    """The proxy answered the ``CONNECT`` with an error status, ``proxy_status``: 407 (it wants
+    credentials, or refused the ones given), 403 (its policy refuses this host), 502 (it could
+    not reach the service). The request never reached the service. A 4xx is the operators' to
+    fix and is not retried; a 5xx is transient. The message never holds the proxy's
+    credentials."""
+
+    proxy_status: int | None = None
+
+
+class UntrustedCertificateError(APIConnectionError):
+    """The service's TLS certificate was not trusted (an unknown or private CA, expired, issued
+    for another host), so nothing was sent. Behind a TLS-inspecting proxy, trust its CA with
+    ``ssl=ssl.create_default_context(cafile=...)`` (CLI: ``--ca-bundle``, ``VLENS_CA_BUNDLE``);
+    verification itself is never switched off. The operators' to fix: not retried."""
 
 
 class ResponseDecodeError(APIError):

@@ -13,14 +13,17 @@ Fixtures:
 
 - ``vlens_emulator_config``: the :class:`~vlens_async.emulator.EmulatorConfig` used (override it in
   a ``conftest.py``, or set fields per test with ``@pytest.mark.vlens_emulator(seed=3,
-  tenant={"ntra": False})``).
+  tenant={"ntra": False})``; ``tls=`` a server-side ``ssl.SSLContext`` serves HTTPS, see
+  :func:`vlens_async.emulator.server_tls_context`).
 - ``vlens_emulator`` (async): a fresh emulator on 127.0.0.1, a free port, per test; a
   :class:`~vlens_async.emulator.RunningEmulator` with ``base_url``, ``api_key``,
   ``admin_username``/``admin_password`` (Requests permission), ``viewer_username``/
   ``viewer_password`` (without), ``app``, ``state``, and the control API as methods:
   ``await reset()``, ``set_faults(...)``, ``counters()``, ``otp(phone)``,
   ``configure_tenant(...)``, ``advance_clock(seconds)``, ``transaction(id)``.
-- ``vlens_client`` (async): a ``VlensClient`` for that emulator (API key auth).
+- ``vlens_client`` (async): a ``VlensClient`` for that emulator (API key auth), made with the
+  keyword arguments of ``vlens_client_options`` (none by default; override it to pass
+  ``ssl=`` trusting the CA of an emulator served over HTTPS, or ``proxy=``).
 - ``vlens_emulator_thread`` (sync): the same emulator served from a background thread, for
   synchronous tests; its methods are thread-safe.
 - ``no_backoff``: the client's retries keep their attempt count but never sleep (stamina's
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "no_backoff",
     "pytest_configure",
+    "vlens_client_options",
     "vlens_emulator_config",
     "vlens_emulator_thread",
 ]
@@ -92,6 +96,12 @@ def vlens_emulator_config() -> EmulatorConfig:
 
 
 @pytest.fixture
+def vlens_client_options() -> dict[str, Any]:
+    """Keyword arguments for the ``vlens_client`` fixture's client (override in a conftest.py)."""
+    return {}
+
+
+@pytest.fixture
 def vlens_emulator_thread(
     request: pytest.FixtureRequest, vlens_emulator_config: EmulatorConfig
 ) -> Iterator[BackgroundEmulator]:
@@ -118,10 +128,15 @@ if pytest_asyncio is not None:
             yield emulator
 
     @pytest_asyncio.fixture
-    async def vlens_client(vlens_emulator: RunningEmulator) -> AsyncIterator[VlensClient]:
-        """A ``VlensClient`` talking to the ``vlens_emulator`` fixture with its API key."""
+    async def vlens_client(
+        vlens_emulator: RunningEmulator, vlens_client_options: dict[str, Any]
+    ) -> AsyncIterator[VlensClient]:
+        """A ``VlensClient`` talking to the ``vlens_emulator`` fixture with its API key (and the
+        ``vlens_client_options``)."""
         # Imported here so the plugin loads even where the client cannot be imported.
         from vlens_async.client import VlensClient
 
-        async with VlensClient(vlens_emulator.api_key, base_url=vlens_emulator.base_url) as client:
+        async with VlensClient(
+            vlens_emulator.api_key, base_url=vlens_emulator.base_url, **vlens_client_options
+        ) as client:
             yield client

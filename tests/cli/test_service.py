@@ -291,14 +291,16 @@ def test_emulator_with_an_empty_api_key_is_a_usage_error(
 def test_help_warns_that_command_line_secrets_are_visible(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--help says --api-key and --token are visible in the process list and offers files."""
+    """--help says --api-key, --token and a --proxy with credentials are visible in the process
+    list and offers files or the environment."""
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
     assert info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert text.count("visible to every local user in the process list") == 2
+    assert text.count("visible to every local user in the process list") == 3
     assert "VLENS_API_KEY or --api-key-file" in text
     assert "VLENS_ACCESS_TOKEN or --token-file" in text
+    assert "prefer VLENS_PROXY" in text
 
 
 def test_api_key_and_token_files_are_read_without_their_newline(

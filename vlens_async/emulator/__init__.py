@@ -16,7 +16,7 @@ checks),
 """
 
 from .app import create_app
-from .config import AdminConfig, EmulatorConfig, TenantConfig
+from .config import AdminConfig, EmulatorConfig, TenantConfig, server_tls_context
 from .control import EmulatorControl
 from .faults import FaultConfig, FaultKind, FaultRule, Latency, LatencyRule
 from .httpio import STATE_KEY
@@ -47,4 +47,5 @@ __all__ = [
     "emulator_in_thread",
     "running_emulator",
     "serve_forever",
+    "server_tls_context",
 ]

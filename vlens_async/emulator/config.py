@@ -8,6 +8,7 @@ the control API may change at run time.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any, Final, Literal
@@ -37,6 +38,7 @@ __all__ = [
     "Reader",
     "TenantConfig",
     "UnknownDocuments",
+    "server_tls_context",
 ]
 
 DEFAULT_API_KEY: Final = "emulator-api-key"
@@ -176,7 +178,9 @@ class EmulatorConfig:
     The first tenant is the primary one (its key is what fixtures and the CLI print). Image caps:
     ``image_store_max_bytes`` / ``image_store_max_count`` bound the images kept in memory (oldest
     evicted first); with ``image_spill_dir`` evicted images are written there instead of dropped.
-    ``today`` pins the date used for expiry checks (default: the real UTC date).
+    ``today`` pins the date used for expiry checks (default: the real UTC date). ``tls``, a
+    server-side :class:`ssl.SSLContext` (see :func:`server_tls_context`), serves HTTPS instead of
+    plain HTTP; one that requires client certificates makes it a mutual TLS endpoint.
     ``decode_pixel_budget`` bounds the pixels decoded at once across all requests (synthetic OCR
     waits for its share; an image larger than the budget is decoded alone), in ``decode_threads``
     threads of the emulator's own (the memory a decode took stays with its thread).
@@ -204,6 +208,12 @@ class EmulatorConfig:
     key_variants: bool = True
     card_reader: Reader | None = attrs.field(default=None, eq=False, repr=False)
     face_reader: Reader | None = attrs.field(default=None, eq=False, repr=False)
+    tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
+
+    @tls.validator
+    def _check_tls(self, _: attrs.Attribute[Any], value: ssl.SSLContext | None) -> None:
+        if value is not None and not isinstance(value, ssl.SSLContext):
+            raise ValueError("tls must be an ssl.SSLContext (see server_tls_context) or None")
 
     @decode_pixel_budget.validator
     def _check_budget(self, _: attrs.Attribute[int], value: int) -> None:
@@ -236,3 +246,25 @@ class EmulatorConfig:
         first: TenantConfig = attrs.evolve(self.tenants[0], **changes)
         tenants: tuple[TenantConfig, ...] = (first, *self.tenants[1:])
         return attrs.evolve(self, tenants=tenants)
+
+
+def server_tls_context(
+    cert: str | os.PathLike[str],
+    key: str | os.PathLike[str] | None = None,
+    *,
+    client_ca: str | os.PathLike[str] | None = None,
+) -> ssl.SSLContext:
+    """A context that serves the emulator over HTTPS (TLS 1.2 or later).
+
+    ``cert`` is the server's PEM certificate chain, ``key`` its private key (``None`` when the
+    key is in ``cert``). With ``client_ca`` (PEM), a client must present a certificate signed by
+    it (mutual TLS). The files are read here; ``OSError`` (``ssl.SSLError`` included) when one
+    cannot be read or used.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

@@ -3,7 +3,8 @@
 ``async with running_emulator(config) as emu`` serves on 127.0.0.1 (port 0 picks a free port) and
 yields a :class:`RunningEmulator`: its ``base_url``, credentials, and the control operations as
 methods. ``with emulator_in_thread(config) as emu`` does the same for synchronous code, running its
-own event loop in a daemon thread; its methods are thread-safe.
+own event loop in a daemon thread; its methods are thread-safe. With ``config.tls`` (a
+server-side SSLContext) either serves HTTPS, and ``base_url`` says so.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ class RunningEmulator:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
+        """``http://127.0.0.1:PORT``, or ``https://`` when served with ``config.tls``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self.config.tls is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def state(self) -> EmulatorState:
@@ -164,7 +166,7 @@ async def running_emulator(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=config.tls)
         await site.start()
         bound = runner.addresses[0]
         yield RunningEmulator(app, config, host, int(bound[1]))
@@ -196,7 +198,7 @@ class BackgroundEmulator:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
+        """``http://127.0.0.1:PORT`` (``https://`` with ``config.tls``)."""
         return self._running.base_url
 
     @property

@@ -1,0 +1,398 @@
+"""Transport options end to end: the emulator over HTTPS with a CA made in the test, mutual TLS,
+a CONNECT proxy on loopback (explicit, with credentials, from the environment), their typed
+errors, and that verification can never be switched off."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import warnings
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from tests.helpers.proxy import ConnectProxy, closed_port, proxy_url, running_proxy
+from tests.helpers.tls import TestPKI
+from vlens_async import (
+    APIConnectionError,
+    ConfigurationError,
+    ProxyError,
+    RetryPolicy,
+    UntrustedCertificateError,
+    VlensClient,
+)
+from vlens_async.config import TransportOptions
+from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from vlens_async.samples import make_applicant
+
+PHONE = "+201001234567"
+PROXY_USER, PROXY_PASSWORD = "proxy-user", "pr0xy s3cret@pw/"
+
+
+def basic_auth(user: str, password: str) -> aiohttp.BasicAuth:
+    """aiohttp's BasicAuth, whose deprecation warning (aiohttp 3.14) is the caller's own."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return aiohttp.BasicAuth(user, password)
+
+
+@pytest.fixture
+async def https_emulator(pki: TestPKI) -> AsyncIterator[RunningEmulator]:
+    """The emulator served over HTTPS with a certificate from the test's CA."""
+    async with running_emulator(EmulatorConfig(tls=pki.server_context())) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[ConnectProxy]:
+    """A CONNECT proxy on loopback that lets anyone through."""
+    async with running_proxy() as running:
+        yield running
+
+
+@pytest.fixture
+async def locked_proxy() -> AsyncIterator[ConnectProxy]:
+    """A CONNECT proxy on loopback that wants PROXY_USER:PROXY_PASSWORD (407 otherwise)."""
+    async with running_proxy(credentials=(PROXY_USER, PROXY_PASSWORD)) as running:
+        yield running
+
+
+def requests_seen(emulator: RunningEmulator) -> int:
+    """How many API requests reached the emulator."""
+    return int(emulator.counters()["requests_total"])
+
+
+def attempts_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The client's per-attempt DEBUG lines."""
+    return [r.getMessage() for r in caplog.records if "attempt=" in r.getMessage()]
+
+
+# --- TLS ---
+
+
+async def test_a_client_trusting_the_private_ca_verifies_over_https(
+    https_emulator: RunningEmulator, pki: TestPKI
+) -> None:
+    """ssl= a context trusting the test's CA: a whole verification over HTTPS passes."""
+    assert https_emulator.base_url.startswith("https://127.0.0.1:")
+    a = make_applicant(3)
+    async with VlensClient(
+        https_emulator.api_key, base_url=https_emulator.base_url, ssl=pki.client_context()
+    ) as client:
+        outcome = await client.verify(a.front, a.back, a.faces)
+    assert outcome.validated
+    assert https_emulator.counters()["transactions_created"] == 1
+
+
+async def test_the_default_trust_refuses_the_private_ca_with_a_typed_error(
+    https_emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without ssl=, the system's CAs do not trust the test's CA: UntrustedCertificateError,
+    an APIConnectionError naming the option that fixes it, for the operators, tried once."""
+    caplog.set_level(logging.DEBUG, logger="vlens_async")
+    async with VlensClient(https_emulator.api_key, base_url=https_emulator.base_url) as client:
+        with pytest.raises(UntrustedCertificateError) as caught:
+            await client.check_existence(phone_number=PHONE)
+    error = caught.value
+    assert isinstance(error, APIConnectionError)
+    assert "certificate was not trusted" in str(error)
+    assert "ssl=ssl.create_default_context(cafile=...)" in str(error)
+    assert error.cause_type == "ClientConnectorCertificateError"
+    assert error.audience == "operator"
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    assert len(attempts_logged(caplog)) == 1  # never retried: the same certificate comes back
+    assert requests_seen(https_emulator) == 0
+
+
+async def test_a_context_trusting_another_ca_is_refused_too(
+    https_emulator: RunningEmulator,
+) -> None:
+    """A context trusting some other private CA does not trust this one."""
+    other = TestPKI.make()
+    async with VlensClient(
+        https_emulator.api_key, base_url=https_emulator.base_url, ssl=other.client_context()
+    ) as client:
+        with pytest.raises(UntrustedCertificateError):
+            await client.check_existence(phone_number=PHONE)
+
+
+async def test_mutual_tls_with_a_client_certificate(pki: TestPKI) -> None:
+    """An emulator requiring client certificates: the client's certificate gets through; without
+    one the connection fails (APIConnectionError) and no request reaches the emulator."""
+    config = EmulatorConfig(tls=pki.server_context(require_client_cert=True))
+    async with running_emulator(config) as emulator:
+        async with VlensClient(
+            emulator.api_key,
+            base_url=emulator.base_url,
+            ssl=pki.client_context(with_cert=True),
+        ) as client:
+            assert not (await client.check_existence(phone_number=PHONE)).exists
+        assert requests_seen(emulator) == 1
+        async with VlensClient(
+            emulator.api_key,
+            base_url=emulator.base_url,
+            ssl=pki.client_context(),
+            retry=RetryPolicy.disabled(),
+        ) as client:
+            with pytest.raises(APIConnectionError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        assert not isinstance(caught.value, UntrustedCertificateError)
+        assert requests_seen(emulator) == 1
+
+
+def insecure_contexts() -> list[Any]:
+    """Every way of asking for no verification."""
+    no_verify = ssl.create_default_context()
+    no_verify.check_hostname = False
+    no_verify.verify_mode = ssl.CERT_NONE
+    no_hostname = ssl.create_default_context()
+    no_hostname.check_hostname = False
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    fingerprint = aiohttp.Fingerprint(b"\0" * 32)
+    return [False, no_verify, no_hostname, server_side, fingerprint, "/etc/ssl/ca.pem"]
+
+
+@pytest.mark.parametrize("value", insecure_contexts(), ids=repr)
+def test_verification_can_never_be_switched_off(value: Any) -> None:
+    """ssl=False, a CERT_NONE or hostname-blind context, aiohttp's Fingerprint: refused."""
+    with pytest.raises(ConfigurationError) as caught:
+        VlensClient("key", base_url="https://vlens.test", ssl=value)
+    assert "ssl" in str(caught.value)
+
+
+async def test_a_context_switched_off_after_it_was_given_is_refused_at_open() -> None:
+    """The SSLContext is checked again when the session opens (a context is mutable)."""
+    context = ssl.create_default_context()
+    client = VlensClient("key", base_url="https://vlens.test", ssl=context)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ConfigurationError):
+        async with client:
+            pass
+    assert client.closed is False  # never opened
+
+
+def test_ssl_true_and_none_mean_the_default_verification() -> None:
+    """aiohttp's spellings of "verify with the system's CAs" are both accepted."""
+    for value in (None, True):
+        VlensClient("key", base_url="https://vlens.test", ssl=value)
+
+
+# --- the proxy ---
+
+
+async def test_every_request_goes_through_the_proxy(
+    https_emulator: RunningEmulator, proxy: ConnectProxy, pki: TestPKI
+) -> None:
+    """proxy=: the whole verification is tunnelled through CONNECT to the emulator; a view made
+    with for_user shares the session and so the proxy."""
+    a = make_applicant(4)
+    target = f"127.0.0.1:{https_emulator.port}"
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        proxy=proxy.url,
+    ) as client:
+        outcome = await client.verify(a.front, a.back, a.faces)
+        before = sum(t.up for t in proxy.opened)
+        await client.for_user("user-token").check_existence(phone_number=PHONE)
+    assert outcome.validated
+    assert proxy.opened
+    assert {t.target for t in proxy.tunnels} == {target}
+    # Three uploads of images went through the tunnels (both ways), then the view's call.
+    assert sum(t.up for t in proxy.opened) > before > 100_000
+    assert sum(t.down for t in proxy.opened) > 0
+    assert requests_seen(https_emulator) == 4
+
+
+@pytest.mark.parametrize("how", ["url", "proxy_auth"])
+async def test_proxy_credentials_get_through_and_never_show(
+    how: str,
+    https_emulator: RunningEmulator,
+    locked_proxy: ConnectProxy,
+    pki: TestPKI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Credentials in the URL or as proxy_auth reach the proxy (Proxy-Authorization), and appear
+    in no repr and no log line."""
+    caplog.set_level(logging.DEBUG)
+    options: dict[str, Any] = (
+        {"proxy": proxy_url(locked_proxy.port, PROXY_USER, PROXY_PASSWORD)}
+        if how == "url"
+        else {
+            "proxy": locked_proxy.url,
+            "proxy_auth": basic_auth(PROXY_USER, PROXY_PASSWORD),
+        }
+    )
+    client = VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        **options,
+    )
+    async with client:
+        assert not (await client.check_existence(phone_number=PHONE)).exists
+        shown = repr(client) + repr(client.for_user("t")) + repr(client._shared)
+    assert [t.status for t in locked_proxy.tunnels] == [200]
+    assert locked_proxy.tunnels[0].authorization is not None
+    assert locked_proxy.url in shown
+    for secret in (PROXY_PASSWORD, quote(PROXY_PASSWORD, safe=""), PROXY_USER):
+        assert secret not in shown
+        assert secret not in caplog.text
+
+
+@pytest.mark.parametrize("password", [None, "wrong-password-71"])
+async def test_a_407_is_a_typed_operator_error_without_credentials_in_it(
+    password: str | None,
+    https_emulator: RunningEmulator,
+    locked_proxy: ConnectProxy,
+    pki: TestPKI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No or wrong proxy credentials: ProxyError with proxy_status 407 that says what to give,
+    for the operators, not retried, and the password given is nowhere in it or in the logs."""
+    caplog.set_level(logging.DEBUG)
+    url = locked_proxy.url if password is None else proxy_url(locked_proxy.port, "me", password)
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        proxy=url,
+    ) as client:
+        with pytest.raises(ProxyError) as caught:
+            await client.check_existence(phone_number=PHONE)
+    error = caught.value
+    assert isinstance(error, APIConnectionError)
+    assert error.proxy_status == 407
+    assert "407" in str(error)
+    assert "proxy_auth" in str(error)
+    assert error.audience == "operator"
+    assert [t.status for t in locked_proxy.tunnels] == [407]  # tried once
+    assert requests_seen(https_emulator) == 0
+    if password is not None:
+        assert password not in str(error) + repr(error) + caplog.text
+
+
+async def test_a_refused_proxy_connection_names_the_proxy_only(
+    https_emulator: RunningEmulator, pki: TestPKI, no_backoff: None
+) -> None:
+    """Nothing listening at the proxy's port: ProxyError naming host:port, never the
+    credentials; transient, so retried like any refused connection."""
+    port = closed_port()
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        proxy=proxy_url(port, PROXY_USER, PROXY_PASSWORD),
+        retry=RetryPolicy(max_attempts=2),
+    ) as client:
+        with pytest.raises(ProxyError) as caught:
+            await client.check_existence(phone_number=PHONE)
+    error = caught.value
+    assert f"could not connect to the proxy 127.0.0.1:{port}" in str(error)
+    assert error.proxy_status is None
+    assert error.audience == "retry"
+    for secret in (PROXY_PASSWORD, quote(PROXY_PASSWORD, safe=""), PROXY_USER):
+        assert secret not in str(error) + repr(error)
+
+
+async def test_trust_env_takes_https_proxy_and_honours_no_proxy(
+    https_emulator: RunningEmulator,
+    proxy: ConnectProxy,
+    pki: TestPKI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """trust_env=True: HTTPS_PROXY is used; with the host in NO_PROXY it is bypassed. Without
+    trust_env the environment is ignored."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+
+    async def call(**options: Any) -> None:
+        async with VlensClient(
+            https_emulator.api_key,
+            base_url=https_emulator.base_url,
+            ssl=pki.client_context(),
+            **options,
+        ) as client:
+            await client.check_existence(phone_number=PHONE)
+
+    await call()
+    assert proxy.tunnels == []
+    await call(trust_env=True)
+    assert [t.target for t in proxy.opened] == [f"127.0.0.1:{https_emulator.port}"]
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    await call(trust_env=True)
+    assert len(proxy.tunnels) == 1
+    assert requests_seen(https_emulator) == 3
+
+
+async def test_trace_configs_reach_the_session(
+    https_emulator: RunningEmulator, pki: TestPKI
+) -> None:
+    """trace_configs: aiohttp calls the given TraceConfig for each request."""
+    started: list[str] = []
+
+    async def on_start(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
+    ) -> None:
+        started.append(params.method)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        trace_configs=[trace],
+    ) as client:
+        await client.check_existence(phone_number=PHONE)
+    assert started == ["POST"]
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"proxy": "socks5://127.0.0.1:1080"}, "http:// or https://"),
+        ({"proxy": "127.0.0.1:3128"}, "http:// or https://"),
+        ({"proxy": "http://:3128"}, "no host"),
+        ({"proxy": "http://127.0.0.1:99999"}, "not a valid URL"),
+        ({"proxy": "http://[::1"}, "not a valid URL"),
+        ({"proxy": "http://127.0.0.1:3128/path?q=1"}, "without a path"),
+        ({"proxy": ""}, "must be a URL"),
+        (
+            {
+                "proxy": proxy_url(3128, "u", PROXY_PASSWORD),
+                "proxy_auth": basic_auth("u", PROXY_PASSWORD),
+            },
+            "given twice",
+        ),
+        ({"proxy_auth": basic_auth("u", PROXY_PASSWORD)}, "needs a proxy"),
+        ({"proxy": "http://127.0.0.1:3128", "proxy_auth": ("u", "p")}, "BasicAuth"),
+        ({"trust_env": "yes"}, "trust_env"),
+        ({"trace_configs": [object()]}, "TraceConfig"),
+    ],
+)
+def test_bad_transport_options_are_configuration_errors(options: dict[str, Any], says: str) -> None:
+    """Each bad option is refused when the client is made, saying why, never echoing a
+    password."""
+    with pytest.raises(ConfigurationError) as caught:
+        VlensClient("key", base_url="https://vlens.test", **options)
+    assert says in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_transport_options_take_credentials_out_of_the_proxy_url() -> None:
+    """TransportOptions.of keeps the bare proxy URL (shown in its repr) and the decoded
+    credentials aside (never shown); built directly, it refuses a URL with credentials."""
+    options = TransportOptions.of(proxy=proxy_url(3128, PROXY_USER, PROXY_PASSWORD))
+    assert options.proxy == "http://127.0.0.1:3128"
+    assert options.proxy_credentials == (PROXY_USER, PROXY_PASSWORD)
+    assert "http://127.0.0.1:3128" in repr(options)
+    assert PROXY_USER not in repr(options)
+    with pytest.raises(ConfigurationError, match="bare proxy URL"):
+        TransportOptions(proxy=proxy_url(3128, PROXY_USER, PROXY_PASSWORD))
