@@ -31,7 +31,7 @@ import attrs
 from . import _uploads, _wire
 from ._ids import new_request_id, new_transaction_id
 from ._retrying import is_retryable, run_with_retries
-from ._telemetry import NO_TELEMETRY, CallScope, Telemetry
+from ._telemetry import NO_TELEMETRY, CallScope, Telemetry, guarded, unguarded
 from ._transport import EnvelopeModel, Request, connection_not_established, open_session, send
 from ._version import user_agent
 from .auth import AuthProvider, StaticToken
@@ -252,7 +252,8 @@ class VlensClient:
 
     ``telemetry`` reports every call, flow step and ``verify()`` of this client and its views as
     spans and metrics: pass :class:`vlens_async.otel.OpenTelemetry` (the ``otel`` extra). Without
-    it nothing is reported and OpenTelemetry is never imported.
+    it nothing is reported and OpenTelemetry is never imported. An exception raised inside it is
+    logged (its type, once) and ignored: it never fails a call or loses a result.
     """
 
     def __init__(
@@ -307,7 +308,7 @@ class VlensClient:
             api_key=api_key, base_url=base, connector_limit=connector_limit, transport=transport
         )
         if telemetry is not None:
-            self._shared.telemetry = telemetry
+            self._shared.telemetry = guarded(telemetry)  # its failures never reach a call
         self._owner = True
         self._init_view(config, StaticToken(access_token) if access_token is not None else auth)
 
@@ -380,7 +381,7 @@ class VlensClient:
     def telemetry(self) -> Telemetry:
         """Where this client's calls and flows are reported (the ``telemetry`` given to the
         constructor, shared by its views; a no-op without one)."""
-        return self._shared.telemetry
+        return unguarded(self._shared.telemetry)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         shared = getattr(self, "_shared", None)

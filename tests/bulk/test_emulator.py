@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.helpers.samples import personal_values
 from vlens_async.bulk import BulkRunner, RateLimit, read_manifest, run_bulk
 from vlens_async.client import VlensClient
 from vlens_async.config import RetryPolicy
@@ -380,19 +381,7 @@ async def test_journal_keeps_no_names_of_an_aml_watchlisted_applicant(
     assert line["verified"] is True
     assert line["needs_review"] is True
     raw = journal_bytes(tmp_path) + (tmp_path / "results.jsonl").read_bytes()
-    personal = [
-        fields.first_name,
-        fields.last_names,
-        fields.first_name_english,
-        fields.last_names_english,
-        fields.address,
-        fields.address_english,
-        f"{fields.first_name_english} {fields.last_names_english}",  # the AML case's full name
-        fields.national_id,
-        fields.national_id[:10],
-        fields.date_of_birth.isoformat(),
-    ]
-    for text in personal:
+    for text in personal_values(fields):  # the AML case's full name among them
         for spelled in spellings(text):
             assert spelled not in raw
     with sqlite3.connect(tmp_path / "run.db") as conn:

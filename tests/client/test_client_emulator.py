@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import io
 
 import pytest
 from PIL import Image
 
+from tests.helpers.emulator import applicant, sign_up
 from vlens_async import AdminLogin, RetryPolicy, VlensClient
 from vlens_async.emulator import RunningEmulator
 from vlens_async.errors import (
@@ -18,31 +18,16 @@ from vlens_async.errors import (
     ResponseDecodeError,
     UnprocessableEntityError,
 )
-from vlens_async.samples import Applicant, make_applicant, make_photo
+from vlens_async.samples import make_photo
 
 PHONE = "+201001234567"
 
 
-@functools.cache
-def applicant(seed: int, scenario: str = "valid") -> Applicant:
-    """Build each synthetic applicant once per session."""
-    return make_applicant(seed, scenario=scenario)
-
-
 async def register_user(client: VlensClient, emulator: RunningEmulator, phone: str) -> str:
-    """Run the documented sign-up: existence check, OTP, confirm, register; return the token."""
-    assert not (await client.check_existence(phone_number=phone)).exists
-    sent = await client.request_phone_otp(phone)
-    assert sent.phone_number_otp_request_id
-    otp = emulator.otp(phone)
-    assert otp is not None
-    confirmed = await client.verify_phone_otp(phone, sent.phone_number_otp_request_id, otp)
-    assert confirmed.is_phone_number_confirmed
-    registered = await client.register(
-        phone, "S3cret-pass!", otp=otp, otp_request_id=sent.phone_number_otp_request_id
-    )
+    """Run the documented sign-up; the phone number exists after it. Returns the token."""
+    token = await sign_up(client, emulator, phone)
     assert (await client.check_existence(phone_number=phone)).exists
-    return registered.access_token
+    return token
 
 
 async def test_signup_verify_link_and_admin_download(

@@ -1,4 +1,5 @@
-"""Helpers for the emulator tests: raw-HTTP calls (no client code), small images, applicants."""
+"""Helpers for the emulator tests: raw-HTTP calls (no client code), small images, applicants, and
+the sign-up through the client."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
-from vlens_async import samples
+from vlens_async import VlensClient, samples
 from vlens_async.emulator import RunningEmulator
 
 API = "/api/DigitalIdentity"
@@ -199,6 +200,24 @@ class Raw:
         assert status == 200, data
         assert data is not None
         return str(data["data"]["accessToken"])
+
+
+async def sign_up(
+    client: VlensClient, emulator: RunningEmulator, phone: str, password: str = "S3cret-pass!"
+) -> str:
+    """The documented sign-up of a new phone number through the client: existence check, OTP
+    (read from the emulator), its confirmation, register. Returns the user's access token."""
+    assert not (await client.check_existence(phone_number=phone)).exists
+    sent = await client.request_phone_otp(phone)
+    assert sent.phone_number_otp_request_id
+    otp = emulator.otp(phone)
+    assert otp is not None
+    confirmed = await client.verify_phone_otp(phone, sent.phone_number_otp_request_id, otp)
+    assert confirmed.is_phone_number_confirmed
+    registered = await client.register(
+        phone, password, otp=otp, otp_request_id=sent.phone_number_otp_request_id
+    )
+    return registered.access_token
 
 
 def _json(raw: bytes, resp: aiohttp.ClientResponse) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""Helpers for the samples tests: cached applicants and the copies a client would send."""
+"""Helpers for the samples tests: cached applicants and the copies a client would send; what of
+an applicant counts as personal data, for the tests that scan logs, traces and files for it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 
 from PIL import Image
 
-from vlens_async.samples import SCENARIOS, Applicant, make_applicant
+from vlens_async.samples import SCENARIOS, Applicant, ApplicantFields, make_applicant
 
 CARD_SCENARIOS = [s for s in SCENARIOS if s != "not_a_card"]
 
@@ -43,3 +44,23 @@ def image_size(data: bytes) -> tuple[int, int, str | None]:
     """Size and format of encoded image bytes."""
     with Image.open(io.BytesIO(data)) as img:
         return img.width, img.height, img.format
+
+
+def personal_values(fields: ApplicantFields) -> list[str]:
+    """What must never be logged, traced or stored of this applicant: the names (each, and the
+    full English name), the addresses, the national ID and all of it but its last 4 digits, and
+    the birth date (ISO and as printed, day/month/year)."""
+    values = [
+        fields.first_name,
+        fields.last_names,
+        fields.first_name_english,
+        fields.last_names_english,
+        f"{fields.first_name_english} {fields.last_names_english}",
+        fields.address,
+        fields.address_english,
+        fields.national_id,
+        fields.national_id[:-4],
+        fields.date_of_birth.isoformat(),
+        fields.date_of_birth.strftime("%d/%m/%Y"),
+    ]
+    return [v for v in values if v.strip()]

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.emulator import sign_up
+from tests.helpers.samples import personal_values
 from tests.otel.conftest import Recorded
 from vlens_async import AdminLogin, VlensClient
 from vlens_async.emulator import RunningEmulator
 from vlens_async.errors import DocumentExpiredError
-from vlens_async.samples import ApplicantFields, make_applicant
+from vlens_async.samples import make_applicant
 
 PHONE = "+201001234567"
 PASSWORD = "S3cret-pass!"
@@ -49,37 +51,6 @@ def recorded_text(recorded: Recorded) -> list[str]:
     return out
 
 
-def personal(fields: ApplicantFields) -> list[str]:
-    """What must never be recorded of this applicant (names, address, birth date, the ID
-    beyond its last 4 digits)."""
-    values = [
-        fields.first_name,
-        fields.last_names,
-        fields.first_name_english,
-        fields.last_names_english,
-        fields.address,
-        fields.address_english,
-        fields.national_id,
-        fields.national_id[:-4],
-        fields.date_of_birth.isoformat(),
-        fields.date_of_birth.strftime("%d/%m/%Y"),
-    ]
-    return [v for v in values if v]
-
-
-async def sign_up(client: VlensClient, emulator: RunningEmulator) -> str:
-    """The documented sign-up with the phone number; the user's token."""
-    await client.check_existence(phone_number=PHONE)
-    sent = await client.request_phone_otp(PHONE)
-    otp = emulator.otp(PHONE)
-    assert otp is not None
-    await client.verify_phone_otp(PHONE, sent.phone_number_otp_request_id, otp)
-    registered = await client.register(
-        PHONE, PASSWORD, otp=otp, otp_request_id=sent.phone_number_otp_request_id
-    )
-    return registered.access_token
-
-
 @pytest.mark.usefixtures("no_backoff")
 async def test_no_attribute_holds_personal_data(
     vlens_emulator: RunningEmulator, recorded: Recorded
@@ -102,7 +73,7 @@ async def test_no_attribute_holds_personal_data(
             vlens_emulator.api_key, base_url=base, auth=admin, telemetry=recorded.telemetry
         ) as admin_client,
     ):
-        token = await sign_up(client, vlens_emulator)
+        token = await sign_up(client, vlens_emulator, PHONE, PASSWORD)
         user = client.for_user(token)
         vlens_emulator.set_faults("503:1x1@id_front,500:1x1@liveness")
         outcome = await user.verify(a.front, a.back, a.faces, name_check_value=name)
@@ -122,8 +93,8 @@ async def test_no_attribute_holds_personal_data(
     assert len(recorded.spans()) > 15
     assert recorded.counts("vlens.client.retries")  # the retried calls were recorded
     forbidden = [
-        *personal(a.fields),
-        *personal(expired.fields),
+        *personal_values(a.fields),
+        *personal_values(expired.fields),
         PHONE,
         PHONE.lstrip("+"),
         "%2B" + PHONE.lstrip("+"),

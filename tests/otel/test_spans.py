@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 
 import pytest
 
+from tests.helpers.emulator import applicant
 from tests.otel.conftest import Recorded
 from vlens_async import VlensClient
+from vlens_async.client import BACK_PATH, EXISTENCE_PATH, FRONT_PATH, LIVENESS_PATH
 from vlens_async.emulator import RunningEmulator
 from vlens_async.errors import DocumentExpiredError, StepOrderError
 from vlens_async.flow import FlowState
-from vlens_async.samples import Applicant, make_applicant
-
-FRONT = "/api/DigitalIdentity/verify/id/front"
-BACK = "/api/DigitalIdentity/verify/id/back"
-LIVENESS = "/api/DigitalIdentity/verify/liveness/multi"
-
-
-@functools.cache
-def applicant(seed: int, scenario: str = "valid") -> Applicant:
-    """Build each synthetic applicant once per session."""
-    return make_applicant(seed, scenario=scenario)
 
 
 async def test_verify_nests_steps_and_calls(traced_client: VlensClient, recorded: Recorded) -> None:
@@ -36,7 +26,7 @@ async def test_verify_nests_steps_and_calls(traced_client: VlensClient, recorded
     assert root.attributes["vlens.transaction_id"] == outcome.transaction_id
     assert root.attributes["vlens.outcome"] == "verified"
     assert root.attributes["vlens.flow.state"] == "COMPLETED"
-    for step, path in (("front", FRONT), ("back", BACK), ("liveness", LIVENESS)):
+    for step, path in (("front", FRONT_PATH), ("back", BACK_PATH), ("liveness", LIVENESS_PATH)):
         span = recorded.span(f"vlens.step {step}")
         assert span.parent is not None
         assert span.parent.span_id == root.context.span_id
@@ -65,7 +55,7 @@ async def test_metrics_count_calls_and_outcomes(
     await traced_client.verify(a.front, a.back, a.faces)
     durations = recorded.metrics()["vlens.client.request.duration"]
     by_endpoint = {dict(p.attributes)["vlens.endpoint"]: p for p in durations}
-    assert set(by_endpoint) == {FRONT, BACK, LIVENESS}
+    assert set(by_endpoint) == {FRONT_PATH, BACK_PATH, LIVENESS_PATH}
     for point in by_endpoint.values():
         assert point.count == 1
         assert point.sum > 0
@@ -89,7 +79,7 @@ async def test_retries_are_counted_on_the_call(
     tx = traced_client.transaction()
     await tx.scan_front(applicant(42).front)
     assert vlens_emulator.counters()["requests"]["id_front"] == {"503": 2, "200": 1}
-    call = recorded.span(f"POST {FRONT}")
+    call = recorded.span(f"POST {FRONT_PATH}")
     assert call.attributes is not None
     assert call.attributes["vlens.attempts"] == 3
     assert call.attributes["http.response.status_code"] == 200
@@ -104,7 +94,7 @@ async def test_retries_are_counted_on_the_call(
             ("error.type", "InternalServerError"),
             ("http.request.method", "POST"),
             ("http.response.status_code", 503),
-            ("vlens.endpoint", FRONT),
+            ("vlens.endpoint", FRONT_PATH),
         ): 2
     }
 
@@ -119,7 +109,7 @@ async def test_a_failed_step_records_the_error_class_and_code(
     with pytest.raises(DocumentExpiredError) as info:
         await tx.scan_back(a.back)
     assert tx.state is FlowState.FAILED
-    call = recorded.span(f"POST {BACK}")
+    call = recorded.span(f"POST {BACK_PATH}")
     step = recorded.span("vlens.step back")
     for span in (call, step):
         assert span.attributes is not None
@@ -134,10 +124,10 @@ async def test_a_failed_step_records_the_error_class_and_code(
     assert call.attributes is not None
     assert call.attributes["http.response.status_code"] == info.value.status
     points = recorded.metrics()["vlens.client.request.duration"]
-    back = [dict(p.attributes) for p in points if dict(p.attributes)["vlens.endpoint"] == BACK]
+    back = [dict(p.attributes) for p in points if dict(p.attributes)["vlens.endpoint"] == BACK_PATH]
     assert back == [
         {
-            "vlens.endpoint": BACK,
+            "vlens.endpoint": BACK_PATH,
             "http.request.method": "POST",
             "http.response.status_code": info.value.status,
             "error.type": "DocumentExpiredError",
@@ -194,10 +184,9 @@ async def test_views_report_to_their_client(
     view = traced_client.for_user("some-user-token")
     assert view.telemetry is traced_client.telemetry is recorded.telemetry
     await view.check_existence(phone_number="+201001112233")
-    path = "/api/DigitalIdentity/CheckExistenceOfEmailOrPhone"
-    call = recorded.span(f"POST {path}")
+    call = recorded.span(f"POST {EXISTENCE_PATH}")
     assert call.attributes is not None
-    assert call.attributes["vlens.endpoint"] == path
+    assert call.attributes["vlens.endpoint"] == EXISTENCE_PATH
     assert "vlens.transaction_id" not in call.attributes
     assert vlens_emulator.counters()["requests_total"] == 1
 
@@ -213,7 +202,7 @@ async def test_a_cancelled_step_ends_its_spans(
         async with asyncio.timeout(0.5):
             await tx.scan_front(applicant(46).front)
     step = recorded.span("vlens.step front")
-    call = recorded.span(f"POST {FRONT}")
+    call = recorded.span(f"POST {FRONT_PATH}")
     for span in (step, call):
         assert span.attributes is not None
         assert span.attributes["error.type"] == "CancelledError"

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import attrs
 
 from .. import _uploads
-from .._telemetry import telemetry_of
+from .._telemetry import NO_TELEMETRY, FlowScope, telemetry_of
 from ..config import NOT_GIVEN, NotGiven
 from ..errors import APIError, FlowError, ImageError
 from ..images import ImageInput, PreparedFaces, capture_spread, prefer_throughput
@@ -129,15 +129,32 @@ async def verify(
         prepare=prepare,
     )
     started = time.perf_counter()
-    error: BaseException | None = None
-    with telemetry_of(client).verification(transaction_id=tx.transaction_id) as scope:
+    telemetry = telemetry_of(client)
+    with telemetry.verification(transaction_id=tx.transaction_id) as scope:
         try:
-            if tx.state not in (FlowState.COMPLETED, FlowState.FAILED):
-                error = await _run(tx, front, back, faces, capture_times, raise_on_failure)
-        finally:
-            scope.result(_outcome_label(tx.outcome(error)), tx.state.value)
-    tx.record_timing("total", time.perf_counter() - started)
-    return tx.outcome(error)
+            error = (
+                None
+                if tx.state in (FlowState.COMPLETED, FlowState.FAILED)
+                else await _run(tx, front, back, faces, capture_times, raise_on_failure)
+            )
+        except BaseException:
+            if telemetry is not NO_TELEMETRY:
+                _report_raised(scope, tx)
+            raise
+        tx.record_timing("total", time.perf_counter() - started)
+        outcome = tx.outcome(error)
+        scope.result(_outcome_label(outcome), tx.state.value)
+    return outcome
+
+
+def _report_raised(scope: FlowScope, tx: Transaction) -> None:
+    """Tell the scope how a ``verify()`` that raised left ``tx``. Never raises: the error on its
+    way out is the caller's to see, not one from reading the outcome."""
+    try:
+        label = _outcome_label(tx.outcome())
+    except Exception:  # the scope goes without a result rather than hide the error
+        return
+    scope.result(label, tx.state.value)
 
 
 async def _run(
