@@ -212,3 +212,31 @@ async def test_a_cancelled_step_ends_its_spans(
     await traced_client.check_existence(phone_number="+201001112244")
     later = recorded.span("POST /api/DigitalIdentity/CheckExistenceOfEmailOrPhone")
     assert later.parent is None
+
+
+async def test_aiohttp_spans_through_trace_configs_nest_under_the_call(
+    vlens_emulator: RunningEmulator, recorded: Recorded
+) -> None:
+    """The aiohttp instrumentation given as trace_configs makes one span per attempt under the call."""
+    from vlens_async.otel import aiohttp_trace_config
+
+    trace_config = aiohttp_trace_config(
+        tracer_provider=recorded.tracer_provider, meter_provider=recorded.meter_provider
+    )
+    async with VlensClient(
+        vlens_emulator.api_key,
+        base_url=vlens_emulator.base_url,
+        telemetry=recorded.telemetry,
+        trace_configs=[trace_config],
+    ) as client:
+        a = applicant(41)
+        outcome = await client.verify(a.front, a.back, a.faces)
+    assert outcome.verified
+    calls = {s.context.span_id: s for s in recorded.spans() if s.name.startswith("POST /api/")}
+    http = [s for s in recorded.spans() if s.parent is not None and s.parent.span_id in calls]
+    assert len(calls) == 3
+    assert len(http) == 3  # one HTTP attempt under each call
+    for span in http:
+        assert span.attributes is not None
+        for value in span.attributes.values():
+            assert "?" not in str(value)
