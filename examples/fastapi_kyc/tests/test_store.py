@@ -80,11 +80,11 @@ async def test_lease_is_renewed_while_a_slow_step_runs(tmp_path: Path) -> None:
     Busy instead of taking the row and sending the step again."""
     path = str(tmp_path / "kyc.db")
     async with (
-        KycStore(path, lease_seconds=0.3) as one,
-        KycStore(path, lease_seconds=0.3) as two,
+        KycStore(path, lease_seconds=1.0) as one,
+        KycStore(path, lease_seconds=1.0) as two,
         one.hold("user"),
     ):
-        await asyncio.sleep(1.0)  # three leases' worth
+        await asyncio.sleep(3.0)  # three leases' worth
         with pytest.raises(Busy):
             async with two.hold("user"):
                 pass
