@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -36,11 +38,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
-from vlens_async import Transaction, VlensClient
+from vlens_async import AuthenticationError, Transaction, VlensClient, VlensError
 from vlens_async.config import DEFAULT_BASE_URL
 from vlens_async.flow import FlowState
 
 from . import demo, problems
+from .problems import SignInAgain, VerificationEnded
 from .store import KycStore
 
 if TYPE_CHECKING:
@@ -52,6 +55,17 @@ STATIC: Final = Path(__file__).parent / "static"
 MAX_SIDE_BYTES: Final = 20 * 1024 * 1024  # a phone's full-size photo of the card
 MAX_FACES_BYTES: Final = 10 * 1024 * 1024  # three camera frames, base64 in JSON
 PURGE_EVERY: Final = 3600.0  # seconds between sweeps of idle rows
+# Asked with the API key alone when Vlens refuses a user's step: a reserved address (RFC 2606),
+# no one's personal data. A key found working is trusted for KEY_CHECK_TTL seconds.
+KEY_CHECK_EMAIL: Final = "key-check@example.invalid"
+KEY_CHECK_TTL: Final = 60.0
+
+
+def _retention_hours(value: str | float) -> float:
+    hours = float(value)
+    if not (math.isfinite(hours) and hours > 0):
+        raise ValueError("the retention must be a number of hours above 0")
+    return hours
 
 
 @attrs.frozen
@@ -62,7 +76,7 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     tenancy_name: str | None = None
     db_path: str = "kyc.db"
-    retention_hours: float = attrs.field(default=24.0, converter=float)
+    retention_hours: float = attrs.field(default=24.0, converter=_retention_hours)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -77,7 +91,10 @@ class Settings:
             "retention_hours": environ.get("KYC_RETENTION_HOURS"),
         }
         given = {name: value for name, value in optional.items() if value}
-        return cls(api_key=environ["VLENS_API_KEY"], **given)
+        try:
+            return cls(api_key=environ["VLENS_API_KEY"], **given)
+        except ValueError:  # only the retention is parsed
+            raise SystemExit("KYC_RETENTION_HOURS must be a number of hours above 0") from None
 
 
 @attrs.frozen
@@ -132,17 +149,43 @@ def answer(tx: Transaction) -> Answer:
     return Answer(state=tx.state, message=message, verified=outcome.verified)
 
 
+class KeyCheck:
+    """Whether the app's own API key works: Vlens answers 401 alike to a refused key (the
+    operators' problem) and to a user's expired or bogus token (theirs: sign in again)."""
+
+    def __init__(self, client: VlensClient) -> None:
+        self._client = client
+        self._lock = asyncio.Lock()
+        self._good_until = -math.inf
+
+    async def key_works(self) -> bool:
+        """Ask Vlens with the key alone (once at a time; a working key is trusted for
+        ``KEY_CHECK_TTL``). Other failures of the check propagate (a transient one: retry)."""
+        async with self._lock:
+            if time.monotonic() < self._good_until:
+                return True
+            try:
+                await self._client.check_existence(email=KEY_CHECK_EMAIL)
+            except AuthenticationError:
+                return False
+            self._good_until = time.monotonic() + KEY_CHECK_TTL
+            return True
+
+
 class Kyc:
     """The verification endpoints' logic: the user's transaction, one step, the answer."""
 
     def __init__(self, client: VlensClient, store: KycStore) -> None:
         self._client = client
         self._store = store
+        self._key = KeyCheck(client)
 
     async def status(self, user: User) -> Answer:
-        """Where the user's verification stands (nothing is sent)."""
-        async with self._store.hold(user.key) as record:
-            return answer(record.load(self._client))
+        """Where the user's verification stands (nothing is sent, nothing is stored)."""
+        snapshot = await self._store.snapshot(user.key)
+        if snapshot is None:
+            return Answer(state=FlowState.NEW, message=_MESSAGES[FlowState.NEW], verified=False)
+        return answer(Transaction.restore(self._client, snapshot))
 
     async def step(self, user: User, take: Callable[[Transaction], Awaitable[object]]) -> Answer:
         """Restore the user's transaction, ``take`` one step on it as the user, save it."""
@@ -150,6 +193,14 @@ class Kyc:
             tx = record.load(self._client.for_user(user.token))
             try:
                 await take(tx)
+            except AuthenticationError as exc:
+                if await self._key.key_works():
+                    raise SignInAgain from exc  # the user's token was refused
+                raise
+            except VlensError as exc:
+                if tx.state is FlowState.FAILED:
+                    raise VerificationEnded(exc) from exc
+                raise
             finally:  # a verdict against the step changes the transaction too: keep it
                 await record.save(tx)
             return answer(tx)
@@ -255,6 +306,8 @@ def create_app(
                 yield {"kyc": Kyc(client, store), "client": client}
             finally:
                 purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
 
     app = FastAPI(title="KYC with Vlens (reference integration)", lifespan=lifespan)
     problems.install(app)

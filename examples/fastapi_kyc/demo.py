@@ -27,16 +27,24 @@ def _applicant(seed: int) -> Applicant:
     return make_applicant(seed)
 
 
-async def register_test_user(client: VlensClient, emulator: RunningEmulator) -> str:
-    """Sign a fresh test user up, as the service's sign-up goes: an OTP to a new phone number
-    (read back from the emulator instead of an SMS), confirmed, then registered. Returns the
-    user's access token."""
-    phone = f"+2010{secrets.randbelow(10**8):08d}"
+async def register_test_user(
+    client: VlensClient,
+    emulator: RunningEmulator,
+    phone: str | None = None,
+    password: str | None = None,
+) -> str:
+    """Sign a test user up, as the service's sign-up goes: no account for the phone number yet
+    (a random new one unless given), an OTP to it (read back from the emulator instead of an
+    SMS), confirmed, then registered (with a random password unless given). Returns the user's
+    access token."""
+    phone = phone or f"+2010{secrets.randbelow(10**8):08d}"
+    if (await client.check_existence(phone_number=phone)).exists:
+        raise ValueError("an account already uses this phone number: log in instead")
     sent = await client.request_phone_otp(phone)
     request_id = sent.phone_number_otp_request_id or ""
     otp = emulator.otp(phone) or ""
     await client.verify_phone_otp(phone, request_id, otp)
-    password = secrets.token_urlsafe(12)
+    password = password or secrets.token_urlsafe(12)
     registered = await client.register(phone, password, otp=otp, otp_request_id=request_id)
     return registered.access_token
 

@@ -7,13 +7,17 @@
 - The operators (credentials, the tenant's bundle, a bug): a generic message to the user, status
   500, and an alert in the log, with what the team needs (error type, status, code, the Vlens
   request id, the problem's ``instance``) and no personal data.
+- The user's own Vlens token refused (expired, bogus: :class:`SignInAgain`): status 401 with
+  ``WWW-Authenticate: Bearer``, and a warning in the log, not an alert.
 
 The library says whom an error concerns (``VlensError.audience``); this module adds only the
-words. Problem types are relative URIs, ``/problems/<slug>``, listed in the README.
+words. Problem types are relative URIs, ``/problems/<slug>``: each is a short page served by the
+app (:func:`install`), and listed in the README.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import uuid
@@ -24,7 +28,7 @@ from typing import Final
 import attrs
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from vlens_async import (
@@ -47,7 +51,7 @@ from vlens_async import (
 
 from .store import Busy
 
-__all__ = ["Problem", "install", "problem_for"]
+__all__ = ["PROBLEMS", "Problem", "SignInAgain", "VerificationEnded", "install", "problem_for"]
 
 logger: Final = logging.getLogger("fastapi_kyc")
 
@@ -55,15 +59,29 @@ MEDIA_TYPE: Final = "application/problem+json"
 DEFAULT_RETRY_AFTER: Final = 5  # seconds, when the service named no delay
 
 
+class SignInAgain(Exception):
+    """Vlens refused the end user's token (expired or not a token) while the app's key works."""
+
+
+class VerificationEnded(Exception):
+    """``error`` was the verification's last word: the transaction is now ``FAILED``."""
+
+    def __init__(self, error: VlensError) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
 @attrs.frozen
 class Problem:
     """What a problem details response says: its status, type (``/problems/<slug>``, or
-    ``about:blank`` without a slug: a plain HTTP error titled by its status), title and detail."""
+    ``about:blank`` without a slug: a plain HTTP error titled by its status), title and detail.
+    ``ends``: the detail already tells the user to start over."""
 
     status: int
     slug: str | None
     title: str
     detail: str
+    ends: bool = attrs.field(default=False, kw_only=True)
 
 
 # Steps the flow refused before sending anything: the page asked out of order.
@@ -83,10 +101,12 @@ _USER: Final[tuple[tuple[type[VlensError], Problem], ...]] = (
     (DocumentExpiredError, Problem(
         422, "expired-card", "Your ID card has expired",
         "This card is no longer valid. Start over with a national ID card that has not expired.",
+        ends=True,
     )),
     (DocumentMismatchError, Problem(
         422, "different-cards", "The front and the back are from different cards",
         "Start over and photograph both sides of the same card.",
+        ends=True,
     )),
     (WrongSideError, Problem(
         422, "wrong-side", "That is the other side of the card",
@@ -107,6 +127,7 @@ _USER: Final[tuple[tuple[type[VlensError], Problem], ...]] = (
     (VerificationFailedError, Problem(
         422, "not-verified", "Your identity could not be verified",
         "Start over, or contact us if it happens again.",
+        ends=True,
     )),
     (ValidationFailedError, Problem(
         422, "details-not-checked", "Some details on your card could not be checked",
@@ -151,15 +172,54 @@ IN_PROGRESS: Final = Problem(
     "Your previous step is still being checked",
     "Wait a moment and try again.",
 )
+SIGN_IN_AGAIN: Final = Problem(
+    401,
+    "sign-in-again",
+    "Please sign in again",
+    "Your session with the verification service has ended. Sign in again to continue.",
+)
+INVALID_REQUEST: Final = Problem(
+    422,
+    "invalid-request",
+    "The request is not valid",
+    "The detail names each field that is wrong and why.",
+)
+# After the verification's last try: what a retake problem says instead.
+LAST_TRY: Final = "That was the last try for this verification. Start over to try again."
 
 
-def problem_for(exc: VlensError) -> Problem:
-    """The problem to show for ``exc``: by whom it concerns, in that audience's words."""
+def _by_slug(*problems: Problem) -> dict[str, Problem]:
+    by_slug: dict[str, Problem] = {}
+    for problem in problems:
+        if problem.slug is not None:
+            by_slug.setdefault(problem.slug, problem)
+    return by_slug
+
+
+PROBLEMS: Final[Mapping[str, Problem]] = _by_slug(
+    *(p for _, p in _ORDER),
+    *(p for _, p in _USER),
+    _UNUSABLE,
+    TRY_AGAIN,
+    OUR_FAULT,
+    IN_PROGRESS,
+    SIGN_IN_AGAIN,
+    INVALID_REQUEST,
+)
+"""Every problem type by slug (the first of a slug's problems), each served at its URI."""
+
+
+def problem_for(exc: VlensError, *, ended: bool = False) -> Problem:
+    """The problem to show for ``exc``: by whom it concerns, in that audience's words.
+    ``ended``: the error left the verification ``FAILED``, so a retake is no longer possible."""
     for cls, problem in _ORDER:
         if isinstance(exc, cls):
             return problem
     if exc.audience == "user":
-        return next((p for cls, p in _USER if isinstance(exc, cls)), _UNUSABLE)
+        problem = next((p for cls, p in _USER if isinstance(exc, cls)), _UNUSABLE)
+        if ended and not problem.ends:
+            return attrs.evolve(problem, detail=LAST_TRY, ends=True)
+        return problem
     return TRY_AGAIN if exc.audience == "retry" else OUR_FAULT
 
 
@@ -184,7 +244,16 @@ def problem_response(
 
 async def _vlens_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VlensError)
-    problem, instance = problem_for(exc), f"urn:uuid:{uuid.uuid4()}"
+    return _answer(exc, ended=False)
+
+
+async def _ended(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, VerificationEnded)
+    return _answer(exc.error, ended=True)
+
+
+def _answer(exc: VlensError, *, ended: bool) -> JSONResponse:
+    problem, instance = problem_for(exc, ended=ended), f"urn:uuid:{uuid.uuid4()}"
     headers = None
     if problem is OUR_FAULT:
         _alert(exc, instance)
@@ -218,6 +287,13 @@ async def _busy(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(IN_PROGRESS, headers={"Retry-After": "2"})
 
 
+async def _sign_in_again(request: Request, exc: Exception) -> JSONResponse:
+    # Anyone can send a bogus token: a warning, never an alert, and never the token.
+    logger.warning("vlens refused the user's token: they were asked to sign in again")
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    return problem_response(SIGN_IN_AGAIN, headers=headers)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     problem = Problem(exc.status_code, None, HTTPStatus(exc.status_code).phrase, str(exc.detail))
@@ -230,13 +306,32 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     where = "; ".join(
         f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
     )
-    problem = Problem(422, "invalid-request", "The request is not valid", where)
-    return problem_response(problem)
+    return problem_response(INVALID_REQUEST, detail=where)
+
+
+_PAGE: Final = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
+<body><h1>{title}</h1><p>HTTP status {status}. What the user is told:</p><p>{detail}</p></body>
+</html>
+"""
+
+
+async def _problem_page(slug: str) -> HTMLResponse:
+    """The page a problem type's URI names: its title, status and what the user reads."""
+    problem = PROBLEMS.get(slug)
+    if problem is None:
+        raise HTTPException(404, "There is no such problem type.")
+    fields = {name: html.escape(str(value)) for name, value in attrs.asdict(problem).items()}
+    return HTMLResponse(_PAGE.format(**fields))
 
 
 def install(app: FastAPI) -> None:
-    """Answer every error of ``app`` with problem details."""
+    """Answer every error of ``app`` with problem details, and serve each problem type's page
+    at ``/problems/<slug>``."""
+    app.add_api_route("/problems/{slug}", _problem_page, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(VlensError, _vlens_error)
+    app.add_exception_handler(VerificationEnded, _ended)
+    app.add_exception_handler(SignInAgain, _sign_in_again)
     app.add_exception_handler(Busy, _busy)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

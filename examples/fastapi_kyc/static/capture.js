@@ -3,6 +3,7 @@
 "use strict";
 
 const FRAME_GAP_MS = 150;   // between face frames: ~0.3 s from the first to the third
+const MAX_SPREAD_S = 0.5;   // the service takes three frames captured within half a second
 const MAX_FRAME_SIDE = 1280; // the frames' long side, in pixels
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("vlensToken");
@@ -14,7 +15,7 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    throw { title: body.title || "Something went wrong", detail: body.detail || "" };
+    throw { status: response.status, title: body.title || "Something went wrong", detail: body.detail || "" };
   }
   return body;
 }
@@ -43,6 +44,7 @@ async function problem(error, statusLine) {
   const text = error.title ? `${error.title}. ${error.detail}` : "We could not reach the app. Try again.";
   say(text, "problem");
   if (statusLine) statusLine.textContent = error.title || "Not sent";
+  if (error.status === 401) return signedOut();  // the token was refused: sign in again
   try { render((await api("/api/kyc")).state); } catch (_) { /* keep what is shown */ }
 }
 
@@ -62,6 +64,13 @@ async function signedIn(newToken) {
   token = newToken;
   sessionStorage.setItem("vlensToken", token);
   try { answered(await api("/api/kyc")); } catch (error) { await problem(error); }
+}
+
+function signedOut() {
+  token = null;
+  sessionStorage.removeItem("vlensToken");
+  stopCamera();
+  render("signed-out");
 }
 
 async function offerDemo() {
@@ -130,38 +139,55 @@ function nextFrame(video) {
   });
 }
 
-function grab(video) {
+function draw(video) {
   const scale = Math.min(1, MAX_FRAME_SIDE / Math.max(video.videoWidth, video.videoHeight));
   const canvas = document.createElement("canvas");
   canvas.width = Math.round(video.videoWidth * scale);
   canvas.height = Math.round(video.videoHeight * scale);
   canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
-  return canvas.toDataURL("image/jpeg", 0.9);
+  return canvas;
 }
 
+// Only drawing happens inside the half second: encoding a JPEG takes long on a slow phone, so
+// the three are encoded once all are drawn.
 async function threeFrames(video) {
-  const frames = [], times = [];
+  const canvases = [], times = [];
   let last = -Infinity;
-  for (let tries = 0; frames.length < 3 && tries < 300; tries++) {
+  for (let tries = 0; canvases.length < 3 && tries < 300; tries++) {
     const now = await nextFrame(video);
     if (now - last < FRAME_GAP_MS) continue;
     last = now;
-    frames.push(grab(video));
+    canvases.push(draw(video));
     times.push(now / 1000);
   }
-  return { frames, times };
+  return { canvases, times };
+}
+
+// What is wrong with the captured frames, in the user's words; null when they can be sent.
+function framesProblem(times) {
+  if (times.length !== 3) return "The camera did not give three photos. Take them again.";
+  if (times[2] - times[0] > MAX_SPREAD_S) {
+    return "The three photos were not taken quickly enough. Hold still and take them again.";
+  }
+  return null;
 }
 
 $("shoot").addEventListener("click", async () => {
   $("shoot").disabled = true;
-  const { frames, times } = await threeFrames($("video"));
-  $("shots").replaceChildren(...frames.map((src) => Object.assign(new Image(), { src, alt: "" })));
-  const body = JSON.stringify({
-    frames: frames.map((url) => url.slice(url.indexOf(",") + 1)),
-    capture_times: times,
-  });
-  const headers = { "Content-Type": "application/json" };
-  await step("/api/kyc/liveness", { method: "POST", headers, body });
+  const { canvases, times } = await threeFrames($("video"));
+  const refused = framesProblem(times);
+  if (refused) {
+    say(refused, "problem");  // nothing sent
+  } else {
+    const frames = canvases.map((canvas) => canvas.toDataURL("image/jpeg", 0.9));
+    $("shots").replaceChildren(...frames.map((src) => Object.assign(new Image(), { src, alt: "" })));
+    const body = JSON.stringify({
+      frames: frames.map((url) => url.slice(url.indexOf(",") + 1)),
+      capture_times: times,
+    });
+    const headers = { "Content-Type": "application/json" };
+    await step("/api/kyc/liveness", { method: "POST", headers, body });
+  }
   $("shoot").disabled = !$("video").srcObject;
 });
 

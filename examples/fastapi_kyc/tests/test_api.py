@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import logging
+import re
 import sqlite3
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from examples.fastapi_kyc import walkthrough
+from examples.fastapi_kyc import demo, problems, walkthrough
 from examples.fastapi_kyc.app import create_app
+from examples.fastapi_kyc.store import KycStore
+from vlens_async import VlensClient
 from vlens_async.emulator import RunningEmulator
 
 from .conftest import applicant, serve, settings_for
@@ -34,6 +39,16 @@ def stored_row(db: Path) -> tuple[str, bytes | None]:
     assert len(rows) == 1
     tx_id, front = rows[0]
     return str(tx_id), front
+
+
+def files_holding(folder: Path, image: bytes) -> list[str]:
+    """The files in ``folder`` that hold any 256-byte piece of ``image``."""
+    pieces = [image[i : i + 256] for i in range(0, len(image) - 256, 4096)]
+    return [
+        path.name
+        for path in sorted(folder.iterdir())
+        if any(piece in path.read_bytes() for piece in pieces)
+    ]
 
 
 def sent(emulator: RunningEmulator, endpoint: str) -> int:
@@ -66,6 +81,7 @@ async def test_back_front_then_liveness_verifies(
     assert answer["state"] == "ID_SCANNED"
     tx_id, front = stored_row(db_path)
     assert front is not None  # kept: a restored transaction needs it for liveness
+    assert files_holding(db_path.parent, front)
 
     response = await http.post("/api/kyc/liveness", json=faces_body(41))
     assert response.status_code == 200, response.text
@@ -75,6 +91,7 @@ async def test_back_front_then_liveness_verifies(
         "verified": True,
     }
     assert stored_row(db_path) == (tx_id, None)  # the card's image is gone once finished
+    assert files_holding(db_path.parent, front) == []  # nor left in a journal or freed pages
     counters = vlens_emulator.counters()
     assert counters["transactions_created"] == 1
     assert counters["steps"][tx_id] == {"front": 1, "back": 1, "liveness": 1}
@@ -238,3 +255,151 @@ async def test_two_frames_are_an_invalid_request_that_echoes_nothing(
     assert "frames" in problem["detail"]
     assert body["frames"][0][:40] not in response.text
     assert sent(vlens_emulator, "liveness") == 0
+
+
+async def test_many_users_at_once_are_all_answered(app_url: str, db_path: Path) -> None:
+    """Twenty users' requests at the same moment, each holding its own row on the one
+    connection: every one answered, every row stored."""
+    async with httpx.AsyncClient(base_url=app_url, timeout=60) as http:
+
+        async def user(n: int) -> httpx.Response:
+            return await http.post(
+                "/api/kyc/start-over", headers={"Authorization": f"Bearer user-{n}"}
+            )
+
+        answers = await asyncio.gather(*(user(n) for n in range(20)))
+    assert [r.status_code for r in answers] == [200] * 20, [r.text for r in answers]
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT COUNT(*), COUNT(lease_owner) FROM kyc_transaction").fetchone()
+    assert rows == (20, 0)  # all made, all leases released
+
+
+async def test_status_of_a_stranger_stores_nothing(app_url: str, db_path: Path) -> None:
+    """GET /api/kyc with a token never seen: a new verification's answer, and no row made."""
+    headers = {"Authorization": "Bearer anything-at-all"}
+    async with httpx.AsyncClient(base_url=app_url, headers=headers) as http:
+        response = await http.get("/api/kyc")
+    assert response.json() == {
+        "state": "NEW",
+        "message": "Take a photo of the front and of the back of your national ID card.",
+        "verified": False,
+    }
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM kyc_transaction").fetchone() == (0,)
+
+
+async def test_refused_user_token_asks_to_sign_in_again(
+    app_url: str, vlens_emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An expired or bogus Vlens token: 401 sign-in-again with WWW-Authenticate, a warning in the
+    log and no alert (anyone can send one), and the token in neither."""
+    bogus = "not-a-vlens-token-3f9a"
+    with caplog.at_level(logging.WARNING, logger="fastapi_kyc"):
+        async with httpx.AsyncClient(base_url=app_url, timeout=60) as http:
+            response = await http.post(
+                "/api/kyc/front",
+                content=applicant(50).front,
+                headers={"Authorization": f"Bearer {bogus}"},
+            )
+    body = assert_problem(response, 401, "sign-in-again")
+    assert body["title"] == "Please sign in again"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "ALERT" not in caplog.text
+    assert "sign in again" in caplog.text
+    assert bogus not in caplog.text
+    assert bogus not in response.text
+
+
+async def test_last_failed_liveness_says_start_over(http: httpx.AsyncClient) -> None:
+    """Liveness refused on the last allowed try: the verification has failed, and the answer
+    says to start over instead of retaking the photos."""
+    a = applicant(52, "different_person")
+    await http.post("/api/kyc/front", content=a.front)
+    await http.post("/api/kyc/back", content=a.back)
+    details = []
+    for _ in range(3):  # the flow's default: three liveness attempts
+        response = await http.post("/api/kyc/liveness", json=faces_body(52, "different_person"))
+        details.append(assert_problem(response, 422, "not-live")["detail"])
+    assert details[0] == "Take the three photos again, facing the camera."
+    assert details[-1] == "That was the last try for this verification. Start over to try again."
+    assert (await http.get("/api/kyc")).json()["state"] == "FAILED"
+
+
+async def test_every_problem_type_is_a_page(app_url: str) -> None:
+    """Each problem type's URI is served: a short page with its title; an unknown one is 404."""
+    async with httpx.AsyncClient(base_url=app_url) as http:
+        for slug, problem in problems.PROBLEMS.items():
+            page = await http.get(f"/problems/{slug}")
+            assert page.status_code == 200, slug
+            assert page.headers["content-type"].startswith("text/html")
+            assert html.escape(problem.title) in page.text
+        assert_problem(await http.get("/problems/no-such-thing"), 404, None)
+    readme = (Path(problems.__file__).parent / "README.md").read_text()
+    assert set(re.findall(r"/problems/([a-z-]+)", readme)) == set(problems.PROBLEMS)
+
+
+async def test_card_inputs_offer_camera_and_files(app_url: str) -> None:
+    """The card's inputs take any image and force no camera (a phone offers camera or file)."""
+    async with httpx.AsyncClient(base_url=app_url) as http:
+        page = (await http.get("/")).text
+    inputs = {attrs["id"]: attrs for attrs in file_inputs(page)}
+    assert set(inputs) == {"front", "back"}
+    for attributes in inputs.values():
+        assert attributes["accept"] == "image/*"
+        assert "capture" not in attributes
+
+
+def file_inputs(page: str) -> list[dict[str, str | None]]:
+    """The attributes of each ``<input type="file">`` of ``page``."""
+    found: list[dict[str, str | None]] = []
+
+    class Inputs(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "input" and ("type", "file") in attrs:
+                found.append(dict(attrs))
+
+    Inputs().feed(page)
+    return found
+
+
+async def test_shutdown_stops_the_purge_task_before_closing_the_store(
+    vlens_emulator: RunningEmulator, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the app stops, its purge task has finished before the store's connection closes."""
+    pending_at_close: list[int] = []
+    close = KycStore.__aexit__
+
+    async def closing(store: KycStore, *exc_info: object) -> None:
+        pending_at_close.append(len(purge_tasks()))
+        await close(store, *exc_info)
+
+    monkeypatch.setattr(KycStore, "__aexit__", closing)
+    app = create_app(settings_for(vlens_emulator, db_path))
+    async with app.router.lifespan_context(app):
+        assert len(purge_tasks()) == 1
+    assert pending_at_close == [0]
+
+
+def purge_tasks() -> list[asyncio.Task[object]]:
+    """The running event loop's unfinished purge tasks."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and getattr(task.get_coro(), "__qualname__", "") == "_purge_forever"
+    ]
+
+
+async def test_test_user_sign_up_with_a_given_phone_is_refused_the_second_time(
+    vlens_client: VlensClient, vlens_emulator: RunningEmulator
+) -> None:
+    """The demo's sign-up for a given phone number and password makes the account and gives its
+    token; a second sign-up for the number is refused before any OTP is sent."""
+    phone, password = "+201000000777", "Demo-pass-1"
+    token = await demo.register_test_user(vlens_client, vlens_emulator, phone, password)
+    assert token
+    assert (await vlens_client.check_existence(phone_number=phone)).exists
+    otps_sent = sent(vlens_emulator, "verify_phone")
+    assert otps_sent == 2  # the OTP sent, then confirmed
+    with pytest.raises(ValueError, match="log in"):
+        await demo.register_test_user(vlens_client, vlens_emulator, phone)
+    assert sent(vlens_emulator, "verify_phone") == otps_sent

@@ -36,3 +36,13 @@ def test_settings_without_api_key_stop_with_a_message() -> None:
     """No API key: the app refuses to start and says what to set."""
     with pytest.raises(SystemExit, match="VLENS_API_KEY"):
         Settings.from_env({})
+
+
+@pytest.mark.parametrize("hours", ["a day", "0", "-3", "nan", "inf"])
+def test_settings_with_a_bad_retention_stop_with_a_message(hours: str) -> None:
+    """A retention that is not a number of hours above 0: a one-line message naming the
+    variable, not a traceback."""
+    with pytest.raises(
+        SystemExit, match=r"^KYC_RETENTION_HOURS must be a number of hours above 0$"
+    ):
+        Settings.from_env({"VLENS_API_KEY": "k", "KYC_RETENTION_HOURS": hours})
