@@ -18,7 +18,7 @@ import orjson
 import psycopg
 import psycopg_pool
 
-from ..bulk._journal import AttemptRecord, Claim, ClaimKind, _dump_snapshot, _load_snapshot
+from ..bulk._journal import AttemptRecord, Claim, ClaimKind, dump_snapshot, load_snapshot
 from ..bulk._manifest import BulkApplicant
 
 __all__ = [
@@ -87,7 +87,7 @@ async def load_claim(
     if row is None:
         return None
     number, status, state, transaction_id, snapshot, attempts, outcome, inputs = row
-    restored, error = _load_snapshot(snapshot)
+    restored, error = load_snapshot(snapshot)
     claim = Claim(
         ClaimKind.DONE if status == "done" else ClaimKind.RESUME,
         transaction_id=transaction_id,
@@ -140,7 +140,7 @@ class PgJournal:
         attempts: Sequence[AttemptRecord],
         result: Mapping[str, Any] | None,
     ) -> None:
-        snap = None if snapshot is None else _dump_snapshot(snapshot)
+        snap = None if snapshot is None else dump_snapshot(snapshot)
         now = time.time()
         async with self._pool.connection() as conn, conn.transaction():
             if attempts:
