@@ -25,26 +25,6 @@ from .helpers import write_manifest
 FAST = {"heartbeat": 0.5, "stalled_after": 3.0, "poll": 0.3}
 
 
-async def test_init_twice_is_harmless(pg_url: str) -> None:
-    """init creates procrastinate's schema and ours; a second init changes nothing."""
-    assert "created" in await queue.init(pg_url)
-    assert "up to date" in await queue.init(pg_url)
-    with psycopg.connect(pg_url) as conn:
-        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables").fetchall()}
-    assert {"procrastinate_jobs", "vlens_queue_runs", "vlens_queue_applicants"} <= tables
-
-
-async def test_newer_schema_is_refused(pg_url: str) -> None:
-    """A schema from a newer release is refused by init and by every command."""
-    await queue.init(pg_url)
-    with psycopg.connect(pg_url) as conn:
-        conn.execute("UPDATE vlens_queue_meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(queue.QueueError, match="newer"):
-        await queue.init(pg_url)
-    with pytest.raises(queue.QueueError, match="newer"):
-        await queue.status(pg_url, "r")
-
-
 async def test_bad_inputs_are_one_line_refusals(pg_url: str, tmp_path: Path) -> None:
     """Unreachable database, missing schema, unknown run: QueueError, nothing written."""
     manifest = write_manifest(tmp_path, 2)
@@ -90,6 +70,10 @@ async def test_worker_end_to_end_export_and_retry(
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join([*lines, "gone,img0/front.jpg,x.jpg,a,b,c,,"]) + "\n")
     await queue.submit(pg_url, manifest, run="r", base_url=vlens_emulator.base_url, rate="none")
+    with psycopg.connect(pg_url) as conn:  # written at submit, before any request
+        submitted = dict(
+            conn.execute("SELECT applicant_id, transaction_id FROM vlens_queue_applicants")
+        )
     (tmp_path / "img1" / "back.jpg").unlink()  # a worker cannot read it: that applicant only
     summary = await queue.run_worker(pg_url, vlens_client, concurrency=4, until_empty=True, **FAST)
     assert summary.stop_reason == "the queue is empty"
@@ -106,6 +90,8 @@ async def test_worker_end_to_end_export_and_retry(
     assert by_id["p0"]["outcome"] == "verified"
     assert set(by_id["p0"]) >= {"transaction_id", "needs_review", "attempts", "timings"}
     assert vlens_emulator.counters()["transactions_created"] == 6  # p1's front was sent
+    assert {r["applicant_id"]: r["transaction_id"] for r in results[:6]} == submitted
+    assert set(vlens_emulator.counters()["steps"]) == set(submitted.values())
     with psycopg.connect(pg_url) as conn:
         kept = conn.execute(
             "SELECT count(*) FROM vlens_queue_applicants WHERE inputs IS NOT NULL"

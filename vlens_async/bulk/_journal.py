@@ -43,7 +43,6 @@ import enum
 import hashlib
 import math
 import os
-import secrets
 import sqlite3
 import stat
 import tempfile
@@ -56,7 +55,7 @@ from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 import attrs
 import orjson
 
-from .._ids import MIN_SECRET_BYTES, transaction_id_for
+from .._ids import MIN_SECRET_BYTES, new_job_secret, transaction_id_for
 from ..errors import BulkInputError, JournalError, JournalMismatchError
 from ._manifest import BulkApplicant, InvalidRow
 
@@ -93,10 +92,8 @@ SCHEMA_VERSION: Final = 2
 PENDING: Final = "pending"
 _TABLES: Final = frozenset({"meta", "runs", "applicants", "invalid_rows", "steps"})
 _OWNER_ONLY: Final = 0o600
-# The meta row of the job's secret, from which each applicant's transaction id is derived, and
-# its random bytes (as hex).
+# The meta row of the job's secret, from which each applicant's transaction id is derived.
 _SECRET_KEY: Final = "job_secret"
-_SECRET_BYTES: Final = 32
 # Results-line words that make an applicant need a person's review (the flow's review reasons).
 _REVIEW_FLAGS: Final = frozenset({"aml_matched", "fake_document", "src_invalid"})
 # What of a flow snapshot the journal keeps: an allow-list, so that a field the service adds
@@ -659,7 +656,7 @@ class Journal:
         with _transaction(conn):
             rows = {
                 "schema": str(SCHEMA_VERSION),
-                _SECRET_KEY: secrets.token_hex(_SECRET_BYTES),
+                _SECRET_KEY: new_job_secret(),
                 **identity.meta(),
             }
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.items())
@@ -672,7 +669,7 @@ class Journal:
         row = conn.execute("SELECT value FROM meta WHERE key=?", (_SECRET_KEY,)).fetchone()
         if row is not None:
             return str(row[0])
-        secret = secrets.token_hex(_SECRET_BYTES)
+        secret = new_job_secret()
         with _transaction(conn):
             conn.execute("INSERT INTO meta VALUES (?, ?)", (_SECRET_KEY, secret))
         if self.path is not None:

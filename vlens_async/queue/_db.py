@@ -1,5 +1,5 @@
 """Connections to the queue's PostgreSQL: one place that turns psycopg's failures into a
-:class:`QueueError` naming the database without its password, and the schema checks."""
+:class:`QueueError` naming the database without its password."""
 
 from __future__ import annotations
 
@@ -14,16 +14,8 @@ from psycopg import conninfo
 
 from ._errors import QueueError
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "connect",
-    "describe",
-    "open_pool",
-    "require_schema",
-]
+__all__ = ["connect", "describe", "open_pool"]
 
-# Our tables' version; procrastinate's schema is its own (applied by init when absent).
-SCHEMA_VERSION: Final = 1
 CONNECT_TIMEOUT: Final = 10
 
 
@@ -78,25 +70,3 @@ async def open_pool(url: str, *, max_size: int) -> psycopg_pool.AsyncConnectionP
     )
     await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
     return pool
-
-
-async def require_schema(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
-    """Refuse a database without our schema, or with a newer or older one."""
-    found = await (
-        await conn.execute("SELECT to_regclass('vlens_queue_meta') IS NOT NULL")
-    ).fetchone()
-    if not found or not found[0]:
-        raise QueueError("this database has no vlens queue schema: run `vlens queue init` first")
-    row = await (
-        await conn.execute("SELECT value FROM vlens_queue_meta WHERE key = 'schema_version'")
-    ).fetchone()
-    version = int(str(row[0])) if row and str(row[0]).isdigit() else 0
-    if version > SCHEMA_VERSION:
-        raise QueueError(
-            f"the queue schema is version {version}, newer than this release's"
-            f" {SCHEMA_VERSION}: upgrade vlens-async"
-        )
-    if version < SCHEMA_VERSION:
-        raise QueueError(
-            f"the queue schema is version {version}: run `vlens queue init` to upgrade it"
-        )

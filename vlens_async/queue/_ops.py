@@ -14,8 +14,9 @@ import orjson
 
 from ..bulk._journal import PENDING, check_output_path, export_line
 from ._app import job_for, make_app
-from ._db import connect, require_schema
+from ._db import connect
 from ._errors import QueueError
+from ._schema import require_schema
 from ._store import Conn
 
 __all__ = ["RunStatus", "export", "retry", "status"]

@@ -43,9 +43,10 @@ from ..config import RetryPolicy
 from ..errors import ConfigurationError
 from ..images import prefer_throughput
 from ._app import Unfinished, make_app
-from ._db import connect, require_schema
+from ._db import connect
 from ._errors import QueueError
 from ._limiter import PgRateLimiter
+from ._schema import require_schema
 from ._store import PgJournal, load_claim, queue_for, service_key
 
 if TYPE_CHECKING:
