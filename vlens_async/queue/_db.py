@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 import urllib.parse
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -17,6 +20,7 @@ from ._errors import QueueError
 __all__ = ["connect", "describe", "open_pool"]
 
 CONNECT_TIMEOUT: Final = 10
+_CHECK_IDLE_AFTER: Final = 1.0  # seconds idle before a pooled connection is checked
 
 
 def describe(url: str) -> str:
@@ -57,16 +61,40 @@ async def connect(url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, 
         await conn.close()
 
 
-async def open_pool(url: str, *, max_size: int) -> psycopg_pool.AsyncConnectionPool:
-    """An open pool (autocommit connections), checked by one connection first."""
+async def open_pool(
+    url: str, *, max_size: int, min_size: int = 1
+) -> psycopg_pool.AsyncConnectionPool:
+    """An open pool of ``min_size`` to ``max_size`` autocommit connections (a statement is its
+    own transaction: no BEGIN and COMMIT round trips), checked by one connection first.
+
+    A connection is checked before use (an empty query) only when it sat idle for more than a
+    second: one just returned is known good, and checking it too (as procrastinate's own pool
+    does) costs a round trip per use. A connection that fails in use is discarded by the pool."""
     async with connect(url):
         pass
+    returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    async def autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+        # Not a connect() keyword: procrastinate passes the pool's keywords, and its own
+        # autocommit, to the listener's connection.
+        await conn.set_autocommit(True)
+
+    async def stamp(conn: psycopg.AsyncConnection[Any]) -> None:
+        returned[conn] = time.monotonic()
+
+    async def check(conn: psycopg.AsyncConnection[Any]) -> None:
+        if time.monotonic() - returned.get(conn, -math.inf) > _CHECK_IDLE_AFTER:
+            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+
     pool = psycopg_pool.AsyncConnectionPool(
         url,
-        min_size=1,
+        min_size=max(1, min(min_size, max_size)),
         max_size=max(2, max_size),
         open=False,
-        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+        kwargs={"connect_timeout": CONNECT_TIMEOUT},
+        configure=autocommit,
+        check=check,
+        reset=stamp,
     )
     await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
     return pool
