@@ -3,6 +3,7 @@ a worker end to end, export, retry, the shared limiter, and the refusals."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from vlens_async import queue
+from vlens_async import cli, queue
 from vlens_async.bulk import RateLimit
 from vlens_async.bulk._ratelimit import LimiterClosed
 from vlens_async.client import VlensClient
@@ -226,3 +227,26 @@ async def test_stop_gracefully_then_at_once_and_resume(
     assert set(counters["steps"]) == {r["transaction_id"] for r in results}
     for transaction_id, step in done:  # journaled at the graceful stop: never sent again
         assert counters["steps"][transaction_id][step] == sent[transaction_id][step]
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings}
+
+
+def _subparser(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def test_workers_take_the_connection_options_of_bulk() -> None:
+    """``vlens queue work`` has every connection option of ``vlens bulk`` (one function adds
+    them to both): bulk has no option a worker lacks but its own job's."""
+    parser = cli.build_parser()
+    bulk, work = _subparser(parser, "bulk"), _subparser(parser, "queue", "work")
+    connection = argparse.ArgumentParser(add_help=False)
+    cli._add_connection_options(connection)
+    assert _options(connection) <= _options(work)
+    job_only = {"--journal", "--out", "--resume", "--retry-errors", "--no-prepare", "--rate"}
+    assert _options(bulk) - _options(work) == job_only
