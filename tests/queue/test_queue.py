@@ -199,7 +199,10 @@ async def test_stop_gracefully_then_at_once_and_resume(
         worker = queue.Worker(pg_url, vlens_client, concurrency=12, **FAST)
         task = asyncio.create_task(worker.run())
         await asyncio.sleep(wait)
+        live = await queue.status(pg_url, "r")  # while the run goes on
         worker.stop()
+        assert live.workers_alive == 4  # the worker's procrastinate loops
+        assert live.jobs.get("doing", 0) > 0
         if hard:
             await asyncio.sleep(0.05)
             worker.stop()
@@ -218,6 +221,9 @@ async def test_stop_gracefully_then_at_once_and_resume(
     assert 0 < st.pending <= 12
     summary = await queue.run_worker(pg_url, vlens_client, concurrency=12, until_empty=True, **FAST)
     assert summary.stop_reason == "the queue is empty"
+    st = await queue.status(pg_url, "r")
+    assert (st.pending, st.by_outcome, st.eta) == (0, {"verified": 12}, 0.0)
+    assert st.throughput > 0  # applicants finished within the last minute
     out = tmp_path / "results.jsonl"
     await queue.export(pg_url, "r", out)
     results = [json.loads(line) for line in out.read_text().splitlines()]
