@@ -39,7 +39,7 @@ def describe(url: str) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    """psycopg's first line, without the conninfo it may quote."""
+    """psycopg's first line (of a failed connection: libpq names the host, port and user)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:160]
 
@@ -51,8 +51,11 @@ async def connect(url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, 
         conn = await psycopg.AsyncConnection.connect(
             url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
         )
-    except psycopg.ProgrammingError as exc:
-        raise QueueError(f"bad database URL ({_why(exc)})") from None
+    except psycopg.ProgrammingError:
+        # Not psycopg's text: it quotes the word it could not read, which may be a password.
+        raise QueueError(
+            "bad database URL: give postgresql://user@host:port/dbname or key=value pairs"
+        ) from None
     except psycopg.Error as exc:
         raise QueueError(f"cannot connect to the database {describe(url)}: {_why(exc)}") from None
     try:
