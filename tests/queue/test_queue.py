@@ -100,11 +100,16 @@ async def test_worker_end_to_end_export_and_retry(
         snapshot = conn.execute(
             "SELECT snapshot FROM vlens_queue_applicants WHERE applicant_id = 'p0'"
         ).fetchone()
+        steps = conn.execute(
+            "SELECT step, attempt, ok, status, duration > 0 FROM vlens_queue_attempts"
+            " WHERE applicant_id = 'p0' ORDER BY id"
+        ).fetchall()
         conn.execute(
             "UPDATE vlens_queue_applicants SET outcome = 'error', inputs = '{}'::jsonb"
             " WHERE applicant_id = 'p2'"
         )
     assert kept == (0,)  # no name check value or paths left once every applicant ended
+    assert sorted(steps) == [(step, 1, True, None, True) for step in ("back", "front", "liveness")]
     assert snapshot is not None
     assert json.loads(snapshot[0])["personal_data"] is False
     assert await queue.retry(pg_url, "r") == 1

@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import attrs
 import orjson
 import psycopg
 import psycopg_pool
@@ -150,14 +151,8 @@ class PgJournal:
             "snapshot": None if snapshot is None else dump_snapshot(snapshot),
             "count": len(attempts),
             "now": time.time(),
-            "step": [a.step for a in attempts],
-            "attempt": [a.attempt for a in attempts],
-            "ok": [a.ok for a in attempts],
-            "status": [a.status for a in attempts],
-            "code": [a.error_code for a in attempts],
-            "type": [a.error_type for a in attempts],
-            "duration": [a.duration for a in attempts],
-            "at": [a.at for a in attempts],
+            # One JSON text (orjson), not eight arrays for psycopg to adapt element by element.
+            "attempts": orjson.dumps([attrs.asdict(a) for a in attempts]).decode(),
         }
         if result is not None:
             code = result.get("error_code")
@@ -172,9 +167,9 @@ _ATTEMPTS: Final = """
 WITH attempts AS (
     INSERT INTO vlens_queue_attempts (run, applicant_id, step, attempt, ok, status, error_code,
         error_type, duration, at)
-    SELECT %(run)s, %(applicant)s, * FROM unnest(%(step)s::text[], %(attempt)s::int[],
-        %(ok)s::bool[], %(status)s::int[], %(code)s::int[], %(type)s::text[],
-        %(duration)s::float8[], %(at)s::float8[])
+    SELECT %(run)s, %(applicant)s, step, attempt, ok, status, error_code, error_type, duration,
+        at FROM jsonb_to_recordset(%(attempts)s::jsonb) AS a(step text, attempt int, ok bool,
+        status int, error_code int, error_type text, duration float8, at float8)
 )
 """
 _SAVE_STEP: Final = (
