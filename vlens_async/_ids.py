@@ -13,12 +13,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+import secrets
 import uuid
 from typing import Final
 
-__all__ = ["MIN_SECRET_BYTES", "new_request_id", "new_transaction_id", "transaction_id_for"]
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "new_job_secret",
+    "new_request_id",
+    "new_transaction_id",
+    "transaction_id_for",
+]
 
 MIN_SECRET_BYTES: Final = 16
+_JOB_SECRET_BYTES: Final = 32
 _DOMAIN: Final = b"vlens-async transaction id v1\x00"
 
 
@@ -56,6 +64,12 @@ def transaction_id_for(key: str, secret: str | bytes) -> str:
         raise ValueError("the key must not be empty")
     digest = hmac.new(secret_bytes, _DOMAIN + key.encode(), hashlib.sha256).digest()
     return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def new_job_secret() -> str:
+    """A fresh secret for :func:`transaction_id_for` (32 random bytes, as hex): a bulk journal's
+    or a queue run's, stored with it, so its applicants' transaction ids can be derived again."""
+    return secrets.token_hex(_JOB_SECRET_BYTES)
 
 
 def new_request_id() -> str:

@@ -217,7 +217,7 @@ async def test_a_cancelled_step_ends_its_spans(
 async def test_aiohttp_spans_through_trace_configs_nest_under_the_call(
     vlens_emulator: RunningEmulator, recorded: Recorded
 ) -> None:
-    """The aiohttp instrumentation given as trace_configs makes one span per attempt under the call."""
+    """The aiohttp instrumentation given as trace_configs: one span per attempt under the call."""
     from vlens_async.otel import aiohttp_trace_config
 
     trace_config = aiohttp_trace_config(

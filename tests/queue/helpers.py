@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
+
 from vlens_async.samples import make_applicant
 
 HEADER = "applicant_id,front,back,face_1,face_2,face_3,name_check_value,client_transaction_id"
@@ -62,3 +64,42 @@ async def start_worker(
 def outcomes(lines: Sequence[dict[str, object]]) -> set[object]:
     """The outcomes of results lines."""
     return {line["outcome"] for line in lines}
+
+
+def catalog(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
+    """procrastinate's objects in a database, to compare a migrated schema with a fresh one:
+    functions (with a digest of their whitespace-normalised source), columns, indexes, enum
+    labels in order, triggers, constraints and types."""
+    queries = {
+        "functions": "SELECT proname, pg_get_function_identity_arguments(oid),"
+        " md5(regexp_replace(prosrc, '\\s+', ' ', 'g')) FROM pg_proc"
+        " WHERE proname LIKE 'procrastinate%'",
+        "columns": "SELECT table_name, column_name, data_type, column_default, is_nullable"
+        " FROM information_schema.columns WHERE table_name LIKE 'procrastinate%'",
+        "indexes": "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE tablename LIKE 'procrastinate%'",
+        "enums": "SELECT t.typname, e.enumlabel, rank() OVER (PARTITION BY t.typname"
+        " ORDER BY e.enumsortorder) FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid",
+        "triggers": "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal",
+        "constraints": "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid::regclass::text LIKE 'procrastinate%'",
+        "types": "SELECT typname, typtype FROM pg_type WHERE typname LIKE 'procrastinate%'",
+    }
+    return {
+        name: sorted(tuple(r) for r in conn.execute(query).fetchall())
+        for name, query in queries.items()
+    }
+
+
+def apply_migrations(url: str, through: str) -> None:
+    """procrastinate's migrations from its first through the one whose ``xx.yy.zz_ab`` key is
+    ``through``, each in its own transaction, as a database of that release would have them."""
+    from vlens_async.queue._schema import procrastinate_migrations
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in procrastinate_migrations():
+            with conn.transaction():
+                conn.execute(path.read_text())
+            if path.stem.startswith(through):
+                return
+    raise AssertionError(f"no procrastinate migration {through}")

@@ -3,6 +3,7 @@ a worker end to end, export, retry, the shared limiter, and the refusals."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from vlens_async import queue
+from vlens_async import cli, queue
 from vlens_async.bulk import RateLimit
 from vlens_async.bulk._ratelimit import LimiterClosed
 from vlens_async.client import VlensClient
@@ -23,26 +24,6 @@ from vlens_async.queue._store import service_key
 from .helpers import write_manifest
 
 FAST = {"heartbeat": 0.5, "stalled_after": 3.0, "poll": 0.3}
-
-
-async def test_init_twice_is_harmless(pg_url: str) -> None:
-    """init creates procrastinate's schema and ours; a second init changes nothing."""
-    assert "created" in await queue.init(pg_url)
-    assert "up to date" in await queue.init(pg_url)
-    with psycopg.connect(pg_url) as conn:
-        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables").fetchall()}
-    assert {"procrastinate_jobs", "vlens_queue_runs", "vlens_queue_applicants"} <= tables
-
-
-async def test_newer_schema_is_refused(pg_url: str) -> None:
-    """A schema from a newer release is refused by init and by every command."""
-    await queue.init(pg_url)
-    with psycopg.connect(pg_url) as conn:
-        conn.execute("UPDATE vlens_queue_meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(queue.QueueError, match="newer"):
-        await queue.init(pg_url)
-    with pytest.raises(queue.QueueError, match="newer"):
-        await queue.status(pg_url, "r")
 
 
 async def test_bad_inputs_are_one_line_refusals(pg_url: str, tmp_path: Path) -> None:
@@ -90,6 +71,10 @@ async def test_worker_end_to_end_export_and_retry(
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join([*lines, "gone,img0/front.jpg,x.jpg,a,b,c,,"]) + "\n")
     await queue.submit(pg_url, manifest, run="r", base_url=vlens_emulator.base_url, rate="none")
+    with psycopg.connect(pg_url) as conn:  # written at submit, before any request
+        submitted = dict(
+            conn.execute("SELECT applicant_id, transaction_id FROM vlens_queue_applicants")
+        )
     (tmp_path / "img1" / "back.jpg").unlink()  # a worker cannot read it: that applicant only
     summary = await queue.run_worker(pg_url, vlens_client, concurrency=4, until_empty=True, **FAST)
     assert summary.stop_reason == "the queue is empty"
@@ -106,6 +91,8 @@ async def test_worker_end_to_end_export_and_retry(
     assert by_id["p0"]["outcome"] == "verified"
     assert set(by_id["p0"]) >= {"transaction_id", "needs_review", "attempts", "timings"}
     assert vlens_emulator.counters()["transactions_created"] == 6  # p1's front was sent
+    assert {r["applicant_id"]: r["transaction_id"] for r in results[:6]} == submitted
+    assert set(vlens_emulator.counters()["steps"]) == set(submitted.values())
     with psycopg.connect(pg_url) as conn:
         kept = conn.execute(
             "SELECT count(*) FROM vlens_queue_applicants WHERE inputs IS NOT NULL"
@@ -113,11 +100,16 @@ async def test_worker_end_to_end_export_and_retry(
         snapshot = conn.execute(
             "SELECT snapshot FROM vlens_queue_applicants WHERE applicant_id = 'p0'"
         ).fetchone()
+        steps = conn.execute(
+            "SELECT step, attempt, ok, status, duration > 0 FROM vlens_queue_attempts"
+            " WHERE applicant_id = 'p0' ORDER BY id"
+        ).fetchall()
         conn.execute(
             "UPDATE vlens_queue_applicants SET outcome = 'error', inputs = '{}'::jsonb"
             " WHERE applicant_id = 'p2'"
         )
     assert kept == (0,)  # no name check value or paths left once every applicant ended
+    assert sorted(steps) == [(step, 1, True, None, True) for step in ("back", "front", "liveness")]
     assert snapshot is not None
     assert json.loads(snapshot[0])["personal_data"] is False
     assert await queue.retry(pg_url, "r") == 1
@@ -212,7 +204,10 @@ async def test_stop_gracefully_then_at_once_and_resume(
         worker = queue.Worker(pg_url, vlens_client, concurrency=12, **FAST)
         task = asyncio.create_task(worker.run())
         await asyncio.sleep(wait)
+        live = await queue.status(pg_url, "r")  # while the run goes on
         worker.stop()
+        assert live.workers_alive == 4  # the worker's procrastinate loops
+        assert live.jobs.get("doing", 0) > 0
         if hard:
             await asyncio.sleep(0.05)
             worker.stop()
@@ -231,6 +226,9 @@ async def test_stop_gracefully_then_at_once_and_resume(
     assert 0 < st.pending <= 12
     summary = await queue.run_worker(pg_url, vlens_client, concurrency=12, until_empty=True, **FAST)
     assert summary.stop_reason == "the queue is empty"
+    st = await queue.status(pg_url, "r")
+    assert (st.pending, st.by_outcome, st.eta) == (0, {"verified": 12}, 0.0)
+    assert st.throughput > 0  # applicants finished within the last minute
     out = tmp_path / "results.jsonl"
     await queue.export(pg_url, "r", out)
     results = [json.loads(line) for line in out.read_text().splitlines()]
@@ -240,3 +238,26 @@ async def test_stop_gracefully_then_at_once_and_resume(
     assert set(counters["steps"]) == {r["transaction_id"] for r in results}
     for transaction_id, step in done:  # journaled at the graceful stop: never sent again
         assert counters["steps"][transaction_id][step] == sent[transaction_id][step]
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings}
+
+
+def _subparser(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def test_workers_take_the_connection_options_of_bulk() -> None:
+    """``vlens queue work`` has every connection option of ``vlens bulk`` (one function adds
+    them to both): bulk has no option a worker lacks but its own job's."""
+    parser = cli.build_parser()
+    bulk, work = _subparser(parser, "bulk"), _subparser(parser, "queue", "work")
+    connection = argparse.ArgumentParser(add_help=False)
+    cli._add_connection_options(connection)
+    assert _options(connection) <= _options(work)
+    job_only = {"--journal", "--out", "--resume", "--retry-errors", "--no-prepare", "--rate"}
+    assert _options(bulk) - _options(work) == job_only

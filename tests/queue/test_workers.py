@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import conninfo
 
 from vlens_async import queue
 from vlens_async.cli import main
@@ -186,13 +187,17 @@ async def test_two_workers_stay_under_the_tenant_limit(
 def test_cli_bad_inputs_exit_2(
     pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Wrong database, missing schema, unknown run, another manifest: one line, exit 2."""
+    """Unreachable, unreadable or wrong database URL, missing schema, unknown run, another
+    manifest: one line, exit 2, no password echoed."""
     manifest = write_manifest(tmp_path, 2)
     other = write_manifest(tmp_path, 3, name="other.csv")
     bad_db = "postgresql:///x?host=/nonexistent&port=1"
     submit = ["queue", "submit", "--base-url", "http://127.0.0.1:9", "--run", "r"]
+    wrong_name = conninfo.make_conninfo(pg_url, dbname="no_such_database")
     cases = [
         (["queue", "init", "--db", bad_db], "cannot connect"),
+        (["queue", "init", "--db", "secretpw-not-a-url"], "bad database URL"),
+        (["queue", "init", "--db", wrong_name], 'database "no_such_database" does not exist'),
         ([*submit, str(manifest), "--db", pg_url], "vlens queue init"),
         (["queue", "status", "--db", pg_url, "--run", "r"], "vlens queue init"),
     ]
@@ -201,6 +206,7 @@ def test_cli_bad_inputs_exit_2(
         err = capsys.readouterr().err.strip()
         assert message in err
         assert len(err.splitlines()) == 1
+        assert "secretpw" not in err
     assert main(["queue", "init", "--db", pg_url]) == 0
     assert main([*submit, str(manifest), "--db", pg_url]) == 0
     assert "2 rows" in capsys.readouterr().out

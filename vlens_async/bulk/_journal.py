@@ -43,7 +43,6 @@ import enum
 import hashlib
 import math
 import os
-import secrets
 import sqlite3
 import stat
 import tempfile
@@ -56,7 +55,7 @@ from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 import attrs
 import orjson
 
-from .._ids import MIN_SECRET_BYTES, transaction_id_for
+from .._ids import MIN_SECRET_BYTES, new_job_secret, transaction_id_for
 from ..errors import BulkInputError, JournalError, JournalMismatchError
 from ._manifest import BulkApplicant, InvalidRow
 
@@ -77,6 +76,9 @@ __all__ = [
     "JournalCounts",
     "LatencyStats",
     "check_output_path",
+    "dump_snapshot",
+    "export_line",
+    "load_snapshot",
     "manifest_digest",
     "needs_review",
     "same_file",
@@ -90,10 +92,8 @@ SCHEMA_VERSION: Final = 2
 PENDING: Final = "pending"
 _TABLES: Final = frozenset({"meta", "runs", "applicants", "invalid_rows", "steps"})
 _OWNER_ONLY: Final = 0o600
-# The meta row of the job's secret, from which each applicant's transaction id is derived, and
-# its random bytes (as hex).
+# The meta row of the job's secret, from which each applicant's transaction id is derived.
 _SECRET_KEY: Final = "job_secret"
-_SECRET_BYTES: Final = 32
 # Results-line words that make an applicant need a person's review (the flow's review reasons).
 _REVIEW_FLAGS: Final = frozenset({"aml_matched", "fake_document", "src_invalid"})
 # What of a flow snapshot the journal keeps: an allow-list, so that a field the service adds
@@ -656,7 +656,7 @@ class Journal:
         with _transaction(conn):
             rows = {
                 "schema": str(SCHEMA_VERSION),
-                _SECRET_KEY: secrets.token_hex(_SECRET_BYTES),
+                _SECRET_KEY: new_job_secret(),
                 **identity.meta(),
             }
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.items())
@@ -669,7 +669,7 @@ class Journal:
         row = conn.execute("SELECT value FROM meta WHERE key=?", (_SECRET_KEY,)).fetchone()
         if row is not None:
             return str(row[0])
-        secret = secrets.token_hex(_SECRET_BYTES)
+        secret = new_job_secret()
         with _transaction(conn):
             conn.execute("INSERT INTO meta VALUES (?, ?)", (_SECRET_KEY, secret))
         if self.path is not None:
@@ -822,7 +822,7 @@ class Journal:
                 "UPDATE applicants SET run=?, row=? WHERE applicant_id=?",
                 (self.run, applicant.row, applicant.applicant_id),
             )
-        restored, error = _load_snapshot(snapshot)
+        restored, error = load_snapshot(snapshot)
         return Claim(
             ClaimKind.DONE if status == "done" else ClaimKind.RESUME,
             transaction_id=transaction_id,
@@ -844,7 +844,7 @@ class Journal:
         conn = self._db
         with _transaction(conn):
             self._insert_attempts(conn, applicant_id, attempts)
-            snap = None if snapshot is None else _dump_snapshot(snapshot)
+            snap = None if snapshot is None else dump_snapshot(snapshot)
             if result is None:
                 conn.execute(
                     "UPDATE applicants SET state=?, snapshot=coalesce(?, snapshot),"
@@ -979,22 +979,8 @@ class Journal:
         )
         try:
             with os.fdopen(fd, "wb") as fh:
-                for row, applicant_id, state, transaction_id, outcome, result, reason in cursor:
-                    line = _result_line(result)
-                    if line is None:
-                        line = {
-                            "applicant_id": applicant_id,
-                            "row": row,
-                            "outcome": outcome or PENDING,
-                            "state": state,
-                            "transaction_id": transaction_id,
-                            "needs_review": False,
-                            "error_message": reason,
-                        }
-                        if result is not None:  # finished, but its line cannot be read back
-                            line["needs_review"] = True
-                            line["error_message"] = "the journaled result could not be read"
-                    fh.write(orjson.dumps(line))
+                for row in cursor:
+                    fh.write(orjson.dumps(export_line(*row)))
                     fh.write(b"\n")
                     lines += 1
             os.replace(tmp, out)
@@ -1021,6 +1007,37 @@ async def _wait_out(*futures: asyncio.Future[Any]) -> None:
         raise asyncio.CancelledError
 
 
+def export_line(
+    row: int,
+    applicant_id: str | None,
+    state: str | None,
+    transaction_id: str | None,
+    outcome: str | None,
+    result: Any,
+    reason: str | None,
+) -> dict[str, Any]:
+    """The results-file line of one manifest row (the bulk journal's export and the queue's):
+    the journaled line when it reads back, else one built from the row's columns (an unfinished
+    applicant as ``pending``, a bad row with its ``reason``, a line that cannot be read back
+    flagged for review)."""
+    line = _result_line(result)
+    if line is not None:
+        return line
+    line = {
+        "applicant_id": applicant_id,
+        "row": row,
+        "outcome": outcome or PENDING,
+        "state": state,
+        "transaction_id": transaction_id,
+        "needs_review": False,
+        "error_message": reason,
+    }
+    if result is not None:  # finished, but its line cannot be read back
+        line["needs_review"] = True
+        line["error_message"] = "the journaled result could not be read"
+    return line
+
+
 def _result_line(result: Any) -> dict[str, Any] | None:
     """A journaled results line, read back (None when there is none or it is not a JSON
     object: such a line is rebuilt, never copied verbatim); ``needs_review`` always set."""
@@ -1037,7 +1054,7 @@ def _result_line(result: Any) -> dict[str, Any] | None:
     return line
 
 
-def _load_snapshot(text: Any) -> tuple[Any, str | None]:
+def load_snapshot(text: Any) -> tuple[Any, str | None]:
     """A journaled snapshot, or None and why it cannot be read."""
     if text is None:
         return None, None
@@ -1047,7 +1064,7 @@ def _load_snapshot(text: Any) -> tuple[Any, str | None]:
         return None, "the journaled snapshot is not JSON"
 
 
-def _dump_snapshot(snapshot: Mapping[str, Any]) -> str:
+def dump_snapshot(snapshot: Mapping[str, Any]) -> str:
     """A snapshot as the journal keeps it: the allow-list only, marked as holding no personal
     data (whatever it was taken with)."""
     kept = strip_snapshot(snapshot)

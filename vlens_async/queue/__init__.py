@@ -5,9 +5,11 @@ Needs the ``queue`` extra (``pip install 'vlens-async[queue]'``); ``import vlens
 imports this package. The same promises as :mod:`vlens_async.bulk`, which it reuses (the
 manifest reader, the per-applicant run, the snapshot's allow-list, the results line):
 
-- :func:`init` creates or upgrades the schema (procrastinate's and ours); twice is harmless.
+- :func:`init` creates or upgrades the schema (procrastinate's migrations and ours, recorded);
+  twice is harmless; a newer schema is refused.
 - :func:`submit` reads a manifest as ``vlens bulk`` does and, in chunks, inserts applicants
-  (each with its transaction id) and defers one job each in the same database transaction.
+  (each with its transaction id, derived from the run's secret as ``vlens bulk`` derives its
+  from the journal's) and defers one job each in the same database transaction.
 - :func:`run_worker` runs one worker; start any number on any machine. Every worker must reach
   the manifest's image files (a shared folder); a file it cannot read makes that applicant
   ``invalid`` with a one-line reason, not a crash.

@@ -1,10 +1,13 @@
 """Connections to the queue's PostgreSQL: one place that turns psycopg's failures into a
-:class:`QueueError` naming the database without its password, and the schema checks."""
+:class:`QueueError` naming the database without its password."""
 
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 import urllib.parse
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -14,17 +17,10 @@ from psycopg import conninfo
 
 from ._errors import QueueError
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "connect",
-    "describe",
-    "open_pool",
-    "require_schema",
-]
+__all__ = ["connect", "describe", "open_pool"]
 
-# Our tables' version; procrastinate's schema is its own (applied by init when absent).
-SCHEMA_VERSION: Final = 1
 CONNECT_TIMEOUT: Final = 10
+_CHECK_IDLE_AFTER: Final = 1.0  # seconds idle before a pooled connection is checked
 
 
 def describe(url: str) -> str:
@@ -43,7 +39,7 @@ def describe(url: str) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    """psycopg's first line, without the conninfo it may quote."""
+    """psycopg's first line (of a failed connection: libpq names the host, port and user)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:160]
 
@@ -55,8 +51,11 @@ async def connect(url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, 
         conn = await psycopg.AsyncConnection.connect(
             url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
         )
-    except psycopg.ProgrammingError as exc:
-        raise QueueError(f"bad database URL ({_why(exc)})") from None
+    except psycopg.ProgrammingError:
+        # Not psycopg's text: it quotes the word it could not read, which may be a password.
+        raise QueueError(
+            "bad database URL: give postgresql://user@host:port/dbname or key=value pairs"
+        ) from None
     except psycopg.Error as exc:
         raise QueueError(f"cannot connect to the database {describe(url)}: {_why(exc)}") from None
     try:
@@ -65,38 +64,40 @@ async def connect(url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, 
         await conn.close()
 
 
-async def open_pool(url: str, *, max_size: int) -> psycopg_pool.AsyncConnectionPool:
-    """An open pool (autocommit connections), checked by one connection first."""
+async def open_pool(
+    url: str, *, max_size: int, min_size: int = 1
+) -> psycopg_pool.AsyncConnectionPool:
+    """An open pool of ``min_size`` to ``max_size`` autocommit connections (a statement is its
+    own transaction: no BEGIN and COMMIT round trips), checked by one connection first.
+
+    A connection is checked before use (an empty query) only when it sat idle for more than a
+    second: one just returned is known good, and checking it too (as procrastinate's own pool
+    does) costs a round trip per use. A connection that fails in use is discarded by the pool."""
     async with connect(url):
         pass
+    returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    async def autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+        # Not a connect() keyword: procrastinate passes the pool's keywords, and its own
+        # autocommit, to the listener's connection.
+        await conn.set_autocommit(True)
+
+    async def stamp(conn: psycopg.AsyncConnection[Any]) -> None:
+        returned[conn] = time.monotonic()
+
+    async def check(conn: psycopg.AsyncConnection[Any]) -> None:
+        if time.monotonic() - returned.get(conn, -math.inf) > _CHECK_IDLE_AFTER:
+            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+
     pool = psycopg_pool.AsyncConnectionPool(
         url,
-        min_size=1,
+        min_size=max(1, min(min_size, max_size)),
         max_size=max(2, max_size),
         open=False,
-        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+        kwargs={"connect_timeout": CONNECT_TIMEOUT},
+        configure=autocommit,
+        check=check,
+        reset=stamp,
     )
     await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
     return pool
-
-
-async def require_schema(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
-    """Refuse a database without our schema, or with a newer or older one."""
-    found = await (
-        await conn.execute("SELECT to_regclass('vlens_queue_meta') IS NOT NULL")
-    ).fetchone()
-    if not found or not found[0]:
-        raise QueueError("this database has no vlens queue schema: run `vlens queue init` first")
-    row = await (
-        await conn.execute("SELECT value FROM vlens_queue_meta WHERE key = 'schema_version'")
-    ).fetchone()
-    version = int(str(row[0])) if row and str(row[0]).isdigit() else 0
-    if version > SCHEMA_VERSION:
-        raise QueueError(
-            f"the queue schema is version {version}, newer than this release's"
-            f" {SCHEMA_VERSION}: upgrade vlens-async"
-        )
-    if version < SCHEMA_VERSION:
-        raise QueueError(
-            f"the queue schema is version {version}: run `vlens queue init` to upgrade it"
-        )

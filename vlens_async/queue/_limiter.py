@@ -94,8 +94,7 @@ class PgRateLimiter:
 
     async def open(self) -> PgRateLimiter:
         """Take the owner lock on a connection of its own; returns self."""
-        conn = await self._pool.getconn()
-        await conn.set_autocommit(True)  # a session lock, never an open transaction
+        conn = await self._pool.getconn()  # autocommit (open_pool): a session lock only
         await conn.execute("SELECT pg_advisory_lock(%s, %s)", (_OWNER_SPACE, self.owner))
         self._owner_conn = conn
         return self
@@ -109,7 +108,6 @@ class PgRateLimiter:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await conn.execute("SELECT pg_advisory_unlock_all()")
-                await conn.set_autocommit(False)
             await self._pool.putconn(conn)
 
     def close(self) -> None:

@@ -12,10 +12,11 @@ from typing import Any
 import attrs
 import orjson
 
-from ..bulk._journal import PENDING, _result_line, check_output_path
+from ..bulk._journal import PENDING, check_output_path, export_line
 from ._app import job_for, make_app
-from ._db import connect, require_schema
+from ._db import connect
 from ._errors import QueueError
+from ._schema import require_schema
 from ._store import Conn
 
 __all__ = ["RunStatus", "export", "retry", "status"]
@@ -161,7 +162,7 @@ async def export(db: str, run: str, out: str | os.PathLike[str]) -> int:
                         batch = await cur.fetchmany(_BATCH)
                         if not batch:
                             break
-                        data = b"".join(orjson.dumps(_line(*r)) + b"\n" for r in batch)
+                        data = b"".join(orjson.dumps(export_line(*r)) + b"\n" for r in batch)
                         await asyncio.to_thread(fh.write, data)
                         lines += len(batch)
             await asyncio.to_thread(os.replace, tmp, path)
@@ -169,34 +170,6 @@ async def export(db: str, run: str, out: str | os.PathLike[str]) -> int:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
             raise
     return lines
-
-
-def _line(
-    row: int,
-    applicant_id: str | None,
-    state: str | None,
-    transaction_id: str | None,
-    outcome: str | None,
-    result: str | None,
-    reason: str | None,
-) -> dict[str, Any]:
-    """A results line, as the bulk journal exports it."""
-    line = _result_line(result)
-    if line is not None:
-        return line
-    fallback: dict[str, Any] = {
-        "applicant_id": applicant_id,
-        "row": row,
-        "outcome": outcome or PENDING,
-        "state": state,
-        "transaction_id": transaction_id,
-        "needs_review": False,
-        "error_message": reason,
-    }
-    if result is not None:
-        fallback["needs_review"] = True
-        fallback["error_message"] = "the journaled result could not be read"
-    return fallback
 
 
 async def retry(db: str, run: str, *, failed: bool = True) -> int:

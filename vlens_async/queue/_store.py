@@ -3,7 +3,8 @@
 :class:`PgJournal` is the :class:`~vlens_async.bulk._context.StepJournal` an
 :class:`~vlens_async.bulk._applicant.ApplicantRun` writes to: each step's attempts and the
 flow's snapshot through the bulk journal's own allow-list (no personal data), then the results
-line. Each write is one transaction. :func:`load_claim` reads an applicant back for a job.
+line. Each write is one statement (so one transaction). :func:`load_claim` reads an applicant
+back for a job.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import hashlib
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
+import attrs
 import orjson
 import psycopg
 import psycopg_pool
 
-from ..bulk._journal import AttemptRecord, Claim, ClaimKind, _dump_snapshot, _load_snapshot
+from ..bulk._journal import AttemptRecord, Claim, ClaimKind, dump_snapshot, load_snapshot
 from ..bulk._manifest import BulkApplicant
 
 __all__ = [
@@ -87,7 +89,7 @@ async def load_claim(
     if row is None:
         return None
     number, status, state, transaction_id, snapshot, attempts, outcome, inputs = row
-    restored, error = _load_snapshot(snapshot)
+    restored, error = load_snapshot(snapshot)
     claim = Claim(
         ClaimKind.DONE if status == "done" else ClaimKind.RESUME,
         transaction_id=transaction_id,
@@ -140,58 +142,50 @@ class PgJournal:
         attempts: Sequence[AttemptRecord],
         result: Mapping[str, Any] | None,
     ) -> None:
-        snap = None if snapshot is None else _dump_snapshot(snapshot)
-        now = time.time()
-        async with self._pool.connection() as conn, conn.transaction():
-            if attempts:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO vlens_queue_attempts (run, applicant_id, step, attempt, ok,"
-                        " status, error_code, error_type, duration, at)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        [
-                            (
-                                self.run,
-                                applicant_id,
-                                a.step,
-                                a.attempt,
-                                a.ok,
-                                a.status,
-                                a.error_code,
-                                a.error_type,
-                                a.duration,
-                                a.at,
-                            )
-                            for a in attempts
-                        ],
-                    )
-            if result is None:
-                await conn.execute(
-                    "UPDATE vlens_queue_applicants SET state = %s,"
-                    " snapshot = coalesce(%s, snapshot), attempts = attempts + %s,"
-                    " updated_at = %s WHERE run = %s AND applicant_id = %s",
-                    (state, snap, len(attempts), now, self.run, applicant_id),
-                )
-                return
+        # One statement (its attempts inserted by a data-modifying WITH) on an autocommit
+        # connection: atomic as a transaction, one round trip instead of five.
+        params: dict[str, Any] = {
+            "run": self.run,
+            "applicant": applicant_id,
+            "state": state,
+            "snapshot": None if snapshot is None else dump_snapshot(snapshot),
+            "count": len(attempts),
+            "now": time.time(),
+            # One JSON text (orjson), not eight arrays for psycopg to adapt element by element.
+            "attempts": orjson.dumps([attrs.asdict(a) for a in attempts]).decode(),
+        }
+        if result is not None:
             code = result.get("error_code")
-            error_key = str(code) if code else result.get("error_type")
-            await conn.execute(
-                "UPDATE vlens_queue_applicants SET status = 'done', state = %s,"
-                " snapshot = coalesce(%s, snapshot), attempts = attempts + %s, outcome = %s,"
-                " error_key = %s, result = %s, updated_at = %s, finished_at = %s,"
-                " inputs = CASE WHEN %s = 'error' THEN inputs END"
-                " WHERE run = %s AND applicant_id = %s",
-                (
-                    state,
-                    snap,
-                    len(attempts),
-                    result["outcome"],
-                    error_key,
-                    orjson.dumps(dict(result)).decode(),
-                    now,
-                    now,
-                    result["outcome"],
-                    self.run,
-                    applicant_id,
-                ),
-            )
+            params["outcome"] = result["outcome"]
+            params["error_key"] = str(code) if code else result.get("error_type")
+            params["result"] = orjson.dumps(dict(result)).decode()
+        async with self._pool.connection() as conn:
+            await conn.execute(_SAVE_STEP if result is None else _FINISH, params)
+
+
+_ATTEMPTS: Final = """
+WITH attempts AS (
+    INSERT INTO vlens_queue_attempts (run, applicant_id, step, attempt, ok, status, error_code,
+        error_type, duration, at)
+    SELECT %(run)s, %(applicant)s, step, attempt, ok, status, error_code, error_type, duration,
+        at FROM jsonb_to_recordset(%(attempts)s::jsonb) AS a(step text, attempt int, ok bool,
+        status int, error_code int, error_type text, duration float8, at float8)
+)
+"""
+_SAVE_STEP: Final = (
+    _ATTEMPTS
+    + """UPDATE vlens_queue_applicants SET state = %(state)s,
+    snapshot = coalesce(%(snapshot)s, snapshot), attempts = attempts + %(count)s,
+    updated_at = %(now)s
+WHERE run = %(run)s AND applicant_id = %(applicant)s"""
+)
+# The inputs (the manifest row, with the name check value) are kept only for `retry`.
+_FINISH: Final = (
+    _ATTEMPTS
+    + """UPDATE vlens_queue_applicants SET status = 'done', state = %(state)s,
+    snapshot = coalesce(%(snapshot)s, snapshot), attempts = attempts + %(count)s,
+    outcome = %(outcome)s, error_key = %(error_key)s, result = %(result)s,
+    updated_at = %(now)s, finished_at = %(now)s,
+    inputs = CASE WHEN %(outcome)s = 'error' THEN inputs END
+WHERE run = %(run)s AND applicant_id = %(applicant)s"""
+)

@@ -1,5 +1,11 @@
 """``submit``: a manifest into a run, in chunks, each one database transaction that inserts the
-applicants (with their transaction ids) and defers their jobs together."""
+applicants (with their transaction ids) and defers their jobs together.
+
+An applicant's transaction id is written with it, before any worker can take its job, and is
+derived from its id and the run's secret (:func:`~vlens_async._ids.transaction_id_for`, as the
+bulk journal derives them): every job run for it reads that one id, and should the row ever be
+lost after a worker used it (a server that acknowledged a commit it then lost), submitting the
+manifest again gives the applicant the same transaction, never a second one."""
 
 from __future__ import annotations
 
@@ -13,15 +19,16 @@ from typing import Any, Final
 import attrs
 from psycopg.types.json import Jsonb
 
-from .._ids import new_transaction_id
+from .._ids import new_job_secret, transaction_id_for
 from ..bulk._journal import manifest_digest
 from ..bulk._manifest import BulkApplicant, InvalidRow, ManifestItem, iter_manifest
 from ..bulk._ratelimit import DEFAULT_RATE_LIMIT, RateLimit
 from ..errors import BulkInputError
 from ._app import job_for, make_app
-from ._db import connect, require_schema
+from ._db import connect
 from ._errors import QueueError
 from ._limiter import set_limit
+from ._schema import require_schema
 from ._store import Conn, inputs_of, queue_for, service_key
 
 __all__ = ["SubmitResult", "submit"]
@@ -74,14 +81,16 @@ async def submit(
     async with connect(db) as conn:
         await require_schema(conn)
         async with conn.transaction():
-            run_id = await _run_row(conn, run, base_url, resolved, digest, limit, prepare, queue)
+            run_id, secret = await _run_row(
+                conn, run, base_url, resolved, digest, limit, prepare, queue
+            )
             await set_limit(conn, service_key(base_url), limit)
         items = first
         for _ in range(10**9):  # bounded by the manifest; ends at its last row
             if not items:
                 break
             async with conn.transaction():
-                a, i = await _insert(conn, app, queue, run_id, items)
+                a, i = await _insert(conn, app, queue, run_id, secret, items)
             added += a
             invalid += i
             items = await asyncio.to_thread(_chunk, rows, max(1, chunk))
@@ -113,23 +122,25 @@ async def _run_row(
     limit: RateLimit,
     prepare: bool,
     queue: str,
-) -> int:
-    """The run's id, made now or checked against this submission."""
+) -> tuple[int, str]:
+    """The run's id and secret, made now or checked against this submission (a run made before
+    runs had secrets gets one now; its applicants keep the ids they were given)."""
     await conn.execute(
         "INSERT INTO vlens_queue_runs (name, base_url, manifest_path, manifest_sha256, rate,"
-        " prepare, queue, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (name) DO NOTHING",
-        (run, base_url, path, digest, str(limit), prepare, queue, time.time()),
+        " prepare, queue, created_at, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET secret = coalesce(vlens_queue_runs.secret,"
+        " EXCLUDED.secret)",
+        (run, base_url, path, digest, str(limit), prepare, queue, time.time(), new_job_secret()),
     )
     row = await (
         await conn.execute(
-            "SELECT id, base_url, manifest_path, manifest_sha256 FROM vlens_queue_runs"
+            "SELECT id, base_url, manifest_path, manifest_sha256, secret FROM vlens_queue_runs"
             " WHERE name = %s",
             (run,),
         )
     ).fetchone()
     assert row is not None
-    run_id, stored_url, stored_path, stored_digest = row
+    run_id, stored_url, stored_path, stored_digest, secret = row
     if service_key(stored_url) != service_key(base_url):
         raise QueueError(
             f"the run {run!r} was submitted for {service_key(stored_url)}, not"
@@ -141,11 +152,11 @@ async def _run_row(
             f" (SHA-256 {stored_digest[:12]}...), not {path} (SHA-256 {digest[:12]}...):"
             " give the run another name"
         )
-    return int(run_id)
+    return int(run_id), str(secret)
 
 
 async def _insert(
-    conn: Conn, app: Any, queue: str, run_id: int, items: list[ManifestItem]
+    conn: Conn, app: Any, queue: str, run_id: int, secret: str, items: list[ManifestItem]
 ) -> tuple[int, int]:
     """One chunk: applicants and their jobs, invalid rows; (added, invalid) now."""
     now = time.time()
@@ -169,7 +180,14 @@ async def _insert(
                 "INSERT INTO vlens_queue_applicants (run, applicant_id, row, transaction_id,"
                 " inputs, updated_at) VALUES (%s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (run, applicant_id) DO NOTHING RETURNING applicant_id",
-                (run_id, a.applicant_id, a.row, new_transaction_id(), Jsonb(inputs_of(a)), now),
+                (
+                    run_id,
+                    a.applicant_id,
+                    a.row,
+                    transaction_id_for(a.applicant_id, secret),
+                    Jsonb(inputs_of(a)),
+                    now,
+                ),
             )
         ).fetchone()
         if row is not None:

@@ -28,7 +28,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import procrastinate
@@ -43,9 +43,10 @@ from ..config import RetryPolicy
 from ..errors import ConfigurationError
 from ..images import prefer_throughput
 from ._app import Unfinished, make_app
-from ._db import connect, require_schema
+from ._db import connect, open_pool
 from ._errors import QueueError
 from ._limiter import PgRateLimiter
+from ._schema import require_schema
 from ._store import PgJournal, load_claim, queue_for, service_key
 
 if TYPE_CHECKING:
@@ -178,12 +179,15 @@ class Worker:
         # a pool of a few more than the listener, the limiter's owner lock and the side tasks
         # serves any concurrency, opened at once (a pool grown one connection at a time makes
         # the first jobs queue for connections) and small enough for PostgreSQL's default
-        # max_connections of 100 with several workers on it.
+        # max_connections of 100 with several workers on it. The pool is ours, given to
+        # procrastinate: its own checks every connection before each use (see open_pool).
         size = min(self.concurrency, _POOL_JOBS) + 6
-        app = make_app(self.db, self._task, max_size=size, min_size=size)
+        app = make_app(self.db, self._task)
         started = time.monotonic()
-        async with app.open_async():
-            self._pool = cast(procrastinate.PsycopgConnector, app.connector).pool
+        self._pool = await open_pool(self.db, max_size=size, min_size=size)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self._pool.close)
+            await stack.enter_async_context(app.open_async(self._pool))
             self._limiter = await PgRateLimiter(self._pool, service_key(self.base_url)).open()
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 self.prepare_threads, thread_name_prefix="vlens-queue-images"
