@@ -201,6 +201,9 @@ async def test_control_api_over_http(raw: Raw, vlens_emulator: RunningEmulator) 
         assert (view["ntra"], view["failure_style"]) == (False, "ok")
     async with s.patch("/_emulator/tenant", json={"failure_style": "sideways"}) as resp:
         assert resp.status == 400
+    for wrong in ({"seconds": 90000}, {}, {"advance": 5, "seconds": 5}):
+        async with s.post("/_emulator/clock", json=wrong) as resp:
+            assert resp.status == 400  # never a silent no-op
     async with s.post("/_emulator/clock", json={"advance": 301}) as resp:
         assert (await resp.json())["offset"] == 301
     assert vlens_emulator.otp(PHONE["phoneNumber"]) is None  # expired by the clock

@@ -368,7 +368,9 @@ async def _patch_tenant(request: web.Request) -> web.Response:
 
 async def _clock(request: web.Request) -> web.Response:
     body = await _json(request)
-    offset = _control(request).advance_clock(body.get("advance", 0))
+    if set(body) != {"advance"}:  # {"seconds": ...} would otherwise be a silent no-op
+        raise ValueError('the body must be {"advance": SECONDS}')
+    offset = _control(request).advance_clock(body["advance"])
     return json_response({"offset": offset, "now": request.app[STATE_KEY].now()})
 
 
