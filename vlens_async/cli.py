@@ -25,7 +25,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import attrs
@@ -152,10 +152,15 @@ def _emulator_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     try:
         return server_tls_context(args.tls_cert, args.tls_key, client_ca=args.tls_client_ca)
     except ssl.SSLError:
-        raise _CliError(
-            "--tls-cert/--tls-key/--tls-client-ca: not PEM, or the key does not match"
-            " the certificate"
-        ) from None
+        files = "--tls-cert/--tls-key" if args.tls_key is not None else "--tls-cert"
+        problem = (
+            "not PEM, or the key does not match the certificate"
+            if args.tls_key is not None
+            else "not PEM, or it holds no private key (give it with --tls-key FILE)"
+        )
+        if args.tls_client_ca is not None:
+            problem += "; or --tls-client-ca is not a PEM CA certificate"
+        raise _CliError(f"{files}: {problem}") from None
     except OSError as exc:
         raise _CliError(f"--tls-cert/--tls-key: cannot read them ({type(exc).__name__})") from None
 
@@ -212,6 +217,13 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             lines.append("  mutual TLS:    clients must present a certificate (--tls-client-ca)")
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
+        if not _is_loopback_host(args.host):
+            print(
+                f"warning: listening on {args.host}, beyond this machine: whoever reaches it can"
+                " use these well-known credentials (the control API still answers loopback only)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     try:
         asyncio.run(serve_forever(config, host=args.host, port=args.port, on_ready=ready))
@@ -223,6 +235,18 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 _MAX_PORT = 65_535
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Whether ``--host`` names this machine only (``localhost`` or a loopback address)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve beyond the machine
 
 
 # --- shared by the commands that talk to the service ---
@@ -1292,11 +1316,17 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (argparse prints the usage block too)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``vlens`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="vlens", description="Tools for the Vlens Digital Identity API."
-    )
+    """The ``vlens`` argument parser with every subcommand (they inherit its one-line errors)."""
+    parser = _Parser(prog="vlens", description="Tools for the Vlens Digital Identity API.")
     parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(subparsers)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -218,13 +219,16 @@ def test_emulator_on_a_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str
     [[], ["verify", "--seed", "x"], ["bulk", "m.csv"], ["emulator", "--port", "x"], ["nope"]],
 )
 def test_argparse_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """argparse's own usage errors keep their usage text and exit 2, without a traceback."""
+    """argparse's own usage errors are one line naming the command's --help, and exit 2."""
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: vlens")
-    assert "Traceback" not in err
+    assert err.count("\n") == 1, err
+    assert err.startswith("vlens")
+    assert ": error: " in err
+    assert err.rstrip().endswith("--help)")
+    assert "usage:" not in err
 
 
 def test_bulk_prints_a_runner_refusal_as_one_line(
@@ -265,3 +269,52 @@ def test_resume_without_a_journal_hint_names_the_flag(
     assert "without --resume" in line
     assert "without resume" not in line
     assert recording.api_requests == []
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.10", False),
+        ("emulator.internal", False),
+    ],
+)
+def test_loopback_hosts_are_told_apart(host: str, loopback: bool) -> None:
+    """Only localhost and loopback addresses count as this machine alone."""
+    from vlens_async.cli import _is_loopback_host
+
+    assert _is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_emulator_beyond_loopback_warns(
+    host: str, warned: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An emulator bound beyond loopback warns that its well-known credentials are exposed."""
+    import types
+
+    import vlens_async.emulator as emulator
+
+    async def fake_serve(config: object, *, host: str, port: int, on_ready: Any) -> None:
+        on_ready(
+            types.SimpleNamespace(
+                base_url=f"http://{host}:{port}",
+                api_key="k",
+                tenancy_name="t",
+                admin_username="a",
+                admin_password="p",
+                viewer_username="v",
+                viewer_password="w",
+            )
+        )
+
+    monkeypatch.setattr(emulator, "serve_forever", fake_serve)  # nothing is bound
+    assert main(["emulator", "--host", host, "--port", "0"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: listening on 0.0.0.0" in err) is warned

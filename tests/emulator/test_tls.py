@@ -167,7 +167,8 @@ def test_the_cli_serves_https_with_tls_cert_and_key(pem: PemFiles, mutual: bool)
         (["--tls-key", "KEY"], "--tls-key needs --tls-cert"),
         (["--tls-client-ca", "CA"], "--tls-client-ca needs --tls-cert"),
         (["--tls-cert", "MISSING"], "--tls-cert: MISSING: no such file"),
-        (["--tls-cert", "CA"], "not PEM, or the key does not match"),
+        (["--tls-cert", "CA"], "holds no private key (give it with --tls-key FILE)"),
+        (["--tls-cert", "CERT"], "holds no private key (give it with --tls-key FILE)"),
         (["--tls-cert", "CERT", "--tls-key", "CLIENT_KEY"], "the key does not match"),
     ],
 )
