@@ -1326,7 +1326,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``vlens`` argument parser with every subcommand (they inherit its one-line errors)."""
-    parser = _Parser(prog="vlens", description="Tools for the Vlens Digital Identity API.")
+    parser: argparse.ArgumentParser = _Parser(
+        prog="vlens", description="Tools for the Vlens Digital Identity API."
+    )
     parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(subparsers)
