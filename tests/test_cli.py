@@ -152,10 +152,17 @@ def test_bulk_command_runs_and_resumes(
     status, stdout, _ = run(capsys, *base, "--resume")
     assert status == 0
     assert "4 skipped" in stdout
-    fresh = ("bulk", str(manifest), "--journal", str(tmp_path / "raw.db"), "--out", str(out))
-    status, _, _ = run(capsys, *fresh, "--no-prepare", "--rate", "50/s,3000/min")
+    before = out.read_bytes()
+    fresh = ("bulk", str(manifest), "--journal", str(tmp_path / "raw.db"))
+    status, _, err = run(capsys, *fresh, "--out", str(out), "--no-prepare", *service)
+    assert status == 2  # a new job never replaces another job's results
+    assert "holds results already" in err
+    assert out.read_bytes() == before
+    assert not (tmp_path / "raw.db").exists()
+    other = tmp_path / "raw.jsonl"
+    status, _, _ = run(capsys, *fresh, "--out", str(other), "--no-prepare", *service)
     assert status == 0
-    outcomes = [json.loads(line)["outcome"] for line in out.read_text().splitlines()]
+    outcomes = [json.loads(line)["outcome"] for line in other.read_text().splitlines()]
     assert len(outcomes) == 4
 
 
