@@ -184,3 +184,38 @@ async def test_transaction_ids_are_written_at_submit_and_derived(
     with psycopg.connect(pg_url) as conn:
         second = dict(conn.execute(IDS))
     assert second == first
+
+
+async def test_unrecorded_schema_past_the_fingerprints_is_refused(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unrecorded schema at the newest fingerprint, with a procrastinate that has later
+    migrations, cannot be placed: refused, untouched."""
+    from vlens_async.queue import _schema
+
+    await asyncio.to_thread(apply_migrations, pg_url, "03.04.00_50")
+    later = Path(str(procrastinate_migrations()[-1]).replace("03.04.00_50", "03.05.00_01"))
+    monkeypatch.setattr(
+        _schema, "procrastinate_migrations", lambda: (*procrastinate_migrations(), later)
+    )
+    with pytest.raises(queue.QueueError, match="cannot be told"):
+        await queue.init(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('vlens_queue_meta')").fetchone() == (None,)
+
+
+async def test_a_failing_migration_is_a_queue_error(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration script that fails is a QueueError naming it; the record keeps the last one
+    applied, so init can run again."""
+    from vlens_async.queue import _schema
+
+    await asyncio.to_thread(apply_migrations, pg_url, "03.03.00_01")
+    broken = tmp_path / "03.04.00_01_pre_broken.sql"
+    broken.write_text("SELECT no_such_function();", encoding="utf-8")
+    upto = tuple(p for p in procrastinate_migrations() if p.stem <= "03.03.00_01~")
+    monkeypatch.setattr(_schema, "procrastinate_migrations", lambda: (*upto, broken))
+    with pytest.raises(queue.QueueError, match=r"03\.04\.00_01_pre_broken failed"):
+        await queue.init(pg_url)
+    assert meta(pg_url)["procrastinate_migration"].startswith("03.03.00_01")

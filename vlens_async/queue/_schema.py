@@ -260,6 +260,19 @@ async def _detect(conn: Conn) -> str:
     )
 
 
+def _check_placeable(found: str, latest: str) -> None:
+    """Refuse to place an unrecorded schema that may be past the newest fingerprint: the
+    installed procrastinate has migrations after it, which such a schema may already have."""
+    newest = _FINGERPRINTS[0][0]
+    if _key(found) == _key(newest) and _key(latest) > _key(newest):
+        raise QueueError(
+            f"this database has procrastinate tables that `vlens queue init` did not make, at"
+            f" migration {newest} or later, and the installed procrastinate goes to {latest}:"
+            " which of those it has cannot be told; apply them with procrastinate's own tools, or"
+            f" use a procrastinate whose last migration is {newest}"
+        )
+
+
 async def init(db: str) -> str:
     """Create or upgrade the schema (procrastinate's, then ours) in ``db``; harmless to run
     again. Returns what was done, in words. Raises :class:`QueueError` for a database that
@@ -286,6 +299,7 @@ async def _init(conn: Conn) -> str:
         return f"the schema was created (version {SCHEMA_VERSION}, procrastinate {latest})"
     if recorded is None:
         found = await _detect(conn)
+        _check_placeable(found, latest)
         start = next((p.stem for p in migrations if _key(p.stem) == _key(found)), found)
     else:
         start = recorded
@@ -297,9 +311,15 @@ async def _init(conn: Conn) -> str:
         await _ours(conn, version, recorded or start)
     for path in pending:
         script = await asyncio.to_thread(path.read_text, encoding="utf-8")
-        async with conn.transaction():
-            await conn.execute(script)
-            await _record(conn, _PROCRASTINATE_KEY, path.stem)
+        try:
+            async with conn.transaction():
+                await conn.execute(script)
+                await _record(conn, _PROCRASTINATE_KEY, path.stem)
+        except psycopg.Error as exc:  # rolled back: the record still names the last one applied
+            raise QueueError(
+                f"procrastinate's migration {path.stem} failed ({type(exc).__name__}); nothing of"
+                " it was applied, and the migrations before it are recorded"
+            ) from None
     return (
         f"the schema was upgraded (version {version or 'none'} to {SCHEMA_VERSION};"
         f" procrastinate from {start} to {latest}, {len(pending)} migrations)"
