@@ -7,20 +7,14 @@ The emulator-backed tests in test_emulator.py prove the same end to end over HTT
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.bulk.scripted import NID, ScriptedClient, applicants, error, results, runner
 from vlens_async.bulk import RateLimit, format_summary
 from vlens_async.bulk._manifest import BulkApplicant, InvalidRow
-from vlens_async.bulk._runner import default_prepare_threads
 from vlens_async.config import RetryPolicy
-from vlens_async.images import _prepare
 
 
 async def test_every_applicant_gets_one_transaction_and_three_steps(
@@ -295,34 +289,3 @@ async def test_a_resumed_run_tells_the_progress_what_is_already_finished(
     assert progress.started == [(5, 3)]
     assert summary.skipped == 3
     assert summary.processed == 2
-
-
-def test_prepare_threads_default_to_one_per_core_at_least_two(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Without prepare_threads a job prepares in one thread per core, never fewer than two; an
-    explicit count wins."""
-    for cores, expected in ((None, 2), (1, 2), (2, 2), (8, 8)):
-        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
-        assert default_prepare_threads() == expected
-        assert runner(ScriptedClient(), tmp_path).prepare_threads == expected
-    assert runner(ScriptedClient(), tmp_path, prepare_threads=1).prepare_threads == 1
-
-
-async def test_frames_prepared_in_the_jobs_own_threads(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, image_dir: Path
-) -> None:
-    """A job prepares each applicant's three frames in its preparation threads, one after
-    another (its prefer_throughput() reaches them), never in the images package's frame pool."""
-    threads: list[str] = []
-    real = _prepare._prepare_frame
-
-    def spy(*args: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return real(*args)
-
-    monkeypatch.setattr(_prepare, "_prepare_frame", spy)
-    summary = await runner(ScriptedClient(), tmp_path).run(applicants(image_dir, 3))
-    assert summary.by_outcome == {"verified": 3}
-    assert len(threads) == 9
-    assert all(name.startswith("vlens-bulk-images") for name in threads)

@@ -6,8 +6,7 @@ import threading
 
 import pytest
 
-from vlens_async.errors import IdenticalFramesError, UnsupportedImageError
-from vlens_async.images import _pools, _prepare, prefer_throughput, prepare_faces_sync
+from vlens_async.images import _pools, _prepare, prepare_faces_sync
 
 
 def test_sync_twin_reuses_its_threads(
@@ -41,41 +40,3 @@ def test_fork_hook_forgets_the_executors() -> None:
     assert after[1] is not before[1]
     for executor in before:
         executor.shutdown()
-
-
-def test_frames_prepared_in_the_calling_thread_inside_prefer_throughput(
-    monkeypatch: pytest.MonkeyPatch, applicants: dict[int, tuple[bytes, bytes, bytes]]
-) -> None:
-    """Inside prefer_throughput() prepare_faces_sync prepares the frames in order in the caller's
-    thread (no pool hand-offs); outside it, in the pool's threads."""
-    seen: list[tuple[threading.Thread, int]] = []
-    real = _prepare._prepare_frame
-
-    def spy(image: object, index: int, *args: object) -> object:
-        seen.append((threading.current_thread(), index))
-        return real(image, index, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_prepare, "_prepare_frame", spy)
-    with prefer_throughput():
-        inside = prepare_faces_sync(*applicants[6])
-    assert seen == [(threading.current_thread(), i) for i in range(3)]
-    seen.clear()
-    outside = prepare_faces_sync(*applicants[6])
-    assert len(seen) == 3
-    assert threading.current_thread() not in {thread for thread, _ in seen}
-    # Where the frames are prepared changes nothing in what comes out.
-    assert [f.data for f in inside] == [f.data for f in outside]
-
-
-def test_inline_frames_raise_the_lowest_numbered_failure(
-    applicants: dict[int, tuple[bytes, bytes, bytes]],
-) -> None:
-    """Prepared in the caller's thread, the first failing frame's error wins, named by its
-    field, as from the pool; copies are still refused."""
-    a, b, _ = applicants[6]
-    with prefer_throughput():
-        with pytest.raises(UnsupportedImageError, match=r"^face_2: "):
-            prepare_faces_sync(a, b[: len(b) // 2], b"not an image")
-        with pytest.raises(IdenticalFramesError) as caught:
-            prepare_faces_sync(a, b, a)
-    assert caught.value.pair == (0, 2)

@@ -139,11 +139,11 @@ async def test_prefer_throughput_covers_a_coroutine_and_what_it_starts(
     assert calls == []
 
 
-async def test_context_set_in_a_coroutine_reaches_the_sync_twins_frames(
+async def test_context_set_in_a_coroutine_reaches_the_sync_twins_frame_pool(
     monkeypatch: pytest.MonkeyPatch, grainy_frames: tuple[bytes, bytes, bytes]
 ) -> None:
     """prefer_throughput() entered in a coroutine decides for frames prepared in
-    prepare_faces_sync (resolved by the caller, handed to wherever the frames run)."""
+    prepare_faces_sync's pool threads (resolved by the caller, handed to the threads)."""
     # Frames default to False already; make their default True so the context shows.
     monkeypatch.setattr(_throughput, "FACES_PRESERVE_GRAIN", True)
     calls = spy_grain_path(monkeypatch)

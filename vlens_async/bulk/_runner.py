@@ -48,7 +48,6 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_STEP_RETRY",
     "BulkRunner",
-    "default_prepare_threads",
     "handle_signals",
     "read_manifest",
     "run_bulk",
@@ -63,19 +62,6 @@ logger: Final = logging.getLogger("vlens_async")
 _TICK: Final = 1.0
 
 _T = TypeVar("_T")
-
-
-def default_prepare_threads() -> int:
-    """How many threads prepare images when a job does not say: one per core, at least 2.
-
-    Inside the job's ``prefer_throughput()`` each thread prepares an applicant's three frames
-    itself, one after another (no pool of its own), so these are all the job's preparation
-    threads. A compliant applicant's preparation is mostly libjpeg, hashing and file reads, which
-    release the GIL: one thread per core keeps the cores busy. One thread (the earlier default,
-    cores - 1 on 2 cores) capped a job near 55 % of the bound: an applicant held it for 17-19 ms
-    of wall time for 7 ms of CPU, waiting for the GIL at every hand-off.
-    """
-    return max(2, os.cpu_count() or 2)
 
 
 class BulkRunner:
@@ -96,8 +82,7 @@ class BulkRunner:
     folder that does not exist, or the manifest itself, is refused before anything is sent
     (:class:`~vlens_async.errors.BulkInputError`). ``step_retry``
     governs the runner's own retries of a step. Images are prepared in ``prepare_threads``
-    threads (default: one per core, at least 2; an applicant's three frames one after another in
-    its thread); with ``prepare=False`` they are
+    threads (default: one less than the CPU count, at least 1); with ``prepare=False`` they are
     read and sent as they are (for scans known to be compliant: preprocessing verifies every
     image, which costs CPU even when it passes one through unchanged).
     """
@@ -141,7 +126,9 @@ class BulkRunner:
         self._hard_stopped = False
         self._stopped_by_error = False
         self._unread = False  # the manifest failed part-way: rows after it were never read
-        self.prepare_threads = prepare_threads or default_prepare_threads()
+        # One core is left to the event loop (sockets, base64, parsing, progress): with every
+        # core busy preprocessing 12 MP scans, the loop's lag grows past 10 ms.
+        self.prepare_threads = prepare_threads or max(1, (os.cpu_count() or 2) - 1)
         self._counters = RunCounters()
 
     # --- control ---

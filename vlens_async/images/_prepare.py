@@ -24,7 +24,7 @@ from ..errors import ConfigurationError, FrameTimingError, IdenticalFramesError,
 from ._frames import Thumbnail, check_identical, check_timing, thumbnail
 from ._pipeline import prepare_image
 from ._pools import frame_pool
-from ._throughput import resolve_preserve_grain, throughput_preferred
+from ._throughput import resolve_preserve_grain
 from ._values import ImageInput, PreparedFaces, PreparedImage
 
 # The smallest budgets a caller may ask for: below these no photo is usable.
@@ -121,23 +121,17 @@ def prepare_faces_sync(
     max_spread: float = MAX_FRAME_SPREAD_SECONDS,
     preserve_grain: bool | None = None,
 ) -> PreparedFaces:
-    """Blocking twin of :func:`prepare_faces` (frames still run concurrently, in a thread pool;
-    inside :func:`~vlens_async.images.prefer_throughput` one after another in this thread).
+    """Blocking twin of :func:`prepare_faces` (frames still run concurrently, in a thread pool).
 
     ``preserve_grain`` None is resolved in the calling thread and handed to the pool's threads.
     """
     _check_budget(max_bytes, max_side)
     check_timing(capture_times, max_spread)
     grain = resolve_preserve_grain(preserve_grain, faces=True)
-    frames = (f1, f2, f3)
-    if throughput_preferred():
-        # In order, so the first failure is the lowest-numbered one, as _collect_faces picks.
-        return _collect_faces(
-            [_prepare_frame(f, i, max_bytes, max_side, grain) for i, f in enumerate(frames)]
-        )
     pool = frame_pool()
     futures = [
-        pool.submit(_prepare_frame, f, i, max_bytes, max_side, grain) for i, f in enumerate(frames)
+        pool.submit(_prepare_frame, f, i, max_bytes, max_side, grain)
+        for i, f in enumerate((f1, f2, f3))
     ]
     outcomes: list[_Outcome] = []
     for future in futures:

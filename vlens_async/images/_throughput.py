@@ -42,15 +42,9 @@ def resolve_preserve_grain(option: bool | None, *, faces: bool) -> bool:
         raise ConfigurationError(f"preserve_grain must be True, False or None, got {option!r}")
     if option is not None:
         return option
-    if throughput_preferred():
+    if _throughput_depth.get() > 0:
         return False
     return FACES_PRESERVE_GRAIN if faces else DOCUMENT_PRESERVES_GRAIN
-
-
-def throughput_preferred() -> bool:
-    """Whether this context is inside :func:`prefer_throughput` (call it in the caller's thread or
-    task, as :func:`resolve_preserve_grain`)."""
-    return _throughput_depth.get() > 0
 
 
 class _PreferThroughput:
@@ -73,12 +67,8 @@ def prefer_throughput() -> contextlib.AbstractContextManager[None]:
     Outside it, ``preserve_grain`` defaults to True for a document, so that a grainy JPEG takes the
     grain-preserving path (full-resolution luma, with a second thread: the same wall time for 1.7x
     the CPU), and to False for liveness frames. Inside it, the default is False for both; an
-    explicit ``preserve_grain=True`` still wins. Inside it too, ``prepare_faces_sync`` prepares the
-    three frames one after another in the calling thread rather than in its pool: a caller that
-    prefers throughput runs many calls at once, and three thread hand-offs per call (each a
-    wake-up and a wait for the GIL) cost more CPU than three compliant frames. A bulk job holds
-    it for its whole run, in each of its preparation threads; hold it in a service whose cores
-    are busy with other requests.
+    explicit ``preserve_grain=True`` still wins. A bulk job holds it for its whole run (its spare
+    core belongs to the event loop); hold it in a service whose cores are busy with other requests.
 
     It sets a context variable: it covers this thread, or this task and the tasks and
     ``asyncio.to_thread`` calls it starts, not other threads (nor ``run_in_executor`` jobs, which
