@@ -19,6 +19,13 @@ journal and a results file in a temporary folder, exactly as ``vlens bulk`` woul
 4. **stages**: where a compliant applicant's preparation CPU goes, one thread, best of five
    rounds: each stage of a document's and a frame's pass-through timed alone, the whole
    ``prepare_image`` of each, and the three-pair frames check (not part of "all three").
+5. **stages12mp**: where a 12 MP applicant's preparation CPU goes (cProfile on the thread's CPU
+   clock, everything in one thread): libjpeg decode, resize, JPEG encode, file read, SHA-256.
+
+The throughput run prints the issue's three targets as ``[PASS]``/``[MISS]`` lines at the end,
+with the client's CPU per flow split by thread (event loop, preparation, journal, default
+executor) and the load average before and after each run: figures taken on a loaded machine are
+not comparable with a quiet one's. ``--prepare on`` (or ``off``) runs one of the two.
 
 Manifest rows cycle through a few distinct image sets (``--distinct``): generating 5,000 synthetic
 applicants would take longer than the benchmark, and the emulator caches its reading of repeated
@@ -26,7 +33,7 @@ images, as it would for a client's retry. Every row is still its own applicant, 
 set of uploads, and in the 12 MP run every image is preprocessed again for every row.
 
     .venv/bin/python benchmarks/bench_bulk.py                    # all three, ~3 minutes
-    .venv/bin/python benchmarks/bench_bulk.py --only throughput  # or 12mp, memory, stages
+    .venv/bin/python benchmarks/bench_bulk.py --only throughput  # or 12mp, memory, stages...
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +96,71 @@ def write_manifest(folder: Path, sets: list[str], rows: int) -> Path:
     return manifest
 
 
+# Thread name prefixes -> the stage their CPU is counted under (first match wins).
+THREAD_GROUPS = (
+    ("MainThread", "event_loop"),  # client requests, aiohttp, the runner, the flow
+    ("vlens-bulk-images", "preparation"),  # the runner's preparation threads
+    ("vlens-images", "preparation"),  # the frame pool and the grain helper
+    ("vlens-journal", "journal"),
+    ("asyncio_", "default_executor"),  # request bodies and responses over 256 KB, manifest
+    ("cpu-sampler", "sampler"),
+)
+
+
+class ThreadCPU:
+    """CPU seconds of this process's threads by stage, from ``/proc/self/task`` (Linux).
+
+    A daemon thread reads every Python thread's CPU time every ``interval`` seconds and keeps
+    the latest reading per thread, so threads that end during the run still count (up to their
+    last reading). What no reading covers shows as ``other`` against ``getrusage``'s total.
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> None:
+        for thread in threading.enumerate():
+            tid = thread.native_id
+            if tid is None:
+                continue
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            self._seen[tid] = (thread.name, (int(fields[11]) + int(fields[12])) / self._tick)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> ThreadCPU:
+        """Start sampling; the threads' CPU before this point is subtracted."""
+        self._sample()
+        self._base = dict(self._seen)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop sampling after one last reading."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def by_stage(self) -> dict[str, float]:
+        """CPU seconds per stage since ``__enter__``."""
+        stages: dict[str, float] = {}
+        for tid, (name, cpu) in self._seen.items():
+            used = cpu - self._base.get(tid, (name, 0.0))[1]
+            stage = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
+            stages[stage] = stages.get(stage, 0.0) + used
+        return stages
+
+
 def cpu_seconds() -> float:
     """User + system CPU of this process, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -103,9 +176,11 @@ async def run_job(
     *,
     prepare: bool = True,
     prepare_threads: int | None = None,
-) -> tuple[BulkSummary, float, list[float]]:
-    """Run the bulk job; return its summary, CPU seconds used, and the loop lags seen."""
+) -> tuple[BulkSummary, float, list[float], dict[str, float]]:
+    """Run the bulk job; return its summary, CPU seconds used, the loop lags seen, and the CPU
+    seconds by stage (threads)."""
     async with loop_gaps(LAG_INTERVAL) as gaps:
+        sampler = ThreadCPU().__enter__()
         cpu = cpu_seconds()
         async with VlensClient(api_key, base_url=base_url) as client:
             summary = await run_bulk(
@@ -121,7 +196,10 @@ async def run_job(
                 signals=False,
             )
         cpu = cpu_seconds() - cpu
-    return summary, cpu, [gap - LAG_INTERVAL for gap in gaps]
+        sampler.__exit__()
+    stages = sampler.by_stage()
+    stages["other"] = cpu - sum(v for k, v in stages.items() if k != "other")
+    return summary, cpu, [gap - LAG_INTERVAL for gap in gaps], stages
 
 
 def p99(values: list[float]) -> float:
@@ -140,11 +218,12 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "bound_flows_per_s": round(bound, 1),
         "prepare_threads": args.prepare_threads or "default",
     }
-    for prepare in (True, False):
+    for prepare in {"both": (True, False), "on": (True,), "off": (False,)}[args.prepare]:
         emulator = Emulator(args.latency_ms)
         with emulator as (base_url, api_key):
             server_cpu = emulator.cpu()
-            summary, cpu, lags = asyncio.run(
+            load = os.getloadavg()[0]
+            summary, cpu, lags, stages = asyncio.run(
                 run_job(
                     base_url,
                     api_key,
@@ -163,12 +242,46 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "seconds": round(summary.elapsed, 2),
             "flows_per_s": round(summary.throughput, 1),
             "fraction_of_bound": round(summary.throughput / bound, 3),
-            "cpu_ms_per_flow": round(1000 * cpu / flows, 1),
+            "cpu_ms_per_flow": round(1000 * cpu / flows, 2),
+            "cpu_ms_per_flow_by_thread": {
+                k: round(1000 * v / flows, 2) for k, v in sorted(stages.items())
+            },
             "emulator_cpu_ms_per_flow": round(1000 * server_cpu / flows, 1),
             "loop_lag_p99_ms": round(1000 * p99(lags), 2),
+            "loop_lag_max_ms": round(1000 * max(lags, default=float("nan")), 2),
             "latency_p50_ms": {k: round(v.p50 * 1000) for k, v in summary.latency.items()},
+            "load_average_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],
         }
+    if args.prepare == "both":
+        report["targets"] = throughput_targets(report)
     return report
+
+
+def throughput_targets(report: dict[str, Any]) -> list[str]:
+    """The issue's targets against this run's figures, one line each."""
+    on, off = report["prepare_on"], report["prepare_off"]
+
+    def line(name: str, value: str, met: bool) -> str:
+        return f"[{'PASS' if met else 'MISS'}] {name}: {value}"
+
+    return [
+        line(
+            "prepare on, flows/s >= 85% of the bound",
+            f"{on['flows_per_s']} = {100 * on['fraction_of_bound']:.1f}% of "
+            f"{report['bound_flows_per_s']} (off: {100 * off['fraction_of_bound']:.1f}%)",
+            on["fraction_of_bound"] >= 0.85,
+        ),
+        line(
+            "prepare on, client CPU per compliant applicant <= 8 ms",
+            f"{on['cpu_ms_per_flow']} ms (off: {off['cpu_ms_per_flow']} ms)",
+            on["cpu_ms_per_flow"] <= 8,
+        ),
+        line(
+            "loop lag p99 < 10 ms, prepare on and off",
+            f"{on['loop_lag_p99_ms']} / {off['loop_lag_p99_ms']} ms",
+            max(on["loop_lag_p99_ms"], off["loop_lag_p99_ms"]) < 10,
+        ),
+    ]
 
 
 def bench_12mp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -176,7 +289,8 @@ def bench_12mp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sets = write_images(work / "big", args.distinct_12mp, twelve_mp=True)
     manifest = write_manifest(work / "big", sets, args.flows_12mp)
     with Emulator(args.latency_ms) as (base_url, api_key):
-        summary, cpu, lags = asyncio.run(
+        load = os.getloadavg()[0]
+        summary, cpu, lags, stages = asyncio.run(
             run_job(
                 base_url,
                 api_key,
@@ -193,10 +307,12 @@ def bench_12mp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "seconds": round(summary.elapsed, 2),
         "flows_per_s": round(summary.throughput, 2),
         "cpu_s_per_flow": round(cpu / max(1, summary.processed), 3),
+        "cpu_share_by_thread": {k: round(v / cpu, 3) for k, v in sorted(stages.items())},
         "cores": os.cpu_count(),
         "loop_lag_p99_ms": round(1000 * p99(lags), 2),
         "loop_lag_max_ms": round(1000 * max(lags, default=float("nan")), 2),
         "latency_p50_ms": {k: round(v.p50 * 1000) for k, v in summary.latency.items()},
+        "load_average_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -218,7 +334,7 @@ def peak_rss_kib() -> int:
 
 def memory_child(manifest: str, work: str, base_url: str, api_key: str, concurrency: int) -> None:
     """Run one job in this fresh process and print its peak RSS (the --memory-child mode)."""
-    summary, _, _ = asyncio.run(run_job(base_url, api_key, Path(manifest), Path(work), concurrency))
+    summary, *_ = asyncio.run(run_job(base_url, api_key, Path(manifest), Path(work), concurrency))
     peak_kib = peak_rss_kib()
     print(
         json.dumps(
@@ -335,11 +451,68 @@ def bench_stages(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return report
 
 
+# cProfile entries (C calls) -> the stage of a 12 MP applicant's preparation they belong to.
+STAGES_12MP = (
+    ("'decode' of 'ImagingDecoder'", "libjpeg decode"),
+    ("'resize' of 'ImagingCore'", "resize"),
+    ("'reduce' of 'ImagingCore'", "resize"),
+    ("ImagingEncoder", "JPEG encode"),
+    ("'read' of '_io.BufferedReader'", "read the file"),
+    ("openssl_sha256", "SHA-256"),
+)
+
+
+def bench_stages_12mp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Where a 12 MP applicant's preparation CPU goes (inside ``prefer_throughput()``, as a bulk
+    job; the frames one after another in this thread, where ``prepare_faces_sync`` would use its
+    pool), from cProfile on the thread's CPU clock: best of 3 rounds for the total, the shares
+    from all of them."""
+    import cProfile
+    import pstats
+
+    from vlens_async.config import FACE_MAX_BYTES, FACE_MAX_SIDE
+    from vlens_async.images import _prepare, prefer_throughput, prepare_document_sync
+
+    folder = work / "stages12" / write_images(work / "stages12", 1, twelve_mp=True)[0]
+    faces = [folder / f"face_{i}.jpg" for i in (1, 2, 3)]
+
+    def applicant() -> None:
+        for side in ("front", "back"):
+            prepare_document_sync(folder / f"{side}.jpg")
+        # What prepare_faces_sync does, in this thread (its pool's threads escape cProfile).
+        done = [
+            _prepare._prepare_frame(face, i, FACE_MAX_BYTES, FACE_MAX_SIDE, False)
+            for i, face in enumerate(faces)
+        ]
+        _prepare._collect_faces(done)
+
+    profile = cProfile.Profile(time.thread_time)
+    best = math.inf
+    with prefer_throughput():
+        applicant()
+        for _ in range(3):
+            started = time.thread_time()
+            profile.runcall(applicant)
+            best = min(best, time.thread_time() - started)
+    totals: dict[str, float] = {}
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    for (_, _, name), (_, _, own, _, _) in stats.items():
+        stage = next((g for key, g in STAGES_12MP if key in name), "everything else")
+        totals[stage] = totals.get(stage, 0.0) + own
+    whole = sum(totals.values())
+    return {
+        "cpu_s_per_applicant": round(best, 3),
+        "share": {k: round(v / whole, 3) for k, v in sorted(totals.items(), key=lambda x: -x[1])},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print one JSON object of figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--only", choices=("throughput", "12mp", "memory", "stages"), action="append"
+        "--only",
+        choices=("throughput", "12mp", "memory", "stages", "stages12mp"),
+        action="append",
     )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-ms", type=int, default=200)
@@ -353,13 +526,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-small", type=int, default=500)
     parser.add_argument("--memory-large", type=int, default=5000)
     parser.add_argument("--memory-child", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--prepare", choices=("both", "on", "off"), default="both", help="throughput run"
+    )
     args = parser.parse_args(argv)
     if args.memory_child:
         manifest, work, base_url, api_key, concurrency = args.memory_child
         memory_child(manifest, work, base_url, api_key, int(concurrency))
         return 0
     chosen = args.only or ["throughput", "12mp", "memory"]
-    report: dict[str, Any] = {"python": sys.version.split()[0], "cores": os.cpu_count()}
+    report: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
     with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
         work = Path(tmp)
         benches = {
@@ -367,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             "12mp": bench_12mp,
             "memory": bench_memory,
             "stages": bench_stages,
+            "stages12mp": bench_stages_12mp,
         }
         for name in chosen:
             started = time.perf_counter()
@@ -374,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             report[name]["bench_seconds"] = round(time.perf_counter() - started, 1)
             print(f"{name}: {json.dumps(report[name])}", file=sys.stderr)
     print(json.dumps(report, indent=2))
+    for line in report.get("throughput", {}).get("targets", []):
+        print(line)
     return 0
 
 
