@@ -13,8 +13,9 @@ no token. In your service, ``current_user`` returns your own user id and the Vle
 for that user.
 
 Run against Vlens: ``VLENS_API_KEY=... uvicorn examples.fastapi_kyc.app:create_app --factory``
-(``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``, ``KYC_DB_PATH``, ``KYC_RETENTION_HOURS`` optional);
-against the embedded emulator: ``python -m examples.fastapi_kyc`` (``make example``).
+(``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``, ``VLENS_PROXY``, ``VLENS_CA_BUNDLE``, ``KYC_DB_PATH``,
+``KYC_RETENTION_HOURS`` optional); against the embedded emulator: ``python -m examples.fastapi_kyc``
+(``make example``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import math
 import os
 import sqlite3
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -39,7 +41,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
 from vlens_async import AuthenticationError, Transaction, VlensClient, VlensError
-from vlens_async.config import DEFAULT_BASE_URL
+from vlens_async.config import DEFAULT_BASE_URL, TransportOptions, check_proxy_url
 from vlens_async.flow import FlowState
 
 from . import demo, problems
@@ -70,31 +72,74 @@ def _retention_hours(value: str | float) -> float:
 
 @attrs.frozen
 class Settings:
-    """Where the service is and where verifications are kept."""
+    """Where the service is, how to reach it, and where verifications are kept.
+
+    ``proxy``: the ``http://`` or ``https://`` proxy every request to Vlens goes through
+    (credentials as ``user:password@``, never shown); ``ssl``: an :class:`ssl.SSLContext`
+    trusting a private CA (a TLS-inspecting proxy's), ``None`` for the system's CAs. Both are
+    passed to :class:`~vlens_async.VlensClient` as they are."""
 
     api_key: str = attrs.field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     tenancy_name: str | None = None
     db_path: str = "kyc.db"
     retention_hours: float = attrs.field(default=24.0, converter=_retention_hours)
+    proxy: str | None = attrs.field(default=None, repr=False)
+    ssl: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # The client's own checks now rather than at the first request: a proxy URL that is not
+        # http(s)://host[:port], a context that does not verify (ConfigurationError: ValueError).
+        TransportOptions.of(proxy=self.proxy, ssl=self.ssl)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """``VLENS_API_KEY`` (required), ``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``,
-        ``KYC_DB_PATH``, ``KYC_RETENTION_HOURS``; unset or empty ones keep their defaults."""
+        ``VLENS_PROXY``, ``VLENS_CA_BUNDLE`` (a PEM file of CA certificates), ``KYC_DB_PATH``,
+        ``KYC_RETENTION_HOURS``; unset or empty ones keep their defaults. A bad value stops the
+        app with one line naming its variable (:class:`SystemExit`)."""
         if not environ.get("VLENS_API_KEY"):
             raise SystemExit("set VLENS_API_KEY (or run python -m examples.fastapi_kyc)")
-        optional = {
+        optional: dict[str, Any] = {
             "base_url": environ.get("VLENS_BASE_URL"),
             "tenancy_name": environ.get("VLENS_TENANCY_NAME"),
             "db_path": environ.get("KYC_DB_PATH"),
             "retention_hours": environ.get("KYC_RETENTION_HOURS"),
+            "proxy": environ.get("VLENS_PROXY"),
         }
         given = {name: value for name, value in optional.items() if value}
         try:
-            return cls(api_key=environ["VLENS_API_KEY"], **given)
-        except ValueError:  # only the retention is parsed
+            _retention_hours(given.get("retention_hours", 24.0))
+        except ValueError:
             raise SystemExit("KYC_RETENTION_HOURS must be a number of hours above 0") from None
+        try:
+            if "proxy" in given:
+                check_proxy_url(given["proxy"])
+        except ValueError as exc:  # its message never holds the URL: it may hold a password
+            raise SystemExit(f"VLENS_PROXY: {exc}") from None
+        bundle = environ.get("VLENS_CA_BUNDLE")
+        if bundle:
+            given["ssl"] = _trusting(bundle)
+        return cls(api_key=environ["VLENS_API_KEY"], **given)
+
+
+def _trusting(bundle: str) -> ssl.SSLContext:
+    """A verifying context that trusts the CA certificates in the PEM file ``bundle`` (instead
+    of the system's); a bad file stops the app with one line. Read once, at start-up, before
+    anything is served."""
+    path = Path(bundle)
+    if not path.is_file():
+        raise SystemExit(
+            f"VLENS_CA_BUNDLE {bundle}: {'not a file' if path.exists() else 'no such file'}"
+        )
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        raise SystemExit(f"VLENS_CA_BUNDLE {bundle}: not a PEM file of CA certificates") from None
+    except OSError as exc:
+        raise SystemExit(
+            f"VLENS_CA_BUNDLE {bundle}: cannot read it ({type(exc).__name__})"
+        ) from None
 
 
 @attrs.frozen
@@ -297,7 +342,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         client = VlensClient(
-            config.api_key, base_url=config.base_url, tenancy_name=config.tenancy_name
+            config.api_key,
+            base_url=config.base_url,
+            tenancy_name=config.tenancy_name,
+            proxy=config.proxy,
+            ssl=config.ssl,
         )
         store = KycStore(config.db_path, retention=config.retention_hours * 3600)
         async with client, store:
