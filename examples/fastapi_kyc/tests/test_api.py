@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from examples.fastapi_kyc import demo, problems, walkthrough
+from examples.fastapi_kyc import demo, problems
 from examples.fastapi_kyc.app import create_app
 from examples.fastapi_kyc.store import KycStore
 from vlens_async import VlensClient
@@ -234,13 +234,6 @@ async def test_oversized_upload_is_refused(http: httpx.AsyncClient) -> None:
     """A body over the limit is refused with 413 before being read whole."""
     response = await http.post("/api/kyc/front", content=b"\xff" * (21 * 1024 * 1024))
     assert assert_problem(response, 413, None)["detail"] == "The upload is larger than 20 MB."
-
-
-async def test_walkthrough_script_verifies_a_test_user(app_url: str) -> None:
-    """The README's third command: the script signs a test user up and ends verified."""
-    answers = await asyncio.to_thread(walkthrough.walk, app_url)
-    assert [a["state"] for a in answers] == ["FRONT_SCANNED", "ID_SCANNED", "COMPLETED"]
-    assert answers[-1]["verified"] is True
 
 
 async def test_two_frames_are_an_invalid_request_that_echoes_nothing(
