@@ -42,7 +42,7 @@ from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
 from vlens_async import AuthenticationError, Transaction, VlensClient, VlensError
 from vlens_async.config import DEFAULT_BASE_URL, TransportOptions, check_proxy_url
-from vlens_async.flow import FlowState
+from vlens_async.flow import FlowState, Step, next_state
 
 from . import demo, problems
 from .problems import SignInAgain, VerificationEnded
@@ -170,7 +170,9 @@ class Faces(BaseModel):
     """The three face frames (base64 JPEG) and when each was captured (seconds)."""
 
     frames: Annotated[list[Base64Bytes], Field(min_length=3, max_length=3)]
-    capture_times: Annotated[list[float], Field(min_length=3, max_length=3)]
+    capture_times: Annotated[
+        list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=3, max_length=3)
+    ]
 
 
 _MESSAGES: Final = {
@@ -192,6 +194,18 @@ def answer(tx: Transaction) -> Answer:
     else:
         message = "Thank you, we have everything. A person will check your details shortly."
     return Answer(state=tx.state, message=message, verified=outcome.verified)
+
+
+def _refuse_if_finished(tx: Transaction, step: Step) -> None:
+    """A finished verification takes no further step: ``TransactionClosedError`` (409
+    ``verification-finished``), nothing sent, whichever step it is. The one exception is the
+    liveness that completed it, sent again: the second request of a double submit, queued behind
+    the first, which the transaction answers as it did the first (a step that succeeded is never
+    sent twice). Without this, a side that once succeeded would be answered 200 after the end."""
+    if tx.state is FlowState.FAILED or (
+        tx.state is FlowState.COMPLETED and step is not Step.LIVENESS
+    ):
+        next_state(tx.state, step)  # the library's refusal: it raises in a finished state
 
 
 class KeyCheck:
@@ -232,10 +246,13 @@ class Kyc:
             return Answer(state=FlowState.NEW, message=_MESSAGES[FlowState.NEW], verified=False)
         return answer(Transaction.restore(self._client, snapshot))
 
-    async def step(self, user: User, take: Callable[[Transaction], Awaitable[object]]) -> Answer:
-        """Restore the user's transaction, ``take`` one step on it as the user, save it."""
+    async def step(
+        self, user: User, step: Step, take: Callable[[Transaction], Awaitable[object]]
+    ) -> Answer:
+        """Restore the user's transaction, ``take`` one ``step`` on it as the user, save it."""
         async with self._store.hold(user.key) as record:
             tx = record.load(self._client.for_user(user.token))
+            _refuse_if_finished(tx, step)
             try:
                 await take(tx)
             except AuthenticationError as exc:
@@ -295,14 +312,14 @@ async def status(user: CurrentUser, kyc: KycService) -> Answer:
 async def scan_front(request: Request, user: CurrentUser, kyc: KycService) -> Answer:
     """The ID front: the image itself as the body (any image type)."""
     image = await read_body(request, MAX_SIDE_BYTES)
-    return await kyc.step(user, lambda tx: tx.scan_front(image))
+    return await kyc.step(user, Step.FRONT, lambda tx: tx.scan_front(image))
 
 
 @router.post("/back")
 async def scan_back(request: Request, user: CurrentUser, kyc: KycService) -> Answer:
     """The ID back: the image itself as the body (any image type)."""
     image = await read_body(request, MAX_SIDE_BYTES)
-    return await kyc.step(user, lambda tx: tx.scan_back(image))
+    return await kyc.step(user, Step.BACK, lambda tx: tx.scan_back(image))
 
 
 @router.post("/liveness")
@@ -313,7 +330,9 @@ async def liveness(request: Request, user: CurrentUser, kyc: KycService) -> Answ
     except ValidationError as exc:  # answered like any invalid request (problems.py)
         raise RequestValidationError(exc.errors()) from None
     return await kyc.step(
-        user, lambda tx: tx.check_liveness(faces.frames, capture_times=faces.capture_times)
+        user,
+        Step.LIVENESS,
+        lambda tx: tx.check_liveness(faces.frames, capture_times=faces.capture_times),
     )
 
 
