@@ -19,6 +19,7 @@ from tests.helpers.proxy import closed_port
 from vlens_async.emulator import RunningEmulator
 
 from .conftest import serve, settings_for
+from .test_api import sent
 
 _OUTPUT_POLLS = 3000  # x 10 ms
 
@@ -60,6 +61,24 @@ async def test_walkthrough_verifies_a_test_user(
         "/api/kyc/back: We read both sides of your card. Now three quick photos of your face.",
         "/api/kyc/liveness: You are verified. Thank you!",
     ]
+
+
+async def test_walkthrough_stops_at_a_problem_with_status_1(
+    app_url: str,
+    vlens_emulator: RunningEmulator,
+    no_backoff: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The service keeps failing the front: the problem is printed in the user's words, the
+    steps after it are not sent, and the status is 1."""
+    vlens_emulator.set_faults("503:1@front")
+    status = await asyncio.to_thread(walkthrough.main, ["--url", app_url])
+    assert status == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "/api/kyc/front: Please try again in a moment: The verification service could not be"
+        " reached or was busy. Nothing was lost."
+    ]
+    assert sent(vlens_emulator, "id_back") == sent(vlens_emulator, "liveness") == 0
 
 
 async def test_walkthrough_waits_for_the_app_to_come_up(
