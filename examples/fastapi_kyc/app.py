@@ -153,7 +153,9 @@ class User:
 def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials, Depends(HTTPBearer())],
 ) -> User:
-    """The user of this request, from ``Authorization: Bearer <Vlens access token>``."""
+    """The user of this request, from ``Authorization: Bearer <Vlens access token>``: any
+    bearer string is taken as the user's Vlens token (Vlens refuses a bogus one at the first
+    step). Replace it with your own authentication: your user id and the token you keep."""
     token = credentials.credentials
     return User(key=hashlib.sha256(token.encode()).hexdigest(), token=token)
 
