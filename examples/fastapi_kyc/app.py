@@ -13,8 +13,9 @@ no token. In your service, ``current_user`` returns your own user id and the Vle
 for that user.
 
 Run against Vlens: ``VLENS_API_KEY=... uvicorn examples.fastapi_kyc.app:create_app --factory``
-(``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``, ``KYC_DB_PATH``, ``KYC_RETENTION_HOURS`` optional);
-against the embedded emulator: ``python -m examples.fastapi_kyc`` (``make example``).
+(``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``, ``VLENS_PROXY``, ``VLENS_CA_BUNDLE``, ``KYC_DB_PATH``,
+``KYC_RETENTION_HOURS`` optional); against the embedded emulator: ``python -m examples.fastapi_kyc``
+(``make example``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import math
 import os
 import sqlite3
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -39,8 +41,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 
 from vlens_async import AuthenticationError, Transaction, VlensClient, VlensError
-from vlens_async.config import DEFAULT_BASE_URL
-from vlens_async.flow import FlowState
+from vlens_async.config import DEFAULT_BASE_URL, TransportOptions, check_proxy_url
+from vlens_async.flow import FlowState, Step, next_state
 
 from . import demo, problems
 from .problems import SignInAgain, VerificationEnded
@@ -70,31 +72,74 @@ def _retention_hours(value: str | float) -> float:
 
 @attrs.frozen
 class Settings:
-    """Where the service is and where verifications are kept."""
+    """Where the service is, how to reach it, and where verifications are kept.
+
+    ``proxy``: the ``http://`` or ``https://`` proxy every request to Vlens goes through
+    (credentials as ``user:password@``, never shown); ``ssl``: an :class:`ssl.SSLContext`
+    trusting a private CA (a TLS-inspecting proxy's), ``None`` for the system's CAs. Both are
+    passed to :class:`~vlens_async.VlensClient` as they are."""
 
     api_key: str = attrs.field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     tenancy_name: str | None = None
     db_path: str = "kyc.db"
     retention_hours: float = attrs.field(default=24.0, converter=_retention_hours)
+    proxy: str | None = attrs.field(default=None, repr=False)
+    ssl: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # The client's own checks now rather than at the first request: a proxy URL that is not
+        # http(s)://host[:port], a context that does not verify (ConfigurationError: ValueError).
+        TransportOptions.of(proxy=self.proxy, ssl=self.ssl)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """``VLENS_API_KEY`` (required), ``VLENS_BASE_URL``, ``VLENS_TENANCY_NAME``,
-        ``KYC_DB_PATH``, ``KYC_RETENTION_HOURS``; unset or empty ones keep their defaults."""
+        ``VLENS_PROXY``, ``VLENS_CA_BUNDLE`` (a PEM file of CA certificates), ``KYC_DB_PATH``,
+        ``KYC_RETENTION_HOURS``; unset or empty ones keep their defaults. A bad value stops the
+        app with one line naming its variable (:class:`SystemExit`)."""
         if not environ.get("VLENS_API_KEY"):
             raise SystemExit("set VLENS_API_KEY (or run python -m examples.fastapi_kyc)")
-        optional = {
+        optional: dict[str, Any] = {
             "base_url": environ.get("VLENS_BASE_URL"),
             "tenancy_name": environ.get("VLENS_TENANCY_NAME"),
             "db_path": environ.get("KYC_DB_PATH"),
             "retention_hours": environ.get("KYC_RETENTION_HOURS"),
+            "proxy": environ.get("VLENS_PROXY"),
         }
         given = {name: value for name, value in optional.items() if value}
         try:
-            return cls(api_key=environ["VLENS_API_KEY"], **given)
-        except ValueError:  # only the retention is parsed
+            _retention_hours(given.get("retention_hours", 24.0))
+        except ValueError:
             raise SystemExit("KYC_RETENTION_HOURS must be a number of hours above 0") from None
+        try:
+            if "proxy" in given:
+                check_proxy_url(given["proxy"])
+        except ValueError as exc:  # its message never holds the URL: it may hold a password
+            raise SystemExit(f"VLENS_PROXY: {exc}") from None
+        bundle = environ.get("VLENS_CA_BUNDLE")
+        if bundle:
+            given["ssl"] = _trusting(bundle)
+        return cls(api_key=environ["VLENS_API_KEY"], **given)
+
+
+def _trusting(bundle: str) -> ssl.SSLContext:
+    """A verifying context that trusts the CA certificates in the PEM file ``bundle`` (instead
+    of the system's); a bad file stops the app with one line. Read once, at start-up, before
+    anything is served."""
+    path = Path(bundle)
+    if not path.is_file():
+        raise SystemExit(
+            f"VLENS_CA_BUNDLE {bundle}: {'not a file' if path.exists() else 'no such file'}"
+        )
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        raise SystemExit(f"VLENS_CA_BUNDLE {bundle}: not a PEM file of CA certificates") from None
+    except OSError as exc:
+        raise SystemExit(
+            f"VLENS_CA_BUNDLE {bundle}: cannot read it ({type(exc).__name__})"
+        ) from None
 
 
 @attrs.frozen
@@ -108,7 +153,9 @@ class User:
 def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials, Depends(HTTPBearer())],
 ) -> User:
-    """The user of this request, from ``Authorization: Bearer <Vlens access token>``."""
+    """The user of this request, from ``Authorization: Bearer <Vlens access token>``: any
+    bearer string is taken as the user's Vlens token (Vlens refuses a bogus one at the first
+    step). Replace it with your own authentication: your user id and the token you keep."""
     token = credentials.credentials
     return User(key=hashlib.sha256(token.encode()).hexdigest(), token=token)
 
@@ -125,7 +172,9 @@ class Faces(BaseModel):
     """The three face frames (base64 JPEG) and when each was captured (seconds)."""
 
     frames: Annotated[list[Base64Bytes], Field(min_length=3, max_length=3)]
-    capture_times: Annotated[list[float], Field(min_length=3, max_length=3)]
+    capture_times: Annotated[
+        list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=3, max_length=3)
+    ]
 
 
 _MESSAGES: Final = {
@@ -147,6 +196,18 @@ def answer(tx: Transaction) -> Answer:
     else:
         message = "Thank you, we have everything. A person will check your details shortly."
     return Answer(state=tx.state, message=message, verified=outcome.verified)
+
+
+def _refuse_if_finished(tx: Transaction, step: Step) -> None:
+    """A finished verification takes no further step: ``TransactionClosedError`` (409
+    ``verification-finished``), nothing sent, whichever step it is. The one exception is the
+    liveness that completed it, sent again: the second request of a double submit, queued behind
+    the first, which the transaction answers as it did the first (a step that succeeded is never
+    sent twice). Without this, a side that once succeeded would be answered 200 after the end."""
+    if tx.state is FlowState.FAILED or (
+        tx.state is FlowState.COMPLETED and step is not Step.LIVENESS
+    ):
+        next_state(tx.state, step)  # the library's refusal: it raises in a finished state
 
 
 class KeyCheck:
@@ -187,10 +248,13 @@ class Kyc:
             return Answer(state=FlowState.NEW, message=_MESSAGES[FlowState.NEW], verified=False)
         return answer(Transaction.restore(self._client, snapshot))
 
-    async def step(self, user: User, take: Callable[[Transaction], Awaitable[object]]) -> Answer:
-        """Restore the user's transaction, ``take`` one step on it as the user, save it."""
+    async def step(
+        self, user: User, step: Step, take: Callable[[Transaction], Awaitable[object]]
+    ) -> Answer:
+        """Restore the user's transaction, ``take`` one ``step`` on it as the user, save it."""
         async with self._store.hold(user.key) as record:
             tx = record.load(self._client.for_user(user.token))
+            _refuse_if_finished(tx, step)
             try:
                 await take(tx)
             except AuthenticationError as exc:
@@ -250,14 +314,14 @@ async def status(user: CurrentUser, kyc: KycService) -> Answer:
 async def scan_front(request: Request, user: CurrentUser, kyc: KycService) -> Answer:
     """The ID front: the image itself as the body (any image type)."""
     image = await read_body(request, MAX_SIDE_BYTES)
-    return await kyc.step(user, lambda tx: tx.scan_front(image))
+    return await kyc.step(user, Step.FRONT, lambda tx: tx.scan_front(image))
 
 
 @router.post("/back")
 async def scan_back(request: Request, user: CurrentUser, kyc: KycService) -> Answer:
     """The ID back: the image itself as the body (any image type)."""
     image = await read_body(request, MAX_SIDE_BYTES)
-    return await kyc.step(user, lambda tx: tx.scan_back(image))
+    return await kyc.step(user, Step.BACK, lambda tx: tx.scan_back(image))
 
 
 @router.post("/liveness")
@@ -268,7 +332,9 @@ async def liveness(request: Request, user: CurrentUser, kyc: KycService) -> Answ
     except ValidationError as exc:  # answered like any invalid request (problems.py)
         raise RequestValidationError(exc.errors()) from None
     return await kyc.step(
-        user, lambda tx: tx.check_liveness(faces.frames, capture_times=faces.capture_times)
+        user,
+        Step.LIVENESS,
+        lambda tx: tx.check_liveness(faces.frames, capture_times=faces.capture_times),
     )
 
 
@@ -297,7 +363,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         client = VlensClient(
-            config.api_key, base_url=config.base_url, tenancy_name=config.tenancy_name
+            config.api_key,
+            base_url=config.base_url,
+            tenancy_name=config.tenancy_name,
+            proxy=config.proxy,
+            ssl=config.ssl,
         )
         store = KycStore(config.db_path, retention=config.retention_hours * 3600)
         async with client, store:

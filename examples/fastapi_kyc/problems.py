@@ -23,7 +23,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 import attrs
 from fastapi import FastAPI, Request
@@ -302,11 +302,52 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    # Where and what, never the input itself (it may be an image or a token).
-    where = "; ".join(
-        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-    )
-    return problem_response(INVALID_REQUEST, detail=where)
+    sentences = dict.fromkeys(_plainly(error) for error in exc.errors())  # once each, in order
+    return problem_response(INVALID_REQUEST, detail=" ".join(sentences))
+
+
+# The request's fields in plain words: the whole of a list, and one of its items (from 1).
+_FIELDS: Final = {
+    "frames": ("The list of frames", "Frame {}"),
+    "capture_times": ("The list of capture times", "Capture time {}"),
+}
+# What is wrong, by pydantic's error type: plain words, never the input (an image, a token).
+_WRONG: Final = {
+    "json_invalid": "is not valid JSON",
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "missing": "is missing",
+    "list_type": "must be a list",
+    "too_short": "must hold at least {min_length} items",
+    "too_long": "must hold at most {max_length} items",
+    "base64_decode": "is not valid base64",
+    "bytes_type": "must be a string",
+    "string_type": "must be a string",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "literal_error": "is not one of the accepted values",
+    "enum": "is not one of the accepted values",
+}
+
+
+def _plainly(error: Mapping[str, Any]) -> str:
+    """One sentence for one of pydantic's errors: which field, and what is wrong with it
+    ("Frame 1 is not valid base64."); pydantic's own words name parsers and may quote data."""
+    where = [part for part in error["loc"] if part not in ("body", "path", "query", "header")]
+    if not where:
+        subject = "The request body"
+    elif where[0] in _FIELDS and len(where) == 1:
+        subject = _FIELDS[where[0]][0]
+    elif where[0] in _FIELDS and len(where) == 2 and isinstance(where[1], int):
+        subject = _FIELDS[where[0]][1].format(where[1] + 1)
+    else:
+        subject = "The field " + ".".join(str(part) for part in where)
+    try:
+        wrong = _WRONG.get(error["type"], "is not valid").format(**(error.get("ctx") or {}))
+    except (KeyError, IndexError):  # a template's numbers not given: say less
+        wrong = "is not valid"
+    return f"{subject} {wrong}."
 
 
 _PAGE: Final = """<!doctype html>

@@ -15,9 +15,12 @@ from fastapi import FastAPI
 
 from examples.fastapi_kyc.app import Settings, create_app
 from examples.fastapi_kyc.demo import register_test_user
+from tests.conftest import no_real_service, pki
 from vlens_async import VlensClient
 from vlens_async.emulator import RunningEmulator
 from vlens_async.samples import Applicant, make_applicant
+
+__all__ = ["no_real_service", "pki"]  # the project's own: no real service or proxy, the test CA
 
 _STARTUP_POLLS = 1000  # x 10 ms
 
@@ -29,9 +32,10 @@ def applicant(seed: int, scenario: str = "valid") -> Applicant:
 
 
 @asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1 (a free port), lifespan included; yield its URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+async def serve(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 (``port``, else a free one), lifespan included;
+    yield its URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(_STARTUP_POLLS):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import html
+import json
 import logging
 import re
 import sqlite3
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from examples.fastapi_kyc import demo, problems, walkthrough
+from examples.fastapi_kyc import demo, problems
 from examples.fastapi_kyc.app import create_app
 from examples.fastapi_kyc.store import KycStore
 from vlens_async import VlensClient
@@ -98,6 +99,29 @@ async def test_back_front_then_liveness_verifies(
     assert (await http.get("/api/kyc")).json()["state"] == "COMPLETED"
 
 
+async def test_a_completed_verification_refuses_the_card_and_repeats_its_answer_to_liveness(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator
+) -> None:
+    """Once completed: the card's sides are refused (409 verification-finished), and the
+    liveness that completed it, sent twice at once (a double submit), is answered alike to both;
+    one liveness reached the service."""
+    a = applicant(53)
+    await http.post("/api/kyc/front", content=a.front)
+    await http.post("/api/kyc/back", content=a.back)
+    first, second = await asyncio.gather(
+        http.post("/api/kyc/liveness", json=faces_body(53)),
+        http.post("/api/kyc/liveness", json=faces_body(53)),
+    )
+    assert first.status_code == second.status_code == 200, [first.text, second.text]
+    assert first.json() == second.json()
+    assert first.json()["message"] == "You are verified. Thank you!"
+    requests_sent = vlens_emulator.counters()["requests_total"]
+    for path, image in (("/api/kyc/front", a.front), ("/api/kyc/back", a.back)):
+        assert_problem(await http.post(path, content=image), 409, "verification-finished")
+    assert vlens_emulator.counters()["requests_total"] == requests_sent
+    assert sent(vlens_emulator, "liveness") == 1
+
+
 async def test_liveness_first_is_refused_and_nothing_sent(
     http: httpx.AsyncClient, vlens_emulator: RunningEmulator
 ) -> None:
@@ -125,10 +149,15 @@ async def test_expired_card_fails_then_the_user_starts_over(
     status = (await http.get("/api/kyc")).json()
     assert status["state"] == "FAILED"
 
-    backs_sent = sent(vlens_emulator, "id_back")
-    refused = await http.post("/api/kyc/back", content=applicant(44).back)
-    assert_problem(refused, 409, "verification-finished")
-    assert sent(vlens_emulator, "id_back") == backs_sent
+    requests_sent = vlens_emulator.counters()["requests_total"]
+    refused = [
+        await http.post("/api/kyc/back", content=applicant(44).back),
+        await http.post("/api/kyc/front", content=expired.front),  # it succeeded: refused alike
+        await http.post("/api/kyc/liveness", json=faces_body(43)),
+    ]
+    for response in refused:
+        assert_problem(response, 409, "verification-finished")
+    assert vlens_emulator.counters()["requests_total"] == requests_sent
     for _ in range(2):  # starting over twice opens one new transaction
         assert (await http.post("/api/kyc/start-over")).json()["state"] == "NEW"
     new_tx, _ = stored_row(db_path)
@@ -236,25 +265,47 @@ async def test_oversized_upload_is_refused(http: httpx.AsyncClient) -> None:
     assert assert_problem(response, 413, None)["detail"] == "The upload is larger than 20 MB."
 
 
-async def test_walkthrough_script_verifies_a_test_user(app_url: str) -> None:
-    """The README's third command: the script signs a test user up and ends verified."""
-    answers = await asyncio.to_thread(walkthrough.walk, app_url)
-    assert [a["state"] for a in answers] == ["FRONT_SCANNED", "ID_SCANNED", "COMPLETED"]
-    assert answers[-1]["verified"] is True
+def liveness_body(**changes: Any) -> bytes:
+    """A liveness request body with ``changes`` made to the valid one (seed 49)."""
+    return json.dumps({**faces_body(49), **changes}).encode()
 
 
-async def test_two_frames_are_an_invalid_request_that_echoes_nothing(
-    http: httpx.AsyncClient, vlens_emulator: RunningEmulator
+FRAME = faces_body(49)["frames"][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"frames": [1: 2]}', "The request body is not valid JSON."),
+        (b"", "The upload is empty."),  # refused before parsing (400, about:blank)
+        (b'["' + FRAME.encode() + b'"]', "The request body must be a JSON object."),
+        (liveness_body(frames=[FRAME[:-1], FRAME, FRAME]), "Frame 1 is not valid base64."),
+        (
+            liveness_body(frames=[FRAME, FRAME]),
+            "The list of frames must hold at least 3 items.",
+        ),
+        (
+            liveness_body(capture_times=[0, "soon", 1e999]),
+            "Capture time 2 must be a number. Capture time 3 must be a finite number.",
+        ),
+        (b"{}", "The list of frames is missing. The list of capture times is missing."),
+    ],
+    ids=["not-json", "empty", "not-an-object", "bad-base64", "two-frames", "bad-times", "{}"],
+)
+async def test_an_invalid_liveness_request_is_told_in_plain_words_echoing_nothing(
+    http: httpx.AsyncClient, vlens_emulator: RunningEmulator, body: bytes, detail: str
 ) -> None:
-    """Liveness with two frames: a 422 problem naming the field, not the frames' data; nothing
-    sent."""
-    body = faces_body(49)
-    body["frames"] = body["frames"][:2]
-    response = await http.post("/api/kyc/liveness", json=body)
-    problem = assert_problem(response, 422, "invalid-request")
-    assert "frames" in problem["detail"]
-    assert body["frames"][0][:40] not in response.text
+    """A liveness body that is not the three frames and times: a 422 invalid-request problem
+    whose detail names each field and what is wrong in plain words (not pydantic's, never the
+    data); nothing is sent."""
+    response = await http.post(
+        "/api/kyc/liveness", content=body, headers={"Content-Type": "application/json"}
+    )
+    slug, status = ("invalid-request", 422) if body else (None, 400)
+    assert assert_problem(response, status, slug)["detail"] == detail
+    assert FRAME[:40] not in response.text
     assert sent(vlens_emulator, "liveness") == 0
+    assert vlens_emulator.counters()["transactions_created"] == 0
 
 
 async def test_many_users_at_once_are_all_answered(app_url: str, db_path: Path) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 
 from examples.fastapi_kyc.app import Settings
+from tests.helpers.tls import TestPKI
+from vlens_async import ConfigurationError
 from vlens_async.config import DEFAULT_BASE_URL
 
 
@@ -46,3 +51,75 @@ def test_settings_with_a_bad_retention_stop_with_a_message(hours: str) -> None:
         SystemExit, match=r"^KYC_RETENTION_HOURS must be a number of hours above 0$"
     ):
         Settings.from_env({"VLENS_API_KEY": "k", "KYC_RETENTION_HOURS": hours})
+
+
+def test_settings_take_the_proxy_and_the_ca_bundle(pki: TestPKI, tmp_path: Path) -> None:
+    """VLENS_PROXY is kept as given (credentials too, out of the repr), VLENS_CA_BUNDLE becomes a
+    verifying context that trusts that CA."""
+    ca = pki.write(tmp_path).ca
+    settings = Settings.from_env(
+        {
+            "VLENS_API_KEY": "k",
+            "VLENS_PROXY": "http://proxy-user:pr0xy-pw@127.0.0.1:3128",
+            "VLENS_CA_BUNDLE": str(ca),
+        }
+    )
+    assert settings.proxy == "http://proxy-user:pr0xy-pw@127.0.0.1:3128"
+    assert "pr0xy-pw" not in repr(settings)
+    assert settings.ssl is not None
+    assert settings.ssl.verify_mode == ssl.CERT_REQUIRED
+    assert settings.ssl.check_hostname
+    trusted = settings.ssl.get_ca_certs(binary_form=True)
+    assert trusted == [ssl.PEM_cert_to_DER_cert(ca.read_text())]
+
+
+def test_settings_without_proxy_or_ca_use_the_system_defaults() -> None:
+    """Neither variable set (or empty): no proxy, the system's CAs."""
+    settings = Settings.from_env({"VLENS_API_KEY": "k", "VLENS_PROXY": "", "VLENS_CA_BUNDLE": ""})
+    assert settings.proxy is None
+    assert settings.ssl is None
+
+
+@pytest.mark.parametrize(
+    ("proxy", "message"),
+    [
+        ("socks5://u:s3cret-pw@127.0.0.1:1080", "must be an http:// or https:// URL"),
+        ("proxy.example:3128", "must be an http:// or https:// URL"),
+        ("http://u:s3cret-pw@127.0.0.1:99999", "not a valid URL"),
+        ("http://u:s3cret-pw@127.0.0.1:3128/path", "without a path"),
+    ],
+)
+def test_a_bad_proxy_stops_with_one_line_without_its_password(proxy: str, message: str) -> None:
+    """A proxy URL the client would refuse: one line naming VLENS_PROXY and what is wrong, never
+    the URL (it may hold a password)."""
+    with pytest.raises(SystemExit) as stopped:
+        Settings.from_env({"VLENS_API_KEY": "k", "VLENS_PROXY": proxy})
+    line = str(stopped.value)
+    assert line.startswith("VLENS_PROXY: ")
+    assert message in line
+    assert "\n" not in line
+    assert "s3cret-pw" not in line
+
+
+def test_a_bad_ca_bundle_stops_with_one_line(tmp_path: Path) -> None:
+    """VLENS_CA_BUNDLE missing, a folder, or not PEM: one line naming the variable and the file."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    cases = {
+        str(tmp_path / "missing.pem"): "no such file",
+        str(tmp_path): "not a file",
+        str(not_pem): "not a PEM file of CA certificates",
+    }
+    for bundle, reason in cases.items():
+        with pytest.raises(SystemExit) as stopped:
+            Settings.from_env({"VLENS_API_KEY": "k", "VLENS_CA_BUNDLE": bundle})
+        assert str(stopped.value) == f"VLENS_CA_BUNDLE {bundle}: {reason}"
+
+
+def test_settings_refuse_a_context_that_does_not_verify() -> None:
+    """Settings made in code take the client's rule: certificates are always verified."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ConfigurationError, match="does not verify certificates"):
+        Settings(api_key="k", ssl=context)
