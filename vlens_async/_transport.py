@@ -54,7 +54,9 @@ import email.utils
 import errno
 import logging
 import re
+import ssl
 import time
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -71,10 +73,12 @@ from .config import (
     OFFLOAD_THRESHOLD_BYTES,
     TRUST_CA_HINT,
     TransportOptions,
+    check_proxy_url,
     check_ssl,
 )
 from .errors import (
     APIConnectionError,
+    ConfigurationError,
     APIError,
     APITimeoutError,
     ProxyError,
@@ -93,6 +97,7 @@ __all__ = [
     "connection_error",
     "connection_not_established",
     "describe_failure",
+    "environment_proxy",
     "interpret",
     "logger",
     "open_session",
@@ -753,26 +758,50 @@ async def _conclude(
     return _conclude_now(request, status, body, decode, retry_after)
 
 
+def environment_proxy(base_url: str) -> tuple[str | None, tuple[str, str] | None]:
+    """The proxy the environment names for ``base_url``, as :func:`check_proxy_url` returns it:
+    ``HTTPS_PROXY`` (or ``HTTP_PROXY`` for an ``http://`` URL; the lower-case names win), unless
+    ``NO_PROXY`` lists the host. ``(None, None)`` for none.
+
+    Read by us, not by aiohttp's ``trust_env``, which would also read ``~/.netrc`` and send its
+    credentials to the API as ``Authorization: Basic`` (or clash with an end user's bearer token).
+    """
+    url = yarl.URL(base_url)
+    proxies = urllib.request.getproxies_environment()
+    variable = f"{url.scheme.upper()}_PROXY"
+    found = proxies.get(url.scheme)
+    if not found or url.host is None or urllib.request.proxy_bypass_environment(url.host, proxies):
+        return None, None
+    try:
+        return check_proxy_url(found)
+    except ConfigurationError as exc:  # never the value: it may hold a password
+        raise ConfigurationError(f"the proxy in {variable} (environment): {exc}") from None
+
+
 def open_session(
-    options: TransportOptions, *, limit: int, timeout: aiohttp.ClientTimeout
+    options: TransportOptions, *, base_url: str, limit: int, timeout: aiohttp.ClientTimeout
 ) -> aiohttp.ClientSession:
-    """A session whose every connection follows ``options`` (proxy, environment, TLS, traces).
+    """A session whose every connection to ``base_url`` follows ``options`` (proxy, environment,
+    TLS, traces).
 
     The one place a session is made: the client's, and the CLI's reachability check before a
-    bulk job. At most ``limit`` connections; ``timeout`` is the session's default.
+    bulk job. At most ``limit`` connections; ``timeout`` is the session's default. With
+    ``trust_env`` and no ``proxy``, the proxy comes from :func:`environment_proxy`, read now;
+    aiohttp's own ``trust_env`` stays off (it would read ``~/.netrc``).
     """
     context = check_ssl(options.ssl)  # again: an SSLContext can be changed after it was given
-    proxy = None if options.proxy is None else yarl.URL(options.proxy)
-    if proxy is not None and options.proxy_credentials is not None:
+    bare, credentials = options.proxy, options.proxy_credentials
+    if bare is None and options.trust_env:
+        bare, credentials = environment_proxy(base_url)
+    proxy = None if bare is None else yarl.URL(bare)
+    if proxy is not None and credentials is not None:
         # In the URL, which aiohttp turns into Proxy-Authorization; its proxy_auth= and
         # BasicAuth are deprecated (aiohttp 3.14).
-        proxy = proxy.with_user(options.proxy_credentials[0]).with_password(
-            options.proxy_credentials[1]
-        )
+        proxy = proxy.with_user(credentials[0]).with_password(credentials[1])
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=True if context is None else context),
         timeout=timeout,
         proxy=proxy,
-        trust_env=options.trust_env,
+        trust_env=False,  # never ~/.netrc: see environment_proxy
         trace_configs=list(options.trace_configs) or None,
     )

@@ -1163,6 +1163,7 @@ async def _check_reachable(service: Service) -> None:
         async with (
             open_session(
                 TransportOptions.of(**service.connection),
+                base_url=service.base_url,
                 limit=1,
                 timeout=aiohttp.ClientTimeout(total=_PROBE_TIMEOUT),
             ) as session,

@@ -339,7 +339,8 @@ class TransportOptions:
     ``proxy``: the ``http://`` or ``https://`` proxy of every request, without credentials;
     ``proxy_credentials``: its user name and password, if any (never in the repr).
     ``trust_env``: take the proxy from ``HTTPS_PROXY``/``HTTP_PROXY`` and honour ``NO_PROXY``
-    when no ``proxy`` is given (aiohttp also reads ``~/.netrc`` then). ``ssl``: an
+    when no ``proxy`` is given, when the session opens; ``~/.netrc`` is never read (aiohttp's
+    own ``trust_env`` stays off). ``ssl``: an
     :class:`ssl.SSLContext` (a private CA bundle, a client certificate for mutual TLS), ``None``
     for the system's CAs; verification can never be switched off (:func:`check_ssl`).
     ``trace_configs``: aiohttp ``TraceConfig`` objects for the session.

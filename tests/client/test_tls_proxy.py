@@ -4,10 +4,13 @@ errors, and that verification can never be switched off."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +21,7 @@ import pytest
 from tests.helpers.proxy import ConnectProxy, closed_port, proxy_url, running_proxy
 from tests.helpers.tls import TestPKI
 from vlens_async import (
+    AdminLogin,
     APIConnectionError,
     ConfigurationError,
     ProxyError,
@@ -329,6 +333,112 @@ async def test_trust_env_takes_https_proxy_and_honours_no_proxy(
     await call(trust_env=True)
     assert len(proxy.tunnels) == 1
     assert requests_seen(https_emulator) == 3
+
+
+@pytest.fixture
+def netrc_with_a_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NETRC names a file whose default entry matches every host (as curl and aiohttp read it);
+    no proxy in the environment."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("default login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+_EXISTS = b'{"data":{"exists":false},"error_code":null,"error_message":null}'
+
+
+@contextlib.asynccontextmanager
+async def recording_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback HTTP server answering every request with a check_existence envelope; yields
+    its base URL and the request heads it received."""
+    heads: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append((await reader.readuntil(b"\r\n\r\n")).decode("latin-1"))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(_EXISTS), _EXISTS)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def authorization_lines(head: str) -> list[str]:
+    """The Authorization header lines of a request head."""
+    return [line for line in head.splitlines() if line.lower().startswith("authorization:")]
+
+
+@pytest.mark.usefixtures("netrc_with_a_default")
+async def test_trust_env_never_sends_netrc_credentials_to_the_api() -> None:
+    """trust_env=True with a ~/.netrc default entry: an API-key call carries no Authorization
+    header (aiohttp's trust_env would send the netrc login as Basic)."""
+    async with recording_server() as (base_url, heads):
+        async with VlensClient("key", base_url=base_url, trust_env=True) as client:
+            assert not (await client.check_existence(phone_number=PHONE)).exists
+    assert len(heads) == 1
+    assert "ApiKey: key" in heads[0]
+    assert authorization_lines(heads[0]) == []
+
+
+@pytest.mark.usefixtures("netrc_with_a_default")
+async def test_trust_env_and_netrc_leave_an_end_users_token_working(
+    https_emulator: RunningEmulator, pki: TestPKI
+) -> None:
+    """trust_env=True with a ~/.netrc default entry: calls with a bearer token (an admin login
+    here) work, where aiohttp refused to combine the netrc login with the Authorization header."""
+    admin = AdminLogin(
+        https_emulator.tenancy_name,
+        https_emulator.admin_username or "",
+        https_emulator.admin_password or "",
+    )
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        trust_env=True,
+        auth=admin,
+    ) as client:
+        front = await client.scan_id_front(make_applicant(5).front)
+    assert front.transaction_id
+
+
+async def test_trust_env_takes_the_proxy_credentials_from_https_proxy(
+    https_emulator: RunningEmulator,
+    locked_proxy: ConnectProxy,
+    pki: TestPKI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """trust_env=True, HTTPS_PROXY with user:password@: the credentials reach the proxy as an
+    explicit proxy's do, and show nowhere; a malformed HTTPS_PROXY is a ConfigurationError that
+    names the variable, not its value."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url(locked_proxy.port, PROXY_USER, PROXY_PASSWORD))
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        trust_env=True,
+    ) as client:
+        assert not (await client.check_existence(phone_number=PHONE)).exists
+    assert [t.status for t in locked_proxy.tunnels] == [200]
+    assert PROXY_PASSWORD not in caplog.text
+    monkeypatch.setenv("HTTPS_PROXY", f"socks5://{PROXY_USER}:s3cret@127.0.0.1:1080")
+    client = VlensClient(https_emulator.api_key, base_url=https_emulator.base_url, trust_env=True)
+    with pytest.raises(ConfigurationError, match="HTTPS_PROXY") as caught:
+        async with client:
+            pass
+    assert "s3cret" not in str(caught.value)
 
 
 async def test_trace_configs_reach_the_session(
