@@ -54,7 +54,6 @@ import email.utils
 import errno
 import logging
 import re
-import ssl
 import time
 import urllib.request
 import zlib
@@ -78,9 +77,9 @@ from .config import (
 )
 from .errors import (
     APIConnectionError,
-    ConfigurationError,
     APIError,
     APITimeoutError,
+    ConfigurationError,
     ProxyError,
     ResponseDecodeError,
     UntrustedCertificateError,

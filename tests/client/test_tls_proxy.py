@@ -383,7 +383,8 @@ async def test_trust_env_never_sends_netrc_credentials_to_the_api() -> None:
     """trust_env=True with a ~/.netrc default entry: an API-key call carries no Authorization
     header (aiohttp's trust_env would send the netrc login as Basic)."""
     async with recording_server() as (base_url, heads):
-        async with VlensClient("key", base_url=base_url, trust_env=True) as client:
+        client = VlensClient("key", base_url=base_url, trust_env=True)
+        async with client:
             assert not (await client.check_existence(phone_number=PHONE)).exists
     assert len(heads) == 1
     assert "ApiKey: key" in heads[0]
