@@ -283,6 +283,30 @@ async def test_a_407_is_a_typed_operator_error_without_credentials_in_it(
         assert password not in str(error) + repr(error) + caplog.text
 
 
+@pytest.mark.usefixtures("no_backoff")
+async def test_a_call_that_is_not_idempotent_never_retries_a_fatal_error(
+    https_emulator: RunningEmulator, locked_proxy: ConnectProxy, proxy: ConnectProxy, pki: TestPKI
+) -> None:
+    """request_phone_otp (an SMS each time) through a proxy answering 407, or to a server whose
+    certificate is not trusted: one CONNECT, one handshake, though neither request was sent."""
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        proxy=proxy_url(locked_proxy.port, "me", "wrong"),
+    ) as client:
+        with pytest.raises(ProxyError):
+            await client.request_phone_otp(PHONE)
+    assert [t.status for t in locked_proxy.tunnels] == [407]
+    async with VlensClient(
+        https_emulator.api_key, base_url=https_emulator.base_url, proxy=proxy.url
+    ) as client:
+        with pytest.raises(UntrustedCertificateError):
+            await client.request_phone_otp(PHONE)
+    assert [t.status for t in proxy.tunnels] == [200]
+    assert requests_seen(https_emulator) == 0
+
+
 async def test_a_refused_proxy_connection_names_the_proxy_only(
     https_emulator: RunningEmulator, pki: TestPKI, no_backoff: None
 ) -> None:
