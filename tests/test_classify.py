@@ -69,6 +69,8 @@ KINDS: list[tuple[BaseException, Kind]] = [
     (errors.UntrustedCertificateError("m"), FATAL),
     (proxy_error(407), FATAL),
     (proxy_error(403), FATAL),
+    (proxy_error(408), TRANSIENT),  # the proxy timed out waiting: not a setting
+    (proxy_error(429), TRANSIENT),  # the proxy asks to slow down
     (proxy_error(502), TRANSIENT),
     (proxy_error(None), TRANSIENT),  # the proxy refused the connection (restarting, say)
     (errors.ResponseDecodeError("m", body=b"<html>"), TRANSIENT),
@@ -191,6 +193,8 @@ def test_the_default_policy_statuses_are_the_ones_assumed_below() -> None:
         (errors.APITimeoutError("slow"), True),
         (errors.UntrustedCertificateError("untrusted"), False),
         (proxy_error(407), False),
+        (proxy_error(408), True),
+        (proxy_error(429), True),
         (proxy_error(503), True),
         (proxy_error(None), True),
         (api(502, 3010), False),  # an expired card on a 502 is still an expired card

@@ -30,6 +30,7 @@ import enum
 from collections.abc import Collection
 from typing import Final, Literal, TypeAlias
 
+from .config import RETRYABLE_STATUSES
 from .errors import (
     APIConnectionError,
     APIError,
@@ -154,10 +155,11 @@ def _wrong_shape(exc: BaseException) -> bool:
 
 def _proxy_refused(exc: BaseException) -> bool:
     # A proxy's 4xx to CONNECT (407 credentials, 403 policy) comes back the same for every
-    # request; its 5xx (it could not reach the service) is transient, like a refused connection.
+    # request, except the retryable ones (408 timeout, 429 slow down); its 5xx (it could not reach
+    # the service) is transient, like a refused connection.
     if not isinstance(exc, ProxyError) or exc.proxy_status is None:
         return False
-    return 400 <= exc.proxy_status < 500
+    return 400 <= exc.proxy_status < 500 and exc.proxy_status not in RETRYABLE_STATUSES
 
 
 def audience(exc: BaseException) -> Audience:
