@@ -316,6 +316,7 @@ def encrypted_key(pki: TestPKI, folder: Path) -> Path:
         (["--proxy", "SECRET_PROXY/path"], {}, "--proxy: proxy must be http://host[:port]"),
         ([], {"VLENS_PROXY": "ftp://127.0.0.1:21"}, "VLENS_PROXY: proxy must be an http://"),
         (["--proxy", "127.0.0.1:3128"], {}, "--proxy: proxy must be an http:// or https:// URL"),
+        (["--proxy", "EURO_PROXY"], {}, "--proxy: the proxy's user name and password must be"),
     ],
 )
 def test_bad_transport_input_is_one_line_before_any_request(
@@ -342,6 +343,7 @@ def test_bad_transport_input_is_one_line_before_any_request(
         "SERVER_KEY": str(pem.server_key),
         "ENCRYPTED": str(encrypted_key(pki, tmp_path)),
         "SECRET_PROXY": proxy_url(3128, PROXY_USER, PROXY_PASSWORD),
+        "EURO_PROXY": proxy_url(3128, PROXY_USER, PROXY_PASSWORD + "\u20ac"),
     }
 
     def named(text: str) -> str:

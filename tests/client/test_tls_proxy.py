@@ -507,6 +507,12 @@ async def test_trace_configs_reach_the_session(
             "given twice",
         ),
         ({"proxy_auth": basic_auth("u", PROXY_PASSWORD)}, "needs a proxy"),
+        ({"proxy": proxy_url(3128, "u", "s3cret-\u20ac")}, "ISO-8859-1"),
+        ({"proxy": proxy_url(3128, "\u0434", "s3cret")}, "ISO-8859-1"),
+        (
+            {"proxy": "http://127.0.0.1:3128", "proxy_auth": basic_auth("u", "s3cret-\u4e2d")},
+            "ISO-8859-1",
+        ),
         ({"proxy": "http://127.0.0.1:3128", "proxy_auth": ("u", "p")}, "BasicAuth"),
         ({"trust_env": "yes"}, "trust_env"),
         ({"trace_configs": [object()]}, "TraceConfig"),
