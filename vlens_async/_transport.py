@@ -54,6 +54,7 @@ import email.utils
 import errno
 import logging
 import re
+import ssl
 import time
 import urllib.request
 import zlib
@@ -667,8 +668,13 @@ async def send(
     attempt: int = 1,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     on_status: Callable[[int], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> M:
     """Send ``request`` once on ``session`` and return ``decode``'s model, or raise our error.
+
+    ``tls`` is the session's ``ssl`` option (``None``: the system's CAs); it is checked again
+    before every send (:func:`check_ssl`: a context is mutable, and one switched to
+    ``CERT_NONE`` after the client opened raises :class:`ConfigurationError`, sending nothing).
 
     The whole attempt (connecting, sending, reading at most ``max_response_bytes`` and decoding)
     ends within ``client_timeout.total``. Cancellation propagates untouched; leaving the
@@ -676,6 +682,7 @@ async def send(
     Redirects are not followed: a 3xx is an error (following one could carry the API key to
     another host). ``on_status`` is told the response's status as soon as it arrives.
     """
+    context = check_ssl(tls)  # a few attribute reads
     started = time.perf_counter()
     outcome = "error"
     failure: APIError | None = None
@@ -690,6 +697,7 @@ async def send(
                 timeout=client_timeout,
                 allow_redirects=False,
                 auto_decompress=False,  # inflated here, within max_response_bytes
+                ssl=True if context is None else context,
             ) as response:
                 status = response.status
                 outcome = str(status)

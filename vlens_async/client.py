@@ -592,6 +592,7 @@ class VlensClient:
                 attempt=number,
                 max_response_bytes=self._config.max_response_bytes,
                 on_status=scope.response,
+                tls=self._shared.transport.ssl,
             )
         except APIError as exc:
             scope.attempt_failed(exc)

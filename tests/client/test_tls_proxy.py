@@ -181,6 +181,25 @@ async def test_a_context_switched_off_after_it_was_given_is_refused_at_open() ->
     assert client.closed is False  # never opened
 
 
+async def test_a_context_switched_off_while_the_client_is_open_is_refused_at_the_next_call(
+    pki: TestPKI,
+) -> None:
+    """The SSLContext is checked again before every send: switched to CERT_NONE after the client
+    opened, the next call to a server whose certificate it does not trust raises
+    ConfigurationError and sends nothing (not a success)."""
+    other = TestPKI.make()
+    async with running_emulator(EmulatorConfig(tls=other.server_context())) as emulator:
+        context = pki.client_context()
+        async with VlensClient(emulator.api_key, base_url=emulator.base_url, ssl=context) as client:
+            with pytest.raises(UntrustedCertificateError):
+                await client.check_existence(phone_number=PHONE)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with pytest.raises(ConfigurationError, match="does not verify certificates"):
+                await client.check_existence(phone_number=PHONE)
+        assert requests_seen(emulator) == 0
+
+
 def test_ssl_true_and_none_mean_the_default_verification() -> None:
     """aiohttp's spellings of "verify with the system's CAs" are both accepted."""
     for value in (None, True):
