@@ -97,8 +97,10 @@ __all__ = [
     "connection_error",
     "connection_not_established",
     "describe_failure",
+    "describe_proxy_refusal",
     "environment_proxy",
     "interpret",
+    "is_proxy_refusal",
     "logger",
     "open_session",
     "send",
@@ -551,14 +553,33 @@ _CERT_PROBLEMS: Final = {
 }
 
 
-def _untrusted(exc: aiohttp.ClientConnectorCertificateError) -> tuple[str, str]:
+def _untrusted(
+    exc: aiohttp.ClientConnectorCertificateError, service_url: str | None
+) -> tuple[str, str]:
     # OpenSSL sets verify_code; an error made by hand (a test double) may have none.
     code = getattr(exc.certificate_error, "verify_code", None)
     problem = _CERT_PROBLEMS.get(code if isinstance(code, int) else -1, "it did not verify")
+    # The only other TLS peer than the service is an https:// proxy.
+    service = None if service_url is None else yarl.URL(service_url)
+    by_proxy = service is not None and (exc.host, exc.port) != (service.host, service.port)
+    whose = "the proxy's" if by_proxy else "the server's"
     return (
-        f"the server's TLS certificate was not trusted ({problem})",
+        f"{whose} TLS certificate was not trusted ({problem})",
         f"if a private CA signed it (a TLS-inspecting proxy's, say), trust it: {TRUST_CA_HINT}",
     )
+
+
+def is_proxy_refusal(status: int) -> bool:
+    """True for an HTTP answer only a proxy gives: 407 (it wants credentials). Through a proxy to
+    a plain ``http://`` service, it comes as the response's status, not as a failed
+    ``CONNECT``; it is the proxy's refusal all the same (:class:`ProxyError`)."""
+    return status == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED
+
+
+def describe_proxy_refusal(status: int) -> str:
+    """What a proxy's refusal with ``status`` means, and what fixes it, in words of ours."""
+    detail, fix = _proxy_refusal(status)
+    return f"{detail}; {fix}" if fix else detail
 
 
 def _proxy_refusal(status: int) -> tuple[str, str]:
@@ -576,13 +597,15 @@ def _proxy_refusal(status: int) -> tuple[str, str]:
     return f"the proxy refused to open a tunnel: {status} {phrase}", ""
 
 
-def _failure_detail(exc: BaseException) -> tuple[type[APIConnectionError], str, str]:
+def _failure_detail(
+    exc: BaseException, service_url: str | None
+) -> tuple[type[APIConnectionError], str, str]:
     """Our error class, what happened and what fixes it, in words of ours (never the text of
     ``exc``)."""
     if isinstance(exc, TimeoutError):
         return APITimeoutError, "timed out", ""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return UntrustedCertificateError, *_untrusted(exc)
+        return UntrustedCertificateError, *_untrusted(exc, service_url)
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return ProxyError, *_proxy_refusal(exc.status)
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
@@ -595,17 +618,22 @@ def _failure_detail(exc: BaseException) -> tuple[type[APIConnectionError], str, 
     return APIConnectionError, "connection failed", ""
 
 
-def describe_failure(exc: BaseException) -> str:
+def describe_failure(exc: BaseException, *, service_url: str | None = None) -> str:
     """What an aiohttp or OS failure means, in words of ours, with what fixes it when a setting
-    does (a private CA, proxy credentials); never the text of ``exc``, which quotes the URL."""
-    _, detail, fix = _failure_detail(exc)
+    does (a private CA, proxy credentials); never the text of ``exc``, which quotes the URL.
+
+    ``service_url`` (the service's base URL) tells an https:// proxy's certificate from the
+    service's."""
+    _, detail, fix = _failure_detail(exc, service_url)
     cause_type = type(exc).__name__
     if fix:
         return f"{detail} ({cause_type}); {fix}"
     return f"{detail} ({cause_type}: {_cause_reason(exc)})"
 
 
-def connection_error(request: Request, exc: BaseException) -> APIConnectionError:
+def connection_error(
+    request: Request, exc: BaseException, *, service_url: str | None = None
+) -> APIConnectionError:
     """Our error for an aiohttp or OS failure while sending ``request`` (not chained to ``exc``).
 
     A timeout becomes :class:`APITimeoutError`, a certificate that was not trusted
@@ -613,11 +641,12 @@ def connection_error(request: Request, exc: BaseException) -> APIConnectionError
     ``proxy_status``), anything else :class:`APIConnectionError`. The error carries
     ``cause_type`` (the type name of ``exc``) and ``cause_reason`` (a fixed phrase or an errno
     name), never the text of ``exc``, which quotes the URL and its query string.
+    ``service_url`` is as :func:`describe_failure` takes it.
     """
-    cls = _failure_detail(exc)[0]
+    cls = _failure_detail(exc, service_url)[0]
     cause_type, reason = type(exc).__name__, _cause_reason(exc)
     error = cls(
-        _summary(request, None, describe_failure(exc)),
+        _summary(request, None, describe_failure(exc, service_url=service_url)),
         request_id=request.request_id,
         method=request.method,
         path=request.path,
@@ -629,6 +658,20 @@ def connection_error(request: Request, exc: BaseException) -> APIConnectionError
     vars(error)[_NEVER_SENT] = isinstance(
         exc, aiohttp.ClientConnectorError | aiohttp.ClientHttpProxyError
     )
+    return error
+
+
+def _refused_by_proxy(request: Request, status: int) -> ProxyError:
+    """The :class:`ProxyError` for a proxy's answer (``is_proxy_refusal``) to a plain request."""
+    error = ProxyError(
+        _summary(request, status, describe_proxy_refusal(status)),
+        status=status,
+        request_id=request.request_id,
+        method=request.method,
+        path=request.path,
+    )
+    error.proxy_status = status
+    error.cause_type, error.cause_reason = None, "the proxy answered in the service's place"
     return error
 
 
@@ -704,16 +747,21 @@ async def send(
                 if on_status is not None:
                     on_status(status)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                try:
-                    body = await _read_body(response, max_response_bytes)
-                except _BodyProblem as problem:
-                    outcome = "too-large" if problem.too_large else "undecodable"
-                    failure = _body_error(request, status, retry_after, problem, max_response_bytes)
+                if is_proxy_refusal(status):
+                    failure = _refused_by_proxy(request, status)
+                else:
+                    try:
+                        body = await _read_body(response, max_response_bytes)
+                    except _BodyProblem as problem:
+                        outcome = "too-large" if problem.too_large else "undecodable"
+                        failure = _body_error(
+                            request, status, retry_after, problem, max_response_bytes
+                        )
             if failure is None:
                 return await _conclude(request, status, body, decode, retry_after)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         outcome = _outcome(exc)
-        failure = connection_error(request, exc)
+        failure = connection_error(request, exc, service_url=base_url)
     finally:
         _log_attempt(request, outcome, attempt, started)
     # Raised here, outside the ``except``, so not even ``__context__`` holds aiohttp's error.
@@ -774,10 +822,12 @@ def environment_proxy(base_url: str) -> tuple[str | None, tuple[str, str] | None
     credentials to the API as ``Authorization: Basic`` (or clash with an end user's bearer token).
     """
     url = yarl.URL(base_url)
-    proxies = urllib.request.getproxies_environment()
+    # As aiohttp's trust_env reads them (on macOS and Windows, the system's settings when the
+    # environment names no proxy), less ~/.netrc.
+    proxies = urllib.request.getproxies()
     variable = f"{url.scheme.upper()}_PROXY"
     found = proxies.get(url.scheme)
-    if not found or url.host is None or urllib.request.proxy_bypass_environment(url.host, proxies):
+    if not found or url.host is None or urllib.request.proxy_bypass(url.host):
         return None, None
     try:
         return check_proxy_url(found)

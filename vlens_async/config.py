@@ -11,7 +11,7 @@ import ipaddress
 import ssl as _ssl
 from collections.abc import Iterable
 from typing import Any, Final, Literal, TypeAlias, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import aiohttp
 import attrs
@@ -180,11 +180,10 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
     A URL with ``user:password@`` is refused: credentials go in ``api_key`` and ``access_token``
     or ``auth``. Error messages show at most the scheme and the host, never the whole URL.
     """
-    try:
-        parts = urlsplit(base_url)
-        host = parts.hostname
-    except ValueError:  # an unbalanced IPv6 bracket, say
-        raise ConfigurationError("base_url is not a valid URL") from None
+    parsed = _split(base_url)
+    if parsed is None:  # an unbalanced IPv6 bracket, say
+        raise ConfigurationError("base_url is not a valid URL")
+    parts, host, _ = parsed
     # Only a scheme followed by "//" is surely a scheme: in "user:pw@host" urlsplit takes "user".
     scheme = parts.scheme if parts.netloc else ""
     if scheme not in ("http", "https"):
@@ -288,6 +287,16 @@ def check_ssl(value: object) -> _ssl.SSLContext | None:
     return value
 
 
+def _split(url: str) -> tuple[SplitResult, str | None, int | None] | None:
+    """``url`` split, with its host and port; ``None`` when it does not parse. Python's
+    ValueError is dropped here, not chained: its text may quote the netloc, password included."""
+    try:
+        parts = urlsplit(url)
+        return parts, parts.hostname, parts.port
+    except ValueError:
+        return None
+
+
 def check_proxy_url(
     proxy: object, proxy_auth: aiohttp.BasicAuth | None = None
 ) -> tuple[str, tuple[str, str] | None]:
@@ -301,11 +310,10 @@ def check_proxy_url(
     """
     if not isinstance(proxy, str) or not proxy.strip():
         raise ConfigurationError("proxy must be a URL such as http://proxy.example:3128")
-    try:
-        parts = urlsplit(proxy.strip())
-        host, port = parts.hostname, parts.port
-    except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number or too big
-        raise ConfigurationError("proxy is not a valid URL (check its host and port)") from None
+    parsed = _split(proxy.strip())
+    if parsed is None:  # an unbalanced IPv6 bracket, a port that is not a number or too big
+        raise ConfigurationError("proxy is not a valid URL (check its host and port)")
+    parts, host, port = parsed
     scheme = parts.scheme if parts.netloc else ""
     if scheme not in ("http", "https"):
         shown = f" (got {scheme}://)" if scheme else ""

@@ -373,16 +373,18 @@ class APITimeoutError(APIConnectionError):
 class ProxyError(APIConnectionError):
     """The proxy answered the ``CONNECT`` with an error status, ``proxy_status``: 407 (it wants
     credentials, or refused the ones given), 403 (its policy refuses this host), 502 (it could
-    not reach the service). The request never reached the service. A 4xx is the operators' to
-    fix and is not retried; a 5xx is transient. The message never holds the proxy's
+    not reach the service); or answered a plain ``http://`` request with 407. The request never
+    reached the service. A 4xx is the operators' to fix and is not retried (but 408 and 429,
+    as from the service); a 5xx is transient. The message never holds the proxy's
     credentials."""
 
     proxy_status: int | None = None
 
 
 class UntrustedCertificateError(APIConnectionError):
-    """The service's TLS certificate was not trusted (an unknown or private CA, expired, issued
-    for another host), so nothing was sent. Behind a TLS-inspecting proxy, trust its CA with
+    """The service's TLS certificate (or an ``https://`` proxy's: the message says whose) was
+    not trusted (an unknown or private CA, expired, issued for another host), so nothing was
+    sent. Behind a TLS-inspecting proxy, trust its CA with
     ``ssl=ssl.create_default_context(cafile=...)`` (CLI: ``--ca-bundle``, ``VLENS_CA_BUNDLE``);
     verification itself is never switched off. The operators' to fix: not retried."""
 

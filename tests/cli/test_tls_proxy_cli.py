@@ -270,6 +270,42 @@ def test_the_queue_workers_client_goes_the_same_way(
     assert https_emulator.counters()["requests_total"] == 1
 
 
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_the_reachability_check_names_a_407_and_keeps_no_password(
+    scheme: str, locked_proxy: ConnectProxy
+) -> None:
+    """The check before a bulk job, through a proxy refusing the credentials given: a CONNECT's
+    407 (https://) or the 407 answer to a plain http:// request (not the service's answer) is
+    the proxy's refusal; the error chains nothing (aiohttp's texts hold the proxy URL with its
+    password) and names no password."""
+    password = "wrong-s3cret-73"
+    service = cli.Service(
+        emulator=False,
+        base_url=f"{scheme}://127.0.0.1:{closed_port()}",
+        api_key="k",
+        connection={"proxy": proxy_url(locked_proxy.port, PROXY_USER, password)},
+    )
+    with pytest.raises(cli._CliError) as caught:
+        asyncio.run(cli._check_reachable(service))
+    error = caught.value
+    assert "the proxy refused: 407" in str(error)
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    assert password not in str(error)
+    assert [t.status for t in locked_proxy.tunnels] == [407]
+
+
+def test_the_ca_bundle_help_says_it_replaces_the_system_cas(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--ca-bundle's help warns that the system's CAs are no longer trusted with it."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["verify", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert caught.value.code == 0
+    assert "It replaces the system's CAs: an https:// proxy (or service) with a public" in help_text
+
+
 def test_the_embedded_emulator_says_the_options_are_not_used(
     proxy: ConnectProxy, pem: PemFiles, capsys: pytest.CaptureFixture[str]
 ) -> None:

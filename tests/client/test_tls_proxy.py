@@ -326,6 +326,55 @@ async def test_a_call_that_is_not_idempotent_never_retries_a_fatal_error(
     assert requests_seen(https_emulator) == 0
 
 
+async def test_a_407_to_a_plain_http_request_is_a_proxy_error_too(
+    locked_proxy: ConnectProxy,
+) -> None:
+    """To an http:// service (loopback) through a proxy there is no CONNECT: the proxy's 407 is
+    the response's status. It is a ProxyError all the same (not the service's answer), for the
+    operators, tried once."""
+    async with running_emulator(EmulatorConfig()) as emulator:
+        async with VlensClient(
+            emulator.api_key,
+            base_url=emulator.base_url,
+            proxy=proxy_url(locked_proxy.port, "me", "wrong-password-72"),
+        ) as client:
+            with pytest.raises(ProxyError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        assert requests_seen(emulator) == 0
+    error = caught.value
+    assert error.proxy_status == 407
+    assert "the proxy refused: 407" in str(error)
+    assert error.audience == "operator"
+    assert [t.status for t in locked_proxy.tunnels] == [407]
+    assert "wrong-password-72" not in str(error) + repr(error)
+
+
+async def test_an_https_proxys_own_certificate_is_named_as_the_proxys(pki: TestPKI) -> None:
+    """An https:// proxy whose certificate the context does not trust: the message says the
+    proxy's certificate, not the server's; trusting both CAs, the call goes through it (TLS to
+    the proxy, TLS inside the tunnel)."""
+    service_pki = TestPKI.make()
+    config = EmulatorConfig(tls=service_pki.server_context())
+    async with (
+        running_emulator(config) as emulator,
+        running_proxy(tls=pki.server_context()) as tls_proxy,
+    ):
+        assert tls_proxy.url.startswith("https://")
+        options: dict[str, Any] = {"base_url": emulator.base_url, "proxy": tls_proxy.url}
+        async with VlensClient(
+            emulator.api_key, ssl=service_pki.client_context(), **options
+        ) as client:
+            with pytest.raises(UntrustedCertificateError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        assert "the proxy's TLS certificate was not trusted" in str(caught.value)
+        assert tls_proxy.tunnels == []
+        both = service_pki.client_context()
+        pki.ca.configure_trust(both)
+        async with VlensClient(emulator.api_key, ssl=both, **options) as client:
+            assert not (await client.check_existence(phone_number=PHONE)).exists
+        assert [t.status for t in tls_proxy.tunnels] == [200]
+
+
 async def test_a_refused_proxy_connection_names_the_proxy_only(
     https_emulator: RunningEmulator, pki: TestPKI, no_backoff: None
 ) -> None:
@@ -543,6 +592,19 @@ def test_bad_transport_options_are_configuration_errors(options: dict[str, Any],
     with pytest.raises(ConfigurationError) as caught:
         VlensClient("key", base_url="https://vlens.test", **options)
     assert says in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://u:s3cret\uff03x@127.0.0.1:3128", "http://u:s3cret@127.0.0.1:99999"]
+)
+def test_an_unparsable_proxy_url_chains_nothing(proxy: str) -> None:
+    """Python's own ValueError for a URL that does not parse may quote its netloc, password
+    included (NFKC check): the ConfigurationError neither chains it nor names the password."""
+    with pytest.raises(ConfigurationError, match="not a valid URL") as caught:
+        VlensClient("key", base_url="https://vlens.test", proxy=proxy)
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None
     assert "s3cret" not in str(caught.value)
 
 
