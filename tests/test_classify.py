@@ -67,6 +67,7 @@ KINDS: list[tuple[BaseException, Kind]] = [
     (errors.APITimeoutError("m"), TRANSIENT),
     # the same certificate on every connection, a proxy's 4xx for every request: operators'
     (errors.UntrustedCertificateError("m"), FATAL),
+    (errors.ClientCertificateError("m"), FATAL),  # mutual TLS: every connection ends the same
     (proxy_error(407), FATAL),
     (proxy_error(403), FATAL),
     (proxy_error(408), TRANSIENT),  # the proxy timed out waiting: not a setting
@@ -192,6 +193,7 @@ def test_the_default_policy_statuses_are_the_ones_assumed_below() -> None:
         (errors.APIConnectionError("reset"), True),
         (errors.APITimeoutError("slow"), True),
         (errors.UntrustedCertificateError("untrusted"), False),
+        (errors.ClientCertificateError("no client certificate"), False),
         (proxy_error(407), False),
         (proxy_error(408), True),
         (proxy_error(429), True),

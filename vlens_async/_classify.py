@@ -38,6 +38,7 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     BundleError,
+    ClientCertificateError,
     ImageError,
     InternalServerError,
     InvalidNationalIdError,
@@ -90,6 +91,8 @@ _TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
     (PermissionDeniedError, Kind.FATAL),
     # The same certificate comes back on every connection: trusting its CA is a setting.
     (UntrustedCertificateError, Kind.FATAL),
+    # The server wants a client certificate: every connection ends the same way.
+    (ClientCertificateError, Kind.FATAL),
     (APIConnectionError, Kind.TRANSIENT),
     # Past the client's own max_response_bytes: asking again gets the same answer; someone has to
     # look (the limit, or the server). One on a 401 or 403 is also that status class (the

@@ -8,8 +8,10 @@ reason on ``cause_reason`` instead (see :func:`connection_error`).
 
 - no usable response (DNS, refused, reset, a body cut short) -> :class:`APIConnectionError`;
   no response in time -> :class:`APITimeoutError`; a server certificate that was not trusted ->
-  :class:`UntrustedCertificateError` (naming the option that trusts a private CA); a proxy that
-  refused the connection or answered ``CONNECT`` with an error (407) -> :class:`ProxyError`;
+  :class:`UntrustedCertificateError` (naming the option that trusts a private CA, and whether
+  the certificate was the service's or an ``https://`` proxy's); a server's TLS alert asking for
+  a client certificate -> :class:`ClientCertificateError`; a proxy that refused the connection,
+  answered ``CONNECT`` with an error, or answered a plain request with 407 -> :class:`ProxyError`;
 - a non-2xx status -> the class :func:`api_error_class` picks from the status and the envelope's
   ``error_code`` (both failure styles caught by either ``except``);
 - a 2xx whose body is not the envelope (HTML, truncated JSON, not an object) -> ResponseDecodeError,
@@ -69,6 +71,7 @@ import orjson
 import yarl
 
 from .config import (
+    CLIENT_CERT_HINT,
     DEFAULT_MAX_RESPONSE_BYTES,
     OFFLOAD_THRESHOLD_BYTES,
     TRUST_CA_HINT,
@@ -80,6 +83,7 @@ from .errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    ClientCertificateError,
     ConfigurationError,
     ProxyError,
     ResponseDecodeError,
@@ -532,8 +536,33 @@ _CAUSE_REASONS: Final[tuple[tuple[type[BaseException], str], ...]] = (
 )
 
 
+# OpenSSL's names for the alerts a server sends when it wants a client certificate (mutual TLS)
+# or refused the one given, and what they say. "handshake failure" is also TLS 1.2's answer to a
+# missing client certificate (and to no common cipher, which a default context never meets).
+_CLIENT_CERT_ALERTS: Final = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "certificate required",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake failure",
+}
+
+
+def _client_cert_alert(exc: BaseException) -> str | None:
+    """The OpenSSL name of a client certificate alert behind ``exc``, if there is one: on
+    ``os_error`` (a failed handshake, TLS 1.2) or as the cause (TLS 1.3, where the alert comes
+    after the client's side of the handshake, at the first read)."""
+    for candidate in (exc, getattr(exc, "os_error", None), exc.__cause__):
+        # aiohttp's ClientConnectorSSLError is an SSLError too, without a ``reason``.
+        reason = getattr(candidate, "reason", None) if isinstance(candidate, ssl.SSLError) else None
+        if reason in _CLIENT_CERT_ALERTS:
+            return str(reason)
+    return None
+
+
 def _cause_reason(exc: BaseException) -> str:
     # For OS errors only the errno's symbolic name, which cannot carry anything of the request.
+    alert = _client_cert_alert(exc)
+    if alert is not None:
+        return alert  # an OpenSSL constant
     for kind, reason in _CAUSE_REASONS:
         if isinstance(exc, kind):
             return reason
@@ -606,6 +635,14 @@ def _failure_detail(
         return APITimeoutError, "timed out", ""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return UntrustedCertificateError, *_untrusted(exc, service_url)
+    alert = _client_cert_alert(exc)
+    if alert is not None:
+        return (
+            ClientCertificateError,
+            "the server refused the TLS connection: it wants a client certificate (mutual TLS)"
+            f" or refused the one given ({_CLIENT_CERT_ALERTS[alert]})",
+            f"to present one, pass {CLIENT_CERT_HINT}",
+        )
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return ProxyError, *_proxy_refusal(exc.status)
     if isinstance(exc, aiohttp.ClientProxyConnectionError):

@@ -279,6 +279,10 @@ _FLAG_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             "--ca-bundle FILE (or VLENS_CA_BUNDLE)",
         ),
         (
+            r"ssl= a context on which load_cert_chain\(certfile, keyfile\) was called",
+            "--client-cert FILE [--client-key FILE]",
+        ),
+        (
             r"\bproxy_auth or user:password@ in the proxy URL",
             "user:password@ in --proxy or VLENS_PROXY",
         ),

@@ -19,6 +19,7 @@ import attrs
 from .errors import ConfigurationError
 
 __all__ = [
+    "CLIENT_CERT_HINT",
     "DEFAULT_ACCESS_TOKEN_LIFETIME",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECTOR_LIMIT",
@@ -257,6 +258,8 @@ def header_safe(value: str) -> bool:
 # The one hint for a certificate that was not trusted, and for ssl=False: the CLI shows it as its
 # own flags (``cli.cli_words``).
 TRUST_CA_HINT: Final = "ssl=ssl.create_default_context(cafile=...)"
+# The one hint for a server that wants a client certificate (mutual TLS); the CLI shows its flags.
+CLIENT_CERT_HINT: Final = "ssl= a context on which load_cert_chain(certfile, keyfile) was called"
 
 
 def check_ssl(value: object) -> _ssl.SSLContext | None:

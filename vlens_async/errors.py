@@ -24,7 +24,8 @@
         ├── APIConnectionError        no usable response (DNS, refused, reset)
         │   ├── APITimeoutError       no response in time, or the deadline ran out
         │   ├── ProxyError            the proxy would not carry the request (407, 403, 502)
-        │   └── UntrustedCertificateError  the server's TLS certificate was not trusted
+        │   ├── UntrustedCertificateError  the server's TLS certificate was not trusted
+        │   └── ClientCertificateError     the server refused the TLS handshake (mutual TLS)
         ├── ResponseDecodeError       a body that is not the envelope (HTML 502, truncated JSON)
         │   └── ResponseTooLargeError a body over ``max_response_bytes``, sent or inflated
         ├── APIStatusError            a non-2xx status
@@ -73,6 +74,7 @@ __all__ = [
     "BadRequestError",
     "BulkInputError",
     "BundleError",
+    "ClientCertificateError",
     "ClientClosedError",
     "CompressionError",
     "ConfigurationError",
@@ -387,6 +389,21 @@ class UntrustedCertificateError(APIConnectionError):
     sent. Behind a TLS-inspecting proxy, trust its CA with
     ``ssl=ssl.create_default_context(cafile=...)`` (CLI: ``--ca-bundle``, ``VLENS_CA_BUNDLE``);
     verification itself is never switched off. The operators' to fix: not retried."""
+
+
+class ClientCertificateError(APIConnectionError):
+    """The server ended the TLS handshake with an alert that says it wants a client certificate
+    (mutual TLS) or refused the one given: ``certificate required`` (TLS 1.3), ``bad
+    certificate`` or ``handshake failure`` (TLS 1.2; that alert may also mean no common cipher).
+    Present one with ``ssl=`` a context on which ``load_cert_chain(certfile, keyfile)`` was
+    called (CLI: ``--client-cert FILE [--client-key FILE]``). The operators' to fix: not retried.
+
+    Only a server that sends the alert can be recognised. One that just closes or resets the
+    connection (the emulator's asyncio server does, under TLS 1.3 and 1.2; under TLS 1.3 the
+    alert also comes after the client's side of the handshake has finished, so a request written
+    at once may meet a reset first) gives a plain :class:`APIConnectionError`, which is retried
+    like any reset.
+    """
 
 
 class ResponseDecodeError(APIError):

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
+import threading
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,12 +25,15 @@ from tests.helpers.tls import TestPKI
 from vlens_async import (
     AdminLogin,
     APIConnectionError,
+    ClientCertificateError,
     ConfigurationError,
     ProxyError,
     RetryPolicy,
     UntrustedCertificateError,
     VlensClient,
 )
+from vlens_async._transport import Request, connection_error, describe_failure
+from vlens_async.cli import cli_words
 from vlens_async.config import TransportOptions
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from vlens_async.samples import make_applicant
@@ -147,6 +152,86 @@ async def test_mutual_tls_with_a_client_certificate(pki: TestPKI) -> None:
                 await client.check_existence(phone_number=PHONE)
         assert not isinstance(caught.value, UntrustedCertificateError)
         assert requests_seen(emulator) == 1
+
+
+@contextlib.contextmanager
+def alerting_mtls_server(pki: TestPKI) -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTPS server on OpenSSL's blocking sockets (which, unlike asyncio's, send the
+    alert before closing) that requires a client certificate from ``pki``'s CA; yields its base
+    URL and, per connection, "ok" or the reason its handshake failed."""
+    context = pki.server_context(require_client_cert=True)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(65536)
+                    tls.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_EXISTS), _EXISTS)
+                    )
+                    outcomes.append("ok")
+            except (ssl.SSLError, OSError) as exc:
+                outcomes.append(str(getattr(exc, "reason", None) or type(exc).__name__))
+
+    thread = threading.Thread(target=serve, name="test-mtls", daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}", outcomes
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+
+
+@pytest.mark.usefixtures("no_backoff")
+async def test_a_missing_client_certificate_is_a_typed_operator_error(pki: TestPKI) -> None:
+    """A server requiring a client certificate answers TLS 1.2 without one with a "handshake
+    failure" alert: ClientCertificateError (an APIConnectionError) naming the option that
+    presents one, for the operators, tried once; with the certificate the call goes through."""
+    context = pki.client_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with alerting_mtls_server(pki) as (base_url, outcomes):
+        async with VlensClient("key", base_url=base_url, ssl=context) as client:
+            with pytest.raises(ClientCertificateError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        async with VlensClient(
+            "key", base_url=base_url, ssl=pki.client_context(with_cert=True)
+        ) as client:
+            assert not (await client.check_existence(phone_number=PHONE)).exists
+    error = caught.value
+    assert isinstance(error, APIConnectionError)
+    assert "wants a client certificate (mutual TLS)" in str(error)
+    assert "load_cert_chain(certfile, keyfile)" in str(error)
+    assert error.cause_reason == "SSLV3_ALERT_HANDSHAKE_FAILURE"
+    assert error.audience == "operator"
+    assert outcomes == ["PEER_DID_NOT_RETURN_A_CERTIFICATE", "ok"]
+
+
+def test_a_tls13_certificate_required_alert_is_recognised_too() -> None:
+    """Under TLS 1.3 the alert arrives at the first read, after the request was written, as
+    aiohttp's ClientOSError caused by the SSLError (when it wins the race with a reset, which
+    stays a plain APIConnectionError): a ClientCertificateError, in the CLI's words too."""
+    alert = ssl.SSLError(1, "tlsv13 alert certificate required")
+    alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    failure = aiohttp.ClientOSError(1, "tlsv13 alert certificate required")
+    failure.__cause__ = alert
+    request = Request(method="POST", path="/api/x", headers={}, request_id="r")
+    error = connection_error(request, failure)
+    assert isinstance(error, ClientCertificateError)
+    assert "(certificate required)" in str(error)
+    assert error.cause_reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert "--client-cert FILE [--client-key FILE]" in cli_words(describe_failure(failure))
+    reset = connection_error(request, aiohttp.ClientOSError(104, "reset"))
+    assert type(reset) is APIConnectionError
 
 
 def insecure_contexts() -> list[Any]:
