@@ -1,8 +1,8 @@
 """The CLI's transport options end to end: --proxy/VLENS_PROXY, --ca-bundle/VLENS_CA_BUNDLE,
 --client-cert/--client-key against the emulator over HTTPS (a CA made in the test) through a
-CONNECT proxy on loopback; `verify`, `bulk` (its reachability check included) and the client of
-`vlens queue work`; bad input is one line and exit 2 before any request; proxy credentials are
-never printed or written."""
+CONNECT proxy on loopback; `verify` and `bulk` (its reachability check included; `vlens queue
+work` runs so in tests/queue/test_workers.py); bad input is one line and exit 2 before any
+request; proxy credentials are never printed or written."""
 
 from __future__ import annotations
 
@@ -245,29 +245,6 @@ def test_the_reachability_check_goes_the_same_way_as_the_job(
     assert_no_secret(out, err)
     assert https_emulator.counters()["requests_total"] == 0
     assert not (tmp_path / "run.db").exists()
-
-
-def test_the_queue_workers_client_goes_the_same_way(
-    https_emulator: BackgroundEmulator, proxy: ConnectProxy, pem: PemFiles
-) -> None:
-    """`vlens queue work` resolves its service and makes its client as every command does:
-    through --proxy, trusting --ca-bundle."""
-    args = cli.build_parser().parse_args(
-        [
-            *("queue", "work", "--db", "postgresql://unused"),
-            *service_args(https_emulator),
-            *("--proxy", proxy.url, "--ca-bundle", str(pem.ca)),
-        ]
-    )
-    service = cli.resolve_service(args)
-
-    async def call() -> bool:
-        async with cli._client(service) as client:
-            return (await client.check_existence(phone_number="+201001234567")).exists
-
-    assert asyncio.run(call()) is False
-    assert len(proxy.opened) == 1
-    assert https_emulator.counters()["requests_total"] == 1
 
 
 @pytest.mark.parametrize("scheme", ["https", "http"])

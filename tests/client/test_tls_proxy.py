@@ -285,10 +285,17 @@ async def test_a_context_switched_off_while_the_client_is_open_is_refused_at_the
         assert requests_seen(emulator) == 0
 
 
-def test_ssl_true_and_none_mean_the_default_verification() -> None:
-    """aiohttp's spellings of "verify with the system's CAs" are both accepted."""
-    for value in (None, True):
-        VlensClient("key", base_url="https://vlens.test", ssl=value)
+@pytest.mark.parametrize("value", [None, True])
+async def test_ssl_true_and_none_mean_the_default_verification(
+    value: Any, https_emulator: RunningEmulator
+) -> None:
+    """aiohttp's spellings of "verify with the system's CAs" are both accepted and mean exactly
+    that: no context of the caller's, and the system's CAs refuse the test's private CA."""
+    client = VlensClient(https_emulator.api_key, base_url=https_emulator.base_url, ssl=value)
+    assert client._shared.transport == TransportOptions()
+    async with client:
+        with pytest.raises(UntrustedCertificateError):
+            await client.check_existence(phone_number=PHONE)
 
 
 # --- the proxy ---
