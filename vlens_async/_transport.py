@@ -872,6 +872,17 @@ def environment_proxy(base_url: str) -> tuple[str | None, tuple[str, str] | None
         raise ConfigurationError(f"the proxy in {variable} (environment): {exc}") from None
 
 
+def _as_utf8_for_aiohttp(text: str) -> str:
+    """``text`` as the Latin-1 characters of its UTF-8 bytes.
+
+    aiohttp encodes Basic credentials from a URL as ISO-8859-1: "é" would go as one byte that
+    proxies expecting UTF-8 (RFC 7617's charset; curl and browsers send it) refuse, and "€"
+    would raise a UnicodeEncodeError whose ``object`` is "user:password". Given these
+    characters, its ISO-8859-1 encoding yields the UTF-8 bytes; ASCII is unchanged.
+    """
+    return text.encode("utf-8").decode("latin-1")
+
+
 def open_session(
     options: TransportOptions, *, base_url: str, limit: int, timeout: aiohttp.ClientTimeout
 ) -> aiohttp.ClientSession:
@@ -891,7 +902,8 @@ def open_session(
     if proxy is not None and credentials is not None:
         # In the URL, which aiohttp turns into Proxy-Authorization; its proxy_auth= and
         # BasicAuth are deprecated (aiohttp 3.14).
-        proxy = proxy.with_user(credentials[0]).with_password(credentials[1])
+        user, password = (_as_utf8_for_aiohttp(text) for text in credentials)
+        proxy = proxy.with_user(user).with_password(password)
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=True if context is None else context),
         timeout=timeout,

@@ -234,7 +234,8 @@ class VlensClient:
 
     How connections go out (aiohttp's names and meanings; views share them with the session):
     ``proxy`` (``http://`` or ``https://``; credentials in it, percent-encoded, or as
-    ``proxy_auth``, an ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates), ``trust_env``
+    ``proxy_auth``, an ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates; they are sent
+    UTF-8 encoded, as RFC 7617, curl and browsers do), ``trust_env``
     (the proxy from ``HTTPS_PROXY``, honouring ``NO_PROXY``, read when the client opens; unlike
     aiohttp's ``trust_env`` it never reads ``~/.netrc``: no credentials from there reach the
     API), ``ssl`` (an

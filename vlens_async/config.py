@@ -308,7 +308,7 @@ def check_proxy_url(
     ``http://`` or ``https://`` with a host and an optional port, nothing else. Credentials may
     come in the URL (``http://user:password@proxy:3128``, percent-encoded) or as ``proxy_auth``
     (an ``aiohttp.BasicAuth``), not both; they are taken out of the URL so that it can be shown.
-    They must be ISO-8859-1 text: aiohttp sends Basic credentials in that encoding.
+    Any text: they are sent UTF-8 encoded (RFC 7617), see ``_transport.open_session``.
     Messages show at most the scheme and the host, never the URL (it may carry a password).
     """
     if not isinstance(proxy, str) or not proxy.strip():
@@ -336,23 +336,8 @@ def check_proxy_url(
         credentials = (unquote(parts.username or ""), unquote(parts.password or ""))
     if credentials is not None and ":" in credentials[0]:
         raise ConfigurationError("the proxy's user name must not contain ':'")
-    if credentials is not None and not _latin1(f"{credentials[0]}:{credentials[1]}"):
-        # aiohttp encodes Basic credentials as ISO-8859-1; anything else would fail at the first
-        # request with a UnicodeEncodeError holding "user:password".
-        raise ConfigurationError(
-            "the proxy's user name and password must be ISO-8859-1 (Latin-1) characters: "
-            "aiohttp sends them in that encoding"
-        )
     shown_host = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown_host}{'' if port is None else f':{port}'}", credentials
-
-
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _tuple_of(value: Iterable[Any] | None) -> tuple[Any, ...]:
