@@ -67,8 +67,11 @@ KINDS: list[tuple[BaseException, Kind]] = [
     (errors.APITimeoutError("m"), TRANSIENT),
     # the same certificate on every connection, a proxy's 4xx for every request: operators'
     (errors.UntrustedCertificateError("m"), FATAL),
+    (errors.ClientCertificateError("m"), FATAL),  # mutual TLS: every connection ends the same
     (proxy_error(407), FATAL),
     (proxy_error(403), FATAL),
+    (proxy_error(408), TRANSIENT),  # the proxy timed out waiting: not a setting
+    (proxy_error(429), TRANSIENT),  # the proxy asks to slow down
     (proxy_error(502), TRANSIENT),
     (proxy_error(None), TRANSIENT),  # the proxy refused the connection (restarting, say)
     (errors.ResponseDecodeError("m", body=b"<html>"), TRANSIENT),
@@ -190,7 +193,10 @@ def test_the_default_policy_statuses_are_the_ones_assumed_below() -> None:
         (errors.APIConnectionError("reset"), True),
         (errors.APITimeoutError("slow"), True),
         (errors.UntrustedCertificateError("untrusted"), False),
+        (errors.ClientCertificateError("no client certificate"), False),
         (proxy_error(407), False),
+        (proxy_error(408), True),
+        (proxy_error(429), True),
         (proxy_error(503), True),
         (proxy_error(None), True),
         (api(502, 3010), False),  # an expired card on a 502 is still an expired card

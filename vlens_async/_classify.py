@@ -30,6 +30,7 @@ import enum
 from collections.abc import Collection
 from typing import Final, Literal, TypeAlias
 
+from .config import RETRYABLE_STATUSES
 from .errors import (
     APIConnectionError,
     APIError,
@@ -37,6 +38,7 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     BundleError,
+    ClientCertificateError,
     ImageError,
     InternalServerError,
     InvalidNationalIdError,
@@ -89,6 +91,8 @@ _TABLE: Final[tuple[tuple[type[BaseException], Kind], ...]] = (
     (PermissionDeniedError, Kind.FATAL),
     # The same certificate comes back on every connection: trusting its CA is a setting.
     (UntrustedCertificateError, Kind.FATAL),
+    # The server wants a client certificate: every connection ends the same way.
+    (ClientCertificateError, Kind.FATAL),
     (APIConnectionError, Kind.TRANSIENT),
     # Past the client's own max_response_bytes: asking again gets the same answer; someone has to
     # look (the limit, or the server). One on a 401 or 403 is also that status class (the
@@ -154,10 +158,11 @@ def _wrong_shape(exc: BaseException) -> bool:
 
 def _proxy_refused(exc: BaseException) -> bool:
     # A proxy's 4xx to CONNECT (407 credentials, 403 policy) comes back the same for every
-    # request; its 5xx (it could not reach the service) is transient, like a refused connection.
+    # request, except the retryable ones (408 timeout, 429 slow down); its 5xx (it could not reach
+    # the service) is transient, like a refused connection.
     if not isinstance(exc, ProxyError) or exc.proxy_status is None:
         return False
-    return 400 <= exc.proxy_status < 500
+    return 400 <= exc.proxy_status < 500 and exc.proxy_status not in RETRYABLE_STATUSES
 
 
 def audience(exc: BaseException) -> Audience:

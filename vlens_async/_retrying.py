@@ -19,7 +19,8 @@ client fixes ``transaction_id`` before the first attempt (it generates one when 
 so a repeated scan lands on the same transaction instead of opening a second one. Calls that are not
 idempotent (an OTP request sends an SMS, an OTP check or a token refresh spends what it sends, a
 sign-up creates an account) are retried only when the request provably never reached the server
-(the connection was never established), or was refused with a 429.
+(the connection was never established), or was refused with a 429; never for a fatal failure
+(an untrusted certificate, a proxy's 407), which no attempt would change.
 
 stamina's own retry hooks are process-wide (``stamina.instrumentation.set_on_retry_hooks``; there is
 no per-call hook), so the library leaves them alone; each retry also gets a DEBUG line of ours on
@@ -36,7 +37,7 @@ from typing import Final, TypeVar
 
 import stamina
 
-from ._classify import is_transient
+from ._classify import is_fatal, is_transient
 from .config import RetryPolicy
 from .errors import (
     APIError,
@@ -84,6 +85,10 @@ def is_retryable(
 ) -> bool:
     """Whether a failed attempt may be repeated (see the module docstring)."""
     if not idempotent:
+        # Never a fatal error, sent or not: an untrusted certificate or a proxy's 407 comes back
+        # the same on every connection.
+        if is_fatal(exc):
+            return False
         return not_sent(exc) or (isinstance(exc, RateLimitError) and 429 in policy.statuses)
     return is_transient(exc, policy.statuses)
 

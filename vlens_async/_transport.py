@@ -8,8 +8,10 @@ reason on ``cause_reason`` instead (see :func:`connection_error`).
 
 - no usable response (DNS, refused, reset, a body cut short) -> :class:`APIConnectionError`;
   no response in time -> :class:`APITimeoutError`; a server certificate that was not trusted ->
-  :class:`UntrustedCertificateError` (naming the option that trusts a private CA); a proxy that
-  refused the connection or answered ``CONNECT`` with an error (407) -> :class:`ProxyError`;
+  :class:`UntrustedCertificateError` (naming the option that trusts a private CA, and whether
+  the certificate was the service's or an ``https://`` proxy's); a server's TLS alert asking for
+  a client certificate -> :class:`ClientCertificateError`; a proxy that refused the connection,
+  answered ``CONNECT`` with an error, or answered a plain request with 407 -> :class:`ProxyError`;
 - a non-2xx status -> the class :func:`api_error_class` picks from the status and the envelope's
   ``error_code`` (both failure styles caught by either ``except``);
 - a 2xx whose body is not the envelope (HTML, truncated JSON, not an object) -> ResponseDecodeError,
@@ -54,7 +56,9 @@ import email.utils
 import errno
 import logging
 import re
+import ssl
 import time
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -67,16 +71,20 @@ import orjson
 import yarl
 
 from .config import (
+    CLIENT_CERT_HINT,
     DEFAULT_MAX_RESPONSE_BYTES,
     OFFLOAD_THRESHOLD_BYTES,
     TRUST_CA_HINT,
     TransportOptions,
+    check_proxy_url,
     check_ssl,
 )
 from .errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    ClientCertificateError,
+    ConfigurationError,
     ProxyError,
     ResponseDecodeError,
     UntrustedCertificateError,
@@ -93,7 +101,10 @@ __all__ = [
     "connection_error",
     "connection_not_established",
     "describe_failure",
+    "describe_proxy_refusal",
+    "environment_proxy",
     "interpret",
+    "is_proxy_refusal",
     "logger",
     "open_session",
     "send",
@@ -525,8 +536,33 @@ _CAUSE_REASONS: Final[tuple[tuple[type[BaseException], str], ...]] = (
 )
 
 
+# OpenSSL's names for the alerts a server sends when it wants a client certificate (mutual TLS)
+# or refused the one given, and what they say. "handshake failure" is also TLS 1.2's answer to a
+# missing client certificate (and to no common cipher, which a default context never meets).
+_CLIENT_CERT_ALERTS: Final = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "certificate required",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake failure",
+}
+
+
+def _client_cert_alert(exc: BaseException) -> str | None:
+    """The OpenSSL name of a client certificate alert behind ``exc``, if there is one: on
+    ``os_error`` (a failed handshake, TLS 1.2) or as the cause (TLS 1.3, where the alert comes
+    after the client's side of the handshake, at the first read)."""
+    for candidate in (exc, getattr(exc, "os_error", None), exc.__cause__):
+        # aiohttp's ClientConnectorSSLError is an SSLError too, without a ``reason``.
+        reason = getattr(candidate, "reason", None) if isinstance(candidate, ssl.SSLError) else None
+        if reason in _CLIENT_CERT_ALERTS:
+            return str(reason)
+    return None
+
+
 def _cause_reason(exc: BaseException) -> str:
     # For OS errors only the errno's symbolic name, which cannot carry anything of the request.
+    alert = _client_cert_alert(exc)
+    if alert is not None:
+        return alert  # an OpenSSL constant
     for kind, reason in _CAUSE_REASONS:
         if isinstance(exc, kind):
             return reason
@@ -546,14 +582,33 @@ _CERT_PROBLEMS: Final = {
 }
 
 
-def _untrusted(exc: aiohttp.ClientConnectorCertificateError) -> tuple[str, str]:
+def _untrusted(
+    exc: aiohttp.ClientConnectorCertificateError, service_url: str | None
+) -> tuple[str, str]:
     # OpenSSL sets verify_code; an error made by hand (a test double) may have none.
     code = getattr(exc.certificate_error, "verify_code", None)
     problem = _CERT_PROBLEMS.get(code if isinstance(code, int) else -1, "it did not verify")
+    # The only other TLS peer than the service is an https:// proxy.
+    service = None if service_url is None else yarl.URL(service_url)
+    by_proxy = service is not None and (exc.host, exc.port) != (service.host, service.port)
+    whose = "the proxy's" if by_proxy else "the server's"
     return (
-        f"the server's TLS certificate was not trusted ({problem})",
+        f"{whose} TLS certificate was not trusted ({problem})",
         f"if a private CA signed it (a TLS-inspecting proxy's, say), trust it: {TRUST_CA_HINT}",
     )
+
+
+def is_proxy_refusal(status: int) -> bool:
+    """True for an HTTP answer only a proxy gives: 407 (it wants credentials). Through a proxy to
+    a plain ``http://`` service, it comes as the response's status, not as a failed
+    ``CONNECT``; it is the proxy's refusal all the same (:class:`ProxyError`)."""
+    return status == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED
+
+
+def describe_proxy_refusal(status: int) -> str:
+    """What a proxy's refusal with ``status`` means, and what fixes it, in words of ours."""
+    detail, fix = _proxy_refusal(status)
+    return f"{detail}; {fix}" if fix else detail
 
 
 def _proxy_refusal(status: int) -> tuple[str, str]:
@@ -571,13 +626,23 @@ def _proxy_refusal(status: int) -> tuple[str, str]:
     return f"the proxy refused to open a tunnel: {status} {phrase}", ""
 
 
-def _failure_detail(exc: BaseException) -> tuple[type[APIConnectionError], str, str]:
+def _failure_detail(
+    exc: BaseException, service_url: str | None
+) -> tuple[type[APIConnectionError], str, str]:
     """Our error class, what happened and what fixes it, in words of ours (never the text of
     ``exc``)."""
     if isinstance(exc, TimeoutError):
         return APITimeoutError, "timed out", ""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return UntrustedCertificateError, *_untrusted(exc)
+        return UntrustedCertificateError, *_untrusted(exc, service_url)
+    alert = _client_cert_alert(exc)
+    if alert is not None:
+        return (
+            ClientCertificateError,
+            "the server refused the TLS connection: it wants a client certificate (mutual TLS)"
+            f" or refused the one given ({_CLIENT_CERT_ALERTS[alert]})",
+            f"to present one, pass {CLIENT_CERT_HINT}",
+        )
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return ProxyError, *_proxy_refusal(exc.status)
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
@@ -590,17 +655,22 @@ def _failure_detail(exc: BaseException) -> tuple[type[APIConnectionError], str, 
     return APIConnectionError, "connection failed", ""
 
 
-def describe_failure(exc: BaseException) -> str:
+def describe_failure(exc: BaseException, *, service_url: str | None = None) -> str:
     """What an aiohttp or OS failure means, in words of ours, with what fixes it when a setting
-    does (a private CA, proxy credentials); never the text of ``exc``, which quotes the URL."""
-    _, detail, fix = _failure_detail(exc)
+    does (a private CA, proxy credentials); never the text of ``exc``, which quotes the URL.
+
+    ``service_url`` (the service's base URL) tells an https:// proxy's certificate from the
+    service's."""
+    _, detail, fix = _failure_detail(exc, service_url)
     cause_type = type(exc).__name__
     if fix:
         return f"{detail} ({cause_type}); {fix}"
     return f"{detail} ({cause_type}: {_cause_reason(exc)})"
 
 
-def connection_error(request: Request, exc: BaseException) -> APIConnectionError:
+def connection_error(
+    request: Request, exc: BaseException, *, service_url: str | None = None
+) -> APIConnectionError:
     """Our error for an aiohttp or OS failure while sending ``request`` (not chained to ``exc``).
 
     A timeout becomes :class:`APITimeoutError`, a certificate that was not trusted
@@ -608,11 +678,12 @@ def connection_error(request: Request, exc: BaseException) -> APIConnectionError
     ``proxy_status``), anything else :class:`APIConnectionError`. The error carries
     ``cause_type`` (the type name of ``exc``) and ``cause_reason`` (a fixed phrase or an errno
     name), never the text of ``exc``, which quotes the URL and its query string.
+    ``service_url`` is as :func:`describe_failure` takes it.
     """
-    cls = _failure_detail(exc)[0]
+    cls = _failure_detail(exc, service_url)[0]
     cause_type, reason = type(exc).__name__, _cause_reason(exc)
     error = cls(
-        _summary(request, None, describe_failure(exc)),
+        _summary(request, None, describe_failure(exc, service_url=service_url)),
         request_id=request.request_id,
         method=request.method,
         path=request.path,
@@ -624,6 +695,20 @@ def connection_error(request: Request, exc: BaseException) -> APIConnectionError
     vars(error)[_NEVER_SENT] = isinstance(
         exc, aiohttp.ClientConnectorError | aiohttp.ClientHttpProxyError
     )
+    return error
+
+
+def _refused_by_proxy(request: Request, status: int) -> ProxyError:
+    """The :class:`ProxyError` for a proxy's answer (``is_proxy_refusal``) to a plain request."""
+    error = ProxyError(
+        _summary(request, status, describe_proxy_refusal(status)),
+        status=status,
+        request_id=request.request_id,
+        method=request.method,
+        path=request.path,
+    )
+    error.proxy_status = status
+    error.cause_type, error.cause_reason = None, "the proxy answered in the service's place"
     return error
 
 
@@ -663,8 +748,13 @@ async def send(
     attempt: int = 1,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     on_status: Callable[[int], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> M:
     """Send ``request`` once on ``session`` and return ``decode``'s model, or raise our error.
+
+    ``tls`` is the session's ``ssl`` option (``None``: the system's CAs); it is checked again
+    before every send (:func:`check_ssl`: a context is mutable, and one switched to
+    ``CERT_NONE`` after the client opened raises :class:`ConfigurationError`, sending nothing).
 
     The whole attempt (connecting, sending, reading at most ``max_response_bytes`` and decoding)
     ends within ``client_timeout.total``. Cancellation propagates untouched; leaving the
@@ -672,6 +762,7 @@ async def send(
     Redirects are not followed: a 3xx is an error (following one could carry the API key to
     another host). ``on_status`` is told the response's status as soon as it arrives.
     """
+    context = check_ssl(tls)  # a few attribute reads
     started = time.perf_counter()
     outcome = "error"
     failure: APIError | None = None
@@ -686,22 +777,28 @@ async def send(
                 timeout=client_timeout,
                 allow_redirects=False,
                 auto_decompress=False,  # inflated here, within max_response_bytes
+                ssl=True if context is None else context,
             ) as response:
                 status = response.status
                 outcome = str(status)
                 if on_status is not None:
                     on_status(status)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                try:
-                    body = await _read_body(response, max_response_bytes)
-                except _BodyProblem as problem:
-                    outcome = "too-large" if problem.too_large else "undecodable"
-                    failure = _body_error(request, status, retry_after, problem, max_response_bytes)
+                if is_proxy_refusal(status):
+                    failure = _refused_by_proxy(request, status)
+                else:
+                    try:
+                        body = await _read_body(response, max_response_bytes)
+                    except _BodyProblem as problem:
+                        outcome = "too-large" if problem.too_large else "undecodable"
+                        failure = _body_error(
+                            request, status, retry_after, problem, max_response_bytes
+                        )
             if failure is None:
                 return await _conclude(request, status, body, decode, retry_after)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         outcome = _outcome(exc)
-        failure = connection_error(request, exc)
+        failure = connection_error(request, exc, service_url=base_url)
     finally:
         _log_attempt(request, outcome, attempt, started)
     # Raised here, outside the ``except``, so not even ``__context__`` holds aiohttp's error.
@@ -753,26 +850,64 @@ async def _conclude(
     return _conclude_now(request, status, body, decode, retry_after)
 
 
+def environment_proxy(base_url: str) -> tuple[str | None, tuple[str, str] | None]:
+    """The proxy the environment names for ``base_url``, as :func:`check_proxy_url` returns it:
+    ``HTTPS_PROXY`` (or ``HTTP_PROXY`` for an ``http://`` URL; the lower-case names win), unless
+    ``NO_PROXY`` lists the host. ``(None, None)`` for none.
+
+    Read by us, not by aiohttp's ``trust_env``, which would also read ``~/.netrc`` and send its
+    credentials to the API as ``Authorization: Basic`` (or clash with an end user's bearer token).
+    """
+    url = yarl.URL(base_url)
+    # As aiohttp's trust_env reads them (on macOS and Windows, the system's settings when the
+    # environment names no proxy), less ~/.netrc.
+    proxies = urllib.request.getproxies()
+    variable = f"{url.scheme.upper()}_PROXY"
+    found = proxies.get(url.scheme)
+    if not found or url.host is None or urllib.request.proxy_bypass(url.host):
+        return None, None
+    try:
+        return check_proxy_url(found)
+    except ConfigurationError as exc:  # never the value: it may hold a password
+        raise ConfigurationError(f"the proxy in {variable} (environment): {exc}") from None
+
+
+def _as_utf8_for_aiohttp(text: str) -> str:
+    """``text`` as the Latin-1 characters of its UTF-8 bytes.
+
+    aiohttp encodes Basic credentials from a URL as ISO-8859-1: "é" would go as one byte that
+    proxies expecting UTF-8 (RFC 7617's charset; curl and browsers send it) refuse, and "€"
+    would raise a UnicodeEncodeError whose ``object`` is "user:password". Given these
+    characters, its ISO-8859-1 encoding yields the UTF-8 bytes; ASCII is unchanged.
+    """
+    return text.encode("utf-8").decode("latin-1")
+
+
 def open_session(
-    options: TransportOptions, *, limit: int, timeout: aiohttp.ClientTimeout
+    options: TransportOptions, *, base_url: str, limit: int, timeout: aiohttp.ClientTimeout
 ) -> aiohttp.ClientSession:
-    """A session whose every connection follows ``options`` (proxy, environment, TLS, traces).
+    """A session whose every connection to ``base_url`` follows ``options`` (proxy, environment,
+    TLS, traces).
 
     The one place a session is made: the client's, and the CLI's reachability check before a
-    bulk job. At most ``limit`` connections; ``timeout`` is the session's default.
+    bulk job. At most ``limit`` connections; ``timeout`` is the session's default. With
+    ``trust_env`` and no ``proxy``, the proxy comes from :func:`environment_proxy`, read now;
+    aiohttp's own ``trust_env`` stays off (it would read ``~/.netrc``).
     """
     context = check_ssl(options.ssl)  # again: an SSLContext can be changed after it was given
-    proxy = None if options.proxy is None else yarl.URL(options.proxy)
-    if proxy is not None and options.proxy_credentials is not None:
+    bare, credentials = options.proxy, options.proxy_credentials
+    if bare is None and options.trust_env:
+        bare, credentials = environment_proxy(base_url)
+    proxy = None if bare is None else yarl.URL(bare)
+    if proxy is not None and credentials is not None:
         # In the URL, which aiohttp turns into Proxy-Authorization; its proxy_auth= and
         # BasicAuth are deprecated (aiohttp 3.14).
-        proxy = proxy.with_user(options.proxy_credentials[0]).with_password(
-            options.proxy_credentials[1]
-        )
+        user, password = (_as_utf8_for_aiohttp(text) for text in credentials)
+        proxy = proxy.with_user(user).with_password(password)
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=True if context is None else context),
         timeout=timeout,
         proxy=proxy,
-        trust_env=options.trust_env,
+        trust_env=False,  # never ~/.netrc: see environment_proxy
         trace_configs=list(options.trace_configs) or None,
     )

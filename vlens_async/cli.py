@@ -279,6 +279,10 @@ _FLAG_NAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             "--ca-bundle FILE (or VLENS_CA_BUNDLE)",
         ),
         (
+            r"ssl= a context on which load_cert_chain\(certfile, keyfile\) was called",
+            "--client-cert FILE [--client-key FILE]",
+        ),
+        (
             r"\bproxy_auth or user:password@ in the proxy URL",
             "user:password@ in --proxy or VLENS_PROXY",
         ),
@@ -363,7 +367,9 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="trust the CA certificates in this PEM file instead of the system's, e.g. a "
-        "TLS-inspecting proxy's (env VLENS_CA_BUNDLE); certificates are always verified",
+        "TLS-inspecting proxy's (env VLENS_CA_BUNDLE); certificates are always verified. It "
+        "replaces the system's CAs: an https:// proxy (or service) with a public certificate "
+        "then fails unless its CA is in the file too",
     )
     p.add_argument(
         "--client-cert",
@@ -1148,13 +1154,18 @@ async def _check_reachable(service: Service) -> None:
     """Refuse to start a job against a service that does not answer at all (exit status 2).
 
     Without this every applicant would retry its way to ``error`` and the job would exit 0. Any
-    HTTP answer, even a 404 or a 401, proves the service is there. It goes the way the job's
-    client goes (the same ``connection``: proxy, CA bundle, client certificate), through the
-    session the client would open, and says what failed in the client's words.
+    HTTP answer but a proxy's 407, even a 404 or a 401, proves the service is there. It goes the
+    way the job's client goes (the same ``connection``: proxy, CA bundle, client certificate),
+    through the session the client would open, and says what failed in the client's words.
     """
     import aiohttp
 
-    from vlens_async._transport import describe_failure, open_session
+    from vlens_async._transport import (
+        describe_failure,
+        describe_proxy_refusal,
+        is_proxy_refusal,
+        open_session,
+    )
     from vlens_async.config import TransportOptions
 
     assert service.base_url is not None
@@ -1163,15 +1174,22 @@ async def _check_reachable(service: Service) -> None:
         async with (
             open_session(
                 TransportOptions.of(**service.connection),
+                base_url=service.base_url,
                 limit=1,
                 timeout=aiohttp.ClientTimeout(total=_PROBE_TIMEOUT),
             ) as session,
-            session.get(service.base_url, allow_redirects=False),
+            session.get(service.base_url, allow_redirects=False) as response,
         ):
-            return
+            status = response.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        # Not chained, and no URL: aiohttp's texts quote it whole.
-        raise _CliError(f"cannot reach {host}: {cli_words(describe_failure(exc))}") from None
+        # No URL (aiohttp's texts quote it whole, proxy credentials included), and raised below,
+        # outside this block, so that not even ``__context__`` holds aiohttp's error.
+        problem = describe_failure(exc, service_url=service.base_url)
+    else:
+        if not is_proxy_refusal(status):
+            return
+        problem = describe_proxy_refusal(status)
+    raise _CliError(f"cannot reach {host}: {cli_words(problem)}")
 
 
 _RESUME_HINT = re.compile(r"run again with (?:--)?resume\b(?P<rest> to finish them)?")

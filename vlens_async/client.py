@@ -241,8 +241,11 @@ class VlensClient:
 
     How connections go out (aiohttp's names and meanings; views share them with the session):
     ``proxy`` (``http://`` or ``https://``; credentials in it, percent-encoded, or as
-    ``proxy_auth``, an ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates), ``trust_env``
-    (the proxy from ``HTTPS_PROXY``, honouring ``NO_PROXY``), ``ssl`` (an
+    ``proxy_auth``, an ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates; they are sent
+    UTF-8 encoded, as RFC 7617, curl and browsers do), ``trust_env``
+    (the proxy from ``HTTPS_PROXY``, honouring ``NO_PROXY``, read when the client opens; unlike
+    aiohttp's ``trust_env`` it never reads ``~/.netrc``: no credentials from there reach the
+    API), ``ssl`` (an
     :class:`ssl.SSLContext`: a private CA bundle, a client certificate for mutual TLS; ``None``
     for the system's CAs) and ``trace_configs`` (aiohttp ``TraceConfig`` objects). TLS
     certificates are always verified: ``ssl=False``, or a context that does not verify, raises
@@ -345,6 +348,7 @@ class VlensClient:
             raise ConfigurationError("this client is already open")
         self._shared.session = open_session(
             self._shared.transport,
+            base_url=self._shared.base_url,
             limit=self._shared.connector_limit,
             timeout=aiohttp.ClientTimeout(total=None),  # every request sets its own
         )
@@ -596,6 +600,7 @@ class VlensClient:
                 attempt=number,
                 max_response_bytes=self._config.max_response_bytes,
                 on_status=scope.response,
+                tls=self._shared.transport.ssl,
             )
         except APIError as exc:
             scope.attempt_failed(exc)

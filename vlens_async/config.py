@@ -11,7 +11,7 @@ import ipaddress
 import ssl as _ssl
 from collections.abc import Iterable
 from typing import Any, Final, Literal, TypeAlias, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import aiohttp
 import attrs
@@ -19,6 +19,7 @@ import attrs
 from .errors import ConfigurationError
 
 __all__ = [
+    "CLIENT_CERT_HINT",
     "DEFAULT_ACCESS_TOKEN_LIFETIME",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECTOR_LIMIT",
@@ -180,11 +181,10 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
     A URL with ``user:password@`` is refused: credentials go in ``api_key`` and ``access_token``
     or ``auth``. Error messages show at most the scheme and the host, never the whole URL.
     """
-    try:
-        parts = urlsplit(base_url)
-        host = parts.hostname
-    except ValueError:  # an unbalanced IPv6 bracket, say
-        raise ConfigurationError("base_url is not a valid URL") from None
+    parsed = _split(base_url)
+    if parsed is None:  # an unbalanced IPv6 bracket, say
+        raise ConfigurationError("base_url is not a valid URL")
+    parts, host, _ = parsed
     # Only a scheme followed by "//" is surely a scheme: in "user:pw@host" urlsplit takes "user".
     scheme = parts.scheme if parts.netloc else ""
     if scheme not in ("http", "https"):
@@ -258,6 +258,8 @@ def header_safe(value: str) -> bool:
 # The one hint for a certificate that was not trusted, and for ssl=False: the CLI shows it as its
 # own flags (``cli.cli_words``).
 TRUST_CA_HINT: Final = "ssl=ssl.create_default_context(cafile=...)"
+# The one hint for a server that wants a client certificate (mutual TLS); the CLI shows its flags.
+CLIENT_CERT_HINT: Final = "ssl= a context on which load_cert_chain(certfile, keyfile) was called"
 
 
 def check_ssl(value: object) -> _ssl.SSLContext | None:
@@ -288,6 +290,16 @@ def check_ssl(value: object) -> _ssl.SSLContext | None:
     return value
 
 
+def _split(url: str) -> tuple[SplitResult, str | None, int | None] | None:
+    """``url`` split, with its host and port; ``None`` when it does not parse. Python's
+    ValueError is dropped here, not chained: its text may quote the netloc, password included."""
+    try:
+        parts = urlsplit(url)
+        return parts, parts.hostname, parts.port
+    except ValueError:
+        return None
+
+
 def check_proxy_url(
     proxy: object, proxy_auth: aiohttp.BasicAuth | None = None
 ) -> tuple[str, tuple[str, str] | None]:
@@ -296,15 +308,15 @@ def check_proxy_url(
     ``http://`` or ``https://`` with a host and an optional port, nothing else. Credentials may
     come in the URL (``http://user:password@proxy:3128``, percent-encoded) or as ``proxy_auth``
     (an ``aiohttp.BasicAuth``), not both; they are taken out of the URL so that it can be shown.
+    Any text: they are sent UTF-8 encoded (RFC 7617), see ``_transport.open_session``.
     Messages show at most the scheme and the host, never the URL (it may carry a password).
     """
     if not isinstance(proxy, str) or not proxy.strip():
         raise ConfigurationError("proxy must be a URL such as http://proxy.example:3128")
-    try:
-        parts = urlsplit(proxy.strip())
-        host, port = parts.hostname, parts.port
-    except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number or too big
-        raise ConfigurationError("proxy is not a valid URL (check its host and port)") from None
+    parsed = _split(proxy.strip())
+    if parsed is None:  # an unbalanced IPv6 bracket, a port that is not a number or too big
+        raise ConfigurationError("proxy is not a valid URL (check its host and port)")
+    parts, host, port = parsed
     scheme = parts.scheme if parts.netloc else ""
     if scheme not in ("http", "https"):
         shown = f" (got {scheme}://)" if scheme else ""
@@ -339,7 +351,8 @@ class TransportOptions:
     ``proxy``: the ``http://`` or ``https://`` proxy of every request, without credentials;
     ``proxy_credentials``: its user name and password, if any (never in the repr).
     ``trust_env``: take the proxy from ``HTTPS_PROXY``/``HTTP_PROXY`` and honour ``NO_PROXY``
-    when no ``proxy`` is given (aiohttp also reads ``~/.netrc`` then). ``ssl``: an
+    when no ``proxy`` is given, when the session opens; ``~/.netrc`` is never read (aiohttp's
+    own ``trust_env`` stays off). ``ssl``: an
     :class:`ssl.SSLContext` (a private CA bundle, a client certificate for mutual TLS), ``None``
     for the system's CAs; verification can never be switched off (:func:`check_ssl`).
     ``trace_configs``: aiohttp ``TraceConfig`` objects for the session.

@@ -24,7 +24,8 @@
         ├── APIConnectionError        no usable response (DNS, refused, reset)
         │   ├── APITimeoutError       no response in time, or the deadline ran out
         │   ├── ProxyError            the proxy would not carry the request (407, 403, 502)
-        │   └── UntrustedCertificateError  the server's TLS certificate was not trusted
+        │   ├── UntrustedCertificateError  the server's TLS certificate was not trusted
+        │   └── ClientCertificateError     the server refused the TLS handshake (mutual TLS)
         ├── ResponseDecodeError       a body that is not the envelope (HTML 502, truncated JSON)
         │   └── ResponseTooLargeError a body over ``max_response_bytes``, sent or inflated
         ├── APIStatusError            a non-2xx status
@@ -73,6 +74,7 @@ __all__ = [
     "BadRequestError",
     "BulkInputError",
     "BundleError",
+    "ClientCertificateError",
     "ClientClosedError",
     "CompressionError",
     "ConfigurationError",
@@ -373,18 +375,35 @@ class APITimeoutError(APIConnectionError):
 class ProxyError(APIConnectionError):
     """The proxy answered the ``CONNECT`` with an error status, ``proxy_status``: 407 (it wants
     credentials, or refused the ones given), 403 (its policy refuses this host), 502 (it could
-    not reach the service). The request never reached the service. A 4xx is the operators' to
-    fix and is not retried; a 5xx is transient. The message never holds the proxy's
+    not reach the service); or answered a plain ``http://`` request with 407. The request never
+    reached the service. A 4xx is the operators' to fix and is not retried (but 408 and 429,
+    as from the service); a 5xx is transient. The message never holds the proxy's
     credentials."""
 
     proxy_status: int | None = None
 
 
 class UntrustedCertificateError(APIConnectionError):
-    """The service's TLS certificate was not trusted (an unknown or private CA, expired, issued
-    for another host), so nothing was sent. Behind a TLS-inspecting proxy, trust its CA with
+    """The service's TLS certificate (or an ``https://`` proxy's: the message says whose) was
+    not trusted (an unknown or private CA, expired, issued for another host), so nothing was
+    sent. Behind a TLS-inspecting proxy, trust its CA with
     ``ssl=ssl.create_default_context(cafile=...)`` (CLI: ``--ca-bundle``, ``VLENS_CA_BUNDLE``);
     verification itself is never switched off. The operators' to fix: not retried."""
+
+
+class ClientCertificateError(APIConnectionError):
+    """The server ended the TLS handshake with an alert that says it wants a client certificate
+    (mutual TLS) or refused the one given: ``certificate required`` (TLS 1.3), ``bad
+    certificate`` or ``handshake failure`` (TLS 1.2; that alert may also mean no common cipher).
+    Present one with ``ssl=`` a context on which ``load_cert_chain(certfile, keyfile)`` was
+    called (CLI: ``--client-cert FILE [--client-key FILE]``). The operators' to fix: not retried.
+
+    Only a server that sends the alert can be recognised. One that just closes or resets the
+    connection (the emulator's asyncio server does, under TLS 1.3 and 1.2; under TLS 1.3 the
+    alert also comes after the client's side of the handshake has finished, so a request written
+    at once may meet a reset first) gives a plain :class:`APIConnectionError`, which is retried
+    like any reset.
+    """
 
 
 class ResponseDecodeError(APIError):

@@ -1,8 +1,8 @@
 """The CLI's transport options end to end: --proxy/VLENS_PROXY, --ca-bundle/VLENS_CA_BUNDLE,
 --client-cert/--client-key against the emulator over HTTPS (a CA made in the test) through a
-CONNECT proxy on loopback; `verify`, `bulk` (its reachability check included) and the client of
-`vlens queue work`; bad input is one line and exit 2 before any request; proxy credentials are
-never printed or written."""
+CONNECT proxy on loopback; `verify` and `bulk` (its reachability check included; `vlens queue
+work` runs so in tests/queue/test_workers.py); bad input is one line and exit 2 before any
+request; proxy credentials are never printed or written."""
 
 from __future__ import annotations
 
@@ -85,6 +85,24 @@ def test_verify_through_the_proxy_trusting_the_ca_bundle(
     assert proxy.opened
     assert {t.target for t in proxy.tunnels} == {https_emulator.base_url.removeprefix("https://")}
     assert https_emulator.counters()["transactions_created"] == 1
+
+
+def test_proxy_credentials_beyond_latin_1_get_through(
+    https_emulator: BackgroundEmulator, pem: PemFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Proxy credentials with any characters ("\u20ac", accents) reach a proxy as UTF-8 (RFC
+    7617), where aiohttp alone raised a UnicodeEncodeError quoting them (a traceback, exit 1)."""
+    user, password = "us\u00e9r", "p\u00e4\u20acss \u4e2d"
+    with proxy_in_thread(credentials=(user, password)) as proxy:
+        url = proxy_url(proxy.port, user, password)
+        status, out, err = run(
+            capsys, *verify_args(https_emulator, "--ca-bundle", str(pem.ca)), "--proxy", url
+        )
+    assert status == 0, err
+    assert json.loads(out)["validated"] is True
+    assert proxy.opened
+    assert all(t.status == 200 for t in proxy.tunnels)
+    assert password not in out + err
 
 
 def test_the_environment_gives_proxy_and_bundle_and_flags_beat_it(
@@ -247,27 +265,40 @@ def test_the_reachability_check_goes_the_same_way_as_the_job(
     assert not (tmp_path / "run.db").exists()
 
 
-def test_the_queue_workers_client_goes_the_same_way(
-    https_emulator: BackgroundEmulator, proxy: ConnectProxy, pem: PemFiles
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_the_reachability_check_names_a_407_and_keeps_no_password(
+    scheme: str, locked_proxy: ConnectProxy
 ) -> None:
-    """`vlens queue work` resolves its service and makes its client as every command does:
-    through --proxy, trusting --ca-bundle."""
-    args = cli.build_parser().parse_args(
-        [
-            *("queue", "work", "--db", "postgresql://unused"),
-            *service_args(https_emulator),
-            *("--proxy", proxy.url, "--ca-bundle", str(pem.ca)),
-        ]
+    """The check before a bulk job, through a proxy refusing the credentials given: a CONNECT's
+    407 (https://) or the 407 answer to a plain http:// request (not the service's answer) is
+    the proxy's refusal; the error chains nothing (aiohttp's texts hold the proxy URL with its
+    password) and names no password."""
+    password = "wrong-s3cret-73"
+    service = cli.Service(
+        emulator=False,
+        base_url=f"{scheme}://127.0.0.1:{closed_port()}",
+        api_key="k",
+        connection={"proxy": proxy_url(locked_proxy.port, PROXY_USER, password)},
     )
-    service = cli.resolve_service(args)
+    with pytest.raises(cli._CliError) as caught:
+        asyncio.run(cli._check_reachable(service))
+    error = caught.value
+    assert "the proxy refused: 407" in str(error)
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    assert password not in str(error)
+    assert [t.status for t in locked_proxy.tunnels] == [407]
 
-    async def call() -> bool:
-        async with cli._client(service) as client:
-            return (await client.check_existence(phone_number="+201001234567")).exists
 
-    assert asyncio.run(call()) is False
-    assert len(proxy.opened) == 1
-    assert https_emulator.counters()["requests_total"] == 1
+def test_the_ca_bundle_help_says_it_replaces_the_system_cas(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--ca-bundle's help warns that the system's CAs are no longer trusted with it."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["verify", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert caught.value.code == 0
+    assert "It replaces the system's CAs: an https:// proxy (or service) with a public" in help_text
 
 
 def test_the_embedded_emulator_says_the_options_are_not_used(

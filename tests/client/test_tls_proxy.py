@@ -4,10 +4,15 @@ errors, and that verification can never be switched off."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import socket
 import ssl
+import threading
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
@@ -18,13 +23,17 @@ import pytest
 from tests.helpers.proxy import ConnectProxy, closed_port, proxy_url, running_proxy
 from tests.helpers.tls import TestPKI
 from vlens_async import (
+    AdminLogin,
     APIConnectionError,
+    ClientCertificateError,
     ConfigurationError,
     ProxyError,
     RetryPolicy,
     UntrustedCertificateError,
     VlensClient,
 )
+from vlens_async._transport import Request, connection_error, describe_failure
+from vlens_async.cli import cli_words
 from vlens_async.config import TransportOptions
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from vlens_async.samples import make_applicant
@@ -145,6 +154,86 @@ async def test_mutual_tls_with_a_client_certificate(pki: TestPKI) -> None:
         assert requests_seen(emulator) == 1
 
 
+@contextlib.contextmanager
+def alerting_mtls_server(pki: TestPKI) -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTPS server on OpenSSL's blocking sockets (which, unlike asyncio's, send the
+    alert before closing) that requires a client certificate from ``pki``'s CA; yields its base
+    URL and, per connection, "ok" or the reason its handshake failed."""
+    context = pki.server_context(require_client_cert=True)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(65536)
+                    tls.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_EXISTS), _EXISTS)
+                    )
+                    outcomes.append("ok")
+            except (ssl.SSLError, OSError) as exc:
+                outcomes.append(str(getattr(exc, "reason", None) or type(exc).__name__))
+
+    thread = threading.Thread(target=serve, name="test-mtls", daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}", outcomes
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+
+
+@pytest.mark.usefixtures("no_backoff")
+async def test_a_missing_client_certificate_is_a_typed_operator_error(pki: TestPKI) -> None:
+    """A server requiring a client certificate answers TLS 1.2 without one with a "handshake
+    failure" alert: ClientCertificateError (an APIConnectionError) naming the option that
+    presents one, for the operators, tried once; with the certificate the call goes through."""
+    context = pki.client_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with alerting_mtls_server(pki) as (base_url, outcomes):
+        async with VlensClient("key", base_url=base_url, ssl=context) as client:
+            with pytest.raises(ClientCertificateError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        async with VlensClient(
+            "key", base_url=base_url, ssl=pki.client_context(with_cert=True)
+        ) as client:
+            assert not (await client.check_existence(phone_number=PHONE)).exists
+    error = caught.value
+    assert isinstance(error, APIConnectionError)
+    assert "wants a client certificate (mutual TLS)" in str(error)
+    assert "load_cert_chain(certfile, keyfile)" in str(error)
+    assert error.cause_reason == "SSLV3_ALERT_HANDSHAKE_FAILURE"
+    assert error.audience == "operator"
+    assert outcomes == ["PEER_DID_NOT_RETURN_A_CERTIFICATE", "ok"]
+
+
+def test_a_tls13_certificate_required_alert_is_recognised_too() -> None:
+    """Under TLS 1.3 the alert arrives at the first read, after the request was written, as
+    aiohttp's ClientOSError caused by the SSLError (when it wins the race with a reset, which
+    stays a plain APIConnectionError): a ClientCertificateError, in the CLI's words too."""
+    alert = ssl.SSLError(1, "tlsv13 alert certificate required")
+    alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    failure = aiohttp.ClientOSError(1, "tlsv13 alert certificate required")
+    failure.__cause__ = alert
+    request = Request(method="POST", path="/api/x", headers={}, request_id="r")
+    error = connection_error(request, failure)
+    assert isinstance(error, ClientCertificateError)
+    assert "(certificate required)" in str(error)
+    assert error.cause_reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert "--client-cert FILE [--client-key FILE]" in cli_words(describe_failure(failure))
+    reset = connection_error(request, aiohttp.ClientOSError(104, "reset"))
+    assert type(reset) is APIConnectionError
+
+
 def insecure_contexts() -> list[Any]:
     """Every way of asking for no verification."""
     no_verify = ssl.create_default_context()
@@ -177,10 +266,36 @@ async def test_a_context_switched_off_after_it_was_given_is_refused_at_open() ->
     assert client.closed is False  # never opened
 
 
-def test_ssl_true_and_none_mean_the_default_verification() -> None:
-    """aiohttp's spellings of "verify with the system's CAs" are both accepted."""
-    for value in (None, True):
-        VlensClient("key", base_url="https://vlens.test", ssl=value)
+async def test_a_context_switched_off_while_the_client_is_open_is_refused_at_the_next_call(
+    pki: TestPKI,
+) -> None:
+    """The SSLContext is checked again before every send: switched to CERT_NONE after the client
+    opened, the next call to a server whose certificate it does not trust raises
+    ConfigurationError and sends nothing (not a success)."""
+    other = TestPKI.make()
+    async with running_emulator(EmulatorConfig(tls=other.server_context())) as emulator:
+        context = pki.client_context()
+        async with VlensClient(emulator.api_key, base_url=emulator.base_url, ssl=context) as client:
+            with pytest.raises(UntrustedCertificateError):
+                await client.check_existence(phone_number=PHONE)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with pytest.raises(ConfigurationError, match="does not verify certificates"):
+                await client.check_existence(phone_number=PHONE)
+        assert requests_seen(emulator) == 0
+
+
+@pytest.mark.parametrize("value", [None, True])
+async def test_ssl_true_and_none_mean_the_default_verification(
+    value: Any, https_emulator: RunningEmulator
+) -> None:
+    """aiohttp's spellings of "verify with the system's CAs" are both accepted and mean exactly
+    that: no context of the caller's, and the system's CAs refuse the test's private CA."""
+    client = VlensClient(https_emulator.api_key, base_url=https_emulator.base_url, ssl=value)
+    assert client._shared.transport == TransportOptions()
+    async with client:
+        with pytest.raises(UntrustedCertificateError):
+            await client.check_existence(phone_number=PHONE)
 
 
 # --- the proxy ---
@@ -247,6 +362,31 @@ async def test_proxy_credentials_get_through_and_never_show(
         assert secret not in caplog.text
 
 
+@pytest.mark.parametrize("how", ["url", "proxy_auth"])
+async def test_proxy_credentials_go_as_utf_8(
+    how: str, https_emulator: RunningEmulator, pki: TestPKI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Credentials beyond ASCII (Latin-1 accents, "\u20ac", CJK) reach the proxy as the UTF-8
+    of RFC 7617 (as curl and browsers send them), from the URL or proxy_auth, and show in no log."""
+    caplog.set_level(logging.DEBUG)
+    user, password = "us\u00e9r", "p\u00e4\u20acss \u4e2d"
+    async with running_proxy(credentials=(user, password)) as locked:
+        options: dict[str, Any] = (
+            {"proxy": proxy_url(locked.port, user, password)}
+            if how == "url"
+            else {"proxy": locked.url, "proxy_auth": basic_auth(user, password)}
+        )
+        async with VlensClient(
+            https_emulator.api_key,
+            base_url=https_emulator.base_url,
+            ssl=pki.client_context(),
+            **options,
+        ) as client:
+            assert not (await client.check_existence(phone_number=PHONE)).exists
+        assert [t.status for t in locked.tunnels] == [200]
+    assert password not in caplog.text
+
+
 @pytest.mark.parametrize("password", [None, "wrong-password-71"])
 async def test_a_407_is_a_typed_operator_error_without_credentials_in_it(
     password: str | None,
@@ -277,6 +417,79 @@ async def test_a_407_is_a_typed_operator_error_without_credentials_in_it(
     assert requests_seen(https_emulator) == 0
     if password is not None:
         assert password not in str(error) + repr(error) + caplog.text
+
+
+@pytest.mark.usefixtures("no_backoff")
+async def test_a_call_that_is_not_idempotent_never_retries_a_fatal_error(
+    https_emulator: RunningEmulator, locked_proxy: ConnectProxy, proxy: ConnectProxy, pki: TestPKI
+) -> None:
+    """request_phone_otp (an SMS each time) through a proxy answering 407, or to a server whose
+    certificate is not trusted: one CONNECT, one handshake, though neither request was sent."""
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        proxy=proxy_url(locked_proxy.port, "me", "wrong"),
+    ) as client:
+        with pytest.raises(ProxyError):
+            await client.request_phone_otp(PHONE)
+    assert [t.status for t in locked_proxy.tunnels] == [407]
+    async with VlensClient(
+        https_emulator.api_key, base_url=https_emulator.base_url, proxy=proxy.url
+    ) as client:
+        with pytest.raises(UntrustedCertificateError):
+            await client.request_phone_otp(PHONE)
+    assert [t.status for t in proxy.tunnels] == [200]
+    assert requests_seen(https_emulator) == 0
+
+
+async def test_a_407_to_a_plain_http_request_is_a_proxy_error_too(
+    locked_proxy: ConnectProxy,
+) -> None:
+    """To an http:// service (loopback) through a proxy there is no CONNECT: the proxy's 407 is
+    the response's status. It is a ProxyError all the same (not the service's answer), for the
+    operators, tried once."""
+    async with running_emulator(EmulatorConfig()) as emulator:
+        async with VlensClient(
+            emulator.api_key,
+            base_url=emulator.base_url,
+            proxy=proxy_url(locked_proxy.port, "me", "wrong-password-72"),
+        ) as client:
+            with pytest.raises(ProxyError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        assert requests_seen(emulator) == 0
+    error = caught.value
+    assert error.proxy_status == 407
+    assert "the proxy refused: 407" in str(error)
+    assert error.audience == "operator"
+    assert [t.status for t in locked_proxy.tunnels] == [407]
+    assert "wrong-password-72" not in str(error) + repr(error)
+
+
+async def test_an_https_proxys_own_certificate_is_named_as_the_proxys(pki: TestPKI) -> None:
+    """An https:// proxy whose certificate the context does not trust: the message says the
+    proxy's certificate, not the server's; trusting both CAs, the call goes through it (TLS to
+    the proxy, TLS inside the tunnel)."""
+    service_pki = TestPKI.make()
+    config = EmulatorConfig(tls=service_pki.server_context())
+    async with (
+        running_emulator(config) as emulator,
+        running_proxy(tls=pki.server_context()) as tls_proxy,
+    ):
+        assert tls_proxy.url.startswith("https://")
+        options: dict[str, Any] = {"base_url": emulator.base_url, "proxy": tls_proxy.url}
+        async with VlensClient(
+            emulator.api_key, ssl=service_pki.client_context(), **options
+        ) as client:
+            with pytest.raises(UntrustedCertificateError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        assert "the proxy's TLS certificate was not trusted" in str(caught.value)
+        assert tls_proxy.tunnels == []
+        both = service_pki.client_context()
+        pki.ca.configure_trust(both)
+        async with VlensClient(emulator.api_key, ssl=both, **options) as client:
+            assert not (await client.check_existence(phone_number=PHONE)).exists
+        assert [t.status for t in tls_proxy.tunnels] == [200]
 
 
 async def test_a_refused_proxy_connection_names_the_proxy_only(
@@ -331,6 +544,113 @@ async def test_trust_env_takes_https_proxy_and_honours_no_proxy(
     assert requests_seen(https_emulator) == 3
 
 
+@pytest.fixture
+def netrc_with_a_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NETRC names a file whose default entry matches every host (as curl and aiohttp read it);
+    no proxy in the environment."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("default login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+_EXISTS = b'{"data":{"exists":false},"error_code":null,"error_message":null}'
+
+
+@contextlib.asynccontextmanager
+async def recording_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback HTTP server answering every request with a check_existence envelope; yields
+    its base URL and the request heads it received."""
+    heads: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append((await reader.readuntil(b"\r\n\r\n")).decode("latin-1"))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(_EXISTS), _EXISTS)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def authorization_lines(head: str) -> list[str]:
+    """The Authorization header lines of a request head."""
+    return [line for line in head.splitlines() if line.lower().startswith("authorization:")]
+
+
+@pytest.mark.usefixtures("netrc_with_a_default")
+async def test_trust_env_never_sends_netrc_credentials_to_the_api() -> None:
+    """trust_env=True with a ~/.netrc default entry: an API-key call carries no Authorization
+    header (aiohttp's trust_env would send the netrc login as Basic)."""
+    async with recording_server() as (base_url, heads):
+        client = VlensClient("key", base_url=base_url, trust_env=True)
+        async with client:
+            assert not (await client.check_existence(phone_number=PHONE)).exists
+    assert len(heads) == 1
+    assert "ApiKey: key" in heads[0]
+    assert authorization_lines(heads[0]) == []
+
+
+@pytest.mark.usefixtures("netrc_with_a_default")
+async def test_trust_env_and_netrc_leave_an_end_users_token_working(
+    https_emulator: RunningEmulator, pki: TestPKI
+) -> None:
+    """trust_env=True with a ~/.netrc default entry: calls with a bearer token (an admin login
+    here) work, where aiohttp refused to combine the netrc login with the Authorization header."""
+    admin = AdminLogin(
+        https_emulator.tenancy_name,
+        https_emulator.admin_username or "",
+        https_emulator.admin_password or "",
+    )
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        trust_env=True,
+        auth=admin,
+    ) as client:
+        front = await client.scan_id_front(make_applicant(5).front)
+    assert front.transaction_id
+
+
+async def test_trust_env_takes_the_proxy_credentials_from_https_proxy(
+    https_emulator: RunningEmulator,
+    locked_proxy: ConnectProxy,
+    pki: TestPKI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """trust_env=True, HTTPS_PROXY with user:password@: the credentials reach the proxy as an
+    explicit proxy's do, and show nowhere; a malformed HTTPS_PROXY is a ConfigurationError that
+    names the variable, not its value."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url(locked_proxy.port, PROXY_USER, PROXY_PASSWORD))
+    async with VlensClient(
+        https_emulator.api_key,
+        base_url=https_emulator.base_url,
+        ssl=pki.client_context(),
+        trust_env=True,
+    ) as client:
+        assert not (await client.check_existence(phone_number=PHONE)).exists
+    assert [t.status for t in locked_proxy.tunnels] == [200]
+    assert PROXY_PASSWORD not in caplog.text
+    monkeypatch.setenv("HTTPS_PROXY", f"socks5://{PROXY_USER}:s3cret@127.0.0.1:1080")
+    client = VlensClient(https_emulator.api_key, base_url=https_emulator.base_url, trust_env=True)
+    with pytest.raises(ConfigurationError, match="HTTPS_PROXY") as caught:
+        async with client:
+            pass
+    assert "s3cret" not in str(caught.value)
+
+
 async def test_trace_configs_reach_the_session(
     https_emulator: RunningEmulator, pki: TestPKI
 ) -> None:
@@ -383,6 +703,19 @@ def test_bad_transport_options_are_configuration_errors(options: dict[str, Any],
     with pytest.raises(ConfigurationError) as caught:
         VlensClient("key", base_url="https://vlens.test", **options)
     assert says in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://u:s3cret\uff03x@127.0.0.1:3128", "http://u:s3cret@127.0.0.1:99999"]
+)
+def test_an_unparsable_proxy_url_chains_nothing(proxy: str) -> None:
+    """Python's own ValueError for a URL that does not parse may quote its netloc, password
+    included (NFKC check): the ConfigurationError neither chains it nor names the password."""
+    with pytest.raises(ConfigurationError, match="not a valid URL") as caught:
+        VlensClient("key", base_url="https://vlens.test", proxy=proxy)
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None
     assert "s3cret" not in str(caught.value)
 
 

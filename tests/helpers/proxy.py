@@ -1,6 +1,9 @@
 """A forward proxy on 127.0.0.1 for the tests: ``CONNECT`` tunnels (asyncio streams) to loopback
 only, each one recorded with the bytes it carried; with ``credentials`` it answers 407 to a
-``CONNECT`` without the right ``Proxy-Authorization``.
+``CONNECT`` without the right ``Proxy-Authorization``; with ``tls`` it is an ``https://`` proxy (TLS
+between the client and the proxy, as well as inside the tunnel). A request that is not a
+``CONNECT`` (a plain ``http://`` one) is never forwarded: 407 without the right credentials, else
+405.
 
 ``async with running_proxy() as proxy`` serves it in the running loop; ``with proxy_in_thread()
 as proxy`` from a thread of its own (for the CLI, which runs its own loops).
@@ -13,6 +16,7 @@ import base64
 import contextlib
 import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
@@ -40,8 +44,11 @@ class Tunnel:
 class ConnectProxy:
     """The proxy; ``tunnels`` records every ``CONNECT`` in order (refused ones included)."""
 
-    def __init__(self, *, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, *, credentials: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.credentials = credentials
+        self.tls = tls
         self.tunnels: list[Tunnel] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -55,8 +62,8 @@ class ConnectProxy:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https://`` with ``tls``)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def opened(self) -> list[Tunnel]:
@@ -65,7 +72,7 @@ class ConnectProxy:
 
     async def start(self) -> None:
         """Listen on 127.0.0.1, a free port."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
 
     async def close(self) -> None:
         """Stop listening and end every tunnel (closing its sockets, not cancelling its task:
@@ -86,7 +93,7 @@ class ConnectProxy:
         self._writers.add(writer)
         try:
             await self._serve(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, ssl.SSLError):
             pass
         finally:
             self._tasks.discard(task)
@@ -122,16 +129,16 @@ class ConnectProxy:
             upstream_writer.close()
 
     def _decide(self, method: str, target: str, authorization: str | None) -> int:
-        if method != "CONNECT":
-            return 405
-        host, _, port = target.rpartition(":")
-        if not port.isdigit() or not _loopback(host.strip("[]")):
-            return 403  # the tests reach loopback only
         if self.credentials is not None:
             user, password = self.credentials
             expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
             if authorization != expected:
                 return 407
+        if method != "CONNECT":
+            return 405
+        host, _, port = target.rpartition(":")
+        if not port.isdigit() or not _loopback(host.strip("[]")):
+            return 403  # the tests reach loopback only
         return 200
 
 
@@ -173,10 +180,10 @@ async def _pipe(
 
 @contextlib.asynccontextmanager
 async def running_proxy(
-    *, credentials: tuple[str, str] | None = None
+    *, credentials: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None
 ) -> AsyncIterator[ConnectProxy]:
     """A :class:`ConnectProxy` served in the running loop for the block."""
-    proxy = ConnectProxy(credentials=credentials)
+    proxy = ConnectProxy(credentials=credentials, tls=tls)
     await proxy.start()
     try:
         yield proxy

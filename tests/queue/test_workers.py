@@ -19,9 +19,11 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
+from tests.helpers.proxy import proxy_in_thread
+from tests.helpers.tls import TestPKI
 from vlens_async import queue
 from vlens_async.cli import main
-from vlens_async.emulator import RunningEmulator
+from vlens_async.emulator import EmulatorConfig, RunningEmulator, emulator_in_thread
 
 from .helpers import start_worker, write_manifest
 
@@ -262,3 +264,39 @@ async def test_a_worker_of_another_service_takes_nothing(
     assert st.pending == 3
     assert st.jobs == {"todo": 3}
     assert vlens_emulator.counters()["requests_total"] == 0
+
+
+def test_a_worker_goes_through_the_proxy_trusting_the_ca_bundle(
+    pg_url: str, tmp_path: Path, pki: TestPKI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vlens queue work --until-empty --proxy URL --ca-bundle FILE` against the emulator over
+    HTTPS (a CA made in the test): every request of the run goes through the proxy's tunnels,
+    and the run is verified."""
+    pem = pki.write(tmp_path)
+    manifest = write_manifest(tmp_path, 2, distinct=2)
+    with (
+        emulator_in_thread(EmulatorConfig(tls=pki.server_context())) as emulator,
+        proxy_in_thread() as proxy,
+    ):
+        asyncio.run(queue.init(pg_url))
+        asyncio.run(
+            queue.submit(
+                pg_url, manifest, run="tls", base_url=emulator.base_url, rate="none", prepare=False
+            )
+        )
+        status = main(
+            [
+                *("queue", "work", "--db", pg_url, "--until-empty", *FAST_RETRY),
+                *("--base-url", emulator.base_url, "--api-key", emulator.api_key),
+                *("--proxy", proxy.url, "--ca-bundle", str(pem.ca)),
+            ]
+        )
+        counters = emulator.counters()
+        target = emulator.base_url.removeprefix("https://")
+    assert status == 0, capsys.readouterr().err
+    lines = asyncio.run(export_lines(pg_url, "tls", tmp_path))
+    assert {line["outcome"] for line in lines} == {"verified"}
+    assert counters["transactions_created"] == 2
+    assert proxy.opened
+    assert {t.target for t in proxy.tunnels} == {target}
+    assert all(t.status == 200 for t in proxy.tunnels)
