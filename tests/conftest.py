@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from tests.helpers.proxy import ConnectProxy
     from tests.helpers.tls import TestPKI
+    from vlens_async.emulator import RunningEmulator
 
 _SERVICE_ENV = (
     "VLENS_BASE_URL",
@@ -41,3 +44,21 @@ def pki() -> TestPKI:
     from tests.helpers.tls import TestPKI
 
     return TestPKI.make()
+
+
+@pytest.fixture
+async def https_emulator(pki: TestPKI) -> AsyncIterator[RunningEmulator]:
+    """The emulator served over HTTPS with a certificate from the test's CA."""
+    from vlens_async.emulator import EmulatorConfig, running_emulator
+
+    async with running_emulator(EmulatorConfig(tls=pki.server_context())) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[ConnectProxy]:
+    """A CONNECT proxy on loopback that lets anyone through and records every tunnel."""
+    from tests.helpers.proxy import running_proxy
+
+    async with running_proxy() as running:
+        yield running

@@ -49,18 +49,6 @@ def basic_auth(user: str, password: str) -> aiohttp.BasicAuth:
         return aiohttp.BasicAuth(user, password)
 
 
-@pytest.fixture
-async def https_emulator(pki: TestPKI) -> AsyncIterator[RunningEmulator]:
-    """The emulator served over HTTPS with a certificate from the test's CA."""
-    async with running_emulator(EmulatorConfig(tls=pki.server_context())) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[ConnectProxy]:
-    """A CONNECT proxy on loopback that lets anyone through."""
-    async with running_proxy() as running:
-        yield running
 
 
 @pytest.fixture

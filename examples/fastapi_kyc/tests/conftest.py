@@ -15,12 +15,13 @@ from fastapi import FastAPI
 
 from examples.fastapi_kyc.app import Settings, create_app
 from examples.fastapi_kyc.demo import register_test_user
-from tests.conftest import no_real_service, pki
+from tests.conftest import https_emulator, no_real_service, pki, proxy
 from vlens_async import VlensClient
 from vlens_async.emulator import RunningEmulator
 from vlens_async.samples import Applicant, make_applicant
 
-__all__ = ["no_real_service", "pki"]  # the project's own: no real service or proxy, the test CA
+# The project's own fixtures: no real service or proxy, the test CA, the HTTPS emulator, the proxy.
+__all__ = ["https_emulator", "no_real_service", "pki", "proxy"]
 
 _STARTUP_POLLS = 1000  # x 10 ms
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -13,26 +12,12 @@ import pytest
 
 from examples.fastapi_kyc import demo, walkthrough
 from examples.fastapi_kyc.app import Settings, create_app
-from tests.helpers.proxy import ConnectProxy, running_proxy
+from tests.helpers.proxy import ConnectProxy
 from tests.helpers.tls import TestPKI
-from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from vlens_async.emulator import RunningEmulator
 
 from .conftest import applicant, serve
 from .test_api import assert_problem
-
-
-@pytest.fixture
-async def https_emulator(pki: TestPKI) -> AsyncIterator[RunningEmulator]:
-    """The emulator served over HTTPS with a certificate from the test's CA."""
-    async with running_emulator(EmulatorConfig(tls=pki.server_context())) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[ConnectProxy]:
-    """A CONNECT proxy on loopback that records every tunnel."""
-    async with running_proxy() as running:
-        yield running
 
 
 def environment(emulator: RunningEmulator, proxy: ConnectProxy, db: Path) -> dict[str, str]:
