@@ -926,6 +926,15 @@ def _output_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
+def _write_owner_only(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only: these are identity documents and
+    faces (an existing file is made owner-only too, before it is written)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(fd, 0o600)
+        file.write(data)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
@@ -1020,7 +1029,7 @@ def cmd_images(args: argparse.Namespace) -> int:
                 print(line)
                 continue
             try:
-                target.write_bytes(image.data)
+                _write_owner_only(target, image.data)
             except OSError as exc:
                 refuse(path, f"cannot write {target} ({type(exc).__name__})")
                 print(line)

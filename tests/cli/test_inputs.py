@@ -116,6 +116,20 @@ def test_images_outputs_never_overwrite_each_other(
     assert (out / "front-2.jpg").read_bytes() != jpg.read_bytes()
 
 
+def test_images_outputs_are_owner_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Written images (identity documents) are readable by their owner only, an old file too."""
+    jpg, png, _ = write_images(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "front.jpg").write_bytes(b"old")
+    (out / "front.jpg").chmod(0o644)
+    status, _, _ = run(capsys, "images", str(jpg), str(png), "--out", str(out))
+    assert status == 0
+    for name in ("front.jpg", "front-2.jpg"):
+        assert (out / name).stat().st_mode & 0o777 == 0o600
+    assert (out / "front.jpg").read_bytes() == jpg.read_bytes()
+
+
 def test_images_never_writes_over_an_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
