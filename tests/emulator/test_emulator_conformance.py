@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -530,7 +531,8 @@ async def test_image_cap_evicts_oldest(raw: Raw, vlens_emulator: RunningEmulator
 
 
 async def test_image_spill_folder(tmp_path: Path, vlens_emulator_config: Any) -> None:
-    """With a spill folder, evicted images are written there and still served."""
+    """With a spill folder, evicted images are written there, still served, and deleted on reset
+    and when the emulator stops."""
     from vlens_async.emulator import running_emulator
 
     config = attrs.evolve(vlens_emulator_config, image_store_max_count=1, image_spill_dir=tmp_path)
@@ -549,6 +551,11 @@ async def test_image_spill_folder(tmp_path: Path, vlens_emulator_config: Any) ->
         assert base64.b64decode(data["data"]["image"]) == small_jpeg(1)
         await emu.reset()
         assert not (tmp_path / tx).exists()
+        await raw.front(small_jpeg(3), tx)
+        await raw.back(small_jpeg(4), tx)
+        assert (tmp_path / tx / f"{tx}_id_front.jpg").exists()
+    spilled = await asyncio.to_thread(lambda: list(tmp_path.rglob("*.jpg")))
+    assert not spilled  # stopping the emulator deletes what it spilled
 
 
 async def test_liveness_requires_transaction_id(raw: Raw) -> None:

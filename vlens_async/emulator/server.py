@@ -172,6 +172,7 @@ async def running_emulator(
         yield RunningEmulator(app, config, host, int(bound[1]))
     finally:
         await runner.cleanup()
+        await app[STATE_KEY].images.clear()  # spilled images (faces, ID cards) outlive nothing
 
 
 class BackgroundEmulator:
