@@ -49,8 +49,6 @@ def basic_auth(user: str, password: str) -> aiohttp.BasicAuth:
         return aiohttp.BasicAuth(user, password)
 
 
-
-
 @pytest.fixture
 async def locked_proxy() -> AsyncIterator[ConnectProxy]:
     """A CONNECT proxy on loopback that wants PROXY_USER:PROXY_PASSWORD (407 otherwise)."""

@@ -226,7 +226,7 @@ async def test_bad_tenant_switches_are_400_and_change_nothing(
         (b'{"advance": 1e400}', "JSON"),
         (b'{"advance": "3600"}', "number"),
         (b'{"advance": true}', "number"),
-        (b'[1]', "object"),
+        (b"[1]", "object"),
     ],
 )
 async def test_bad_clock_advances_are_400(
