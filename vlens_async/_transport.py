@@ -637,10 +637,13 @@ def _failure_detail(
         return UntrustedCertificateError, *_untrusted(exc, service_url)
     alert = _client_cert_alert(exc)
     if alert is not None:
+        # A handshake failure may also be a cipher or protocol mismatch (old TLS middleboxes).
+        maybe = "may want" if alert == "SSLV3_ALERT_HANDSHAKE_FAILURE" else "wants"
         return (
             ClientCertificateError,
-            "the server refused the TLS connection: it wants a client certificate (mutual TLS)"
-            f" or refused the one given ({_CLIENT_CERT_ALERTS[alert]})",
+            f"the server refused the TLS handshake ({_CLIENT_CERT_ALERTS[alert]}): it {maybe} a"
+            " client certificate (mutual TLS), or refused the one given"
+            + (", or shares no cipher or TLS version with this client" if maybe != "wants" else ""),
             f"to present one, pass {CLIENT_CERT_HINT}",
         )
     if isinstance(exc, aiohttp.ClientHttpProxyError):

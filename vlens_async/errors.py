@@ -121,6 +121,10 @@ __all__ = [
 ]
 
 
+# Our messages name the call (method and path), what happened and what fixes it (an option, a
+# flag): the cut that keeps a server's free text short must not lose the fix.
+_MESSAGE_LIMIT: Final = 600
+
 class VlensError(Exception):
     """Root of every exception raised by vlens-async.
 
@@ -304,8 +308,9 @@ class APIError(VlensError):
         body: bytes | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(redact(message))
-        self.message = redact(message)
+        message = redact(message, limit=_MESSAGE_LIMIT)
+        super().__init__(message)
+        self.message = message
         self.status = status
         self.error_code = error_code
         self.error_message = error_message

@@ -32,6 +32,7 @@ from vlens_async import (
     UntrustedCertificateError,
     VlensClient,
 )
+from vlens_async import client as client_module
 from vlens_async._transport import Request, connection_error, describe_failure
 from vlens_async.cli import cli_words
 from vlens_async.config import TransportOptions
@@ -195,7 +196,8 @@ async def test_a_missing_client_certificate_is_a_typed_operator_error(pki: TestP
             assert not (await client.check_existence(phone_number=PHONE)).exists
     error = caught.value
     assert isinstance(error, APIConnectionError)
-    assert "wants a client certificate (mutual TLS)" in str(error)
+    assert "may want a client certificate (mutual TLS)" in str(error)
+    assert "or shares no cipher or TLS version" in str(error)  # a handshake failure is ambiguous
     assert "load_cert_chain(certfile, keyfile)" in str(error)
     assert error.cause_reason == "SSLV3_ALERT_HANDSHAKE_FAILURE"
     assert error.audience == "operator"
@@ -218,6 +220,30 @@ def test_a_tls13_certificate_required_alert_is_recognised_too() -> None:
     assert "--client-cert FILE [--client-key FILE]" in cli_words(describe_failure(failure))
     reset = connection_error(request, aiohttp.ClientOSError(104, "reset"))
     assert type(reset) is APIConnectionError
+
+
+@pytest.mark.parametrize(
+    "path", [value for name, value in vars(client_module).items() if name.endswith("_PATH")]
+)
+@pytest.mark.parametrize(
+    ("reason", "proxy"),
+    [("TLSV13_ALERT_CERTIFICATE_REQUIRED", False), ("SSLV3_ALERT_HANDSHAKE_FAILURE", True)],
+)
+def test_the_fix_survives_on_every_endpoint(path: str, reason: str, proxy: bool) -> None:
+    """However long the call's path, the message keeps the option that fixes it (the cut that
+    keeps a server's text short never reaches it)."""
+    alert = ssl.SSLError(1, "alert")
+    alert.reason = reason
+    failure = aiohttp.ClientOSError(1, "alert")
+    failure.__cause__ = alert
+    request = Request(method="POST", path=path, headers={}, request_id="r" * 36)
+    error = connection_error(request, failure)
+    assert error.message.endswith("load_cert_chain(certfile, keyfile) was called"), error.message
+    key = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
+    untrusted = aiohttp.ClientConnectorCertificateError(key, ssl.SSLCertVerificationError(1, "x"))
+    url = "https://proxy.example:3128" if proxy else None
+    message = str(connection_error(request, untrusted, service_url=url))
+    assert "ssl.create_default_context(cafile=...)" in message, message
 
 
 def insecure_contexts() -> list[Any]:
