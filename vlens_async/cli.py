@@ -190,6 +190,7 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
 
 def cmd_emulator(args: argparse.Namespace) -> int:
     """``vlens emulator``: serve until Ctrl-C, after printing where and how to connect."""
+    from vlens_async.config import is_loopback_host
     from vlens_async.emulator import RunningEmulator, serve_forever
 
     if not 0 <= args.port <= _MAX_PORT:
@@ -217,7 +218,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             lines.append("  mutual TLS:    clients must present a certificate (--tls-client-ca)")
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
-        if not _is_loopback_host(args.host):
+        if not is_loopback_host(args.host):
             print(
                 f"warning: listening on {args.host}, beyond this machine: whoever reaches it can"
                 " use these well-known credentials (the control API still answers loopback only)",
@@ -235,18 +236,6 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 _MAX_PORT = 65_535
-
-
-def _is_loopback_host(host: str) -> bool:
-    """Whether ``--host`` names this machine only (``localhost`` or a loopback address)."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve beyond the machine
 
 
 # --- shared by the commands that talk to the service ---
@@ -466,7 +455,7 @@ def resolve_service(args: argparse.Namespace, *, synthetic: bool = False) -> Ser
     from vlens_async import config
     from vlens_async.config import check_base_url
 
-    connection, given = _connection_options(args)
+    given = _connection_sources(args)  # read and checked only for a real service (below)
     unused = f"; {', '.join(given)} not used" if given else ""
     if args.emulator:
         if args.base_url:
@@ -500,6 +489,7 @@ def resolve_service(args: argparse.Namespace, *, synthetic: bool = False) -> Ser
     base_url = check_base_url(
         base_url or config.DEFAULT_BASE_URL, allow_insecure_http=args.allow_insecure_http
     )
+    connection, _ = _connection_options(args)
     return Service(
         emulator=False,
         base_url=base_url,
@@ -540,6 +530,24 @@ def _connection_options(args: argparse.Namespace) -> tuple[dict[str, Any], list[
         given += [bundle_source] if bundle is not None else []
         given += ["--client-cert"] if args.client_cert is not None else []
     return options, given
+
+
+def _connection_sources(args: argparse.Namespace) -> list[str]:
+    """The connection options given (flags or variables), by name, without reading them: for
+    the embedded emulator, which uses none, a stale ``VLENS_CA_BUNDLE`` is noted, not fatal."""
+    sources = [
+        source
+        for value, source in (
+            _flag_or_env(args.proxy, "--proxy", "VLENS_PROXY"),
+            _flag_or_env(args.ca_bundle, "--ca-bundle", "VLENS_CA_BUNDLE"),
+        )
+        if value is not None
+    ]
+    return sources + [f for f in ("--client-cert", "--client-key") if _given(args, f)]
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    return getattr(args, flag[2:].replace("-", "_")) is not None
 
 
 def _flag_or_env(flag_value: object, flag: str, env_name: str) -> tuple[str | None, str]:

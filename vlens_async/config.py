@@ -48,6 +48,7 @@ __all__ = [
     "check_ssl",
     "given_or",
     "header_safe",
+    "is_loopback_host",
 ]
 
 DEFAULT_BASE_URL: Final = "https://api.vlenseg.com"
@@ -162,7 +163,9 @@ class RetryPolicy:
         return cls(max_attempts=1)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this machine only: ``localhost`` or a loopback address (a bracketed
+    IPv6 one too). Any other name may resolve beyond the machine."""
     # Not "*.localhost": RFC 6761 asks resolvers to keep those on loopback, but a plain DNS
     # resolver may answer for them with any address.
     if host == "localhost":
@@ -197,7 +200,7 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
         )
     if not host:
         raise ConfigurationError(f"base_url has no host (got {scheme}://)")
-    if scheme == "http" and not allow_insecure_http and not _is_loopback(host):
+    if scheme == "http" and not allow_insecure_http and not is_loopback_host(host):
         raise ConfigurationError(
             f"refusing plain http:// to a non-loopback host ({host}); use https:// "
             "or pass allow_insecure_http=True"

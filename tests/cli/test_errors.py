@@ -287,9 +287,9 @@ def test_resume_without_a_journal_hint_names_the_flag(
 )
 def test_loopback_hosts_are_told_apart(host: str, loopback: bool) -> None:
     """Only localhost and loopback addresses count as this machine alone."""
-    from vlens_async.cli import _is_loopback_host
+    from vlens_async.config import is_loopback_host
 
-    assert _is_loopback_host(host) is loopback
+    assert is_loopback_host(host) is loopback
 
 
 @pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])

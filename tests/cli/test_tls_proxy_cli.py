@@ -313,6 +313,23 @@ def test_the_embedded_emulator_says_the_options_are_not_used(
     assert proxy.tunnels == []
 
 
+@pytest.mark.parametrize("command", [["verify", "--seed", "3"], ["demo", "--count", "1"]])
+def test_a_stale_bundle_variable_does_not_stop_the_embedded_emulator(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """VLENS_CA_BUNDLE naming a missing file and a malformed VLENS_PROXY are noted as not used
+    on the embedded emulator, which uses neither, instead of stopping the command."""
+    monkeypatch.setenv("VLENS_CA_BUNDLE", str(tmp_path / "gone.pem"))
+    monkeypatch.setenv("VLENS_PROXY", "socks5://nope")
+    extra = ["--folder", str(tmp_path / "demo")] if command[0] == "demo" else []
+    status, _, err = run(capsys, *command, *extra)
+    assert status == 0, err
+    assert "VLENS_PROXY, VLENS_CA_BUNDLE not used" in err.splitlines()[0]
+
+
 # --- bad input ---
 
 
