@@ -1137,7 +1137,9 @@ def _check_job_paths(args: argparse.Namespace) -> None:
         if path == manifest or _same_file(path, manifest):
             raise _CliError(f"{flag} names the manifest; it would be overwritten")
     # A resumed job rewrites its own results from its journal; a new one must not replace another's.
-    if not args.resume and not journal.exists() and out.is_file() and out.stat().st_size:
+    # A journal with content and no --resume is refused by the runner, with the --resume hint.
+    used = journal.is_file() and journal.stat().st_size > 0
+    if not args.resume and not used and out.is_file() and out.stat().st_size:
         raise _CliError(
             f"--out {args.out}: holds results already; a new job would replace them"
             " (give another path, or remove the file)"
