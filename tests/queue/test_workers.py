@@ -271,7 +271,8 @@ async def test_a_worker_of_another_service_refuses_the_run(
 ) -> None:
     """A worker pointed at another service says which it serves, takes none of the run's jobs
     and says it refuses that run (never the API key): with --until-empty it exits 2, without
-    it says so once and waits. An unreachable service is refused before it starts."""
+    it says so once and waits. An unreachable service is refused before it starts. A worker
+    that served its own run ends with status 0, naming the other services' runs."""
     await queue.init(pg_url)
     manifest = write_manifest(tmp_path, 3, distinct=3)
     await queue.submit(
@@ -304,6 +305,16 @@ async def test_a_worker_of_another_service_refuses_the_run(
     err = (await finish(unreachable, status=2))[0]
     assert err.startswith("vlens queue work: cannot reach 127.0.0.1")
     assert len(err.strip().splitlines()) == 1
+    # A worker that served its own run ends as usual, naming the run it leaves to others.
+    await queue.submit(
+        pg_url, manifest, run="theirs", base_url="http://127.0.0.1:9", rate="none", prepare=False
+    )
+    mine = await start_worker(pg_url, vlens_emulator.base_url, key, "--until-empty", *FAST_RETRY)
+    said = (await finish(mine))[0]
+    assert (
+        "vlens queue work: done; refused: run theirs was submitted for http://127.0.0.1:9" in said
+    )
+    assert "finished 3 verified" in said
 
 
 def test_a_worker_goes_through_the_proxy_trusting_the_ca_bundle(

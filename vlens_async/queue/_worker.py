@@ -9,7 +9,8 @@ journal is PostgreSQL (:class:`~._store.PgJournal`) and whose limiter is the ten
 
 Services: a worker serves the runs submitted for its client's service only. It says which on
 start; when jobs wait only for runs of other services it says so once (and again if that
-changes), naming the runs and their services; with ``until_empty`` it stops, refused.
+changes), naming the runs and their services; with ``until_empty`` it stops: refused (an
+error) when it finished nobody, else as usual once its own service's queue is empty.
 
 Files: every worker must reach the manifest's image files. A file ``submit`` saw that this
 worker cannot read is an ``error`` (transient: a shared folder missing on one machine), kept
@@ -407,7 +408,8 @@ class Worker:
     async def _watch(self) -> None:
         """Say when the jobs waiting are only for runs of other services (once, and again when
         that changes); with ``until_empty``, stop once this service's queue has had nothing
-        waiting or running for two polls: refused, if other services' runs wait."""
+        waiting or running for two polls: refused (stopped by an error) if other services' runs
+        wait and this worker finished nobody."""
         assert self._pool is not None
         empty = 0
         said: str | None = None
@@ -418,11 +420,13 @@ class Worker:
             empty = empty + 1 if mine == 0 else 0
             refusal = _refusal(others, self.base_url) if mine == 0 and others else None
             if self.until_empty and empty >= 2:
-                if refusal is None:
-                    self._stop_reason = "the queue is empty"
-                    self._end_loops()
-                else:
-                    self._halt(refusal)
+                if refusal is not None and not self.counters.by_outcome:
+                    self._halt(refusal)  # it served nobody: the wrong service, most likely
+                    return
+                if refusal is not None:
+                    self.notice(f"done; {refusal}")
+                self._stop_reason = "the queue is empty"
+                self._end_loops()
                 return
             if refusal is not None and refusal != said and not self.until_empty:
                 self.notice(f"waiting: {refusal}")
