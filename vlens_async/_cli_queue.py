@@ -3,8 +3,8 @@ command line (see :mod:`vlens_async.queue`).
 
 Registered by :func:`add_queue` from :mod:`vlens_async.cli`; nothing here imports procrastinate
 or psycopg until a queue command runs (``vlens --help`` works without the ``queue`` extra). Bad
-input is one line on stderr and exit status 2 (the CLI's ``main`` prints every ``VlensError``,
-:class:`~vlens_async.queue.QueueError` included, that way).
+input is one line on stderr naming the command (``vlens queue submit: ...``) and exit status 2
+(:func:`_guarded`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,6 +50,28 @@ def _db(args: argparse.Namespace) -> str:
     return url
 
 
+def _guarded(
+    name: str, command: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """``command`` with its refusals as one line, ``vlens queue NAME: ...``, and exit status 2:
+    the queue's own errors in their words, without a class name (as the other commands print
+    theirs); an OS error with its class."""
+
+    def run(args: argparse.Namespace) -> int:
+        from vlens_async import cli
+
+        try:
+            return command(args)
+        except Exception as exc:
+            text = cli._refusal(exc)
+            if text is None:
+                raise
+        print(f"vlens queue {name}: {text}", file=sys.stderr, flush=True)
+        return 2
+
+    return run
+
+
 def add_queue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``vlens queue`` and its commands."""
     from vlens_async import cli
@@ -74,7 +97,7 @@ def add_queue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     p = commands.add_parser("init", help="create or upgrade the schema (twice is harmless)")
     with_db(p)
-    p.set_defaults(func=cmd_init)
+    p.set_defaults(func=_guarded("init", cmd_init))
 
     p = commands.add_parser(
         "submit", help="add a manifest's applicants to a run (again: adds only new ones)"
@@ -95,7 +118,7 @@ def add_queue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="allow plain http:// to a non-loopback host (never with real identity data)",
     )
-    p.set_defaults(func=cmd_submit)
+    p.set_defaults(func=_guarded("submit", cmd_submit))
 
     p = commands.add_parser("work", help="run a worker (start as many as you like)")
     with_db(p)
@@ -109,19 +132,19 @@ def add_queue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--stalled-after", type=float, default=15.0, help=argparse.SUPPRESS)
     p.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--retry-initial", type=float, default=None, help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_work)
+    p.set_defaults(func=_guarded("work", cmd_work))
 
     p = commands.add_parser("status", help="counts, throughput, ETA and workers of a run")
     with_db(p)
     p.add_argument("--run", required=True, help="the run's name")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=_guarded("status", cmd_status))
 
     p = commands.add_parser("export", help="write a run's results file (JSONL, manifest order)")
     with_db(p)
     p.add_argument("--run", required=True, help="the run's name")
     p.add_argument("--out", required=True, type=Path, help="results file to write")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=_guarded("export", cmd_export))
 
     p = commands.add_parser("retry", help="send a run's transient failures round again")
     with_db(p)
@@ -129,7 +152,7 @@ def add_queue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--failed", action="store_true", required=True, help="the applicants ended in error"
     )
-    p.set_defaults(func=cmd_retry)
+    p.set_defaults(func=_guarded("retry", cmd_retry))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -141,11 +164,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """``vlens queue submit``: prints the run's size."""
-    from vlens_async import config
+    from vlens_async import cli, config
     from vlens_async.bulk import RateLimit
 
     queue = _queue_module()
     db = _db(args)
+    if not args.manifest.is_file():
+        raise cli._CliError(f"no such manifest: {args.manifest}")
     rate = RateLimit.parse(args.rate)
     base_url = config.check_base_url(
         args.base_url or os.environ.get("VLENS_BASE_URL") or config.DEFAULT_BASE_URL,
@@ -176,6 +201,7 @@ def cmd_work(args: argparse.Namespace) -> int:
             "a worker needs a service every worker reaches: give --base-url and an API key"
             " (the embedded emulator lives in one process)"
         )
+    asyncio.run(cli._check_reachable(service))  # as vlens bulk does: one line, exit 2
 
     from vlens_async.bulk import DEFAULT_STEP_RETRY
 
@@ -184,6 +210,9 @@ def cmd_work(args: argparse.Namespace) -> int:
         step_retry = attrs.evolve(
             step_retry, initial=args.retry_initial, max_backoff=args.retry_initial * 10
         )
+
+    def notice(text: str) -> None:
+        print(f"vlens queue work: {text}", file=sys.stderr, flush=True)
 
     async def work() -> Any:
         async with cli._client(service) as client:
@@ -198,6 +227,7 @@ def cmd_work(args: argparse.Namespace) -> int:
                 heartbeat=args.heartbeat,
                 stalled_after=args.stalled_after,
                 poll=args.poll,
+                notice=notice,
             )
 
     summary = asyncio.run(work())
@@ -221,10 +251,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     counts = ", ".join(f"{n} {o}" for o, n in sorted(st.by_outcome.items())) or "nothing"
     eta = "unknown" if st.eta is None else f"{st.eta:.0f} s"
+    workers = (
+        "no workers alive"
+        if st.workers_alive == 0
+        else f"{st.workers_alive} worker{'s' if st.workers_alive > 1 else ''} alive"
+    )
     print(
         f"run {st.run}: {st.total} rows: {counts}; {st.needs_review} need review;"
-        f" {st.throughput:.2f}/s over the last minute; ETA {eta};"
-        f" {st.workers_alive} worker loops alive (up to 4 per vlens queue work)"
+        f" {st.throughput:.2f}/s over the last minute; {workers}; ETA {eta}"
     )
     return 0
 

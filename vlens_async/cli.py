@@ -293,6 +293,14 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, _CliError) else f"{type(exc).__name__}: {text}"
 
 
+def _refusal(exc: BaseException) -> str | None:
+    """The one line of an error a user must fix, our own errors in our words without their
+    class name (as ``vlens queue`` prints them), or None for any other exception."""
+    if isinstance(exc, VlensError):
+        return _one_line(_CliError(str(exc)))
+    return _one_line(exc) if isinstance(exc, _CliError | OSError) else None
+
+
 _SECRET_WARNING = "visible to every local user in the process list"
 
 

@@ -86,7 +86,11 @@ async def test_worker_end_to_end_export_and_retry(
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["row"] for r in results] == list(range(1, 8))
     by_id = {r["applicant_id"]: r for r in results}
-    assert by_id["p1"]["outcome"] == "invalid"  # its back scan went missing after submit
+    assert by_id["p1"]["outcome"] == "error"  # its back scan went missing after submit
+    assert (
+        by_id["p1"]["error_message"]
+        == "back: cannot read the image file (FileNotFoundError, ENOENT)"
+    )
     assert by_id["gone"]["outcome"] == "invalid"  # its files were missing at submit
     assert by_id["p0"]["outcome"] == "verified"
     assert set(by_id["p0"]) >= {"transaction_id", "needs_review", "attempts", "timings"}
@@ -108,11 +112,11 @@ async def test_worker_end_to_end_export_and_retry(
             "UPDATE vlens_queue_applicants SET outcome = 'error', inputs = '{}'::jsonb"
             " WHERE applicant_id = 'p2'"
         )
-    assert kept == (0,)  # no name check value or paths left once every applicant ended
+    assert kept == (1,)  # only p1's row is kept (for retry), no other's paths
     assert sorted(steps) == [(step, 1, True, None, True) for step in ("back", "front", "liveness")]
     assert snapshot is not None
     assert json.loads(snapshot[0])["personal_data"] is False
-    assert await queue.retry(pg_url, "r") == 1
+    assert await queue.retry(pg_url, "r") == 2  # p1 and p2
 
 
 async def test_limiter_is_shared_and_slowed_by_one_signal(pg_url: str) -> None:
@@ -206,7 +210,7 @@ async def test_stop_gracefully_then_at_once_and_resume(
         await asyncio.sleep(wait)
         live = await queue.status(pg_url, "r")  # while the run goes on
         worker.stop()
-        assert live.workers_alive == 4  # the worker's procrastinate loops
+        assert (live.workers_alive, live.worker_loops) == (1, 4)  # one process, four loops
         assert live.jobs.get("doing", 0) > 0
         if hard:
             await asyncio.sleep(0.05)
@@ -224,6 +228,7 @@ async def test_stop_gracefully_then_at_once_and_resume(
             sent = vlens_emulator.counters()["steps"]
     st = await queue.status(pg_url, "r")
     assert 0 < st.pending <= 12
+    assert (st.workers_alive, st.worker_loops, st.eta) == (0, 0, None)  # stopped: no ETA
     summary = await queue.run_worker(pg_url, vlens_client, concurrency=12, until_empty=True, **FAST)
     assert summary.stop_reason == "the queue is empty"
     st = await queue.status(pg_url, "r")
@@ -238,6 +243,74 @@ async def test_stop_gracefully_then_at_once_and_resume(
     assert set(counters["steps"]) == {r["transaction_id"] for r in results}
     for transaction_id, step in done:  # journaled at the graceful stop: never sent again
         assert counters["steps"][transaction_id][step] == sent[transaction_id][step]
+
+
+async def test_an_unreadable_file_is_an_error_retried_on_the_same_transaction(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator, vlens_client: VlensClient
+) -> None:
+    """A face file gone after submit (a worker's shared folder missing) ends the applicant as
+    ``error`` with a one-line reason after its sides were sent; once the file is back,
+    ``retry --failed`` finishes it on the same transaction."""
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 2, distinct=2)
+    await queue.submit(
+        pg_url, manifest, run="r", base_url=vlens_emulator.base_url, rate="none", prepare=False
+    )
+    face = tmp_path / "img1" / "face_2.jpg"
+    kept = face.read_bytes()
+    face.unlink()
+    first = await queue.run_worker(pg_url, vlens_client, concurrency=2, until_empty=True, **FAST)
+    assert first.by_outcome == {"verified": 1, "error": 1}
+    out = tmp_path / "results.jsonl"
+    await queue.export(pg_url, "r", out)
+    p1 = [json.loads(line) for line in out.read_text().splitlines()][1]
+    assert (p1["outcome"], p1["state"]) == ("error", "ID_SCANNED")  # its sides were sent
+    assert p1["error_message"] == "face_2: cannot read the image file (FileNotFoundError, ENOENT)"
+    assert str(tmp_path) not in out.read_text()
+    face.write_bytes(kept)
+    assert await queue.retry(pg_url, "r") == 1
+    await queue.run_worker(pg_url, vlens_client, concurrency=2, until_empty=True, **FAST)
+    await queue.export(pg_url, "r", out)
+    after = [json.loads(line) for line in out.read_text().splitlines()][1]
+    assert (after["outcome"], after["transaction_id"]) == ("verified", p1["transaction_id"])
+    counters = vlens_emulator.counters()
+    assert counters["transactions_created"] == 2  # one each: p1 continued on its own
+    assert counters["steps"][p1["transaction_id"]]["front"] == 1  # never sent again
+
+
+async def test_status_eta_needs_a_worker_and_is_capped_by_the_rate(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator, vlens_client: VlensClient
+) -> None:
+    """The ETA is unknown with no worker alive, and never faster than the run's rate limit
+    allows (three requests per applicant)."""
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 8, distinct=2)
+    await queue.submit(
+        pg_url, manifest, run="r", base_url=vlens_emulator.base_url, rate="1/s", prepare=False
+    )
+    with psycopg.connect(pg_url) as conn:  # two finished just now: a fast throughput
+        conn.execute(
+            "UPDATE vlens_queue_applicants SET status = 'done', outcome = 'verified',"
+            " finished_at = extract(epoch FROM now()) WHERE applicant_id IN ('p0', 'p1')"
+        )
+    st = await queue.status(pg_url, "r")
+    assert (st.pending, st.workers_alive, st.eta) == (6, 0, None)
+    worker = queue.Worker(pg_url, vlens_client, concurrency=1, **FAST)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):  # registered within 10 s
+            st = await queue.status(pg_url, "r")
+            if st.workers_alive:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        worker.stop()
+        await task
+    assert st.workers_alive == 1
+    assert st.throughput > 1 / 3
+    assert st.eta is not None
+    assert st.eta >= st.pending * 3  # at 1 request a second, 3 per applicant
 
 
 def _options(parser: argparse.ArgumentParser) -> set[str]:

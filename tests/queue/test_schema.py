@@ -136,7 +136,7 @@ async def test_our_first_schema_is_upgraded(pg_url: str, tmp_path: Path) -> None
         )
     with pytest.raises(queue.QueueError, match=r"version 1.*run `vlens queue init`"):
         await queue.submit(pg_url, manifest, run="r", base_url="http://127.0.0.1:9")
-    assert "upgraded (version 1 to 2" in await queue.init(pg_url)
+    assert f"upgraded (version 1 to {SCHEMA_VERSION}" in await queue.init(pg_url)
     again = await queue.submit(pg_url, manifest, run="r", base_url="http://127.0.0.1:9")
     assert (again.added, again.total) == (0, 3)
     with psycopg.connect(pg_url) as conn:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,14 @@ FAST_RETRY = ("--retry-initial", "0.02")
 
 
 async def finish(*workers: asyncio.subprocess.Process, status: int = 0) -> list[str]:
-    """Wait for every worker (90 s at most); their stdout (each must exit with ``status``)."""
+    """Wait for every worker (90 s at most); their stdout and stderr (each must exit with
+    ``status``)."""
     outs = []
     async with asyncio.timeout(90):
         for w in workers:
             stdout, stderr = await w.communicate()
             assert w.returncode == status, stderr.decode()[-3000:]
-            outs.append(stdout.decode())
+            outs.append(stdout.decode() + stderr.decode())
     return outs
 
 
@@ -142,13 +144,18 @@ async def test_sigkill_workers_resume_on_the_same_transactions(
         before = await asyncio.to_thread(last_worker, pg_url)
         victim = await start_worker(pg_url, *args)
     vlens_emulator.set_faults(None, ["fixed:20ms"])
-    await finish(steady)
+    said = (await finish(steady))[0]
     for _ in range(1500):  # the last victim handles signals once it is registered (30 s at most)
         if await asyncio.to_thread(last_worker, pg_url) > before:
             break
         await asyncio.sleep(0.02)
     victim.send_signal(signal.SIGTERM)
-    assert "SIGTERM received" in (await finish(victim, status=130))[0]
+    said += (await finish(victim, status=130))[0]
+    assert "SIGTERM received" in said
+    put_back = re.findall(r"^vlens queue work: (\d+) jobs? of a stopped worker w", said, re.M)
+    assert put_back  # one line per sweep, with a count
+    assert all(int(n) >= 1 for n in put_back)
+    assert "queue: a job" not in said
     lines = await export_lines(pg_url, "kill", tmp_path)
     assert {line["outcome"] for line in lines} == {"verified"}
     after = vlens_emulator.counters()
@@ -181,7 +188,9 @@ async def test_two_workers_stay_under_the_tenant_limit(
     counters = vlens_emulator.counters()
     assert counters["rate_limited"] == 0
     assert counters["max_per_second"] <= 10
-    assert counters["max_per_minute"] <= 60
+    # Plus each worker's reachability probe at start (a GET of the base URL without the API
+    # key, as `vlens bulk` sends one), which the emulator counts and the limiter does not pace.
+    assert counters["max_per_minute"] <= 60 + len(workers)
     lines = await export_lines(pg_url, "limit", tmp_path)
     assert {line["outcome"] for line in lines} == {"verified"}
 
@@ -207,6 +216,8 @@ def test_cli_bad_inputs_exit_2(
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err
+        assert err.startswith(f"vlens queue {argv[1]}: ")
+        assert "Error:" not in err
         assert len(err.splitlines()) == 1
         assert "secretpw" not in err
     assert main(["queue", "init", "--db", pg_url]) == 0
@@ -216,13 +227,19 @@ def test_cli_bad_inputs_exit_2(
         ([*submit, str(other), "--db", pg_url], "made from the manifest"),
         (["queue", "export", "--db", pg_url, "--run", "nope", "--out", "x"], "no run named"),
         (["queue", "work", "--db", pg_url, "--emulator"], "needs a service"),
+        (["queue", "submit", "nosuch.csv", "--db", pg_url, "--run", "r"], "no such manifest"),
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err
+        assert err.startswith(f"vlens queue {argv[1]}: ")  # the command, no class name
+        assert "Error:" not in err
         assert len(err.splitlines()) == 1
     assert main(["queue", "status", "--db", pg_url, "--run", "r", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["pending"] == 2
+    st = json.loads(capsys.readouterr().out)
+    assert (st["pending"], st["workers_alive"], st["eta"]) == (2, 0, None)
+    assert main(["queue", "status", "--db", pg_url, "--run", "r"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("; no workers alive; ETA unknown")
 
 
 async def test_throttles_seen_by_one_worker_slow_all(
@@ -249,21 +266,55 @@ async def test_throttles_seen_by_one_worker_slow_all(
     assert {line["outcome"] for line in lines} == {"verified"}
 
 
-async def test_a_worker_of_another_service_takes_nothing(
+async def test_a_worker_of_another_service_refuses_the_run(
     pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator
 ) -> None:
-    """A worker pointed at another service never takes the run's jobs."""
+    """A worker pointed at another service says which it serves, takes none of the run's jobs
+    and says it refuses that run (never the API key): with --until-empty it exits 2, without
+    it says so once and waits. An unreachable service is refused before it starts. A worker
+    that served its own run ends with status 0, naming the other services' runs."""
     await queue.init(pg_url)
     manifest = write_manifest(tmp_path, 3, distinct=3)
     await queue.submit(
         pg_url, manifest, run="mine", base_url=vlens_emulator.base_url, rate="none", prepare=False
     )
-    other = "http://127.0.0.1:9"  # nothing listens there: it would fail if it tried
-    await finish(await start_worker(pg_url, other, vlens_emulator.api_key, "--until-empty"))
+    host = vlens_emulator.base_url.removeprefix("http://")
+    other = f"http://{host}/other"  # the same server: reachable, another service
+    key = vlens_emulator.api_key
+    err = (await finish(await start_worker(pg_url, other, key, "--until-empty"), status=2))[0]
+    serves = f"this worker serves {vlens_emulator.base_url}/other"
+    assert f"vlens queue work: serving {vlens_emulator.base_url}/other" in err
+    assert f"refused: run mine was submitted for {vlens_emulator.base_url}, {serves}" in err
+    assert key not in err
+    waiting = await start_worker(pg_url, other, key, "--poll", "0.2")
+    assert waiting.stderr is not None
+    lines = []
+    async with asyncio.timeout(30):
+        while "refused" not in (lines or [""])[-1]:
+            lines.append((await waiting.stderr.readline()).decode())
+        await asyncio.sleep(1.0)  # five more polls: said once only
+        waiting.send_signal(signal.SIGTERM)
+        rest = (await waiting.communicate())[1].decode()
+    assert waiting.returncode == 130
+    assert lines[-1].startswith("vlens queue work: waiting: refused: run mine was submitted")
+    assert "refused" not in rest
     st = await queue.status(pg_url, "mine")
-    assert st.pending == 3
-    assert st.jobs == {"todo": 3}
-    assert vlens_emulator.counters()["requests_total"] == 0
+    assert (st.pending, st.jobs) == (3, {"todo": 3})
+    assert vlens_emulator.counters()["transactions_created"] == 0
+    unreachable = await start_worker(pg_url, "http://127.0.0.1:9", key, "--until-empty")
+    err = (await finish(unreachable, status=2))[0]
+    assert err.startswith("vlens queue work: cannot reach 127.0.0.1")
+    assert len(err.strip().splitlines()) == 1
+    # A worker that served its own run ends as usual, naming the run it leaves to others.
+    await queue.submit(
+        pg_url, manifest, run="theirs", base_url="http://127.0.0.1:9", rate="none", prepare=False
+    )
+    mine = await start_worker(pg_url, vlens_emulator.base_url, key, "--until-empty", *FAST_RETRY)
+    said = (await finish(mine))[0]
+    assert (
+        "vlens queue work: done; refused: run theirs was submitted for http://127.0.0.1:9" in said
+    )
+    assert "finished 3 verified" in said
 
 
 def test_a_worker_goes_through_the_proxy_trusting_the_ca_bundle(

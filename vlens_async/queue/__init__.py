@@ -11,9 +11,11 @@ manifest reader, the per-applicant run, the snapshot's allow-list, the results l
   (each with its transaction id, derived from the run's secret as ``vlens bulk`` derives its
   from the journal's) and defers one job each in the same database transaction.
 - :func:`run_worker` runs one worker; start any number on any machine. Every worker must reach
-  the manifest's image files (a shared folder); a file it cannot read makes that applicant
-  ``invalid`` with a one-line reason, not a crash.
-- :func:`status`, :func:`export` (``vlens bulk``'s line schema, in manifest order) and
+  the manifest's image files (a shared folder); a file it cannot read makes that applicant an
+  ``error`` with a one-line reason (transient: ``retry`` continues it on the same
+  transaction), not a crash. It says which service it serves, and refuses runs of another.
+- :func:`status` (``workers_alive`` counts ``vlens queue work`` processes), :func:`export`
+  (``vlens bulk``'s line schema, in manifest order) and
   :func:`retry` (the ``error`` outcomes round again).
 
 A run is tied to the service it was submitted for: a worker serves only the runs of its own

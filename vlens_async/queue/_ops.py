@@ -13,16 +13,18 @@ import attrs
 import orjson
 
 from ..bulk._journal import PENDING, check_output_path, export_line
+from ..bulk._ratelimit import RateLimit
 from ._app import job_for, make_app
 from ._db import connect
 from ._errors import QueueError
 from ._schema import require_schema
-from ._store import Conn
+from ._store import Conn, service_key
 
 __all__ = ["RunStatus", "export", "retry", "status"]
 
 _WINDOW = 60.0  # throughput over the last minute
 _ALIVE = 30.0  # a worker whose heartbeat is younger than this is alive
+_REQUESTS_PER_APPLICANT = 3  # front, back, liveness: what the rate limit allows per applicant
 _BATCH = 1000
 
 
@@ -30,9 +32,11 @@ _BATCH = 1000
 class RunStatus:
     """Where a run stands: applicants by outcome (``pending`` for unfinished ones, ``invalid``
     for bad rows), total, flagged for review, the last minute's throughput (applicants per
-    second), the estimated seconds left (None when nothing finished lately), and procrastinate
-    workers with a heartbeat in the last 30 s on this database (each ``vlens queue work``
-    process runs up to four), with the run's jobs by procrastinate status."""
+    second), the estimated seconds left (None when nothing finished lately or no worker is
+    alive; from the throughput, at most what the run's rate limit allows), the ``vlens queue
+    work`` processes serving the run's service with a heartbeat in the last 30 s
+    (``workers_alive``), procrastinate's worker loops alive on this database (``worker_loops``,
+    up to four per process), and the run's jobs by procrastinate status."""
 
     run: str
     base_url: str
@@ -43,6 +47,7 @@ class RunStatus:
     eta: float | None
     workers_alive: int
     jobs: dict[str, int]
+    worker_loops: int = 0
 
     @property
     def pending(self) -> int:
@@ -55,21 +60,41 @@ class RunStatus:
 
 
 async def _run_id(conn: Conn, run: str) -> tuple[int, str, str]:
+    found = await _run(conn, run)
+    return found[0], found[1], found[2]
+
+
+async def _run(conn: Conn, run: str) -> tuple[int, str, str, str]:
+    """The run's id, base URL, queue and rate limit; an unknown run is a QueueError."""
     row = await (
         await conn.execute(
-            "SELECT id, base_url, queue FROM vlens_queue_runs WHERE name = %s", (run,)
+            "SELECT id, base_url, queue, rate FROM vlens_queue_runs WHERE name = %s", (run,)
         )
     ).fetchone()
     if row is None:
         raise QueueError(f"no run named {run!r} in this database")
-    return int(row[0]), str(row[1]), str(row[2])
+    return int(row[0]), str(row[1]), str(row[2]), str(row[3])
+
+
+def _eta(pending: int, throughput: float, rate: str, workers: int) -> float | None:
+    """Seconds left: at the last minute's throughput, capped by what the rate limit allows;
+    unknown with no worker alive or nothing finished lately."""
+    if pending == 0:
+        return 0.0
+    limit = RateLimit.parse(rate)
+    per_second = [n for n in (limit.per_second, (limit.per_minute or 0) / 60) if n]
+    if per_second:
+        throughput = min(throughput, min(per_second) / _REQUESTS_PER_APPLICANT)
+    if workers == 0 or throughput <= 0:
+        return None
+    return pending / throughput
 
 
 async def status(db: str, run: str) -> RunStatus:
     """The run's counts, throughput, ETA and workers alive (works while it runs)."""
     async with connect(db) as conn:
         await require_schema(conn)
-        run_id, base_url, queue = await _run_id(conn, run)
+        run_id, base_url, queue, rate = await _run(conn, run)
         by_outcome: dict[str, int] = {}
         for outcome, n in await (
             await conn.execute(
@@ -101,9 +126,11 @@ async def status(db: str, run: str) -> RunStatus:
         ).fetchone()
         alive = await (
             await conn.execute(
-                "SELECT count(*) FROM procrastinate_workers"
-                " WHERE last_heartbeat > now() - make_interval(secs => %s)",
-                (_ALIVE,),
+                "SELECT (SELECT count(*) FROM vlens_queue_workers WHERE service = %s"
+                " AND last_heartbeat > now() - make_interval(secs => %s)),"
+                " (SELECT count(*) FROM procrastinate_workers"
+                " WHERE last_heartbeat > now() - make_interval(secs => %s))",
+                (service_key(base_url), _ALIVE, _ALIVE),
             )
         ).fetchone()
         jobs = {
@@ -119,8 +146,7 @@ async def status(db: str, run: str) -> RunStatus:
     done_recently = int(recent[0]) if recent else 0
     span = now - float(recent[1]) if recent and recent[1] is not None else 0.0
     throughput = done_recently / max(span, 1.0) if done_recently else 0.0
-    pending = by_outcome.get(PENDING, 0)
-    eta = pending / throughput if throughput > 0 else (0.0 if pending == 0 else None)
+    workers = int(alive[0]) if alive else 0
     return RunStatus(
         run=run,
         base_url=base_url,
@@ -128,9 +154,10 @@ async def status(db: str, run: str) -> RunStatus:
         by_outcome=by_outcome,
         needs_review=int(review[0]) if review else 0,
         throughput=throughput,
-        eta=eta,
-        workers_alive=int(alive[0]) if alive else 0,
+        eta=_eta(by_outcome.get(PENDING, 0), throughput, rate, workers),
+        workers_alive=workers,
         jobs=jobs,
+        worker_loops=int(alive[1]) if alive else 0,
     )
 
 

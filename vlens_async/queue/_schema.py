@@ -36,6 +36,7 @@ Our tables (every name starts ``vlens_queue_``):
 - ``invalid``: rows that cannot be processed, with the reason.
 - ``attempts``: every HTTP attempt (step, outcome, status, code, duration), for latencies.
 - ``limits`` and ``tokens``: the tenant-wide rate limiter (see :mod:`._limiter`).
+- ``workers``: one row per worker process while it runs, with its service and heartbeat.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ from ._errors import QueueError
 
 __all__ = ["SCHEMA_VERSION", "init", "procrastinate_migrations", "require_schema"]
 
-# Our tables' version. 2: the run's secret (transaction ids derived from it).
-SCHEMA_VERSION: Final = 2
+# Our tables' version. 2: the run's secret (transaction ids derived from it). 3: the workers.
+SCHEMA_VERSION: Final = 3
 _VERSION_KEY: Final = "schema_version"
 _PROCRASTINATE_KEY: Final = "procrastinate_migration"
 # A session advisory lock: two `init`s at once run one after the other.
@@ -137,11 +138,22 @@ CREATE TABLE IF NOT EXISTS vlens_queue_tokens (
 );
 CREATE INDEX IF NOT EXISTS vlens_queue_tokens_key ON vlens_queue_tokens (key, released_at);
 """
+# One row per `vlens queue work` process while it runs (procrastinate's own table has one per
+# loop, with no process identity): the service it serves and its heartbeat.
+_WORKERS: Final = """
+CREATE TABLE IF NOT EXISTS vlens_queue_workers (
+    id bigserial PRIMARY KEY,
+    service text NOT NULL,
+    started_at double precision NOT NULL,
+    last_heartbeat timestamp with time zone NOT NULL DEFAULT now()
+);
+"""
 
 # What takes our tables from the version before to this one (``_TABLES`` already has it all for
 # a new database, so each is written to be harmless there).
 _UPGRADES: Final[dict[int, str]] = {
     2: "ALTER TABLE vlens_queue_runs ADD COLUMN IF NOT EXISTS secret text",
+    3: _WORKERS,
 }
 
 
@@ -328,7 +340,7 @@ async def _init(conn: Conn) -> str:
 
 async def _ours(conn: Conn, version: int, procrastinate: str) -> None:
     """Our tables, created or upgraded from ``version``, and the meta rows."""
-    await conn.execute(_TABLES)
+    await conn.execute(_TABLES + _WORKERS)
     for step in range(version + 1, SCHEMA_VERSION + 1):
         if step in _UPGRADES:
             await conn.execute(_UPGRADES[step])

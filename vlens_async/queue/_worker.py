@@ -7,6 +7,15 @@ exactly as ``vlens bulk`` runs an applicant, with a ``JobContext`` (``bulk._cont
 journal is PostgreSQL (:class:`~._store.PgJournal`) and whose limiter is the tenant-wide
 :class:`~._limiter.PgRateLimiter`.
 
+Services: a worker serves the runs submitted for its client's service only. It says which on
+start; when jobs wait only for runs of other services it says so once (and again if that
+changes), naming the runs and their services; with ``until_empty`` it stops: refused (an
+error) when it finished nobody, else as usual once its own service's queue is empty.
+
+Files: every worker must reach the manifest's image files. A file ``submit`` saw that this
+worker cannot read is an ``error`` (transient: a shared folder missing on one machine), kept
+for ``retry`` on the same transaction, not ``invalid`` as ``vlens bulk`` records it.
+
 Crashes: procrastinate's workers send heartbeats; every worker also sweeps, under one advisory
 lock so two sweeps never race, the jobs left ``doing`` by workers whose heartbeat stopped, and
 puts them back. The applicant's journaled transaction id and snapshot make the next run of the
@@ -27,7 +36,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -36,18 +46,20 @@ import psycopg
 import psycopg_pool
 
 from ..bulk._applicant import ApplicantRun
-from ..bulk._context import JobContext, RunCounters, StopSignal
-from ..bulk._journal import ClaimKind
+from ..bulk._context import JobContext, RunCounters, StepJournal, StopSignal
+from ..bulk._journal import AttemptRecord, ClaimKind
+from ..bulk._manifest import FACE_COLUMNS, BulkApplicant
 from ..bulk._runner import DEFAULT_CONCURRENCY, DEFAULT_STEP_RETRY
 from ..config import RetryPolicy
 from ..errors import ConfigurationError
 from ..images import prefer_throughput
+from ..images._input import _os_reason
 from ._app import Unfinished, make_app
 from ._db import connect, open_pool
 from ._errors import QueueError
 from ._limiter import PgRateLimiter
 from ._schema import require_schema
-from ._store import PgJournal, load_claim, queue_for, service_key
+from ._store import Conn, PgJournal, load_claim, queue_for, service_key
 
 if TYPE_CHECKING:
     from ..client import VlensClient
@@ -58,6 +70,7 @@ logger: Final = logging.getLogger("vlens_async")
 _SWEEP_LOCK: Final = 0x766C656E7377  # one sweep at a time, across every worker
 _POOL_JOBS: Final = 12  # pool connections for the jobs, beyond the worker's own
 _FETCHERS: Final = 4  # procrastinate worker loops per process (each fetches serially)
+_NAMED: Final = 3  # runs of other services named in a refusal
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -96,6 +109,7 @@ class Worker:
         heartbeat: float = 2.0,
         stalled_after: float = 15.0,
         poll: float = 1.0,
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -112,6 +126,8 @@ class Worker:
         self.heartbeat = heartbeat
         self.stalled_after = stalled_after
         self.poll = poll
+        self.notice = notice or _log_notice
+        self._hello = notice or _log_start
         self.counters = RunCounters()
         self._stop = StopSignal()
         self._stop_reason: str | None = None
@@ -122,6 +138,7 @@ class Worker:
         self._limiter: PgRateLimiter | None = None
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._worker_id: int | None = None
 
     # --- control ---
 
@@ -192,9 +209,14 @@ class Worker:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 self.prepare_threads, thread_name_prefix="vlens-queue-images"
             )
-            side: list[asyncio.Task[None]] = [asyncio.create_task(self._sweep(app))]
-            if self.until_empty:
-                side.append(asyncio.create_task(self._until_empty()))
+            await self._register()
+            stack.push_async_callback(self._unregister)
+            self._hello(f"serving {service_key(self.base_url)} (the runs submitted for it only)")
+            side: list[asyncio.Task[None]] = [
+                asyncio.create_task(self._sweep(app)),
+                asyncio.create_task(self._beat()),
+                asyncio.create_task(self._watch()),
+            ]
             try:
                 with prefer_throughput():
                     # Several procrastinate loops share the concurrency: each fetches one job
@@ -292,14 +314,17 @@ class Worker:
                 logger.error("queue: an applicant of run %d has no inputs; job dropped", run)
                 return
             ended: list[str] = []
+            journal = _FileCheckingJournal(context.journal, who)
 
             def finished(outcome: str) -> None:
+                outcome = journal.outcome or outcome
                 ended.append(outcome)
                 self._finished(outcome)
 
             # The run reports its outcome once it is journaled; without one it stopped short.
             try:
-                await ApplicantRun(attrs.evolve(context, finished=finished), who, claim).run()
+                job = attrs.evolve(context, finished=finished, journal=journal)
+                await ApplicantRun(job, who, claim).run()
             except psycopg.Error as exc:
                 # The journal could not be written (the database went away, say): the job is
                 # put back after a pause; its last journaled step stands.
@@ -328,34 +353,177 @@ class Worker:
                         stalled = await app.job_manager.get_stalled_jobs(
                             queue=self.queue, seconds_since_heartbeat=self.stalled_after
                         )
+                        put_back = 0
                         for job in stalled:
                             with contextlib.suppress(procrastinate.exceptions.ConnectorException):
                                 await app.job_manager.retry_job(job)
-                            logger.warning("queue: a job of a stopped worker was put back")
+                                put_back += 1
+                        if put_back:
+                            self.notice(
+                                f"{put_back} job{'s' if put_back > 1 else ''} of a stopped worker"
+                                f" {'were' if put_back > 1 else 'was'} put back"
+                            )
                     finally:
                         await conn.execute("SELECT pg_advisory_unlock(%s)", (_SWEEP_LOCK,))
             except psycopg.Error as exc:
-                logger.warning("queue: sweep failed (%s)", type(exc).__name__)
+                self.notice(f"the sweep failed ({type(exc).__name__}); it runs again")
 
-    async def _until_empty(self) -> None:
-        """Stop once this service's queue has had nothing waiting or running for two polls."""
+    async def _register(self) -> None:
+        """This process's row in ``vlens_queue_workers`` (what ``status`` counts)."""
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "INSERT INTO vlens_queue_workers (service, started_at) VALUES (%s, %s)"
+                    " RETURNING id",
+                    (service_key(self.base_url), time.time()),
+                )
+            ).fetchone()
+        self._worker_id = None if row is None else int(row[0])
+
+    async def _unregister(self) -> None:
+        assert self._pool is not None
+        with contextlib.suppress(psycopg.Error):
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "DELETE FROM vlens_queue_workers WHERE id = %s", (self._worker_id,)
+                )
+
+    async def _beat(self) -> None:
+        """This process's heartbeat; rows of workers gone for an hour are dropped."""
+        assert self._pool is not None
+        for _ in range(10**9):  # until cancelled with the worker
+            await asyncio.sleep(self.heartbeat)
+            with contextlib.suppress(psycopg.Error):
+                async with self._pool.connection() as conn:
+                    await conn.execute(
+                        "UPDATE vlens_queue_workers SET last_heartbeat = now() WHERE id = %s",
+                        (self._worker_id,),
+                    )
+                    await conn.execute(
+                        "DELETE FROM vlens_queue_workers"
+                        " WHERE last_heartbeat < now() - interval '1 hour'"
+                    )
+
+    async def _watch(self) -> None:
+        """Say when the jobs waiting are only for runs of other services (once, and again when
+        that changes); with ``until_empty``, stop once this service's queue has had nothing
+        waiting or running for two polls: refused (stopped by an error) if other services' runs
+        wait and this worker finished nobody."""
         assert self._pool is not None
         empty = 0
+        said: str | None = None
         for _ in range(10**9):  # until the queue is empty or cancelled
             await asyncio.sleep(self.poll / 2)
             async with self._pool.connection() as conn:
-                row = await (
-                    await conn.execute(
-                        "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s"
-                        " AND status IN ('todo', 'doing')",
-                        (self.queue,),
-                    )
-                ).fetchone()
-            empty = empty + 1 if row is not None and row[0] == 0 else 0
-            if empty >= 2:
+                mine, others = await _waiting(conn, self.queue)
+            empty = empty + 1 if mine == 0 else 0
+            refusal = _refusal(others, self.base_url) if mine == 0 and others else None
+            if self.until_empty and empty >= 2:
+                if refusal is not None and not self.counters.by_outcome:
+                    self._halt(refusal)  # it served nobody: the wrong service, most likely
+                    return
+                if refusal is not None:
+                    self.notice(f"done; {refusal}")
                 self._stop_reason = "the queue is empty"
                 self._end_loops()
                 return
+            if refusal is not None and refusal != said and not self.until_empty:
+                self.notice(f"waiting: {refusal}")
+            said = refusal
+
+
+def _log_notice(text: str) -> None:
+    logger.warning("queue: %s", text)
+
+
+def _log_start(text: str) -> None:
+    logger.info("queue: %s", text)
+
+
+async def _waiting(conn: Conn, queue: str) -> tuple[int, list[tuple[str, str]]]:
+    """Jobs waiting or running on ``queue``, and the runs (name, base URL) of other services
+    that have jobs waiting."""
+    row = await (
+        await conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s"
+            " AND status IN ('todo', 'doing')",
+            (queue,),
+        )
+    ).fetchone()
+    others = await (
+        await conn.execute(
+            "SELECT r.name, r.base_url FROM vlens_queue_runs r WHERE r.queue <> %s AND EXISTS"
+            " (SELECT 1 FROM procrastinate_jobs j WHERE j.queue_name = r.queue"
+            " AND j.status = 'todo' AND (j.args ->> 'run')::bigint = r.id)"
+            " ORDER BY r.name LIMIT %s",
+            (queue, _NAMED + 1),
+        )
+    ).fetchall()
+    return (0 if row is None else int(row[0])), [(str(n), str(u)) for n, u in others]
+
+
+def _refusal(others: Sequence[tuple[str, str]], base_url: str) -> str:
+    """One line naming the runs of other services (never credentials: service keys only)."""
+    named = [f"run {name} was submitted for {service_key(url)}" for name, url in others[:_NAMED]]
+    more = ", and other runs" if len(others) > _NAMED else ""
+    return f"refused: {', '.join(named)}{more}, this worker serves {service_key(base_url)}"
+
+
+def _unreadable(applicant: BulkApplicant) -> str | None:
+    """Why this worker cannot read one of the applicant's image files (by the image's name,
+    with the OS error's kind, never the path), or None (blocking: run in a thread)."""
+    names = ("front", "back", *FACE_COLUMNS)
+    for name, path in zip(names, (applicant.front, applicant.back, *applicant.faces), strict=True):
+        try:
+            with Path(path).open("rb"):
+                pass
+        except (OSError, ValueError) as exc:
+            return f"{name}: cannot read the image file ({_os_reason(exc)})"
+    return None
+
+
+class _FileCheckingJournal:
+    """One applicant's journal: an ``invalid`` outcome while one of its files cannot be read
+    here is journaled as an ``error`` instead (the file was there at submit: a missing shared
+    folder, say), so ``retry --failed`` sends it round again on the same transaction."""
+
+    def __init__(self, journal: StepJournal, applicant: BulkApplicant) -> None:
+        self._journal = journal
+        self._applicant = applicant
+        self.outcome: str | None = None  # the outcome journaled, when changed
+
+    async def save_step(
+        self,
+        applicant_id: str,
+        *,
+        state: str,
+        snapshot: Mapping[str, Any] | None,
+        attempts: Sequence[AttemptRecord],
+    ) -> None:
+        """As the journal's own."""
+        await self._journal.save_step(
+            applicant_id, state=state, snapshot=snapshot, attempts=attempts
+        )
+
+    async def finish(
+        self,
+        applicant_id: str,
+        *,
+        state: str,
+        snapshot: Mapping[str, Any] | None,
+        attempts: Sequence[AttemptRecord],
+        result: Mapping[str, Any],
+    ) -> None:
+        """As the journal's own; an unreadable file makes an ``error``."""
+        if result.get("outcome") == "invalid":
+            reason = await asyncio.to_thread(_unreadable, self._applicant)
+            if reason is not None:
+                self.outcome = "error"
+                result = {**result, "outcome": "error", "error_message": reason}
+        await self._journal.finish(
+            applicant_id, state=state, snapshot=snapshot, attempts=attempts, result=result
+        )
 
 
 async def run_worker(
@@ -370,12 +538,15 @@ async def run_worker(
     heartbeat: float = 2.0,
     stalled_after: float = 15.0,
     poll: float = 1.0,
+    notice: Callable[[str], None] | None = None,
 ) -> WorkerSummary:
     """Run one worker with ``client`` (an open :class:`~vlens_async.VlensClient`; its
     ``base_url`` picks the runs it serves) until stopped, or with ``until_empty`` until the
     queue of its service is empty. With ``signals``, the first SIGINT/SIGTERM stops gracefully
     and a second at once (see :class:`Worker`). ``heartbeat`` and ``stalled_after`` (seconds)
-    set how soon a dead worker's jobs are taken over."""
+    set how soon a dead worker's jobs are taken over. ``notice`` receives the worker's one-line
+    notices (the service it serves, runs it refuses, jobs put back); by default they are logged
+    as warnings."""
     worker = Worker(
         db,
         client,
@@ -386,6 +557,7 @@ async def run_worker(
         heartbeat=heartbeat,
         stalled_after=stalled_after,
         poll=poll,
+        notice=notice,
     )
     with contextlib.ExitStack() as stack:
         if signals:
