@@ -163,21 +163,25 @@ async def test_rate_limit_10_per_second(
 
 
 async def test_counters(raw: Raw, vlens_emulator: RunningEmulator) -> None:
-    """Counters report requests per endpoint and status, transactions and steps."""
+    """Counters report requests per endpoint and status, transactions and steps; the rate windows
+    count API calls only (not a probe of another path)."""
     tx = new_tx()
     await raw.front(small_jpeg(1), tx)
     await raw.back(small_jpeg(2), tx)
     await raw.post(EXISTS, PHONE, api_key=None)
+    async with raw.session.get("/") as probe:  # a reachability probe, as `vlens bulk` sends one
+        assert probe.status == 404
     counters = vlens_emulator.counters()
     assert counters["requests"] == {
         "id_front": {"200": 1},
         "id_back": {"200": 1},
         "check_existence": {"401": 1},
+        "unknown": {"404": 1},
     }
-    assert counters["requests_total"] == 3
+    assert counters["requests_total"] == 4
     assert counters["transactions_created"] == 1
     assert counters["steps"] == {tx: {"front": 1, "back": 1}}
-    assert sum(counters["per_minute"].values()) == 3
+    assert sum(counters["per_minute"].values()) == 3  # the rate windows count API calls only
 
 
 async def test_control_api_over_http(raw: Raw, vlens_emulator: RunningEmulator) -> None:

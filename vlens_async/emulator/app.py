@@ -149,7 +149,8 @@ async def api_middleware(request: web.Request, handler: _Handler) -> web.StreamR
     route_name = request.match_info.route.name
     endpoint = route_name if route_name in ENDPOINTS else "unknown"
     request[ENDPOINT_KEY] = endpoint
-    state.metrics.arrival()
+    if endpoint != "unknown":  # the rate windows count API calls, not probes of other paths
+        state.metrics.arrival()
     try:
         response = await _handle(request, handler, state, endpoint)
     except _Reset:
