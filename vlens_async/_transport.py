@@ -869,6 +869,8 @@ def environment_proxy(base_url: str) -> tuple[str | None, tuple[str, str] | None
     found = proxies.get(url.scheme)
     if not found or url.host is None or urllib.request.proxy_bypass(url.host):
         return None, None
+    if "://" not in found:
+        found = "http://" + found  # "proxy.corp:3128", as curl and requests read it
     try:
         return check_proxy_url(found)
     except ConfigurationError as exc:  # never the value: it may hold a password

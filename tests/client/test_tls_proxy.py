@@ -533,8 +533,8 @@ async def test_trust_env_takes_https_proxy_and_honours_no_proxy(
     pki: TestPKI,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """trust_env=True: HTTPS_PROXY is used; with the host in NO_PROXY it is bypassed. Without
-    trust_env the environment is ignored."""
+    """trust_env=True: HTTPS_PROXY is used (without a scheme too, as http://, as curl reads it);
+    with the host in NO_PROXY it is bypassed. Without trust_env the environment is ignored."""
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
 
     async def call(**options: Any) -> None:
@@ -550,10 +550,13 @@ async def test_trust_env_takes_https_proxy_and_honours_no_proxy(
     assert proxy.tunnels == []
     await call(trust_env=True)
     assert [t.target for t in proxy.opened] == [f"127.0.0.1:{https_emulator.port}"]
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url.removeprefix("http://"))  # no scheme: http://
+    await call(trust_env=True)
+    assert len(proxy.tunnels) == 2
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     await call(trust_env=True)
-    assert len(proxy.tunnels) == 1
-    assert requests_seen(https_emulator) == 3
+    assert len(proxy.tunnels) == 2
+    assert requests_seen(https_emulator) == 4
 
 
 @pytest.fixture
