@@ -20,7 +20,7 @@ import os
 import signal
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from .._redact import redact
 from ..config import RetryPolicy
@@ -511,9 +511,18 @@ def _chain(first: ManifestItem | None, rest: Iterator[ManifestItem]) -> Iterator
         yield from rest
 
 
+class _Stoppable(Protocol):
+    """What :func:`handle_signals` stops: ``stop(reason)``, graceful first, at once the second
+    time."""
+
+    def stop(self, reason: str = ...) -> None:
+        """Stop, saying why."""
+
+
 @contextlib.contextmanager
-def handle_signals(runner: BulkRunner) -> Iterator[None]:
-    """While inside, SIGINT (Ctrl-C) and SIGTERM stop ``runner``: the first gracefully (no new
+def handle_signals(runner: _Stoppable) -> Iterator[None]:
+    """While inside, SIGINT (Ctrl-C) and SIGTERM stop ``runner`` (a :class:`BulkRunner`, or
+    anything with its ``stop(reason)``, such as a queue worker): the first gracefully (no new
     applicants; those in flight finish their step and journal it), the second at once.
 
     Must be entered on the event loop's thread. Where the loop cannot take signal handlers

@@ -62,21 +62,22 @@ def _read_path(path: str | os.PathLike[str]) -> bytes:
                 raise ImageTooLargeError(f"the file is over {MAX_INPUT_BYTES} bytes")
             return fh.read(MAX_INPUT_BYTES + 1)
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise UnsupportedImageError(f"cannot read the image file ({_os_reason(exc)})") from None
+        raise UnsupportedImageError(f"cannot read the image file ({os_reason(exc)})") from None
 
 
 def _read_file(fh: BinaryIO) -> bytes:
     try:
         data = fh.read(MAX_INPUT_BYTES + 1)
     except (OSError, ValueError) as exc:  # ValueError: a closed file
-        raise UnsupportedImageError(f"cannot read the file object ({_os_reason(exc)})") from None
+        raise UnsupportedImageError(f"cannot read the file object ({os_reason(exc)})") from None
     if not isinstance(data, bytes | bytearray | memoryview):
         raise UnsupportedImageError("the file object must be opened in binary mode")
     return bytes(data)
 
 
-def _os_reason(exc: Exception) -> str:
-    """The kind of an I/O failure without its text (which names the file)."""
+def os_reason(exc: Exception) -> str:
+    """The kind of an I/O failure without its text (which names the file): its class and errno
+    name. Shared with the queue worker, which words an unreadable image file the same way."""
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"{type(exc).__name__}, {errno.errorcode.get(exc.errno, exc.errno)}"
     return type(exc).__name__

@@ -34,9 +34,8 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,11 +48,11 @@ from ..bulk._applicant import ApplicantRun
 from ..bulk._context import JobContext, RunCounters, StepJournal, StopSignal
 from ..bulk._journal import AttemptRecord, ClaimKind
 from ..bulk._manifest import FACE_COLUMNS, BulkApplicant
-from ..bulk._runner import DEFAULT_CONCURRENCY, DEFAULT_STEP_RETRY
+from ..bulk._runner import DEFAULT_CONCURRENCY, DEFAULT_STEP_RETRY, handle_signals
 from ..config import RetryPolicy
 from ..errors import ConfigurationError
 from ..images import prefer_throughput
-from ..images._input import _os_reason
+from ..images._input import os_reason
 from ._app import Unfinished, make_app
 from ._db import connect, open_pool
 from ._errors import QueueError
@@ -479,7 +478,7 @@ def _unreadable(applicant: BulkApplicant) -> str | None:
             with Path(path).open("rb"):
                 pass
         except (OSError, ValueError) as exc:
-            return f"{name}: cannot read the image file ({_os_reason(exc)})"
+            return f"{name}: cannot read the image file ({os_reason(exc)})"
     return None
 
 
@@ -561,23 +560,5 @@ async def run_worker(
     )
     with contextlib.ExitStack() as stack:
         if signals:
-            stack.enter_context(_handle_signals(worker))
+            stack.enter_context(handle_signals(worker))
         return await worker.run()
-
-
-@contextlib.contextmanager
-def _handle_signals(worker: Worker) -> Iterator[None]:
-    """SIGINT and SIGTERM stop ``worker``: the first gracefully, the second at once."""
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, worker.stop, f"{signum.name} received")
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue
-        installed.append(signum)
-    try:
-        yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
