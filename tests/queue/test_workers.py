@@ -3,7 +3,7 @@ with injected faults, workers SIGKILLed mid-job, two workers under the tenant's 
 that slow every worker, a worker of another service, and the command line's refusals.
 
 Scaled to this machine (2 cores, the whole module in well under a minute): 300 applicants for
-the three workers, five kills over 30 applicants, 20 applicants (60 requests,
+the three workers, five kills over 40 applicants, 20 applicants (60 requests,
 the per-minute quota) under 10/s and 60/min.
 """
 
@@ -79,11 +79,18 @@ def last_worker(db: str) -> int:
     return int(row[0]) if row else 0
 
 
-def count_ok(db: str) -> int:
-    """Successful attempts journaled so far."""
+def holds_journaled_job(db: str, after: int) -> bool:
+    """Whether a worker loop registered after ``after`` holds a job whose applicant has a
+    journaled step (a kill then leaves a half-done applicant to put back)."""
     with psycopg.connect(db) as conn:
-        row = conn.execute("SELECT count(*) FROM vlens_queue_attempts WHERE ok").fetchone()
-    return int(row[0]) if row else 0
+        row = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs j"
+            " JOIN vlens_queue_attempts a ON a.ok"
+            " AND a.run = (j.args->>'run')::bigint AND a.applicant_id = j.args->>'applicant'"
+            " WHERE j.status = 'doing' AND j.worker_id > %s",
+            (after,),
+        ).fetchone()
+    return bool(row and row[0])
 
 
 async def test_three_workers_with_faults(
@@ -116,7 +123,7 @@ async def test_sigkill_workers_resume_on_the_same_transactions(
 ) -> None:
     """SIGKILL a worker mid-job five times: its jobs finish on the same transactions and no
     journaled step is sent again."""
-    count = 30
+    count = 40  # five victims hold at most ~6 each: jobs are left for the steady worker
     await queue.init(pg_url)
     manifest = write_manifest(tmp_path, count, distinct=6)
     await queue.submit(
@@ -125,14 +132,15 @@ async def test_sigkill_workers_resume_on_the_same_transactions(
     # A slow liveness keeps applicants unfinished after their sides are journaled.
     vlens_emulator.set_faults(None, ["fixed:60ms", "fixed:500ms@liveness"])
     args = (vlens_emulator.base_url, vlens_emulator.api_key, *FAST_RETRY, "--concurrency", "4")
-    steady = await start_worker(pg_url, *args, "--until-empty")
-    victim = await start_worker(pg_url, *args)
     seen: dict[tuple[str, str], int] = {}
     killed = ""  # what the killed workers said: any of them may be the one that swept
     for _ in range(5):
-        target = await asyncio.to_thread(count_ok, pg_url) + 4
+        # Each victim is killed once it holds a half-done applicant, however slowly it started
+        # (a worker taking jobs beside it could otherwise empty the queue first).
+        before = await asyncio.to_thread(last_worker, pg_url)
+        victim = await start_worker(pg_url, *args)
         for _ in range(1500):  # 30 s at most
-            if await asyncio.to_thread(count_ok, pg_url) >= target:
+            if await asyncio.to_thread(holds_journaled_job, pg_url, before):
                 break
             await asyncio.sleep(0.02)
         victim.send_signal(signal.SIGKILL)
@@ -142,14 +150,15 @@ async def test_sigkill_workers_resume_on_the_same_transactions(
         steps = vlens_emulator.counters()["steps"]
         for transaction_id, step in done:
             seen.setdefault((transaction_id, step), steps[transaction_id][step])
-        before = await asyncio.to_thread(last_worker, pg_url)
-        victim = await start_worker(pg_url, *args)
     vlens_emulator.set_faults(None, ["fixed:20ms"])
-    said = (await finish(steady))[0]
+    before = await asyncio.to_thread(last_worker, pg_url)
+    victim = await start_worker(pg_url, *args)
     for _ in range(1500):  # the last victim handles signals once it is registered (30 s at most)
         if await asyncio.to_thread(last_worker, pg_url) > before:
             break
         await asyncio.sleep(0.02)
+    steady = await start_worker(pg_url, *args, "--until-empty")
+    said = (await finish(steady))[0]
     victim.send_signal(signal.SIGTERM)
     said += (await finish(victim, status=130))[0]
     assert "SIGTERM received" in said
