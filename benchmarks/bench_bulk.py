@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import hashlib
 import json
 import math
@@ -50,13 +52,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from _common import Emulator, loop_gaps, upscale
 
-from vlens_async.bulk import BulkSummary, run_bulk
+from vlens_async.bulk import BulkSummary, frozen_heap, run_bulk
 from vlens_async.client import VlensClient
 from vlens_async.samples import make_applicant
 
@@ -167,6 +169,25 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@contextlib.contextmanager
+def gc_pauses() -> Iterator[dict[int, list[float]]]:
+    """The cyclic collector's collections in the block: seconds each, by generation."""
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    started = [0.0]
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(record)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(record)
+
+
 async def run_job(
     base_url: str,
     api_key: str,
@@ -176,25 +197,29 @@ async def run_job(
     *,
     prepare: bool = True,
     prepare_threads: int | None = None,
+    heap: str = "frozen",
 ) -> tuple[BulkSummary, float, list[float], dict[str, float]]:
     """Run the bulk job; return its summary, CPU seconds used, the loop lags seen, and the CPU
-    seconds by stage (threads)."""
+    seconds by stage (threads). ``heap="frozen"`` runs it as ``vlens bulk`` does, inside
+    ``frozen_heap()``; ``"plain"`` without."""
     async with loop_gaps(LAG_INTERVAL) as gaps:
         sampler = ThreadCPU().__enter__()
         cpu = cpu_seconds()
+        held = frozen_heap() if heap == "frozen" else contextlib.nullcontext()
         async with VlensClient(api_key, base_url=base_url) as client:
-            summary = await run_bulk(
-                client,
-                manifest,
-                journal=work / f"{manifest.stem}-{prepare}.db",
-                out=work / f"{manifest.stem}-{prepare}.jsonl",
-                concurrency=concurrency,
-                rate_limit="none",
-                prepare=prepare,
-                prepare_threads=prepare_threads,
-                progress=False,
-                signals=False,
-            )
+            with held:
+                summary = await run_bulk(
+                    client,
+                    manifest,
+                    journal=work / f"{manifest.stem}-{prepare}.db",
+                    out=work / f"{manifest.stem}-{prepare}.jsonl",
+                    concurrency=concurrency,
+                    rate_limit="none",
+                    prepare=prepare,
+                    prepare_threads=prepare_threads,
+                    progress=False,
+                    signals=False,
+                )
         cpu = cpu_seconds() - cpu
         sampler.__exit__()
     stages = sampler.by_stage()
@@ -217,23 +242,26 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     report: dict[str, Any] = {
         "bound_flows_per_s": round(bound, 1),
         "prepare_threads": args.prepare_threads or "default",
+        "heap": args.heap,
     }
     for prepare in {"both": (True, False), "on": (True,), "off": (False,)}[args.prepare]:
         emulator = Emulator(args.latency_ms)
         with emulator as (base_url, api_key):
             server_cpu = emulator.cpu()
             load = os.getloadavg()[0]
-            summary, cpu, lags, stages = asyncio.run(
-                run_job(
-                    base_url,
-                    api_key,
-                    manifest,
-                    work,
-                    args.concurrency,
-                    prepare=prepare,
-                    prepare_threads=args.prepare_threads,
+            with gc_pauses() as pauses:
+                summary, cpu, lags, stages = asyncio.run(
+                    run_job(
+                        base_url,
+                        api_key,
+                        manifest,
+                        work,
+                        args.concurrency,
+                        prepare=prepare,
+                        prepare_threads=args.prepare_threads,
+                        heap=args.heap,
+                    )
                 )
-            )
             server_cpu = emulator.cpu() - server_cpu
         flows = max(1, summary.processed)
         report["prepare_on" if prepare else "prepare_off"] = {
@@ -249,6 +277,10 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "emulator_cpu_ms_per_flow": round(1000 * server_cpu / flows, 1),
             "loop_lag_p99_ms": round(1000 * p99(lags), 2),
             "loop_lag_max_ms": round(1000 * max(lags, default=float("nan")), 2),
+            "gc_collections_by_generation": {
+                str(g): {"count": len(p), "max_ms": round(1000 * max(p, default=0.0), 1)}
+                for g, p in pauses.items()
+            },
             "latency_p50_ms": {k: round(v.p50 * 1000) for k, v in summary.latency.items()},
             "load_average_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],
         }
@@ -528,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-child", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument(
         "--prepare", choices=("both", "on", "off"), default="both", help="throughput run"
+    )
+    parser.add_argument(
+        "--heap",
+        choices=("frozen", "plain"),
+        default="frozen",
+        help="throughput run: inside frozen_heap() as vlens bulk runs (default), or without",
     )
     args = parser.parse_args(argv)
     if args.memory_child:

@@ -203,7 +203,7 @@ def cmd_work(args: argparse.Namespace) -> int:
         )
     asyncio.run(cli._check_reachable(service))  # as vlens bulk does: one line, exit 2
 
-    from vlens_async.bulk import DEFAULT_STEP_RETRY
+    from vlens_async.bulk import DEFAULT_STEP_RETRY, frozen_heap
 
     step_retry = DEFAULT_STEP_RETRY
     if args.retry_initial is not None:  # the tests' faster backoff
@@ -216,19 +216,20 @@ def cmd_work(args: argparse.Namespace) -> int:
 
     async def work() -> Any:
         async with cli._client(service) as client:
-            return await queue.run_worker(
-                db,
-                client,
-                concurrency=args.concurrency,
-                until_empty=args.until_empty,
-                step_retry=step_retry,
-                prepare_threads=args.prepare_threads,
-                signals=True,
-                heartbeat=args.heartbeat,
-                stalled_after=args.stalled_after,
-                poll=args.poll,
-                notice=notice,
-            )
+            with frozen_heap():  # as vlens bulk: this process is the worker's
+                return await queue.run_worker(
+                    db,
+                    client,
+                    concurrency=args.concurrency,
+                    until_empty=args.until_empty,
+                    step_retry=step_retry,
+                    prepare_threads=args.prepare_threads,
+                    signals=True,
+                    heartbeat=args.heartbeat,
+                    stalled_after=args.stalled_after,
+                    poll=args.poll,
+                    notice=notice,
+                )
 
     summary = asyncio.run(work())
     done = ", ".join(f"{n} {o}" for o, n in sorted(summary.by_outcome.items())) or "none"

@@ -59,6 +59,7 @@ import re
 import ssl
 import time
 import urllib.request
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -108,9 +109,13 @@ __all__ = [
     "logger",
     "open_session",
     "send",
+    "uses_proxy",
 ]
 
 logger: Final = logging.getLogger("vlens_async")
+# The sessions open_session gave a proxy: only a proxy's 407 is the proxy's refusal (a service
+# answering 407 itself is the service's error). aiohttp keeps the proxy in a private attribute.
+_PROXIED: Final[weakref.WeakSet[aiohttp.ClientSession]] = weakref.WeakSet()
 
 
 # Raw bodies kept on errors are cut to this size: enough to see a proxy page, not a whole image.
@@ -598,11 +603,17 @@ def _untrusted(
     )
 
 
-def is_proxy_refusal(status: int) -> bool:
-    """True for an HTTP answer only a proxy gives: 407 (it wants credentials). Through a proxy to
-    a plain ``http://`` service, it comes as the response's status, not as a failed
-    ``CONNECT``; it is the proxy's refusal all the same (:class:`ProxyError`)."""
-    return status == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED
+def is_proxy_refusal(status: int, session: aiohttp.ClientSession) -> bool:
+    """True for a proxy's 407 (it wants credentials) on ``session``, one that goes through a
+    proxy. Through a proxy to a plain ``http://`` service, it comes as the response's status,
+    not as a failed ``CONNECT``; it is the proxy's refusal all the same (:class:`ProxyError`).
+    Without a proxy, a 407 is the service's own answer."""
+    return status == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED and uses_proxy(session)
+
+
+def uses_proxy(session: aiohttp.ClientSession) -> bool:
+    """True when ``session`` (made by :func:`open_session`) goes through a proxy."""
+    return session in _PROXIED
 
 
 def describe_proxy_refusal(status: int) -> str:
@@ -787,7 +798,7 @@ async def send(
                 if on_status is not None:
                     on_status(status)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                if is_proxy_refusal(status):
+                if is_proxy_refusal(status, session):
                     failure = _refused_by_proxy(request, status)
                 else:
                     try:
@@ -909,10 +920,13 @@ def open_session(
         # BasicAuth are deprecated (aiohttp 3.14).
         user, password = (_as_utf8_for_aiohttp(text) for text in credentials)
         proxy = proxy.with_user(user).with_password(password)
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=True if context is None else context),
         timeout=timeout,
         proxy=proxy,
         trust_env=False,  # never ~/.netrc: see environment_proxy
         trace_configs=list(options.trace_configs) or None,
     )
+    if proxy is not None:
+        _PROXIED.add(session)
+    return session

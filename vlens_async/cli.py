@@ -1160,21 +1160,23 @@ async def _bulk(
     rate: RateLimit,
     emulator: EmulatorConfig | None = None,
 ) -> BulkSummary:
-    from vlens_async.bulk import run_bulk
+    from vlens_async.bulk import frozen_heap, run_bulk
 
+    # This process is the job's: what it imported stays out of the collector's full scans.
     async with _client(service, emulator) as client:
-        return await run_bulk(
-            client,
-            args.manifest,
-            journal=args.journal,
-            out=args.out,
-            concurrency=args.concurrency,
-            rate_limit=rate,
-            resume=args.resume,
-            retry_errors=args.retry_errors,
-            prepare=args.prepare,
-            progress=True,
-        )
+        with frozen_heap():
+            return await run_bulk(
+                client,
+                args.manifest,
+                journal=args.journal,
+                out=args.out,
+                concurrency=args.concurrency,
+                rate_limit=rate,
+                resume=args.resume,
+                retry_errors=args.retry_errors,
+                prepare=args.prepare,
+                progress=True,
+            )
 
 
 async def _check_reachable(service: Service) -> None:
@@ -1208,12 +1210,13 @@ async def _check_reachable(service: Service) -> None:
             session.get(service.base_url, allow_redirects=False) as response,
         ):
             status = response.status
+            refused = is_proxy_refusal(status, session)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # No URL (aiohttp's texts quote it whole, proxy credentials included), and raised below,
         # outside this block, so that not even ``__context__`` holds aiohttp's error.
         problem = describe_failure(exc, service_url=service.base_url)
     else:
-        if not is_proxy_refusal(status):
+        if not refused:
             return
         problem = describe_proxy_refusal(status)
     raise _CliError(f"cannot reach {host}: {cli_words(problem)}")

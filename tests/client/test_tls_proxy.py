@@ -25,6 +25,7 @@ from tests.helpers.tls import TestPKI
 from vlens_async import (
     AdminLogin,
     APIConnectionError,
+    APIError,
     ClientCertificateError,
     ConfigurationError,
     ProxyError,
@@ -34,7 +35,7 @@ from vlens_async import (
 )
 from vlens_async import client as client_module
 from vlens_async._transport import Request, connection_error, describe_failure
-from vlens_async.cli import cli_words
+from vlens_async.cli import Service, _check_reachable, cli_words
 from vlens_async.config import TransportOptions
 from vlens_async.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from vlens_async.samples import make_applicant
@@ -575,16 +576,16 @@ _EXISTS = b'{"data":{"exists":false},"error_code":null,"error_message":null}'
 
 
 @contextlib.asynccontextmanager
-async def recording_server() -> AsyncIterator[tuple[str, list[str]]]:
-    """A loopback HTTP server answering every request with a check_existence envelope; yields
-    its base URL and the request heads it received."""
+async def recording_server(status: bytes = b"200 OK") -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback HTTP server answering every request with ``status`` and a check_existence
+    envelope; yields its base URL and the request heads it received."""
     heads: list[str] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         heads.append((await reader.readuntil(b"\r\n\r\n")).decode("latin-1"))
         writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(_EXISTS), _EXISTS)
+            b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, len(_EXISTS), _EXISTS)
         )
         await writer.drain()
         writer.close()
@@ -595,6 +596,21 @@ async def recording_server() -> AsyncIterator[tuple[str, list[str]]]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_407_without_a_proxy_is_the_services_answer() -> None:
+    """A service that answers 407 itself, no proxy configured: an API error with that status,
+    not a ProxyError telling the operator to give proxy credentials; and the reachability
+    check before a bulk job takes it as the service being there."""
+    async with recording_server(b"407 Proxy Authentication Required") as (base_url, heads):
+        async with VlensClient("key", base_url=base_url, retry=RetryPolicy.disabled()) as client:
+            with pytest.raises(APIError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        await _check_reachable(Service(emulator=False, base_url=base_url, api_key="key"))
+    assert not isinstance(caught.value, ProxyError)
+    assert caught.value.status == 407
+    assert "the proxy refused" not in str(caught.value)
+    assert len(heads) == 2
 
 
 def authorization_lines(head: str) -> list[str]:

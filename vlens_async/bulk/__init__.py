@@ -51,6 +51,7 @@ Entry points for the command line: :func:`run_bulk`, :meth:`RateLimit.parse`,
 from __future__ import annotations
 
 from ._demo import DEFAULT_SCENARIO_MIX, write_demo_manifest
+from ._heap import frozen_heap
 from ._journal import LatencyStats
 from ._manifest import BulkApplicant, InvalidRow
 from ._ratelimit import RateLimit, RateLimiter
@@ -90,6 +91,7 @@ __all__ = [
     "RateLimiter",
     "RichProgress",
     "format_summary",
+    "frozen_heap",
     "handle_signals",
     "make_progress",
     "read_manifest",

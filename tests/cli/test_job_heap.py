@@ -1,0 +1,39 @@
+"""``vlens bulk`` runs its job inside ``frozen_heap()`` and leaves the process unfrozen."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import vlens_async.bulk
+from tests.cli.support import run
+from vlens_async.emulator import BackgroundEmulator
+
+
+def test_bulk_job_runs_with_a_frozen_heap(
+    tmp_path: Path,
+    cli_manifest: Path,
+    vlens_emulator_thread: BackgroundEmulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job sees the start-up heap frozen; after the command nothing is frozen."""
+    real = vlens_async.bulk.run_bulk
+    seen: list[int] = []
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.get_freeze_count())
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(vlens_async.bulk, "run_bulk", watched)
+    gc.unfreeze()
+    argv = ["bulk", str(cli_manifest), "--journal", str(tmp_path / "j.db")]
+    argv += ["--out", str(tmp_path / "o.jsonl")]
+    service = ["--base-url", vlens_emulator_thread.base_url]
+    service += ["--api-key", vlens_emulator_thread.api_key]
+    assert run(capsys, *argv, *service)[0] == 0
+    assert len(seen) == 1 and seen[0] > 1000  # the modules' objects, at least
+    assert gc.get_freeze_count() == 0
