@@ -52,8 +52,10 @@ object into the endpoint's model (raising :class:`ResponseDecodeError` when it d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import errno
+import ipaddress
 import logging
 import re
 import ssl
@@ -878,7 +880,7 @@ def environment_proxy(base_url: str) -> tuple[str | None, tuple[str, str] | None
     proxies = urllib.request.getproxies()
     variable = f"{url.scheme.upper()}_PROXY"
     found = proxies.get(url.scheme)
-    if not found or url.host is None or urllib.request.proxy_bypass(url.host):
+    if not found or url.host is None or _bypassed(url.host, url.port, proxies.get("no")):
         return None, None
     if "://" not in found:
         found = "http://" + found  # "proxy.corp:3128", as curl and requests read it
@@ -886,6 +888,40 @@ def environment_proxy(base_url: str) -> tuple[str | None, tuple[str, str] | None
         return check_proxy_url(found)
     except ConfigurationError as exc:  # never the value: it may hold a password
         raise ConfigurationError(f"the proxy in {variable} (environment): {exc}") from None
+
+
+def _bypassed(host: str, port: int | None, no_proxy: str | None) -> bool:
+    """Whether ``NO_PROXY`` (``no_proxy``) spares ``host``, as curl and requests read it: ``*``;
+    a domain and its subdomains (``example.com``, ``.example.com``, ``*.example.com``); with a
+    port, that port only (``example.com:8443``, ``[::1]:443``); an IP address or network
+    (``10.0.0.0/8``, ``::1/128``). Without it, the system's settings (macOS, Windows)."""
+    if no_proxy is None:
+        return bool(urllib.request.proxy_bypass(host))
+    host = host.lower().rstrip(".")
+    return any(_spares(entry, host, port) for entry in re.split(r"[\s,]+", no_proxy.lower()))
+
+
+def _spares(entry: str, host: str, port: int | None) -> bool:
+    if entry == "*":
+        return True
+    try:
+        network = ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        network = None
+    if network is not None:
+        with contextlib.suppress(ValueError):  # a host name is in no network
+            return ipaddress.ip_address(host) in network
+        return False
+    parts = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<name>[^:]+)(?::(?P<port>\d+))?", entry
+    )
+    if parts is None:
+        return False
+    name = (parts["v6"] or parts["name"] or "").lstrip("*").lstrip(".").rstrip(".")
+    wanted = parts["p6"] or parts["port"]
+    if not name or (wanted is not None and int(wanted) != port):
+        return False
+    return host == name or host.endswith("." + name)
 
 
 def _as_utf8_for_aiohttp(text: str) -> str:
