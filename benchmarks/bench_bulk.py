@@ -169,6 +169,13 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def job_heap(heap: str) -> contextlib.AbstractContextManager[None]:
+    """``frozen_heap()`` as ``vlens bulk`` holds it (``"frozen"``), or nothing (``"plain"``).
+    Entered before the loop-lag and collector records start: its own collection is not the
+    job's."""
+    return frozen_heap() if heap == "frozen" else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def gc_pauses() -> Iterator[dict[int, list[float]]]:
     """The cyclic collector's collections in the block: seconds each, by generation."""
@@ -197,29 +204,25 @@ async def run_job(
     *,
     prepare: bool = True,
     prepare_threads: int | None = None,
-    heap: str = "frozen",
 ) -> tuple[BulkSummary, float, list[float], dict[str, float]]:
     """Run the bulk job; return its summary, CPU seconds used, the loop lags seen, and the CPU
-    seconds by stage (threads). ``heap="frozen"`` runs it as ``vlens bulk`` does, inside
-    ``frozen_heap()``; ``"plain"`` without."""
+    seconds by stage (threads). Callers hold :func:`job_heap` around it."""
     async with loop_gaps(LAG_INTERVAL) as gaps:
         sampler = ThreadCPU().__enter__()
         cpu = cpu_seconds()
-        held = frozen_heap() if heap == "frozen" else contextlib.nullcontext()
         async with VlensClient(api_key, base_url=base_url) as client:
-            with held:
-                summary = await run_bulk(
-                    client,
-                    manifest,
-                    journal=work / f"{manifest.stem}-{prepare}.db",
-                    out=work / f"{manifest.stem}-{prepare}.jsonl",
-                    concurrency=concurrency,
-                    rate_limit="none",
-                    prepare=prepare,
-                    prepare_threads=prepare_threads,
-                    progress=False,
-                    signals=False,
-                )
+            summary = await run_bulk(
+                client,
+                manifest,
+                journal=work / f"{manifest.stem}-{prepare}.db",
+                out=work / f"{manifest.stem}-{prepare}.jsonl",
+                concurrency=concurrency,
+                rate_limit="none",
+                prepare=prepare,
+                prepare_threads=prepare_threads,
+                progress=False,
+                signals=False,
+            )
         cpu = cpu_seconds() - cpu
         sampler.__exit__()
     stages = sampler.by_stage()
@@ -249,7 +252,7 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         with emulator as (base_url, api_key):
             server_cpu = emulator.cpu()
             load = os.getloadavg()[0]
-            with gc_pauses() as pauses:
+            with job_heap(args.heap), gc_pauses() as pauses:
                 summary, cpu, lags, stages = asyncio.run(
                     run_job(
                         base_url,
@@ -259,7 +262,6 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         args.concurrency,
                         prepare=prepare,
                         prepare_threads=args.prepare_threads,
-                        heap=args.heap,
                     )
                 )
             server_cpu = emulator.cpu() - server_cpu
@@ -322,16 +324,17 @@ def bench_12mp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     manifest = write_manifest(work / "big", sets, args.flows_12mp)
     with Emulator(args.latency_ms) as (base_url, api_key):
         load = os.getloadavg()[0]
-        summary, cpu, lags, stages = asyncio.run(
-            run_job(
-                base_url,
-                api_key,
-                manifest,
-                work,
-                args.concurrency,
-                prepare_threads=args.prepare_threads,
+        with job_heap(args.heap):
+            summary, cpu, lags, stages = asyncio.run(
+                run_job(
+                    base_url,
+                    api_key,
+                    manifest,
+                    work,
+                    args.concurrency,
+                    prepare_threads=args.prepare_threads,
+                )
             )
-        )
     return {
         "prepare_threads": args.prepare_threads or "default",
         "flows": summary.processed,
@@ -565,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         "--heap",
         choices=("frozen", "plain"),
         default="frozen",
-        help="throughput run: inside frozen_heap() as vlens bulk runs (default), or without",
+        help="throughput and 12 MP runs: inside frozen_heap() as vlens bulk runs (default), or not",
     )
     args = parser.parse_args(argv)
     if args.memory_child:

@@ -605,12 +605,17 @@ def _untrusted(
     )
 
 
-def is_proxy_refusal(status: int, session: aiohttp.ClientSession) -> bool:
-    """True for a proxy's 407 (it wants credentials) on ``session``, one that goes through a
-    proxy. Through a proxy to a plain ``http://`` service, it comes as the response's status,
-    not as a failed ``CONNECT``; it is the proxy's refusal all the same (:class:`ProxyError`).
-    Without a proxy, a 407 is the service's own answer."""
-    return status == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED and uses_proxy(session)
+def is_proxy_refusal(status: int, session: aiohttp.ClientSession, url: str) -> bool:
+    """True for a proxy's 407 (it wants credentials) as the answer to a request for ``url`` on
+    ``session``. Through a proxy to a plain ``http://`` service, the proxy's 407 comes as the
+    response's status, not as a failed ``CONNECT``; it is the proxy's refusal all the same
+    (:class:`ProxyError`). Without a proxy, or inside an ``https://`` tunnel (a proxy's 407
+    there fails the ``CONNECT``), a 407 is the service's own answer."""
+    return (
+        status == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED
+        and uses_proxy(session)
+        and yarl.URL(url).scheme == "http"
+    )
 
 
 def uses_proxy(session: aiohttp.ClientSession) -> bool:
@@ -800,7 +805,7 @@ async def send(
                 if on_status is not None:
                     on_status(status)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                if is_proxy_refusal(status, session):
+                if is_proxy_refusal(status, session, base_url):
                     failure = _refused_by_proxy(request, status)
                 else:
                     try:
@@ -917,10 +922,19 @@ def _spares(entry: str, host: str, port: int | None) -> bool:
     )
     if parts is None:
         return False
-    name = (parts["v6"] or parts["name"] or "").lstrip("*").lstrip(".").rstrip(".")
     wanted = parts["p6"] or parts["port"]
-    if not name or (wanted is not None and int(wanted) != port):
+    if wanted is not None and int(wanted) != port:
         return False
+    if parts["v6"] is not None:  # "[0:0::1]" is "::1": compared as addresses
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_address(parts["v6"]) == ipaddress.ip_address(host)
+        return False
+    name = parts["name"].lstrip("*").lstrip(".").rstrip(".")
+    if not name:
+        return False
+    with contextlib.suppress(ValueError):  # an address is matched whole, not as a domain
+        ipaddress.ip_address(host)
+        return host == name
     return host == name or host.endswith("." + name)
 
 

@@ -1210,7 +1210,7 @@ async def _check_reachable(service: Service) -> None:
             session.get(service.base_url, allow_redirects=False) as response,
         ):
             status = response.status
-            refused = is_proxy_refusal(status, session)
+            refused = is_proxy_refusal(status, session, service.base_url)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # No URL (aiohttp's texts quote it whole, proxy credentials included), and raised below,
         # outside this block, so that not even ``__context__`` holds aiohttp's error.

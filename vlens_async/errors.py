@@ -125,6 +125,7 @@ __all__ = [
 # flag): the cut that keeps a server's free text short must not lose the fix.
 _MESSAGE_LIMIT: Final = 600
 
+
 class VlensError(Exception):
     """Root of every exception raised by vlens-async.
 

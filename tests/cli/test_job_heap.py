@@ -35,5 +35,6 @@ def test_bulk_job_runs_with_a_frozen_heap(
     service = ["--base-url", vlens_emulator_thread.base_url]
     service += ["--api-key", vlens_emulator_thread.api_key]
     assert run(capsys, *argv, *service)[0] == 0
-    assert len(seen) == 1 and seen[0] > 1000  # the modules' objects, at least
+    assert len(seen) == 1
+    assert seen[0] > 1000  # the modules' objects, at least
     assert gc.get_freeze_count() == 0

@@ -27,7 +27,10 @@ CASES = [
     ("::1/128", "https://[::1]:8443", True),
     ("[::1]:8443", "https://[::1]:8443", True),
     ("[::1]:443", "https://[::1]:8443", False),
-    ("", "https://api.vlens.example", False),
+    ("[0:0::1]:8443", "https://[::1]:8443", True),  # the same address, written longer
+    ("10", "https://10.0.0.10", False),  # an address is not a domain with suffixes
+    ("other.example,,\tapi.vlens.example.", "https://api.vlens.example", True),
+    ("other.example,,", "https://api.vlens.example", False),
 ]
 
 

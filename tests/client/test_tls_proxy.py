@@ -613,6 +613,43 @@ async def test_a_407_without_a_proxy_is_the_services_answer() -> None:
     assert len(heads) == 2
 
 
+async def test_a_407_inside_an_https_tunnel_is_the_services_answer(
+    proxy: ConnectProxy, pki: TestPKI
+) -> None:
+    """Through a proxy to an https:// service, the proxy's 407 would fail the CONNECT: a 407
+    after the tunnel opened is the service's own answer, not a ProxyError."""
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_EXISTS), _EXISTS)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=pki.server_context())
+    base_url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with VlensClient(
+            "key",
+            base_url=base_url,
+            proxy=proxy.url,
+            ssl=pki.client_context(),
+            retry=RetryPolicy.disabled(),
+        ) as client:
+            with pytest.raises(APIError) as caught:
+                await client.check_existence(phone_number=PHONE)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not isinstance(caught.value, ProxyError)
+    assert caught.value.status == 407
+    assert [t.status for t in proxy.tunnels] == [200]
+    assert len(seen) == 1
+
+
 def authorization_lines(head: str) -> list[str]:
     """The Authorization header lines of a request head."""
     return [line for line in head.splitlines() if line.lower().startswith("authorization:")]

@@ -79,6 +79,13 @@ def last_worker(db: str) -> int:
     return int(row[0]) if row else 0
 
 
+def count_ok(db: str) -> int:
+    """Successful attempts journaled so far."""
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT count(*) FROM vlens_queue_attempts WHERE ok").fetchone()
+    return int(row[0]) if row else 0
+
+
 def holds_journaled_job(db: str, after: int) -> bool:
     """Whether a worker loop registered after ``after`` holds a job whose applicant has a
     journaled step (a kill then leaves a half-done applicant to put back)."""
@@ -123,7 +130,7 @@ async def test_sigkill_workers_resume_on_the_same_transactions(
 ) -> None:
     """SIGKILL a worker mid-job five times: its jobs finish on the same transactions and no
     journaled step is sent again."""
-    count = 40  # five victims hold at most ~6 each: jobs are left for the steady worker
+    count = 40  # five victims hold at most 4 at a time: jobs are left for the steady worker
     await queue.init(pg_url)
     manifest = write_manifest(tmp_path, count, distinct=6)
     await queue.submit(
@@ -138,11 +145,18 @@ async def test_sigkill_workers_resume_on_the_same_transactions(
         # Each victim is killed once it holds a half-done applicant, however slowly it started
         # (a worker taking jobs beside it could otherwise empty the queue first).
         before = await asyncio.to_thread(last_worker, pg_url)
+        target = await asyncio.to_thread(count_ok, pg_url) + 4  # its four jobs under way
         victim = await start_worker(pg_url, *args)
         for _ in range(1500):  # 30 s at most
-            if await asyncio.to_thread(holds_journaled_job, pg_url, before):
+            if await asyncio.to_thread(count_ok, pg_url) >= target and await asyncio.to_thread(
+                holds_journaled_job, pg_url, before
+            ):
                 break
             await asyncio.sleep(0.02)
+        else:
+            victim.kill()
+            await victim.communicate()
+            pytest.fail("the victim held no half-done applicant within 30 s")
         victim.send_signal(signal.SIGKILL)
         killed += b"".join(await victim.communicate()).decode()
         await asyncio.sleep(0.6)  # its requests in the emulator end there
