@@ -16,10 +16,10 @@ def frozen_heap() -> Iterator[None]:
 
     What is alive when it starts (the imported modules, Pillow, aiohttp, the converters cattrs
     generated) is moved out of the cyclic garbage collector's reach, so each full collection
-    scans only the job's own objects: in ``bench_bulk`` a full collection held the event loop for
-    about 100 ms before (see ``benchmarks/RESULTS.md``). The collector is process-wide, so this is
-    too: hold it only where the process is the job's. Everything is unfrozen on exit; inside a
-    freeze that someone else made, it does nothing (theirs to undo).
+    scans only the job's own objects: in ``bench_bulk`` a full collection held the event loop
+    for 66-101 ms before, 23-71 ms after (``benchmarks/RESULTS.md``). The collector is
+    process-wide, so this is too: hold it only where the process is the job's. Everything is
+    unfrozen on exit; inside a freeze that someone else made, it does nothing (theirs to undo).
     """
     if gc.get_freeze_count():
         yield
