@@ -1,4 +1,5 @@
-"""``vlens bulk`` runs its job inside ``frozen_heap()`` and leaves the process unfrozen."""
+"""``vlens bulk`` and ``vlens demo`` run their job inside ``frozen_heap()`` and leave the process
+unfrozen."""
 
 from __future__ import annotations
 
@@ -37,4 +38,24 @@ def test_bulk_job_runs_with_a_frozen_heap(
     assert run(capsys, *argv, *service)[0] == 0
     assert len(seen) == 1
     assert seen[0] > 1000  # the modules' objects, at least
+    assert gc.get_freeze_count() == 0
+
+
+def test_demo_runs_with_a_frozen_heap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's job on the embedded emulator sees the heap frozen; nothing frozen after."""
+    real = vlens_async.bulk.run_bulk
+    seen: list[int] = []
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.get_freeze_count())
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(vlens_async.bulk, "run_bulk", watched)
+    gc.unfreeze()
+    argv = ["demo", "--count", "1", "--folder", str(tmp_path / "d"), "--faults", ""]
+    assert run(capsys, *argv, "--latency", "none")[0] == 0
+    assert len(seen) == 1
+    assert seen[0] > 1000
     assert gc.get_freeze_count() == 0
