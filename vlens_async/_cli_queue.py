@@ -192,9 +192,11 @@ def cmd_work(args: argparse.Namespace) -> int:
     """``vlens queue work``: 0 when it ended on its own, 130 after a signal, 2 after an error
     the user must fix (credentials, say)."""
     from vlens_async import cli
+    from vlens_async.bulk import check_concurrency
 
     queue = _queue_module()
     db = _db(args)
+    check_concurrency(args.concurrency)  # before the first request, as vlens bulk checks it
     service = cli.resolve_service(args)
     if service.emulator:
         raise cli._CliError(

@@ -1111,15 +1111,15 @@ def _add_bulk(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _job_options(args: argparse.Namespace) -> RateLimit:
     """``--concurrency`` and ``--rate`` checked before anything is read or sent."""
-    from vlens_async.bulk import RateLimit
+    from vlens_async.bulk import RateLimit, check_concurrency
     from vlens_async.errors import ConfigurationError
 
-    if args.concurrency < 1:
-        raise _CliError(f"--concurrency must be at least 1, got {args.concurrency}")
     try:
+        check_concurrency(args.concurrency)
         return RateLimit.parse(args.rate)
     except ConfigurationError as exc:
-        raise _CliError(f"--rate {args.rate}: {cli_words(str(exc))}") from None
+        text = cli_words(str(exc))
+        raise _CliError(text if text.startswith("--") else f"--rate {args.rate}: {text}") from None
 
 
 def _check_output_path(flag: str, path: Path) -> None:

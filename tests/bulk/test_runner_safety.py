@@ -21,10 +21,23 @@ from tests.bulk.scripted import (
     results,
     runner,
 )
-from vlens_async.bulk import NullProgress, format_summary, run_bulk
+from vlens_async import VlensClient
+from vlens_async.bulk import (
+    MAX_CONCURRENCY,
+    BulkRunner,
+    NullProgress,
+    check_concurrency,
+    format_summary,
+    run_bulk,
+)
 from vlens_async.bulk._journal import JobIdentity, Journal
 from vlens_async.bulk._manifest import BulkApplicant
-from vlens_async.errors import BulkInputError, JournalError, JournalMismatchError
+from vlens_async.errors import (
+    BulkInputError,
+    ConfigurationError,
+    JournalError,
+    JournalMismatchError,
+)
 from vlens_async.flow import Transaction
 from vlens_async.models import VerificationResponse
 
@@ -349,3 +362,13 @@ async def test_a_journal_that_cannot_write_stops_the_job_gracefully(
     assert summary.stopped_by_error
     assert summary.stop_reason == "the journal failed: OperationalError"
     assert summary.by_outcome == {"pending": 3}
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, 1001, 10**20, True, 2.5])
+def test_concurrency_out_of_bounds_is_refused(concurrency: Any) -> None:
+    """A concurrency outside 1..MAX_CONCURRENCY (a task per slot is made up front: 10**9 ran the
+    machine out of memory) is a ConfigurationError before anything starts."""
+    client = VlensClient("key", base_url="http://127.0.0.1:9")
+    with pytest.raises(ConfigurationError, match=f"from 1 to {MAX_CONCURRENCY}"):
+        BulkRunner(client, concurrency=concurrency)
+    assert check_concurrency(MAX_CONCURRENCY) == MAX_CONCURRENCY

@@ -51,7 +51,7 @@ def test_a_closed_stdout_ends_quietly() -> None:
         ("run again with resume to finish them", "run again with --resume to finish"),
         ("move it away and run without resume to start", "run without --resume to start"),
         ("max_bytes must be an int", "--max-bytes must be an int"),
-        ("concurrency must be at least 1", "--concurrency must be at least 1"),
+        ("concurrency must be a whole number", "--concurrency must be a whole number"),
         ("retry_errors=True needs resume", "--retry-errors needs resume"),
     ],
 )
@@ -124,7 +124,8 @@ def test_demo_stop_message_does_not_suggest_resume(
         (["--rate", "-5/s"], "--rate -5/s: "),
         (["--rate", "bogus"], "--rate bogus: "),
         (["--count", "0"], "--count must be at least 1"),
-        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--concurrency", "0"], "--concurrency must be a whole number from 1 to 1000, got 0"),
+        (["--concurrency", "1001"], "--concurrency must be a whole number from 1 to 1000"),
         (["--base-url", "ftp://x", "--api-key", "k"], "--base-url must be an http"),
     ],
 )
@@ -144,7 +145,8 @@ def test_demo_checks_its_options_before_drawing_applicants(
     ("extra", "message"),
     [
         (["--rate", "-5/s"], "--rate -5/s: "),
-        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--concurrency", "0"], "--concurrency must be a whole number from 1 to 1000, got 0"),
+        (["--concurrency", "10" * 10], "--concurrency must be a whole number from 1 to 1000"),
         (["--retry-errors"], "--retry-errors needs --resume"),
         (["--journal", "{folder}"], "is a folder"),
         (["--out", "{folder}"], "is a folder"),

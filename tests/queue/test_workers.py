@@ -251,6 +251,10 @@ def test_cli_bad_inputs_exit_2(
         ([*submit, str(other), "--db", pg_url], "made from the manifest"),
         (["queue", "export", "--db", pg_url, "--run", "nope", "--out", "x"], "no run named"),
         (["queue", "work", "--db", pg_url, "--emulator"], "needs a service"),
+        (
+            ["queue", "work", "--db", pg_url, "--concurrency", "1001", "--base-url", "http://x"],
+            "--concurrency must be a whole number from 1 to 1000, got 1001",
+        ),
         (["queue", "submit", "nosuch.csv", "--db", pg_url, "--run", "r"], "no such manifest"),
     ]:
         assert main(argv) == 2

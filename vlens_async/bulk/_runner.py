@@ -47,13 +47,28 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_STEP_RETRY",
+    "MAX_CONCURRENCY",
     "BulkRunner",
+    "check_concurrency",
     "handle_signals",
     "read_manifest",
     "run_bulk",
 ]
 
 DEFAULT_CONCURRENCY: Final = 16
+# A task per slot is made up front, so the bound is memory's; past 100, applicants wait for the
+# client's connections anyway (its connector_limit).
+MAX_CONCURRENCY: Final = 1000
+
+
+def check_concurrency(value: int) -> int:
+    """``value`` when it is a whole number from 1 to :data:`MAX_CONCURRENCY`; else
+    :class:`~vlens_async.errors.ConfigurationError` (the bulk runner's and the queue worker's)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENCY:
+        raise ConfigurationError(
+            f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {value!r}"
+        )
+    return value
 # Each step is retried on transient failures up to this policy. More attempts than the client's
 # default: a bulk job can afford to wait, and an applicant given up on costs an operator's time.
 DEFAULT_STEP_RETRY: Final = RetryPolicy(max_attempts=6, initial=0.5, max_backoff=10.0)
@@ -104,8 +119,7 @@ class BulkRunner:
         prepare: bool = True,
         prepare_threads: int | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError("concurrency must be at least 1")
+        check_concurrency(concurrency)
         # The client's own retries would send requests the rate limiter never saw; and the
         # runner prepares images itself (once per applicant, not once per attempt).
         self._client = client.with_options(retry=RetryPolicy.disabled(), prepare_images=False)

@@ -48,7 +48,12 @@ from ..bulk._applicant import ApplicantRun
 from ..bulk._context import JobContext, RunCounters, StepJournal, StopSignal
 from ..bulk._journal import AttemptRecord, ClaimKind
 from ..bulk._manifest import FACE_COLUMNS, BulkApplicant
-from ..bulk._runner import DEFAULT_CONCURRENCY, DEFAULT_STEP_RETRY, handle_signals
+from ..bulk._runner import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_STEP_RETRY,
+    check_concurrency,
+    handle_signals,
+)
 from ..config import RetryPolicy
 from ..errors import ConfigurationError
 from ..images import prefer_throughput
@@ -110,8 +115,7 @@ class Worker:
         poll: float = 1.0,
         notice: Callable[[str], None] | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError("concurrency must be at least 1")
+        check_concurrency(concurrency)
         if stalled_after <= 2 * heartbeat:
             raise ConfigurationError("stalled_after must be more than twice the heartbeat")
         self.db = db
