@@ -400,12 +400,19 @@ class Service:
     connection: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
+_SECRET_MAX_BYTES = 64 * 1024  # an API key or a token is far smaller; /dev/zero is endless
+
+
 def _read_secret(path: Path | None, flag: str) -> str | None:
     """The secret in ``path`` (``flag`` names it in errors) without its trailing newline."""
     if path is None:
         return None
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(_SECRET_MAX_BYTES + 1)
+        if len(data) > _SECRET_MAX_BYTES:
+            raise _CliError(f"{flag} {path}: over {_SECRET_MAX_BYTES // 1024} KiB; not a secret")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise _CliError(f"{flag} {path}: no such file") from None
     except IsADirectoryError:

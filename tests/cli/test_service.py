@@ -320,7 +320,13 @@ def test_api_key_and_token_files_are_read_without_their_newline(
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), ("", "is empty"), ("\n", "is empty"), ("a\nb\n", "more than one")],
+    [
+        (None, "no such file"),
+        ("", "is empty"),
+        ("\n", "is empty"),
+        ("a\nb\n", "more than one"),
+        ("k" * (64 * 1024 + 1), "over 64 KiB"),  # read no further: /dev/zero never ends
+    ],
 )
 @pytest.mark.parametrize("flag", ["--api-key-file", "--token-file"])
 def test_a_missing_or_empty_secret_file_is_one_line(
@@ -331,8 +337,8 @@ def test_a_missing_or_empty_secret_file_is_one_line(
     recording: RecordingServer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A missing, empty or multi-line secret file: one line naming the flag, exit 2, nothing
-    sent."""
+    """A missing, empty, multi-line or oversized secret file: one line naming the flag, exit 2,
+    nothing sent."""
     path = tmp_path / "secret"
     if content is not None:
         path.write_text(content)
