@@ -671,9 +671,19 @@ def _failure_detail(
         return ProxyError, f"could not connect to the proxy {exc.host}:{exc.port}", ""
     if isinstance(exc, aiohttp.ClientPayloadError):
         return APIConnectionError, "the connection closed before the whole body arrived", ""
+    if isinstance(exc, aiohttp.ClientConnectorError) and _another_host(exc.host, service_url):
+        # The only other host a request connects to is its proxy (a name that did not resolve).
+        return ProxyError, f"could not connect to the proxy {exc.host}:{exc.port}", ""
     if isinstance(exc, aiohttp.ClientConnectorError):
         return APIConnectionError, "could not connect", ""
     return APIConnectionError, "connection failed", ""
+
+
+def _another_host(host: str, service_url: str | None) -> bool:
+    if service_url is None:
+        return False
+    service_host = yarl.URL(service_url).host or ""
+    return host.lower().rstrip(".") != service_host.lower().rstrip(".")
 
 
 def describe_failure(exc: BaseException, *, service_url: str | None = None) -> str:

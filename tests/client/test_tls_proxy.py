@@ -528,6 +528,33 @@ async def test_a_refused_proxy_connection_names_the_proxy_only(
         assert secret not in str(error) + repr(error)
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_proxy_name_that_does_not_resolve_names_the_proxy(
+    scheme: str, https_emulator: RunningEmulator, pki: TestPKI, no_backoff: None
+) -> None:
+    """A proxy whose host name does not resolve (.invalid never does): ProxyError naming the
+    proxy's host and port, not the service's, and no credentials; to an http:// and an https://
+    service alike."""
+    async with running_emulator(EmulatorConfig()) as plain:
+        service = https_emulator if scheme == "https" else plain
+        async with VlensClient(
+            service.api_key,
+            base_url=service.base_url,
+            ssl=pki.client_context(),
+            proxy=proxy_url(3128, PROXY_USER, PROXY_PASSWORD).replace(
+                "127.0.0.1", "proxy.corp.invalid"
+            ),
+            retry=RetryPolicy.disabled(),
+        ) as client:
+            with pytest.raises(ProxyError) as caught:
+                await client.check_existence(phone_number=PHONE)
+    message = str(caught.value)
+    assert "could not connect to the proxy proxy.corp.invalid:3128" in message
+    assert "127.0.0.1" not in message.split(" failed: ", 1)[1]
+    for secret in (PROXY_PASSWORD, quote(PROXY_PASSWORD, safe=""), PROXY_USER):
+        assert secret not in message + repr(caught.value)
+
+
 async def test_trust_env_takes_https_proxy_and_honours_no_proxy(
     https_emulator: RunningEmulator,
     proxy: ConnectProxy,

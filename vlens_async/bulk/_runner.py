@@ -69,6 +69,8 @@ def check_concurrency(value: int) -> int:
             f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {value!r}"
         )
     return value
+
+
 # Each step is retried on transient failures up to this policy. More attempts than the client's
 # default: a bulk job can afford to wait, and an applicant given up on costs an operator's time.
 DEFAULT_STEP_RETRY: Final = RetryPolicy(max_attempts=6, initial=0.5, max_backoff=10.0)
