@@ -720,6 +720,20 @@ def _check_file(label: str, path: Path) -> None:
         raise _CliError(f"{label}: {path}: not a file")
 
 
+def _check_transaction_id(value: str | None) -> None:
+    """``--transaction-id``: a UUID, as the service's transaction ids are (it refuses others)."""
+    import uuid
+
+    if value is None:
+        return
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise _CliError(
+            "--transaction-id must be a UUID, as the service's transaction ids are"
+        ) from None
+
+
 def _verify_inputs(args: argparse.Namespace) -> Inputs:
     """Every input read and prepared (checked) before the first request: the given files, or a
     synthetic applicant. A refused input is one line naming its flag (``--face #2: ...``)."""
@@ -814,6 +828,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from vlens_async.flow import FlowState
 
     synthetic = not (args.front or args.back or args.face)
+    _check_transaction_id(args.transaction_id)
     service = resolve_service(args, synthetic=synthetic)
     inputs = _verify_inputs(args)
     _announce("verify", service)
