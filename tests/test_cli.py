@@ -80,6 +80,7 @@ def test_verify_with_image_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
         (("verify", "--front", "missing.jpg"), "give --front, --back and three --face"),
         (("verify", "--scenario", "nonsense"), "unknown scenario"),
         (("verify", "--transaction-id", "not-a-uuid"), "--transaction-id must be a UUID"),
+        (("emulator", "--api-key", " "), "--api-key is empty"),
         (("verify", "--base-url", "https://vlens.example"), "--api-key"),
         (("verify", "--base-url", "http://10.1.2.3", "--api-key", "k"), "plain http://"),
         (("bulk", "nowhere.csv", "--journal", "j.db", "--out", "o.jsonl"), "no such manifest"),

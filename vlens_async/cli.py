@@ -183,7 +183,9 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
         "cso": not args.no_cso,
         "unknown_documents": "reject" if args.reject_unknown_documents else "derive",
     }
-    if args.api_key:
+    if args.api_key is not None:
+        if not args.api_key.strip():
+            raise ValueError("--api-key is empty: give a key, or leave --api-key out")
         tenant["api_key"] = args.api_key
     return config.with_tenant(**tenant)
 
@@ -1277,6 +1279,13 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     if service.base_url is not None:
         asyncio.run(_check_reachable(service))
     _announce("bulk", service)
+    if args.resume and service.emulator:
+        # Its transactions lived in an emulator that stopped with the run (the journal's check
+        # would only say that the address differs).
+        raise _CliError(
+            "--resume: a job cannot be resumed on the embedded emulator (each run starts a new"
+            " one, without the journal's transactions); run without --resume on a new journal"
+        )
     return _report(asyncio.run(_bulk(args, service, rate)), "bulk")
 
 

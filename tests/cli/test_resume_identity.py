@@ -38,6 +38,7 @@ def test_resume_against_another_service_is_refused(
     assert len(lines) == 2  # the emulator's notice, then the refusal
     assert "Traceback" not in err
     assert lines[1].startswith("vlens bulk: ")
+    assert "cannot be resumed on the embedded emulator" in lines[1]
     assert (tmp_path / "j.db").read_bytes() == before
 
 

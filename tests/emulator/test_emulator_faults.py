@@ -270,3 +270,9 @@ def test_fault_config_rejects_probabilities_over_one() -> None:
     with pytest.raises(ValueError, match="add up"):
         FaultConfig.parse("500:0.6,503:0.6@liveness")  # '*' rules apply to liveness too
     FaultConfig.parse("500:0.6@id_front,503:0.6@id_back,500:0.1@id_front")
+
+
+@pytest.mark.parametrize("spec", ["none", "NONE", " none ", ""])
+def test_faults_none_means_no_faults(spec: str) -> None:
+    """``none`` (as ``--latency none``) and an empty spec inject nothing."""
+    assert FaultConfig.parse(spec).rules == ()

@@ -279,6 +279,8 @@ class FaultConfig:
         """Build a config from a fault spec and latency specs (see the module docstring)."""
         rules: list[FaultRule] = []
         params: dict[str, float] = {}
+        if (faults or "").strip().lower() == "none":  # as --latency none
+            faults = ""
         for raw in (faults or "").split(","):
             item = raw.strip()
             if not item:
