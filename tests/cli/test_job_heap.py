@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import vlens_async.bulk
 from tests.cli.support import run
+from tests.helpers.heap import freeze_counts
 from vlens_async.emulator import BackgroundEmulator
 
 
@@ -22,15 +22,7 @@ def test_bulk_job_runs_with_a_frozen_heap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The job sees the start-up heap frozen; after the command nothing is frozen."""
-    real = vlens_async.bulk.run_bulk
-    seen: list[int] = []
-
-    async def watched(*args: Any, **kwargs: Any) -> Any:
-        seen.append(gc.get_freeze_count())
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(vlens_async.bulk, "run_bulk", watched)
-    gc.unfreeze()
+    seen = freeze_counts(monkeypatch, vlens_async.bulk, "run_bulk")
     argv = ["bulk", str(cli_manifest), "--journal", str(tmp_path / "j.db")]
     argv += ["--out", str(tmp_path / "o.jsonl")]
     service = ["--base-url", vlens_emulator_thread.base_url]
@@ -45,15 +37,7 @@ def test_demo_runs_with_a_frozen_heap(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The demo's job on the embedded emulator sees the heap frozen; nothing frozen after."""
-    real = vlens_async.bulk.run_bulk
-    seen: list[int] = []
-
-    async def watched(*args: Any, **kwargs: Any) -> Any:
-        seen.append(gc.get_freeze_count())
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(vlens_async.bulk, "run_bulk", watched)
-    gc.unfreeze()
+    seen = freeze_counts(monkeypatch, vlens_async.bulk, "run_bulk")
     argv = ["demo", "--count", "1", "--folder", str(tmp_path / "d"), "--faults", ""]
     assert run(capsys, *argv, "--latency", "none")[0] == 0
     assert len(seen) == 1

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gc
-from typing import Any
 
 import pytest
 
 import vlens_async.queue
+from tests.helpers.heap import freeze_counts
 from vlens_async.cli import main
 from vlens_async.emulator import BackgroundEmulator
 
@@ -19,15 +19,7 @@ def test_worker_runs_with_a_frozen_heap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker sees the start-up heap frozen; after the command nothing is frozen."""
-    real = vlens_async.queue.run_worker
-    seen: list[int] = []
-
-    async def watched(*args: Any, **kwargs: Any) -> Any:
-        seen.append(gc.get_freeze_count())
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(vlens_async.queue, "run_worker", watched)
-    gc.unfreeze()
+    seen = freeze_counts(monkeypatch, vlens_async.queue, "run_worker")
     assert main(["queue", "init", "--db", pg_url]) == 0
     service = ["--base-url", vlens_emulator_thread.base_url]
     service += ["--api-key", vlens_emulator_thread.api_key]
