@@ -38,7 +38,7 @@ HEADER = "applicant_id,front,back,face_1,face_2,face_3,name_check_value,client_t
 # The bulk job of the crash test, run as its own process so it can be SIGKILLed.
 CHILD = """
 import asyncio, json, sys
-from vlens_async.bulk import run_bulk
+from vlens_async.bulk import format_summary, run_bulk
 from vlens_async.client import VlensClient
 
 async def main(base_url, api_key, manifest, journal, out, resume, signals="no-signals"):
@@ -48,7 +48,9 @@ async def main(base_url, api_key, manifest, journal, out, resume, signals="no-si
             resume=resume == "resume", progress=False, signals=signals == "signals",
         )
     print(json.dumps({"pending": summary.pending, "by_outcome": dict(summary.by_outcome),
-                      "interrupted": summary.interrupted, "stop_reason": summary.stop_reason}))
+                      "interrupted": summary.interrupted, "stop_reason": summary.stop_reason,
+                      "total": summary.total, "not_started": summary.not_started,
+                      "complete": summary.complete, "text": format_summary(summary)}))
 
 asyncio.run(main(*sys.argv[1:]))
 """
@@ -232,6 +234,58 @@ async def test_first_signal_drains_second_stops_at_once(
     assert json.loads(stdout)["pending"] == 0
     assert {line["outcome"] for line in read_results(out)} == {"verified"}
     assert vlens_emulator.counters()["transactions_created"] == 8
+
+
+async def test_a_stopped_job_counts_the_rows_it_never_reached_and_resume_finishes_them(
+    vlens_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Ctrl-C before every row is read: the total is the manifest's, the rows never reached are
+    said; the results file holds the rows reached; a resume completes it, one transaction each."""
+    # A slow liveness keeps the first two applicants in flight when the signal lands: the
+    # other three rows are never claimed.
+    vlens_emulator.set_faults(None, ["fixed:80ms", "fixed:1s@liveness"])
+    manifest = await asyncio.to_thread(write_applicants, tmp_path, ["valid"] * 5)
+    journal, out = tmp_path / "run.db", tmp_path / "results.jsonl"
+    args = [vlens_emulator.base_url, vlens_emulator.api_key, str(manifest), str(journal)]
+
+    child = await run_child(*args, str(out), "fresh", "signals")
+    await wait_journaled(child, journal, 2)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = await child.communicate()
+    assert child.returncode == 0, stderr.decode()[-2000:]
+    first = json.loads(stdout)
+    reached = read_results(out)
+    assert first["stop_reason"] == "SIGINT received"
+    assert first["total"] == 5
+    assert len(reached) == 2
+    assert first["not_started"] == 3
+    assert sum(first["by_outcome"].values()) == 2
+    assert not first["complete"]
+    text = " ".join(first["text"].split())  # the table wraps long sentences
+    left = f"{first['pending']} applicant(s) pending and 3 not started"
+    if not first["pending"]:  # both finished their liveness before stopping
+        left = "3 applicant(s) not started"
+    assert f"Stopped early (SIGINT received): {left}; run again with resume" in text
+    assert "0 applicant(s) pending" not in text
+    assert re.search(r"not started\s*│\s*3\b", text)
+    assert re.search(r"total\s*│\s*5\b", text)
+    assert vlens_emulator.counters()["transactions_created"] == 2
+
+    vlens_emulator.set_faults(None, ["fixed:20ms"])
+    child = await run_child(*args, str(out), "resume")
+    stdout, stderr = await child.communicate()
+    assert child.returncode == 0, stderr.decode()[-2000:]
+    second = json.loads(stdout)
+    assert (second["total"], second["not_started"], second["pending"]) == (5, 0, 0)
+    assert second["complete"]
+    assert "Stopped early" not in second["text"]
+    assert "not started" not in second["text"]
+    lines = read_results(out)
+    assert [line["applicant_id"] for line in lines] == [f"p{n}" for n in range(5)]
+    assert {line["outcome"] for line in lines} == {"verified"}
+    counters = vlens_emulator.counters()
+    assert counters["transactions_created"] == 5  # nobody got a second transaction
+    assert set(counters["steps"]) == {line["transaction_id"] for line in lines}
 
 
 async def test_faults_leave_every_applicant_terminal_and_classified(

@@ -156,3 +156,47 @@ def test_results_path_is_printed_once() -> None:
     """The summary names the results file once."""
     text = format_summary(summary(results="out.jsonl", journal="run.db"))
     assert text.count("out.jsonl") == 1
+
+
+def flat(summary: BulkSummary) -> str:
+    """The printed summary on one line (the table wraps long sentences)."""
+    return " ".join(format_summary(summary, width=200).split())
+
+
+def test_a_stopped_summary_says_what_is_pending_and_what_was_never_started() -> None:
+    """Rows never reached count in the total and are said; no "0 pending" next to "run again"."""
+    stopped = {"interrupted": True, "stop_reason": "SIGINT received", "total": 5}
+    both = summary(by_outcome={"verified": 1, "pending": 1}, not_started=3, **stopped)
+    assert (both.pending, both.not_started, both.complete) == (1, 3, False)
+    assert both.to_json()["not_started"] == 3
+    text = flat(both)
+    assert re.search(r"not started │ 3 │ │ total │ 5 │", text)
+    assert (
+        "Stopped early (SIGINT received): 1 applicant(s) pending and 3 not started;"
+        " run again with resume to finish them." in text
+    )
+    only = flat(summary(by_outcome={"verified": 2}, not_started=3, **stopped))
+    assert "Stopped early (SIGINT received): 3 applicant(s) not started; run again" in only
+    assert "pending" not in only
+    # Not interrupted, yet rows left (a resume that was given a shorter manifest, say).
+    left = summary(by_outcome={"verified": 2}, total=5, not_started=3)
+    assert not left.complete
+    assert "3 applicant(s) not started; run again with resume." in flat(left)
+
+
+def test_a_summary_of_unknown_length_says_only_what_is_known() -> None:
+    """An iterable stopped before its end: the rows reached, "or more", an unknown rest."""
+    s = summary(
+        total=2, by_outcome={"verified": 2}, total_known=False, interrupted=True, stop_reason="x"
+    )
+    assert not s.complete
+    text = flat(s)
+    assert re.search(r"not started │ unknown │ │ total │ 2 or more │", text)
+    assert "Stopped early (x): an unknown number of rows not started; run again" in text
+
+
+def test_a_stop_after_every_row_finished_asks_for_no_resume() -> None:
+    """Nothing pending, nothing not started: the stop line says nothing is left."""
+    text = flat(summary(interrupted=True, stop_reason="SIGINT received"))
+    assert "Stopped early (SIGINT received), after every row had finished" in text
+    assert "run again" not in text

@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.bulk.scripted import NID, ScriptedClient, applicants, error, results, runner
-from vlens_async.bulk import RateLimit, format_summary
+from vlens_async.bulk import BulkSummary, ProgressStats, RateLimit, format_summary
 from vlens_async.bulk._manifest import BulkApplicant, InvalidRow
 from vlens_async.config import RetryPolicy
+
+
+def said(summary: BulkSummary) -> str:
+    """The printed summary on one line (the table wraps long sentences)."""
+    return " ".join(format_summary(summary).split())
 
 
 async def test_every_applicant_gets_one_transaction_and_three_steps(
@@ -98,6 +103,9 @@ async def test_rows_read_before_the_manifest_fails_are_not_lost(
     assert summary.stop_reason is not None
     assert summary.stop_reason.startswith("cannot read the manifest")
     assert summary.by_outcome == {"verified": 3}
+    # How many rows the unreadable rest holds is unknown, and said so.
+    assert not summary.total_known
+    assert "an unknown number of rows not started" in said(summary)
 
 
 async def test_a_manifest_reader_failing_unexpectedly_stops_the_job_instead_of_hanging(
@@ -262,10 +270,11 @@ async def test_tasks_stay_bounded_by_concurrency(tmp_path: Path, image_dir: Path
 
 
 class RecordingProgress:
-    """A progress reporter that remembers what ``start`` was told."""
+    """A progress reporter that remembers what ``start`` and ``close`` were told."""
 
     def __init__(self) -> None:
         self.started: list[tuple[int | None, int]] = []
+        self.closed: list[ProgressStats] = []
 
     def start(self, total: int | None, skipped: int = 0) -> None:
         self.started.append((total, skipped))
@@ -273,8 +282,93 @@ class RecordingProgress:
     def update(self, stats: Any) -> None:
         """Ignored."""
 
-    def close(self, stats: Any) -> None:
-        """Ignored."""
+    def close(self, stats: ProgressStats) -> None:
+        self.closed.append(stats)
+
+
+async def stopped_early(
+    tmp_path: Path, image_dir: Path, *, total: int | None
+) -> tuple[ScriptedClient, BulkSummary]:
+    """A 30-applicant job (``total`` given or not) stopped after 8 calls."""
+    client = ScriptedClient(delay=0.002)
+    client.notify_calls = 8
+    run = runner(client, tmp_path, concurrency=2, total=total)
+    task = asyncio.create_task(run.run(iter(applicants(image_dir, 30))))
+    await client.reached.wait()
+    run.stop("test")
+    return client, await task
+
+
+async def test_a_stopped_job_of_known_length_counts_the_rows_never_reached(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """With the rows counted, a stopped job's total is theirs and the rest are "not started";
+    a resume finishes them all, each on its first transaction."""
+    client, first = await stopped_early(tmp_path, image_dir, total=30)
+    reached = sum(first.by_outcome.values())
+    assert first.total == 30
+    assert first.total_known
+    assert first.not_started == 30 - reached > 0
+    assert len(results(tmp_path)) == reached
+    assert not first.complete
+    assert first.to_json()["not_started"] == first.not_started
+    text = said(first)
+    assert f"{first.not_started} not started; run again with resume" in text
+    assert "0 applicant(s) pending" not in text
+
+    second = await runner(client, tmp_path, resume=True, total=30).run(applicants(image_dir, 30))
+    assert (second.total, second.not_started, second.by_outcome) == (30, 0, {"verified": 30})
+    assert second.complete
+    assert [line["applicant_id"] for line in results(tmp_path)] == [f"a{n}" for n in range(1, 31)]
+    assert len({tx for _, tx, _ in client.calls}) == 30
+
+
+async def test_a_stopped_iterable_of_unknown_length_says_only_what_is_known(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """No total and the iterable not read to its end: the rows reached, and an unknown rest."""
+    _, summary = await stopped_early(tmp_path, image_dir, total=None)
+    assert not summary.total_known
+    assert summary.total == sum(summary.by_outcome.values())
+    assert summary.not_started == 0
+    assert not summary.complete
+    text = said(summary)
+    assert "an unknown number of rows not started; run again with resume" in text
+    assert f"{summary.total} or more" in text
+
+
+async def test_an_iterable_read_to_its_end_gives_the_total_to_summary_and_progress(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """No total given, every row read: the total is the rows read, the progress ends on it."""
+    progress = RecordingProgress()
+    summary = await runner(ScriptedClient(), tmp_path, progress=progress).run(
+        iter(applicants(image_dir, 3))
+    )
+    assert (summary.total, summary.not_started, summary.total_known) == (3, 0, True)
+    assert summary.complete
+    assert progress.started == [(None, 0)]
+    assert [(s.total, s.done, s.remaining) for s in progress.closed] == [(3, 3, 0)]
+
+
+async def test_a_manifest_path_is_counted_so_rows_never_reached_are_known(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """run(path) counts the manifest: stopped before any row, all of them are not started."""
+    manifest = tmp_path / "manifest.csv"
+    rows = [
+        f"a{n},{image_dir}/front.jpg,{image_dir}/back.jpg,{image_dir}/face_1.jpg,"
+        f"{image_dir}/face_2.jpg,{image_dir}/face_3.jpg"
+        for n in range(1, 5)
+    ]
+    manifest.write_text("applicant_id,front,back,face_1,face_2,face_3\n" + "\n".join(rows))
+    progress = RecordingProgress()
+    run = runner(ScriptedClient(), tmp_path, progress=progress)
+    run.stop("at once")
+    summary = await run.run(manifest)
+    assert (summary.total, summary.not_started, summary.by_outcome) == (4, 4, {})
+    assert progress.started == [(4, 0)]
+    assert "Stopped early (at once): 4 applicant(s) not started;" in said(summary)
 
 
 async def test_a_resumed_run_tells_the_progress_what_is_already_finished(

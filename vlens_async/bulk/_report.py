@@ -243,8 +243,10 @@ def make_progress(
 class BulkSummary:
     """The end of a bulk run.
 
-    Whole-job figures (every run of this journal): ``total`` rows, ``by_outcome`` (including
-    ``pending`` for applicants not finished yet and ``invalid`` for bad rows), ``by_error``
+    Whole-job figures (every run of this journal): ``total`` rows of the manifest,
+    ``by_outcome`` (including ``pending`` for applicants started but not finished yet and
+    ``invalid`` for bad rows), ``not_started`` (rows no run has reached yet: a stopped job never
+    read them; not in ``by_outcome`` nor in the results file), ``by_error``
     (error code, or error class when there is no code) and ``needs_review`` (finished
     applicants whose AML check matched, whose document was flagged as fake or whose registry
     check failed, whatever their outcome: ``verified`` does not include those checks). This
@@ -254,7 +256,10 @@ class BulkSummary:
     ``requests`` sent, ``throttled`` signals received (429 or 4003). ``interrupted`` is true when
     a signal or ``stop()`` ended the run early, ``stop_reason`` says why; ``stopped_by_error`` is
     true when an error that no retry fixes stopped it (credentials refused, a permission missing,
-    the manifest unreadable): fix that, then resume.
+    the manifest unreadable): fix that, then resume. ``total_known`` is false when the number
+    of rows is not known (applicants from an iterable that was stopped before its end, no
+    ``total`` given): ``total`` then counts only the rows reached, and an unknown number of
+    rows after them are not started.
     """
 
     total: int
@@ -276,6 +281,8 @@ class BulkSummary:
     journal: str | None = None
     results: str | None = None
     needs_review: int = 0
+    not_started: int = 0
+    total_known: bool = True
 
     @property
     def pending(self) -> int:
@@ -285,7 +292,12 @@ class BulkSummary:
     @property
     def complete(self) -> bool:
         """True when every row reached a terminal outcome."""
-        return self.pending == 0 and not self.interrupted
+        return (
+            self.pending == 0
+            and self.not_started == 0
+            and self.total_known
+            and not self.interrupted
+        )
 
     @property
     def failed(self) -> int:
@@ -312,7 +324,13 @@ def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
     rank = {outcome: n for n, outcome in enumerate((*OUTCOMES, "pending"))}
     for outcome in sorted(summary.by_outcome, key=lambda o: (rank.get(o, len(rank)), o)):
         outcomes.add_row(outcome, str(summary.by_outcome[outcome]))
-    outcomes.add_row("total", str(summary.total), end_section=True)
+    if not summary.total_known:
+        outcomes.add_row("not started", "unknown")
+        outcomes.add_row("total", f"{summary.total} or more", end_section=True)
+    else:
+        if summary.not_started:
+            outcomes.add_row("not started", str(summary.not_started))
+        outcomes.add_row("total", str(summary.total), end_section=True)
     console.print(outcomes)
 
     if summary.needs_review:
@@ -353,20 +371,35 @@ def format_summary(summary: BulkSummary, *, width: int = 100) -> str:
         f"{summary.throttled} throttled; rate limit {summary.rate_limit}, "
         f"concurrency {summary.concurrency}."
     )
-    if summary.interrupted or summary.pending:
-        reason = f" ({summary.stop_reason})" if summary.stop_reason else ""
-        if summary.stopped_by_error:
-            advice = "fix that, then run again with resume to finish them."
-        else:
-            advice = "run again with resume to finish them."
-        console.print(
-            f"Stopped early{reason}: {summary.pending} applicant(s) pending; {advice}"
-            if summary.interrupted
-            else f"{summary.pending} applicant(s) pending; run again with resume."
-        )
+    if summary.interrupted or _left(summary):
+        console.print(_stop_line(summary))
     if summary.results:
         console.print(f"Results: {summary.results}")  # the one place it is printed
     return buffer.getvalue()
+
+
+def _left(summary: BulkSummary) -> str | None:
+    """What a resume has left to do, in words (``1 applicant(s) pending and 2 not started``),
+    or ``None`` when nothing is known to be left."""
+    parts = [f"{summary.pending} applicant(s) pending"] if summary.pending else []
+    if summary.not_started:
+        noun = "" if parts else " applicant(s)"
+        parts.append(f"{summary.not_started}{noun} not started")
+    if not summary.total_known:
+        parts.append("an unknown number of rows not started")
+    return " and ".join(parts) or None
+
+
+def _stop_line(summary: BulkSummary) -> str:
+    """Why the job ended before its end, and what a resume has left to do."""
+    left = _left(summary)
+    if not summary.interrupted:
+        return f"{left}; run again with resume."
+    reason = f" ({summary.stop_reason})" if summary.stop_reason else ""
+    if left is None:  # the stop came after the last row finished
+        return f"Stopped early{reason}, after every row had finished: nothing is left to do."
+    fix = "fix that, then " if summary.stopped_by_error else ""
+    return f"Stopped early{reason}: {left}; {fix}run again with resume to finish them."
 
 
 def explain_error(key: str) -> str:

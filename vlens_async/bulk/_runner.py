@@ -22,6 +22,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
+import attrs
+
 from .._redact import redact
 from ..config import RetryPolicy
 from ..errors import BulkInputError, ConfigurationError, JournalError, VlensError
@@ -142,6 +144,8 @@ class BulkRunner:
         self._hard_stopped = False
         self._stopped_by_error = False
         self._unread = False  # the manifest failed part-way: rows after it were never read
+        self._rows_read = 0  # rows this run took from the manifest
+        self._read_all = False  # ... and whether it read to the manifest's end
         # One core is left to the event loop (sockets, base64, parsing, progress): with every
         # core busy preprocessing 12 MP scans, the loop's lag grows past 10 ms.
         self.prepare_threads = prepare_threads or max(1, (os.cpu_count() or 2) - 1)
@@ -203,9 +207,12 @@ class BulkRunner:
         The results and journal paths, the manifest's identity and the journal are checked
         before the first request: a refusal raises and sends nothing.
         """
+        total = self.total
         if isinstance(applicants, str | os.PathLike):
             manifest = applicants
             applicants = read_manifest(applicants)
+            if total is None:  # a file can be counted: a stopped job then says what it left
+                total = await asyncio.to_thread(count_manifest_rows, manifest)
         identity = await asyncio.to_thread(self._identity, manifest)
         journal = await Journal.open(self.journal_path, resume=self.resume, identity=identity)
         # From here on the journal is closed whatever happens (a cancellation, a reporter that
@@ -216,7 +223,7 @@ class BulkRunner:
         try:
             retried = ("error",) if self.retry_errors else ()
             skipped = await journal.finished_before(excluding=retried) if self.resume else 0
-            self._counters = RunCounters(total=self.total, skipped_before=skipped)
+            self._counters = RunCounters(total=total, skipped_before=skipped)
             pool = concurrent.futures.ThreadPoolExecutor(
                 self.prepare_threads, thread_name_prefix="vlens-bulk-images"
             )
@@ -225,7 +232,7 @@ class BulkRunner:
             # the core this job leaves to the event loop. Throughput first.
             with prefer_throughput():
                 queue: asyncio.Queue[ManifestItem | None] = asyncio.Queue(maxsize=self.concurrency)
-                self.progress.start(self.total, skipped=skipped)
+                self.progress.start(total, skipped=skipped)
                 started = True
                 tasks.append(asyncio.create_task(self._tick()))
                 tasks.append(asyncio.create_task(self._produce(applicants, queue)))
@@ -295,10 +302,13 @@ class BulkRunner:
                 latency = await journal.latencies()
             finally:
                 await journal.close(interrupted=self._interrupted)
-            stats = self._counters.stats()
+            rows, not_started, known = self._rows(sum(counts.by_outcome.values()))
+            stats = attrs.evolve(self._counters.stats(), total=rows if known else None)
             self.progress.close(stats)
             return BulkSummary(
-                total=sum(counts.by_outcome.values()),
+                total=rows,
+                not_started=not_started,
+                total_known=known,
                 by_outcome=counts.by_outcome,
                 by_error=counts.by_error,
                 needs_review=counts.needs_review,
@@ -321,6 +331,19 @@ class BulkRunner:
 
         return await asyncio.shield(finish())
 
+    def _rows(self, reached: int) -> tuple[int, int, bool]:
+        """The job's rows, how many of them no run has reached (``reached``: the rows the
+        journal holds, over every run), and whether those are known. The rows are those read
+        when this run read the whole manifest, else those counted before the job; an iterable
+        of unknown length left unread tells nothing more than the rows reached."""
+        if self._read_all:
+            rows = self._rows_read
+        elif self._counters.total is not None:
+            rows = self._counters.total
+        else:
+            return reached, 0, False
+        return max(rows, reached), max(0, rows - reached), True
+
     async def _tick(self) -> None:
         # Keeps the rate and ETA moving while no applicant finishes.
         while True:
@@ -337,7 +360,10 @@ class BulkRunner:
             async for item in _aiter(applicants):
                 if self._stop.is_set:
                     break
+                self._rows_read += 1
                 await queue.put(item)  # blocks while every worker is busy: bounded memory
+            else:
+                self._read_all = True
         except asyncio.CancelledError:
             cancelled = True  # run() is ending and cancels the workers too
             raise
