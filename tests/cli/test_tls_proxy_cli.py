@@ -149,7 +149,7 @@ def test_mutual_tls_with_client_cert(
     split: bool, pki: TestPKI, pem: PemFiles, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--client-cert (with --client-key, or a file holding both) gets through an emulator that
-    requires client certificates; without it the verification cannot connect (exit 2)."""
+    requires client certificates; without it: one line naming --client-cert, exit 2."""
     config = EmulatorConfig(tls=pki.server_context(require_client_cert=True))
     cert = (
         ["--client-cert", str(pem.client_cert), "--client-key", str(pem.client_key)]
@@ -160,9 +160,14 @@ def test_mutual_tls_with_client_cert(
         status, out, err = run(capsys, *verify_args(emulator, "--ca-bundle", str(pem.ca), *cert))
         assert status == 0, err
         assert json.loads(out)["validated"] is True
+        seen = emulator.counters()["requests_total"]
         status, _, err = run(capsys, *verify_args(emulator, "--ca-bundle", str(pem.ca)))
         assert status == 2
-        assert "APIConnectionError" in one_line(err)
+        line = one_line(err)
+        assert "ClientCertificateError" in line
+        assert "(certificate required)" in line
+        assert "--client-cert FILE [--client-key FILE]" in line
+        assert emulator.counters()["requests_total"] == seen  # refused in the handshake
 
 
 def test_a_407_is_one_line_naming_the_flag_and_credentials_in_the_url_pass(

@@ -118,10 +118,25 @@ async def test_a_context_trusting_another_ca_is_refused_too(
             await client.check_existence(phone_number=PHONE)
 
 
-async def test_mutual_tls_with_a_client_certificate(pki: TestPKI) -> None:
+@pytest.mark.usefixtures("no_backoff")
+@pytest.mark.parametrize(
+    ("version", "alert"),
+    [
+        (ssl.TLSVersion.TLSv1_3, "TLSV13_ALERT_CERTIFICATE_REQUIRED"),
+        (ssl.TLSVersion.TLSv1_2, "SSLV3_ALERT_HANDSHAKE_FAILURE"),
+    ],
+    ids=["tls1.3", "tls1.2"],
+)
+async def test_mutual_tls_with_a_client_certificate(
+    pki: TestPKI, version: ssl.TLSVersion, alert: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """An emulator requiring client certificates: the client's certificate gets through; without
-    one the connection fails (APIConnectionError) and no request reaches the emulator."""
+    one the emulator's alert makes it a ClientCertificateError naming load_cert_chain, tried
+    once per call (default retries), and no request reaches the emulator."""
+    caplog.set_level(logging.DEBUG)
     config = EmulatorConfig(tls=pki.server_context(require_client_cert=True))
+    without = pki.client_context()
+    without.maximum_version = version
     async with running_emulator(config) as emulator:
         async with VlensClient(
             emulator.api_key,
@@ -130,16 +145,16 @@ async def test_mutual_tls_with_a_client_certificate(pki: TestPKI) -> None:
         ) as client:
             assert not (await client.check_existence(phone_number=PHONE)).exists
         assert requests_seen(emulator) == 1
-        async with VlensClient(
-            emulator.api_key,
-            base_url=emulator.base_url,
-            ssl=pki.client_context(),
-            retry=RetryPolicy.disabled(),
-        ) as client:
-            with pytest.raises(APIConnectionError) as caught:
-                await client.check_existence(phone_number=PHONE)
-        assert not isinstance(caught.value, UntrustedCertificateError)
+        caplog.clear()
+        async with VlensClient(emulator.api_key, base_url=emulator.base_url, ssl=without) as client:
+            for _ in range(3):  # the alert wins every time, not now and then
+                with pytest.raises(ClientCertificateError) as caught:
+                    await client.check_existence(phone_number=PHONE)
+                assert caught.value.cause_reason == alert
+        assert len(attempts_logged(caplog)) == 3  # one attempt per call: never retried
         assert requests_seen(emulator) == 1
+    assert "load_cert_chain(certfile, keyfile)" in str(caught.value)
+    assert caught.value.audience == "operator"
 
 
 @contextlib.contextmanager

@@ -4,7 +4,9 @@ and requests, no client code, except where the plugin's client fixture is the su
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -82,6 +84,84 @@ async def test_mutual_tls_requires_a_client_certificate(pki: TestPKI) -> None:
             await health(emulator.base_url, pki.client_context())
 
 
+async def tls_exchange(port: int, context: ssl.SSLContext) -> str:
+    """Handshake with ``context``, send a request and read: the reason of the alert the server
+    sent (OpenSSL's name), else "answered" or the OS error's type name."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        try:
+            writer.write(f"GET {HEALTH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            return "answered" if await reader.read() else "closed"
+        finally:
+            writer.close()
+    except ssl.SSLError as exc:
+        return str(exc.reason)
+    except OSError as exc:
+        return type(exc).__name__
+
+
+@pytest.mark.parametrize(
+    ("version", "missing", "untrusted"),
+    [
+        (ssl.TLSVersion.TLSv1_3, "TLSV13_ALERT_CERTIFICATE_REQUIRED", "TLSV1_ALERT_UNKNOWN_CA"),
+        (ssl.TLSVersion.TLSv1_2, "SSLV3_ALERT_HANDSHAKE_FAILURE", "TLSV1_ALERT_UNKNOWN_CA"),
+    ],
+    ids=["tls1.3", "tls1.2"],
+)
+async def test_a_refused_client_certificate_gets_the_alert_a_real_server_sends(
+    pki: TestPKI, version: ssl.TLSVersion, missing: str, untrusted: str
+) -> None:
+    """No client certificate, or one from another CA: the handshake fails with OpenSSL's alert
+    (certificate_required under TLS 1.3), every time, as from nginx or `openssl s_server`, not
+    a bare disconnection (asyncio drops the alert, CPython gh-98078); nothing reaches the app."""
+    config = EmulatorConfig(tls=pki.server_context(require_client_cert=True))
+    stranger = TestPKI.make()
+    async with running_emulator(config) as emulator:
+
+        def context(cert_from: TestPKI | None) -> ssl.SSLContext:
+            made = pki.client_context()
+            made.maximum_version = version
+            if cert_from is not None:
+                cert_from.client.configure_cert(made)
+            return made
+
+        for _ in range(3):  # the alert must win every time, not now and then
+            assert await tls_exchange(emulator.port, context(None)) == missing
+            assert await tls_exchange(emulator.port, context(stranger)) == untrusted
+        assert await tls_exchange(emulator.port, context(pki)) == "answered"
+        assert emulator.counters()["requests_total"] == 0  # health is not an API request
+
+
+async def test_other_handshake_failures_still_close_at_once(pki: TestPKI) -> None:
+    """Plain HTTP to the mutual TLS port (no certificate involved) is closed as before, not held
+    open waiting for more bytes: the read ends (the socket's timeout is only a bound)."""
+    config = EmulatorConfig(tls=pki.server_context(require_client_cert=True))
+    async with running_emulator(config) as emulator:
+
+        def plain_http() -> bytes:
+            with socket.create_connection(("127.0.0.1", emulator.port), timeout=20) as sock:
+                sock.sendall(f"GET {HEALTH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                try:
+                    return sock.recv(100)
+                except ConnectionResetError:
+                    return b""
+
+        assert await asyncio.to_thread(plain_http) == b""
+
+
+async def test_a_context_with_its_own_sslobject_class_is_left_alone(pki: TestPKI) -> None:
+    """A caller's own SSLObject class on the context stays (serving replaces only the default)."""
+
+    class Own(ssl.SSLObject):
+        """The caller's class."""
+
+    context = pki.server_context()
+    context.sslobject_class = Own
+    async with running_emulator(EmulatorConfig(tls=context)) as emulator:
+        assert await health(emulator.base_url, pki.client_context()) == {"ok": True}
+    assert context.sslobject_class is Own
+
+
 def test_the_emulator_in_a_thread_serves_https_too(pki: TestPKI, pem: PemFiles) -> None:
     """emulator_in_thread with tls: its base_url is https and it answers over TLS."""
     with emulator_in_thread(EmulatorConfig(tls=pki.server_context())) as emulator:
@@ -141,7 +221,7 @@ def stop(proc: subprocess.Popen[str]) -> int:
 @pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
 def test_the_cli_serves_https_with_tls_cert_and_key(pem: PemFiles, mutual: bool) -> None:
     """`vlens emulator --tls-cert F --tls-key F` prints an https:// base URL and serves it;
-    with --tls-client-ca a request without a client certificate is refused."""
+    with --tls-client-ca a request without a client certificate is refused by a TLS alert."""
     flags = ["--tls-cert", str(pem.server_cert), "--tls-key", str(pem.server_key)]
     if mutual:
         flags += ["--tls-client-ca", str(pem.ca)]
@@ -155,7 +235,7 @@ def test_the_cli_serves_https_with_tls_cert_and_key(pem: PemFiles, mutual: bool)
         answer = requests.get(base_url + HEALTH, verify=str(pem.ca), cert=cert, timeout=10)
         assert answer.json() == {"ok": True}
         if mutual:
-            with pytest.raises(requests.exceptions.RequestException):
+            with pytest.raises(requests.exceptions.SSLError, match="certificate required"):
                 requests.get(base_url + HEALTH, verify=str(pem.ca), timeout=10)
     finally:
         assert stop(proc) == 0

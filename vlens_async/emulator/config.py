@@ -180,7 +180,9 @@ class EmulatorConfig:
     evicted first); with ``image_spill_dir`` evicted images are written there instead of dropped.
     ``today`` pins the date used for expiry checks (default: the real UTC date). ``tls``, a
     server-side :class:`ssl.SSLContext` (see :func:`server_tls_context`), serves HTTPS instead of
-    plain HTTP; one that requires client certificates makes it a mutual TLS endpoint.
+    plain HTTP; one that requires client certificates makes it a mutual TLS endpoint. Serving sets
+    the context's ``sslobject_class`` (unless the caller set one) so that a client whose
+    certificate it refuses gets the TLS alert a real server sends, not a bare disconnection.
     ``decode_pixel_budget`` bounds the pixels decoded at once across all requests (synthetic OCR
     waits for its share; an image larger than the budget is decoded alone), in ``decode_threads``
     threads of the emulator's own (the memory a decode took stays with its thread).

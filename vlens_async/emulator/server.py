@@ -4,7 +4,8 @@
 yields a :class:`RunningEmulator`: its ``base_url``, credentials, and the control operations as
 methods. ``with emulator_in_thread(config) as emu`` does the same for synchronous code, running its
 own event loop in a daemon thread; its methods are thread-safe. With ``config.tls`` (a
-server-side SSLContext) either serves HTTPS, and ``base_url`` says so.
+server-side SSLContext) either serves HTTPS, and ``base_url`` says so; a client certificate it
+refuses gets the TLS alert a real server sends.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
@@ -38,6 +40,48 @@ _T = TypeVar("_T")
 DEFAULT_SHUTDOWN_TIMEOUT = 2.0
 DEFAULT_START_TIMEOUT = 30.0
 _JOIN_TIMEOUT = 30.0
+
+
+# OpenSSL's reasons for refusing a client's certificate on the server side: none was sent, or it
+# did not verify (unknown CA, expired, ...). For both it has written an alert for the client.
+_CLIENT_CERT_REFUSALS = frozenset(
+    {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED"}
+)
+
+
+class _AlertingSSLObject(ssl.SSLObject):
+    """An SSLObject whose refusal of a client certificate reaches the client as a TLS alert.
+
+    asyncio's TLS server (``SSLProtocol._do_handshake``, CPython gh-98078) closes the connection
+    on a failed handshake without sending what OpenSSL wrote into the outgoing BIO: the
+    ``certificate_required`` (TLS 1.3) or ``handshake_failure`` (TLS 1.2) alert a real server
+    sends. The client then sees a bare disconnection, which it retries, instead of the refusal.
+    So the refusal is held back once: the handshake says "want read", on which every
+    memory-BIO transport sends the outgoing bytes, the alert; it fails with the refusal at the
+    next call (the client's next bytes or its close; at worst the loop's handshake timeout).
+    Public API only (``SSLContext.sslobject_class``), on the context the emulator serves with, and
+    harmless where asyncio sends the alert itself (the BIO is then empty).
+    """
+
+    _refusal: ssl.SSLError | None = None
+
+    def do_handshake(self) -> None:
+        """The handshake, with a refused client certificate reported one call late."""
+        if self._refusal is not None:
+            raise self._refusal
+        try:
+            super().do_handshake()
+        except ssl.SSLError as exc:
+            if exc.reason not in _CLIENT_CERT_REFUSALS:
+                raise
+            self._refusal = exc
+            raise ssl.SSLWantReadError("the alert is sent first") from None
+
+
+def _send_alerts(context: ssl.SSLContext) -> None:
+    # A class the caller set on its own context is left alone (it would be replaced).
+    if context.sslobject_class is ssl.SSLObject:
+        context.sslobject_class = _AlertingSSLObject
 
 
 def _admin(config: EmulatorConfig, with_permission: bool) -> AdminConfig | None:
@@ -165,6 +209,8 @@ async def running_emulator(
         app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
     )
     await runner.setup()
+    if config.tls is not None:
+        _send_alerts(config.tls)
     try:
         site = web.TCPSite(runner, host, port, ssl_context=config.tls)
         await site.start()
