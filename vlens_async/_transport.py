@@ -546,10 +546,17 @@ _CAUSE_REASONS: Final[tuple[tuple[type[BaseException], str], ...]] = (
 # OpenSSL's names for the alerts a server sends when it wants a client certificate (mutual TLS)
 # or refused the one given, and what they say. "handshake failure" is also TLS 1.2's answer to a
 # missing client certificate (and to no common cipher, which a default context never meets).
+# The alerts a server sends about the client's certificate (it validates no other): none given,
+# or one it refused (a CA it does not trust, expired, revoked, not allowed in).
 _CLIENT_CERT_ALERTS: Final = {
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "certificate required",
     "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake failure",
+    "TLSV1_ALERT_UNKNOWN_CA": "unknown CA",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "certificate expired",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "certificate revoked",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "certificate unknown",
+    "TLSV1_ALERT_ACCESS_DENIED": "access denied",
 }
 
 

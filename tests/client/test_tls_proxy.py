@@ -157,6 +157,27 @@ async def test_mutual_tls_with_a_client_certificate(
     assert caught.value.audience == "operator"
 
 
+@pytest.mark.usefixtures("no_backoff")
+async def test_a_client_certificate_from_another_ca_is_a_client_certificate_error(
+    pki: TestPKI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client certificate the server's CA did not sign: its unknown_ca alert makes a
+    ClientCertificateError, tried once, and nothing reaches the emulator."""
+    caplog.set_level(logging.DEBUG)
+    stranger = TestPKI.make()
+    context = pki.client_context()
+    stranger.client.configure_cert(context)
+    config = EmulatorConfig(tls=pki.server_context(require_client_cert=True))
+    async with running_emulator(config) as emulator:
+        async with VlensClient(emulator.api_key, base_url=emulator.base_url, ssl=context) as client:
+            with pytest.raises(ClientCertificateError) as caught:
+                await client.check_existence(phone_number=PHONE)
+        assert requests_seen(emulator) == 0
+    assert caught.value.cause_reason == "TLSV1_ALERT_UNKNOWN_CA"
+    assert "(unknown CA)" in str(caught.value)
+    assert len(attempts_logged(caplog)) == 1
+
+
 @contextlib.contextmanager
 def alerting_mtls_server(pki: TestPKI) -> Iterator[tuple[str, list[str]]]:
     """A loopback HTTPS server on OpenSSL's blocking sockets (which, unlike asyncio's, send the
