@@ -172,7 +172,10 @@ async def run_with_retries(
                 attempt = retry.num
                 if failed is not None:
                     first, failed = failed, None
-                    raise first
+                    try:
+                        raise first
+                    finally:  # not in this frame's locals, which error reporters capture
+                        del first
                 result = await attempt_now(attempt)
     except APIError as exc:
         if deadline_hit and not isinstance(exc, APITimeoutError):

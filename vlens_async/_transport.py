@@ -652,7 +652,7 @@ def _proxy_refusal(status: int) -> tuple[str, str]:
 
 
 def _failure_detail(
-    exc: BaseException, service_url: str | None
+    exc: BaseException, service_url: str | None, via_proxy: bool = False
 ) -> tuple[type[APIConnectionError], str, str]:
     """Our error class, what happened and what fixes it, in words of ours (never the text of
     ``exc``)."""
@@ -678,7 +678,11 @@ def _failure_detail(
         return ProxyError, f"could not connect to the proxy {exc.host}:{exc.port}", ""
     if isinstance(exc, aiohttp.ClientPayloadError):
         return APIConnectionError, "the connection closed before the whole body arrived", ""
-    if isinstance(exc, aiohttp.ClientConnectorError) and _another_host(exc.host, service_url):
+    if (
+        via_proxy
+        and isinstance(exc, aiohttp.ClientConnectorError)
+        and _another_host(exc.host, service_url)
+    ):
         # The only other host a request connects to is its proxy (a name that did not resolve).
         return ProxyError, f"could not connect to the proxy {exc.host}:{exc.port}", ""
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -689,17 +693,20 @@ def _failure_detail(
 def _another_host(host: str, service_url: str | None) -> bool:
     if service_url is None:
         return False
-    service_host = yarl.URL(service_url).host or ""
+    service_host = yarl.URL(service_url).raw_host or ""  # IDNA, as aiohttp names the host
     return host.lower().rstrip(".") != service_host.lower().rstrip(".")
 
 
-def describe_failure(exc: BaseException, *, service_url: str | None = None) -> str:
+def describe_failure(
+    exc: BaseException, *, service_url: str | None = None, via_proxy: bool = False
+) -> str:
     """What an aiohttp or OS failure means, in words of ours, with what fixes it when a setting
     does (a private CA, proxy credentials); never the text of ``exc``, which quotes the URL.
 
     ``service_url`` (the service's base URL) tells an https:// proxy's certificate from the
-    service's."""
-    _, detail, fix = _failure_detail(exc, service_url)
+    service's; with ``via_proxy`` (the session has a proxy, :func:`uses_proxy`), a host that is
+    not the service's is the proxy's."""
+    _, detail, fix = _failure_detail(exc, service_url, via_proxy)
     cause_type = type(exc).__name__
     if fix:
         return f"{detail} ({cause_type}); {fix}"
@@ -707,7 +714,7 @@ def describe_failure(exc: BaseException, *, service_url: str | None = None) -> s
 
 
 def connection_error(
-    request: Request, exc: BaseException, *, service_url: str | None = None
+    request: Request, exc: BaseException, *, service_url: str | None = None, via_proxy: bool = False
 ) -> APIConnectionError:
     """Our error for an aiohttp or OS failure while sending ``request`` (not chained to ``exc``).
 
@@ -716,12 +723,16 @@ def connection_error(
     ``proxy_status``), anything else :class:`APIConnectionError`. The error carries
     ``cause_type`` (the type name of ``exc``) and ``cause_reason`` (a fixed phrase or an errno
     name), never the text of ``exc``, which quotes the URL and its query string.
-    ``service_url`` is as :func:`describe_failure` takes it.
+    ``service_url`` and ``via_proxy`` are as :func:`describe_failure` takes them.
     """
-    cls = _failure_detail(exc, service_url)[0]
+    cls = _failure_detail(exc, service_url, via_proxy)[0]
     cause_type, reason = type(exc).__name__, _cause_reason(exc)
     error = cls(
-        _summary(request, None, describe_failure(exc, service_url=service_url)),
+        _summary(
+            request,
+            None,
+            describe_failure(exc, service_url=service_url, via_proxy=via_proxy),
+        ),
         request_id=request.request_id,
         method=request.method,
         path=request.path,
@@ -836,7 +847,9 @@ async def send(
                 return await _conclude(request, status, body, decode, retry_after)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         outcome = _outcome(exc)
-        failure = connection_error(request, exc, service_url=base_url)
+        failure = connection_error(
+            request, exc, service_url=base_url, via_proxy=uses_proxy(session)
+        )
     finally:
         _log_attempt(request, outcome, attempt, started)
     # Raised here, outside the ``except``, so not even ``__context__`` holds aiohttp's error.

@@ -1218,27 +1218,28 @@ async def _check_reachable(service: Service) -> None:
         describe_proxy_refusal,
         is_proxy_refusal,
         open_session,
+        uses_proxy,
     )
     from vlens_async.config import TransportOptions
 
     assert service.base_url is not None
     host = urlsplit(service.base_url).hostname or service.base_url
+    proxied = False
     try:
-        async with (
-            open_session(
-                TransportOptions.of(**service.connection),
-                base_url=service.base_url,
-                limit=1,
-                timeout=aiohttp.ClientTimeout(total=_PROBE_TIMEOUT),
-            ) as session,
-            session.get(service.base_url, allow_redirects=False) as response,
-        ):
-            status = response.status
-            refused = is_proxy_refusal(status, session, service.base_url)
+        async with open_session(
+            TransportOptions.of(**service.connection),
+            base_url=service.base_url,
+            limit=1,
+            timeout=aiohttp.ClientTimeout(total=_PROBE_TIMEOUT),
+        ) as session:
+            proxied = uses_proxy(session)
+            async with session.get(service.base_url, allow_redirects=False) as response:
+                status = response.status
+                refused = is_proxy_refusal(status, session, service.base_url)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # No URL (aiohttp's texts quote it whole, proxy credentials included), and raised below,
         # outside this block, so that not even ``__context__`` holds aiohttp's error.
-        problem = describe_failure(exc, service_url=service.base_url)
+        problem = describe_failure(exc, service_url=service.base_url, via_proxy=proxied)
     else:
         if not refused:
             return

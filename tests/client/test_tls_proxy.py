@@ -591,6 +591,18 @@ async def test_a_proxy_name_that_does_not_resolve_names_the_proxy(
         assert secret not in message + repr(caught.value)
 
 
+async def test_an_unreachable_service_without_a_proxy_is_never_blamed_on_one() -> None:
+    """No proxy, a service whose (internationalised) name does not resolve: a plain
+    APIConnectionError, not a ProxyError naming its IDNA spelling as a proxy."""
+    async with VlensClient(
+        "key", base_url="https://bücher.invalid", retry=RetryPolicy.disabled()
+    ) as client:
+        with pytest.raises(APIConnectionError) as caught:
+            await client.check_existence(phone_number=PHONE)
+    assert not isinstance(caught.value, ProxyError)
+    assert "proxy" not in str(caught.value)
+
+
 async def test_trust_env_takes_https_proxy_and_honours_no_proxy(
     https_emulator: RunningEmulator,
     proxy: ConnectProxy,

@@ -164,6 +164,27 @@ async def test_a_retried_first_failure_is_judged_and_logged_once(
     assert "after attempt=1 " in retries[0]
 
 
+async def test_the_first_failure_is_not_kept_in_a_frame_of_the_final_error(
+    no_backoff: None,
+) -> None:
+    """A 503 then a 400: the 400 is raised, and no frame of its traceback holds the 503 in a
+    local variable (error reporters capture locals)."""
+
+    async def attempt(number: int, left: float | None) -> str:
+        raise status_error(503 if number == 1 else 400)
+
+    with pytest.raises(errors.APIStatusError) as caught:
+        await run_with_retries(
+            attempt, policy=POLICY, deadline_at=None, retryable=lambda e: is_retryable(e, POLICY)
+        )
+    assert caught.value.status == 400
+    tb = caught.value.__traceback__
+    while tb is not None:
+        held = [v for v in tb.tb_frame.f_locals.values() if isinstance(v, errors.APIError)]
+        assert all(getattr(v, "status", None) != 503 for v in held), tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+
+
 async def test_gives_up_after_max_attempts_with_the_last_error(no_backoff: None) -> None:
     """Once max_attempts have failed, the last error is raised as is."""
     calls = 0

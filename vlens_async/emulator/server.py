@@ -58,9 +58,11 @@ class _AlertingSSLObject(ssl.SSLObject):
     sends. The client then sees a bare disconnection, which it retries, instead of the refusal.
     So the refusal is held back once: the handshake says "want read", on which every
     memory-BIO transport sends the outgoing bytes, the alert; it fails with the refusal at the
-    next call (the client's next bytes or its close; at worst the loop's handshake timeout).
-    Public API only (``SSLContext.sslobject_class``), on the context the emulator serves with, and
-    harmless where asyncio sends the alert itself (the BIO is then empty).
+    next call: the client's next bytes or its close, at once for any client that reads the alert
+    (it closes); a client that neither sends nor closes holds its connection until asyncio's
+    handshake timeout (60 s), where nginx would close at once. Public API only
+    (``SSLContext.sslobject_class``), on the context the emulator serves with; where asyncio
+    sends the alert itself (CPython's fix), the hold is all that remains of it.
     """
 
     _refusal: ssl.SSLError | None = None
