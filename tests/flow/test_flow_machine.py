@@ -25,6 +25,7 @@ from vlens_async.errors import (
     FlowError,
     LivenessFailedError,
     MissingInputError,
+    TransactionClosedError,
     UnprocessableEntityError,
     ValidationFailedError,
     VerificationFailedError,
@@ -95,14 +96,18 @@ async def test_succeeded_step_is_not_sent_again_unless_rescan() -> None:
 
 
 async def test_completed_transaction_refuses_rescans_and_returns_stored_liveness() -> None:
-    """After COMPLETED nothing is sent again: liveness returns its stored answer."""
+    """After COMPLETED nothing is sent again: a repeated step returns its stored answer, and a
+    rescan (a request to send again) is TransactionClosedError, not the stored answer."""
     client = ScriptedClient()
     tx = make_tx(client)
     await tx.scan_front(IMG)
     await tx.scan_back(IMG)
     live = await tx.check_liveness(FACES)
     assert await tx.check_liveness(FACES) is live
-    assert await tx.scan_front(IMG, rescan=True) is tx.response(Step.FRONT)
+    assert await tx.scan_front(IMG) is tx.response(Step.FRONT)
+    with pytest.raises(TransactionClosedError):
+        await tx.scan_front(IMG, rescan=True)
+    assert tx.state is FlowState.COMPLETED
     assert len(client.calls) == 3
 
 

@@ -341,10 +341,10 @@ class Transaction:
             )
 
     def _already_done(self, step: Step, *, rescan: bool) -> bool:
+        # A rescan is always a new send: on a finished transaction the machine refuses it
+        # (TransactionClosedError) rather than answering with the stored response.
         done = self._steps[step].status is StepStatus.SUCCEEDED and step in self._responses
-        if done and rescan and self.state is not FlowState.COMPLETED:
-            return False
-        return done
+        return done and not rescan
 
     def _common_options(self) -> dict[str, Any]:
         # ``prepare`` too: with it off the client must send the raw input, not prepare it itself.
