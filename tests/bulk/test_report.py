@@ -200,3 +200,18 @@ def test_a_stop_after_every_row_finished_asks_for_no_resume() -> None:
     text = flat(summary(interrupted=True, stop_reason="SIGINT received"))
     assert "Stopped early (SIGINT received), after every row had finished" in text
     assert "run again" not in text
+
+
+def test_a_stopped_jobs_last_progress_line_gives_no_eta() -> None:
+    """Stopped early, the closing line says so instead of an ETA for rows nobody is working on;
+    a running job's line keeps its ETA."""
+    running = ProgressStats(done=4, failed=0, skipped=0, total=10, elapsed=2.0)
+    stopped = ProgressStats(done=4, failed=0, skipped=0, total=10, elapsed=2.0, stopped=True)
+    assert running.eta == 3.0
+    assert stopped.eta is None
+    out = io.StringIO()
+    PlainProgress(out).close(stopped)
+    assert out.getvalue().rstrip().endswith("elapsed 0:02; stopped")
+    out = io.StringIO()
+    PlainProgress(out).close(running)
+    assert out.getvalue().rstrip().endswith("elapsed 0:02; eta 0:03")

@@ -58,7 +58,7 @@ DEFAULT_PLAIN_INTERVAL: Final = 10.0
 class ProgressStats:
     """Where a running job stands: applicants finished in this run (``done``, of which
     ``failed``), ``skipped`` (finished in an earlier run), ``total`` rows when known,
-    and ``elapsed`` seconds of this run."""
+    and ``elapsed`` seconds of this run; ``stopped`` once it was stopped early (no ETA then)."""
 
     done: int
     failed: int
@@ -67,6 +67,7 @@ class ProgressStats:
     elapsed: float
     by_outcome: Mapping[str, int] = attrs.field(factory=dict)
     needs_review: int = 0
+    stopped: bool = False
 
     @property
     def rate(self) -> float:
@@ -82,9 +83,9 @@ class ProgressStats:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the current rate, when it can be told."""
+        """Seconds left at the current rate, when it can be told (never once stopped)."""
         remaining = self.remaining
-        if remaining is None or self.rate <= 0:
+        if remaining is None or self.rate <= 0 or self.stopped:
             return None
         return remaining / self.rate
 
@@ -146,10 +147,10 @@ def progress_line(stats: ProgressStats) -> str:
         head = f"done {finished}/{stats.total} ({100 * finished / stats.total:.0f}%)"
     else:
         head = f"done {finished}"
+    eta = "stopped" if stats.stopped else f"eta {_duration(stats.eta)}"
     return (
         f"{head}: {outcome_counts(stats.by_outcome, stats.needs_review)}; skipped"
-        f" {stats.skipped}; rate {stats.rate:.1f}/s; elapsed {_duration(stats.elapsed)};"
-        f" eta {_duration(stats.eta)}"
+        f" {stats.skipped}; rate {stats.rate:.1f}/s; elapsed {_duration(stats.elapsed)}; {eta}"
     )
 
 

@@ -303,7 +303,9 @@ class BulkRunner:
             finally:
                 await journal.close(interrupted=self._interrupted)
             rows, not_started, known = self._rows(sum(counts.by_outcome.values()))
-            stats = attrs.evolve(self._counters.stats(), total=rows if known else None)
+            stats = attrs.evolve(
+                self._counters.stats(), total=rows if known else None, stopped=self._interrupted
+            )
             self.progress.close(stats)
             return BulkSummary(
                 total=rows,
