@@ -379,3 +379,55 @@ def test_a_worker_goes_through_the_proxy_trusting_the_ca_bundle(
     assert proxy.opened
     assert {t.target for t in proxy.tunnels} == {target}
     assert all(t.status == 200 for t in proxy.tunnels)
+
+
+def applicant_rows(db: str, run: str) -> list[tuple[Any, ...]]:
+    """Every applicant row of ``run`` as journaled: status, attempts, outcome, result, finish."""
+    with psycopg.connect(db) as conn:
+        return conn.execute(
+            "SELECT a.applicant_id, a.status, a.attempts, a.outcome, a.result, a.finished_at"
+            " FROM vlens_queue_applicants a JOIN vlens_queue_runs r ON r.id = a.run"
+            " WHERE r.name = %s ORDER BY a.row",
+            (run,),
+        ).fetchall()
+
+
+async def test_a_worker_paused_past_its_lease_sends_and_writes_nothing_more(
+    pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator
+) -> None:
+    """A worker stopped (SIGSTOP) until its jobs were put back and finished by another, then
+    continued: it sends no step and overwrites no result (its lease is gone), says so in one
+    line, and exits without a traceback."""
+    await queue.init(pg_url)
+    manifest = write_manifest(tmp_path, 8, distinct=4)
+    await queue.submit(
+        pg_url, manifest, run="pause", base_url=vlens_emulator.base_url, rate="none", prepare=False
+    )
+    vlens_emulator.set_faults(None, ["fixed:60ms", "fixed:1500ms@liveness"])
+    args = (vlens_emulator.base_url, vlens_emulator.api_key, *FAST_RETRY, "--concurrency", "4")
+    before = await asyncio.to_thread(last_worker, pg_url)
+    paused = await start_worker(pg_url, *args, "--until-empty")
+    for _ in range(1500):  # 30 s at most: paused while it holds half-done applicants
+        if await asyncio.to_thread(holds_journaled_job, pg_url, before):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        paused.kill()
+        await paused.communicate()
+        pytest.fail("the worker held no half-done applicant within 30 s")
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        vlens_emulator.set_faults(None, ["fixed:20ms"])
+        steady = await start_worker(pg_url, *args, "--until-empty")
+        said = (await finish(steady))[0]
+        assert "of a stopped worker" in said  # its jobs were put back
+        rows = await asyncio.to_thread(applicant_rows, pg_url, "pause")
+        assert {row[1] for row in rows} == {"done"}
+        sent = vlens_emulator.counters()["steps"]
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    resumed = (await finish(paused))[0]
+    assert "taken over by another worker" in resumed
+    assert "Traceback" not in resumed, resumed[-4000:]
+    assert await asyncio.to_thread(applicant_rows, pg_url, "pause") == rows
+    assert vlens_emulator.counters()["steps"] == sent

@@ -15,7 +15,7 @@ from ..config import RetryPolicy
 from ..errors import APIError, FlowError, ImageError
 from ..flow import FlowState, Step, StepStatus, Transaction, error_type_name
 from ..models import VerificationResponse
-from ._context import JobContext, Stopped
+from ._context import JobContext, Stopped, Superseded
 from ._inputs import ApplicantImages
 from ._journal import Claim, ClaimKind
 from ._manifest import BulkApplicant
@@ -113,6 +113,8 @@ class ApplicantRun:
             return
         try:
             error = await self._steps(tx)
+        except Superseded:
+            raise
         except Stopped:
             # Every finished step is journaled; keep the failed attempts of this one too.
             await self._save_if_possible(tx)
@@ -142,6 +144,8 @@ class ApplicantRun:
         transaction)."""
         try:
             await self._save(tx)
+        except Superseded:
+            raise
         except Exception as exc:
             self._unexpected("journal", exc)
 
@@ -161,7 +165,7 @@ class ApplicantRun:
             started = time.perf_counter()
             try:
                 await self._step(tx, step)
-            except Stopped:
+            except (Stopped, Superseded):
                 raise
             except Exception as exc:
                 self.timings[step.value] = time.perf_counter() - started
@@ -173,6 +177,8 @@ class ApplicantRun:
             if step is not Step.LIVENESS:  # the last step is journaled with the result
                 try:
                     await self._save(tx)
+                except Superseded:
+                    raise
                 except Exception as exc:  # this applicant's data cannot be journaled
                     self.failed_step = step
                     self._unexpected(step.value, exc)
@@ -242,6 +248,8 @@ class ApplicantRun:
                 attempts=attempts,
                 result=result,
             )
+        except Superseded:
+            raise
         except Exception as exc:
             # This applicant's outcome cannot be journaled as it is (a snapshot that cannot be
             # taken, a value that cannot be encoded): an error, with the plainest line, and the

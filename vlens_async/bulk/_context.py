@@ -27,7 +27,15 @@ from ._report import FAILED_OUTCOMES, ProgressStats
 if TYPE_CHECKING:
     from ..client import VlensClient
 
-__all__ = ["JobContext", "Limiter", "RunCounters", "StepJournal", "StopSignal", "Stopped"]
+__all__ = [
+    "JobContext",
+    "Limiter",
+    "RunCounters",
+    "StepJournal",
+    "StopSignal",
+    "Stopped",
+    "Superseded",
+]
 
 
 class StepJournal(Protocol):
@@ -71,6 +79,12 @@ class Limiter(Protocol):
 class Stopped(Exception):
     """Raised inside a worker when the job is stopping between two steps (or while a request
     waits for its rate-limit token): nothing more is sent for this applicant."""
+
+
+class Superseded(Exception):
+    """Raised by a journal that refuses a write because another worker holds the applicant now
+    (the queue's: this one was stopped long enough for its job to be put back and taken). The
+    applicant's run ends at once: nothing more is sent or written for it."""
 
 
 class StopSignal:

@@ -55,7 +55,8 @@ from ._errors import QueueError
 __all__ = ["SCHEMA_VERSION", "init", "procrastinate_migrations", "require_schema"]
 
 # Our tables' version. 2: the run's secret (transaction ids derived from it). 3: the workers.
-SCHEMA_VERSION: Final = 3
+# 4: the applicant's lease (a worker stopped and put back can no longer write over the next).
+SCHEMA_VERSION: Final = 4
 _VERSION_KEY: Final = "schema_version"
 _PROCRASTINATE_KEY: Final = "procrastinate_migration"
 # A session advisory lock: two `init`s at once run one after the other.
@@ -92,6 +93,7 @@ CREATE TABLE IF NOT EXISTS vlens_queue_applicants (
     result text,
     updated_at double precision NOT NULL,
     finished_at double precision,
+    lease bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (run, applicant_id)
 );
 CREATE INDEX IF NOT EXISTS vlens_queue_applicants_row ON vlens_queue_applicants (run, row);
@@ -154,6 +156,8 @@ CREATE TABLE IF NOT EXISTS vlens_queue_workers (
 _UPGRADES: Final[dict[int, str]] = {
     2: "ALTER TABLE vlens_queue_runs ADD COLUMN IF NOT EXISTS secret text",
     3: _WORKERS,
+    4: "ALTER TABLE vlens_queue_applicants"
+    " ADD COLUMN IF NOT EXISTS lease bigint NOT NULL DEFAULT 0",
 }
 
 

@@ -20,6 +20,7 @@ import orjson
 import psycopg
 import psycopg_pool
 
+from ..bulk._context import Superseded
 from ..bulk._journal import AttemptRecord, Claim, ClaimKind, dump_snapshot, load_snapshot
 from ..bulk._manifest import BulkApplicant
 
@@ -103,8 +104,30 @@ async def load_claim(
     return claim, applicant
 
 
+class LeaseLost(Superseded):
+    """The applicant was taken over: this worker was stopped long enough for its job to be put
+    back and taken (its lease is no longer the applicant's), so it writes nothing more."""
+
+
+async def take_lease(conn: Conn, run: int, applicant_id: str) -> int | None:
+    """A new lease on an unfinished applicant of ``run``: only its holder's writes land (see
+    :class:`PgJournal`); None when the applicant is finished or not in the run."""
+    row = await (
+        await conn.execute(
+            "UPDATE vlens_queue_applicants SET lease = lease + 1"
+            " WHERE run = %s AND applicant_id = %s AND status <> 'done' RETURNING lease",
+            (run, applicant_id),
+        )
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 class PgJournal:
-    """The journal of one run, in PostgreSQL (see the module's docstring)."""
+    """The journal of one run, in PostgreSQL (see the module's docstring).
+
+    A write given a ``lease`` (:func:`take_lease`) lands only while that lease is the
+    applicant's and it is unfinished; otherwise nothing is written (its attempts neither) and
+    :class:`LeaseLost` is raised."""
 
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool, run: int) -> None:
         self._pool = pool
@@ -117,9 +140,10 @@ class PgJournal:
         state: str,
         snapshot: Mapping[str, Any] | None,
         attempts: Sequence[AttemptRecord],
+        lease: int | None = None,
     ) -> None:
         """Journal one finished step: its attempts and the flow's snapshot after it."""
-        await self._save(applicant_id, state, snapshot, attempts, None)
+        await self._save(applicant_id, state, snapshot, attempts, None, lease)
 
     async def finish(
         self,
@@ -129,10 +153,11 @@ class PgJournal:
         snapshot: Mapping[str, Any] | None,
         attempts: Sequence[AttemptRecord],
         result: Mapping[str, Any],
+        lease: int | None = None,
     ) -> None:
         """Journal the applicant's terminal outcome and results line; its inputs (the manifest
         row, with the name check value) are cleared unless the outcome is ``error``."""
-        await self._save(applicant_id, state, snapshot, attempts, result)
+        await self._save(applicant_id, state, snapshot, attempts, result, lease)
 
     async def _save(
         self,
@@ -141,12 +166,14 @@ class PgJournal:
         snapshot: Mapping[str, Any] | None,
         attempts: Sequence[AttemptRecord],
         result: Mapping[str, Any] | None,
+        lease: int | None,
     ) -> None:
         # One statement (its attempts inserted by a data-modifying WITH) on an autocommit
         # connection: atomic as a transaction, one round trip instead of five.
         params: dict[str, Any] = {
             "run": self.run,
             "applicant": applicant_id,
+            "lease": lease,
             "state": state,
             "snapshot": None if snapshot is None else dump_snapshot(snapshot),
             "count": len(attempts),
@@ -160,32 +187,46 @@ class PgJournal:
             params["error_key"] = str(code) if code else result.get("error_type")
             params["result"] = orjson.dumps(dict(result)).decode()
         async with self._pool.connection() as conn:
-            await conn.execute(_SAVE_STEP if result is None else _FINISH, params)
+            row = await (
+                await conn.execute(_SAVE_STEP if result is None else _FINISH, params)
+            ).fetchone()
+        if not (row and row[0]):
+            raise LeaseLost(f"applicant {applicant_id!r} of run {self.run} was taken over")
 
 
-_ATTEMPTS: Final = """
-WITH attempts AS (
+# The applicant's row first (only while unfinished and, given a lease, held by it), then its
+# attempts only if that row was written: a data-modifying WITH runs whatever the rest selects.
+_WHERE: Final = """WHERE run = %(run)s AND applicant_id = %(applicant)s AND status <> 'done'
+    AND (%(lease)s::bigint IS NULL OR lease = %(lease)s::bigint)
+    RETURNING 1
+)"""
+_ATTEMPTS: Final = """, attempts AS (
     INSERT INTO vlens_queue_attempts (run, applicant_id, step, attempt, ok, status, error_code,
         error_type, duration, at)
     SELECT %(run)s, %(applicant)s, step, attempt, ok, status, error_code, error_type, duration,
         at FROM jsonb_to_recordset(%(attempts)s::jsonb) AS a(step text, attempt int, ok bool,
         status int, error_code int, error_type text, duration float8, at float8)
+    WHERE EXISTS (SELECT 1 FROM saved)
 )
-"""
+SELECT count(*) FROM saved"""
 _SAVE_STEP: Final = (
-    _ATTEMPTS
-    + """UPDATE vlens_queue_applicants SET state = %(state)s,
+    """WITH saved AS (
+    UPDATE vlens_queue_applicants SET state = %(state)s,
     snapshot = coalesce(%(snapshot)s, snapshot), attempts = attempts + %(count)s,
     updated_at = %(now)s
-WHERE run = %(run)s AND applicant_id = %(applicant)s"""
+"""
+    + _WHERE
+    + _ATTEMPTS
 )
 # The inputs (the manifest row, with the name check value) are kept only for `retry`.
 _FINISH: Final = (
-    _ATTEMPTS
-    + """UPDATE vlens_queue_applicants SET status = 'done', state = %(state)s,
+    """WITH saved AS (
+    UPDATE vlens_queue_applicants SET status = 'done', state = %(state)s,
     snapshot = coalesce(%(snapshot)s, snapshot), attempts = attempts + %(count)s,
     outcome = %(outcome)s, error_key = %(error_key)s, result = %(result)s,
     updated_at = %(now)s, finished_at = %(now)s,
     inputs = CASE WHEN %(outcome)s = 'error' THEN inputs END
-WHERE run = %(run)s AND applicant_id = %(applicant)s"""
+"""
+    + _WHERE
+    + _ATTEMPTS
 )

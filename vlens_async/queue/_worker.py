@@ -35,7 +35,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,7 +45,7 @@ import psycopg
 import psycopg_pool
 
 from ..bulk._applicant import ApplicantRun
-from ..bulk._context import JobContext, RunCounters, StepJournal, StopSignal
+from ..bulk._context import JobContext, RunCounters, StopSignal
 from ..bulk._journal import AttemptRecord, ClaimKind
 from ..bulk._manifest import FACE_COLUMNS, BulkApplicant
 from ..bulk._runner import (
@@ -63,7 +63,15 @@ from ._db import connect, open_pool
 from ._errors import QueueError
 from ._limiter import PgRateLimiter
 from ._schema import require_schema
-from ._store import Conn, PgJournal, load_claim, queue_for, service_key
+from ._store import (
+    Conn,
+    LeaseLost,
+    PgJournal,
+    load_claim,
+    queue_for,
+    service_key,
+    take_lease,
+)
 
 if TYPE_CHECKING:
     from ..client import VlensClient
@@ -207,6 +215,7 @@ class Worker:
         self._pool = await open_pool(self.db, max_size=size, min_size=size)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self._pool.close)
+            stack.enter_context(_quiet_about_jobs_taken_over())
             await stack.enter_async_context(app.open_async(self._pool))
             self._limiter = await PgRateLimiter(self._pool, service_key(self.base_url)).open()
             self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -306,18 +315,20 @@ class Worker:
             context = await self._context(run)
             assert self._pool is not None
             async with self._pool.connection() as conn:
+                lease = await take_lease(conn, run, applicant)  # before reading what it holds
                 found = await load_claim(conn, run, applicant)
             if found is None:
                 logger.error("queue: run %d has no applicant with this id; job dropped", run)
                 return
             claim, who = found
-            if claim.kind is ClaimKind.DONE:
+            if claim.kind is ClaimKind.DONE or lease is None:  # None: finished meanwhile
                 return
             if who is None:
                 logger.error("queue: an applicant of run %d has no inputs; job dropped", run)
                 return
             ended: list[str] = []
-            journal = _FileCheckingJournal(context.journal, who)
+            assert isinstance(context.journal, PgJournal)  # this worker's context
+            journal = _FileCheckingJournal(context.journal, who, lease)
 
             def finished(outcome: str) -> None:
                 outcome = journal.outcome or outcome
@@ -334,6 +345,14 @@ class Worker:
                 logger.error("queue: the journal failed (%s); job put back", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 raise Unfinished from None
+            except LeaseLost:
+                # Stopped (paused, say) past stalled_after, its job put back and taken: the
+                # applicant is another worker's now, and this one writes and sends nothing more.
+                self.notice(
+                    "an applicant was taken over by another worker while this one was"
+                    " stopped; it lets it go"
+                )
+                return
             if not ended:
                 raise Unfinished
         finally:
@@ -486,14 +505,46 @@ def _unreadable(applicant: BulkApplicant) -> str | None:
     return None
 
 
+def _taken_over(context: Mapping[str, Any]) -> bool:
+    """Whether an unhandled error is procrastinate failing to record a job's end because the job
+    was put back and taken meanwhile (this worker was stopped past ``stalled_after``)."""
+    exc = context.get("exception")
+    cause = getattr(exc, "__cause__", None)
+    return isinstance(cause, psycopg.errors.RaiseException) and "Job was not found" in str(cause)
+
+
+@contextlib.contextmanager
+def _quiet_about_jobs_taken_over() -> Iterator[None]:
+    """procrastinate's task that records a job's end has no one to await it: when the job was
+    taken over, asyncio would print its error as a traceback. The worker already said so in one
+    line (:class:`LeaseLost`); any other unhandled error is reported as before."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if _taken_over(context):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+
+
 class _FileCheckingJournal:
     """One applicant's journal: an ``invalid`` outcome while one of its files cannot be read
     here is journaled as an ``error`` instead (the file was there at submit: a missing shared
     folder, say), so ``retry --failed`` sends it round again on the same transaction."""
 
-    def __init__(self, journal: StepJournal, applicant: BulkApplicant) -> None:
+    def __init__(self, journal: PgJournal, applicant: BulkApplicant, lease: int) -> None:
         self._journal = journal
         self._applicant = applicant
+        self._lease = lease  # this run's: a write after a takeover raises LeaseLost
         self.outcome: str | None = None  # the outcome journaled, when changed
 
     async def save_step(
@@ -504,9 +555,9 @@ class _FileCheckingJournal:
         snapshot: Mapping[str, Any] | None,
         attempts: Sequence[AttemptRecord],
     ) -> None:
-        """As the journal's own."""
+        """As the journal's own, under this run's lease."""
         await self._journal.save_step(
-            applicant_id, state=state, snapshot=snapshot, attempts=attempts
+            applicant_id, state=state, snapshot=snapshot, attempts=attempts, lease=self._lease
         )
 
     async def finish(
@@ -525,7 +576,12 @@ class _FileCheckingJournal:
                 self.outcome = "error"
                 result = {**result, "outcome": "error", "error_message": reason}
         await self._journal.finish(
-            applicant_id, state=state, snapshot=snapshot, attempts=attempts, result=result
+            applicant_id,
+            state=state,
+            snapshot=snapshot,
+            attempts=attempts,
+            result=result,
+            lease=self._lease,
         )
 
 
