@@ -105,7 +105,11 @@ def add_queue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("manifest", type=Path, help="CSV or JSONL manifest, as for vlens bulk")
     with_db(p)
     p.add_argument("--run", required=True, help="the run's name")
-    p.add_argument("--rate", default=_DEFAULT_RATE, help="tenant rate limit (10/s,60/min)")
+    p.add_argument(
+        "--rate",
+        default=None,
+        help=f"tenant rate limit set by a new run ({_DEFAULT_RATE}); a run keeps its own",
+    )
     p.add_argument(
         "--no-prepare",
         dest="prepare",
@@ -171,7 +175,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     db = _db(args)
     if not args.manifest.is_file():
         raise cli._CliError(f"no such manifest: {args.manifest}")
-    rate = RateLimit.parse(args.rate)
+    rate = None if args.rate is None else RateLimit.parse(args.rate)
     base_url = config.check_base_url(
         args.base_url or os.environ.get("VLENS_BASE_URL") or config.DEFAULT_BASE_URL,
         allow_insecure_http=args.allow_insecure_http,

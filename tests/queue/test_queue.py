@@ -334,3 +334,38 @@ def test_workers_take_the_connection_options_of_bulk() -> None:
     assert _options(connection) <= _options(work)
     job_only = {"--journal", "--out", "--resume", "--retry-errors", "--no-prepare", "--rate"}
     assert _options(bulk) - _options(work) == job_only
+
+
+def limits_and_rate(db: str, run: str) -> tuple[tuple[object, ...], str]:
+    """The service limits rows, and the run's stored rate."""
+    with psycopg.connect(db) as conn:
+        limits = tuple(
+            conn.execute("SELECT key, per_second, per_minute FROM vlens_queue_limits").fetchall()
+        )
+        row = conn.execute("SELECT rate FROM vlens_queue_runs WHERE name = %s", (run,)).fetchone()
+    assert row is not None
+    return limits, str(row[0])
+
+
+def test_submitting_a_run_again_changes_nothing_of_its_rate(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run submitted again without --rate, or with its own, keeps the service's limit; with
+    another rate it is refused in one line (exit 2), the limit and the run untouched."""
+    assert cli.main(["queue", "init", "--db", pg_url]) == 0
+    manifest = write_manifest(tmp_path, 3)
+    base = ["queue", "submit", str(manifest), "--db", pg_url, "--run", "may"]
+    base += ["--base-url", "http://127.0.0.1:9"]
+    assert cli.main([*base, "--rate", "5/s,1000/min"]) == 0
+    first = limits_and_rate(pg_url, "may")
+    assert first[1] == "5/s,1000/min"
+    assert cli.main(base) == 0
+    assert cli.main([*base, "--rate", "5/s,1000/min"]) == 0
+    assert limits_and_rate(pg_url, "may") == first
+    capsys.readouterr()
+    assert cli.main([*base, "--rate", "50/s,9000/min"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vlens queue submit: ")
+    assert "was submitted with the rate 5/s,1000/min" in err
+    assert len(err.splitlines()) == 1
+    assert limits_and_rate(pg_url, "may") == first

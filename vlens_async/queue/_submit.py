@@ -54,18 +54,22 @@ async def submit(
     *,
     run: str,
     base_url: str,
-    rate: RateLimit | str = DEFAULT_RATE_LIMIT,
+    rate: RateLimit | str | None = None,
     prepare: bool = True,
     chunk: int = DEFAULT_CHUNK,
 ) -> SubmitResult:
     """Read ``manifest`` as ``vlens bulk`` does and add its applicants to the run ``run`` (made
     now for the service ``base_url``, or continued). Submitting the same manifest again adds
-    nothing for applicants already in the run. Raises :class:`QueueError` (nothing written)
-    for a run made from another manifest or for another service, a database without the schema,
-    and :class:`~vlens_async.errors.BulkInputError` for a manifest that cannot be read."""
+    nothing for applicants already in the run and changes nothing of it. ``rate`` is the
+    service's limit, set when the run is made (``None``: 10/s, 60/min); for an existing run it
+    may be left out or given as it was. Raises :class:`QueueError` (nothing written) for a run
+    made from another manifest, for another service or with another rate, a database without
+    the schema, and :class:`~vlens_async.errors.BulkInputError` for a manifest that cannot be
+    read."""
     if not run.strip() or len(run) > 200:
         raise QueueError("a run name must be 1 to 200 characters")
-    limit = RateLimit.parse(rate) if isinstance(rate, str) else rate
+    given = None if rate is None else RateLimit.parse(rate) if isinstance(rate, str) else rate
+    limit = DEFAULT_RATE_LIMIT if given is None else given
     path = Path(manifest)
     try:
         resolved, digest = await asyncio.to_thread(manifest_digest, path)
@@ -81,10 +85,11 @@ async def submit(
     async with connect(db) as conn:
         await require_schema(conn)
         async with conn.transaction():
-            run_id, secret = await _run_row(
-                conn, run, base_url, resolved, digest, limit, prepare, queue
+            run_id, secret, made = await _run_row(
+                conn, run, base_url, resolved, digest, limit, prepare, queue, given is not None
             )
-            await set_limit(conn, service_key(base_url), limit)
+            if made:  # a submission of an existing run changes nothing of it
+                await set_limit(conn, service_key(base_url), limit)
         items = first
         for _ in range(10**9):  # bounded by the manifest; ends at its last row
             if not items:
@@ -122,25 +127,40 @@ async def _run_row(
     limit: RateLimit,
     prepare: bool,
     queue: str,
-) -> tuple[int, str]:
-    """The run's id and secret, made now or checked against this submission (a run made before
-    runs had secrets gets one now; its applicants keep the ids they were given)."""
-    await conn.execute(
-        "INSERT INTO vlens_queue_runs (name, base_url, manifest_path, manifest_sha256, rate,"
-        " prepare, queue, created_at, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (name) DO UPDATE SET secret = coalesce(vlens_queue_runs.secret,"
-        " EXCLUDED.secret)",
-        (run, base_url, path, digest, str(limit), prepare, queue, time.time(), new_job_secret()),
-    )
+    rate_given: bool,
+) -> tuple[int, str, bool]:
+    """The run's id and secret, and whether it was made now; else checked against this
+    submission (a run made before runs had secrets gets one now; its applicants keep the ids
+    they were given)."""
+    inserted = await (
+        await conn.execute(
+            "INSERT INTO vlens_queue_runs (name, base_url, manifest_path, manifest_sha256, rate,"
+            " prepare, queue, created_at, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET secret = coalesce(vlens_queue_runs.secret,"
+            " EXCLUDED.secret) RETURNING (xmax = 0)",  # xmax 0: the row was inserted, not updated
+            (
+                run,
+                base_url,
+                path,
+                digest,
+                str(limit),
+                prepare,
+                queue,
+                time.time(),
+                new_job_secret(),
+            ),
+        )
+    ).fetchone()
     row = await (
         await conn.execute(
-            "SELECT id, base_url, manifest_path, manifest_sha256, secret FROM vlens_queue_runs"
-            " WHERE name = %s",
+            "SELECT id, base_url, manifest_path, manifest_sha256, secret, rate"
+            " FROM vlens_queue_runs WHERE name = %s",
             (run,),
         )
     ).fetchone()
     assert row is not None
-    run_id, stored_url, stored_path, stored_digest, secret = row
+    assert inserted is not None
+    run_id, stored_url, stored_path, stored_digest, secret, stored_rate = row
     if service_key(stored_url) != service_key(base_url):
         raise QueueError(
             f"the run {run!r} was submitted for {service_key(stored_url)}, not"
@@ -152,7 +172,12 @@ async def _run_row(
             f" (SHA-256 {stored_digest[:12]}...), not {path} (SHA-256 {digest[:12]}...):"
             " give the run another name"
         )
-    return int(run_id), str(secret)
+    if rate_given and not inserted[0] and stored_rate != str(limit):
+        raise QueueError(
+            f"the run {run!r} was submitted with the rate {stored_rate}, not {limit}: submit it"
+            " again without a rate (or with that one); a new run sets the service's limit"
+        )
+    return int(run_id), str(secret), bool(inserted[0])
 
 
 async def _insert(
