@@ -369,3 +369,34 @@ def test_submitting_a_run_again_changes_nothing_of_its_rate(
     assert "was submitted with the rate 5/s,1000/min" in err
     assert len(err.splitlines()) == 1
     assert limits_and_rate(pg_url, "may") == first
+
+
+def test_export_refuses_the_manifest_and_another_runs_results(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export --out: the run's manifest, or a file holding another run's results (or anything
+    else), is refused in one line and left as it was; its own results file is replaced."""
+    assert cli.main(["queue", "init", "--db", pg_url]) == 0
+    march = write_manifest(tmp_path, 2, name="march.csv")
+    april = write_manifest(tmp_path, 3, name="april.csv")
+    for name, manifest in (("march", march), ("april", april)):
+        argv = ["queue", "submit", str(manifest), "--db", pg_url, "--run", name]
+        assert cli.main([*argv, "--base-url", "http://127.0.0.1:9"]) == 0
+    export = ["queue", "export", "--db", pg_url]
+    results = tmp_path / "results.jsonl"
+    assert cli.main([*export, "--run", "march", "--out", str(results)]) == 0
+    assert cli.main([*export, "--run", "march", "--out", str(results)]) == 0  # its own: again
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not results\n")
+    capsys.readouterr()
+    for run, target, message in [
+        ("march", march, "is the run's manifest"),
+        ("april", results, "holds something other than the results of run 'april'"),
+        ("april", notes, "holds something other than the results of run 'april'"),
+    ]:
+        before = target.read_bytes()
+        assert cli.main([*export, "--run", run, "--out", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err
+        assert len(err.splitlines()) == 1
+        assert target.read_bytes() == before

@@ -170,6 +170,7 @@ async def export(db: str, run: str, out: str | os.PathLike[str]) -> int:
     async with connect(db) as conn:
         await require_schema(conn)
         run_id, _, _ = await _run_id(conn, run)
+        await _check_export_target(conn, run, run_id, path)
         fd, tmp_name = await asyncio.to_thread(
             tempfile.mkstemp, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
         )
@@ -197,6 +198,59 @@ async def export(db: str, run: str, out: str | os.PathLike[str]) -> int:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
             raise
     return lines
+
+
+async def _check_export_target(conn: Conn, run: str, run_id: int, path: Path) -> None:
+    """Refuse to replace the run's manifest, or a file that holds anything but this run's
+    results (another run's, say), as ``vlens bulk`` refuses its ``--out``."""
+    row = await (
+        await conn.execute("SELECT manifest_path FROM vlens_queue_runs WHERE id = %s", (run_id,))
+    ).fetchone()
+    manifest = Path(str(row[0])) if row else None
+    if manifest is not None and await asyncio.to_thread(_same_path, path, manifest):
+        raise QueueError(f"{path} is the run's manifest; it would be overwritten")
+    first = await asyncio.to_thread(_first_line, path)
+    if first is None:
+        return
+    try:
+        line = orjson.loads(first)
+        key = (int(line["row"]), line.get("transaction_id"))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        key = None
+    # The first line's row and transaction id (derived from the run's secret: no other run's).
+    mine = (
+        key is not None
+        and await (
+            await conn.execute(
+                "SELECT 1 FROM vlens_queue_applicants WHERE run = %s AND row = %s"
+                " AND transaction_id = %s UNION ALL SELECT 1 FROM vlens_queue_invalid"
+                " WHERE run = %s AND row = %s AND %s::text IS NULL",
+                (run_id, key[0], key[1], run_id, key[0], key[1]),
+            )
+        ).fetchone()
+    )
+    if not mine:
+        raise QueueError(
+            f"{path} holds something other than the results of run {run!r} (another run's?);"
+            " give another path, or remove the file"
+        )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _first_line(path: Path) -> bytes | None:
+    """The first line of an existing, non-empty file (at most 1 MiB of it), else None."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.readline(1024 * 1024)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return data.strip() or None
 
 
 async def retry(db: str, run: str, *, failed: bool = True) -> int:
