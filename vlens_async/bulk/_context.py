@@ -43,6 +43,10 @@ class StepJournal(Protocol):
     :class:`~vlens_async.bulk._journal.Journal`, or another store with the same two writes (the
     PostgreSQL queue's)."""
 
+    async def hold(self, applicant_id: str) -> None:
+        """Before each attempt is sent: raise :class:`Superseded` when the applicant is no longer
+        this run's (the queue's lease was taken by another worker)."""
+
     async def save_step(
         self,
         applicant_id: str,

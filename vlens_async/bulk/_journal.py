@@ -461,6 +461,9 @@ class Journal:
         """Look ``applicant`` up and take it for this run (see :class:`ClaimKind`)."""
         return await self._call(self._claim_sync, applicant)
 
+    async def hold(self, applicant_id: str) -> None:
+        """Always held: one job owns this journal (its file lock)."""
+
     async def save_step(
         self,
         applicant_id: str,

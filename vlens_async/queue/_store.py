@@ -133,6 +133,22 @@ class PgJournal:
         self._pool = pool
         self.run = run
 
+    async def hold(self, applicant_id: str, lease: int | None = None) -> None:
+        """Raise :class:`LeaseLost` unless ``lease`` is still the unfinished applicant's (no
+        check without one)."""
+        if lease is None:
+            return
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT 1 FROM vlens_queue_applicants WHERE run = %s AND applicant_id = %s"
+                    " AND lease = %s AND status <> 'done'",
+                    (self.run, applicant_id, lease),
+                )
+            ).fetchone()
+        if row is None:
+            raise LeaseLost(f"applicant {applicant_id!r} of run {self.run} was taken over")
+
     async def save_step(
         self,
         applicant_id: str,

@@ -547,6 +547,10 @@ class _FileCheckingJournal:
         self._lease = lease  # this run's: a write after a takeover raises LeaseLost
         self.outcome: str | None = None  # the outcome journaled, when changed
 
+    async def hold(self, applicant_id: str) -> None:
+        """Raise :class:`LeaseLost` once another worker took the applicant over."""
+        await self._journal.hold(applicant_id, lease=self._lease)
+
     async def save_step(
         self,
         applicant_id: str,
