@@ -86,6 +86,22 @@ def count_ok(db: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def holding_half_done(
+    db: str, worker: asyncio.subprocess.Process, after: int, successes: int = 0
+) -> None:
+    """Wait (30 s at most, else kill ``worker`` and fail) until a worker loop registered after
+    ``after`` holds a half-done applicant and ``successes`` attempts have succeeded in all."""
+    for _ in range(1500):
+        if await asyncio.to_thread(count_ok, db) >= successes and await asyncio.to_thread(
+            holds_journaled_job, db, after
+        ):
+            return
+        await asyncio.sleep(0.02)
+    worker.kill()
+    await worker.communicate()
+    pytest.fail("the worker held no half-done applicant within 30 s")
+
+
 def holds_journaled_job(db: str, after: int) -> bool:
     """Whether a worker loop registered after ``after`` holds a job whose applicant has a
     journaled step (a kill then leaves a half-done applicant to put back)."""
@@ -147,16 +163,7 @@ async def test_sigkill_workers_resume_on_the_same_transactions(
         before = await asyncio.to_thread(last_worker, pg_url)
         target = await asyncio.to_thread(count_ok, pg_url) + 4  # its four jobs under way
         victim = await start_worker(pg_url, *args)
-        for _ in range(1500):  # 30 s at most
-            if await asyncio.to_thread(count_ok, pg_url) >= target and await asyncio.to_thread(
-                holds_journaled_job, pg_url, before
-            ):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            victim.kill()
-            await victim.communicate()
-            pytest.fail("the victim held no half-done applicant within 30 s")
+        await holding_half_done(pg_url, victim, before, target)
         victim.send_signal(signal.SIGKILL)
         killed += b"".join(await victim.communicate()).decode()
         await asyncio.sleep(0.6)  # its requests in the emulator end there
@@ -407,14 +414,7 @@ async def test_a_worker_paused_past_its_lease_sends_and_writes_nothing_more(
     args = (vlens_emulator.base_url, vlens_emulator.api_key, *FAST_RETRY, "--concurrency", "4")
     before = await asyncio.to_thread(last_worker, pg_url)
     paused = await start_worker(pg_url, *args, "--until-empty")
-    for _ in range(1500):  # 30 s at most: paused while it holds half-done applicants
-        if await asyncio.to_thread(holds_journaled_job, pg_url, before):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        paused.kill()
-        await paused.communicate()
-        pytest.fail("the worker held no half-done applicant within 30 s")
+    await holding_half_done(pg_url, paused, before)
     paused.send_signal(signal.SIGSTOP)
     try:
         vlens_emulator.set_faults(None, ["fixed:20ms"])
