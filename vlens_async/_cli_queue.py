@@ -108,7 +108,7 @@ def add_queue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--rate",
         default=None,
-        help=f"tenant rate limit set by a new run ({_DEFAULT_RATE}); a run keeps its own",
+        help=f"the service's rate limit, set by a new run (else its own, or {_DEFAULT_RATE})",
     )
     p.add_argument(
         "--no-prepare",

@@ -369,6 +369,9 @@ def test_submitting_a_run_again_changes_nothing_of_its_rate(
     assert "was submitted with the rate 5/s,1000/min" in err
     assert len(err.splitlines()) == 1
     assert limits_and_rate(pg_url, "may") == first
+    june = ["queue", "submit", str(manifest), "--db", pg_url, "--run", "june"]
+    assert cli.main([*june, "--base-url", "http://127.0.0.1:9"]) == 0  # a new run, no --rate
+    assert limits_and_rate(pg_url, "june") == (first[0], "5/s,1000/min")  # the service's own
 
 
 def test_export_refuses_the_manifest_and_another_runs_results(

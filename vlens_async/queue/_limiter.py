@@ -48,7 +48,7 @@ from ..bulk._ratelimit import (
     RateLimit,
 )
 
-__all__ = ["PgRateLimiter", "set_limit"]
+__all__ = ["PgRateLimiter", "current_limit", "set_limit"]
 
 _OWNER_SPACE: Final = 0x766C  # the advisory-lock key space of limiter owners
 _POLL: Final = 0.05  # seconds between asks while every token is held
@@ -69,6 +69,18 @@ async def set_limit(
         " per_minute = EXCLUDED.per_minute",
         (key, limit.per_second, limit.per_minute),
     )
+
+
+async def current_limit(
+    conn: psycopg.AsyncConnection[tuple[Any, ...]], key: str
+) -> RateLimit | None:
+    """The limit of the bucket ``key`` (a service), None when none was set."""
+    row = await (
+        await conn.execute(
+            "SELECT per_second, per_minute FROM vlens_queue_limits WHERE key = %s", (key,)
+        )
+    ).fetchone()
+    return None if row is None else RateLimit(per_second=row[0], per_minute=row[1])
 
 
 class PgRateLimiter:

@@ -27,7 +27,7 @@ from ..errors import BulkInputError
 from ._app import job_for, make_app
 from ._db import connect
 from ._errors import QueueError
-from ._limiter import set_limit
+from ._limiter import current_limit, set_limit
 from ._schema import require_schema
 from ._store import Conn, inputs_of, queue_for, service_key
 
@@ -61,15 +61,14 @@ async def submit(
     """Read ``manifest`` as ``vlens bulk`` does and add its applicants to the run ``run`` (made
     now for the service ``base_url``, or continued). Submitting the same manifest again adds
     nothing for applicants already in the run and changes nothing of it. ``rate`` is the
-    service's limit, set when the run is made (``None``: 10/s, 60/min); for an existing run it
-    may be left out or given as it was. Raises :class:`QueueError` (nothing written) for a run
-    made from another manifest, for another service or with another rate, a database without
-    the schema, and :class:`~vlens_async.errors.BulkInputError` for a manifest that cannot be
-    read."""
+    service's limit, set when the run is made (``None``: the service's limit when one is set,
+    else 10/s, 60/min); for an existing run it may be left out or given as it was. Raises
+    :class:`QueueError` (nothing written) for a run made from another manifest, for another
+    service or with another rate, a database without the schema, and
+    :class:`~vlens_async.errors.BulkInputError` for a manifest that cannot be read."""
     if not run.strip() or len(run) > 200:
         raise QueueError("a run name must be 1 to 200 characters")
     given = None if rate is None else RateLimit.parse(rate) if isinstance(rate, str) else rate
-    limit = DEFAULT_RATE_LIMIT if given is None else given
     path = Path(manifest)
     try:
         resolved, digest = await asyncio.to_thread(manifest_digest, path)
@@ -85,10 +84,13 @@ async def submit(
     async with connect(db) as conn:
         await require_schema(conn)
         async with conn.transaction():
+            # Without a rate, a new run takes the service's limit when one is set.
+            existing = await current_limit(conn, service_key(base_url))
+            limit = given or existing or DEFAULT_RATE_LIMIT
             run_id, secret, made = await _run_row(
                 conn, run, base_url, resolved, digest, limit, prepare, queue, given is not None
             )
-            if made:  # a submission of an existing run changes nothing of it
+            if made and (given is not None or existing is None):  # an existing run: nothing
                 await set_limit(conn, service_key(base_url), limit)
         items = first
         for _ in range(10**9):  # bounded by the manifest; ends at its last row
