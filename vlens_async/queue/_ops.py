@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ..bulk._journal import PENDING, check_output_path, export_line
+from ..bulk._journal import PENDING, check_output_path, export_line, same_file
 from ..bulk._ratelimit import RateLimit
 from ._app import job_for, make_app
 from ._db import connect
@@ -207,7 +207,7 @@ async def _check_export_target(conn: Conn, run: str, run_id: int, path: Path) ->
         await conn.execute("SELECT manifest_path FROM vlens_queue_runs WHERE id = %s", (run_id,))
     ).fetchone()
     manifest = Path(str(row[0])) if row else None
-    if manifest is not None and await asyncio.to_thread(_same_path, path, manifest):
+    if manifest is not None and await asyncio.to_thread(same_file, path, manifest):
         raise QueueError(f"{path} is the run's manifest; it would be overwritten")
     first = await asyncio.to_thread(_first_line, path)
     if first is None:
@@ -234,13 +234,6 @@ async def _check_export_target(conn: Conn, run: str, run_id: int, path: Path) ->
             f"{path} holds something other than the results of run {run!r} (another run's?);"
             " give another path, or remove the file"
         )
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
 
 
 def _first_line(path: Path) -> bytes | None:
