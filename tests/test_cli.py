@@ -84,6 +84,7 @@ def test_verify_with_image_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
         (("verify", "--base-url", "https://vlens.example"), "--api-key"),
         (("verify", "--base-url", "http://10.1.2.3", "--api-key", "k"), "plain http://"),
         (("bulk", "nowhere.csv", "--journal", "j.db", "--out", "o.jsonl"), "no such manifest"),
+        (("bulk", "tests", "--journal", "j.db", "--out", "o.jsonl"), "tests is a folder"),
         (("images", "missing.jpg"), "missing.jpg"),
     ],
 )

@@ -173,8 +173,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     queue = _queue_module()
     db = _db(args)
-    if not args.manifest.is_file():
-        raise cli._CliError(f"no such manifest: {args.manifest}")
+    cli._check_manifest(args.manifest)
     rate = None if args.rate is None else RateLimit.parse(args.rate)
     base_url = config.check_base_url(
         args.base_url or os.environ.get("VLENS_BASE_URL") or config.DEFAULT_BASE_URL,

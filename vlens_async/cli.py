@@ -1155,10 +1155,17 @@ def _check_output_path(flag: str, path: Path) -> None:
         raise _CliError(f"{flag} {path}: the folder {folder} does not exist")
 
 
+def _check_manifest(path: Path) -> None:
+    """A manifest given on the command line is a file (one line, exit 2, if not)."""
+    if path.is_dir():
+        raise _CliError(f"{path} is a folder: give the manifest file in it")
+    if not path.is_file():
+        raise _CliError(f"no such manifest: {path}")
+
+
 def _check_job_paths(args: argparse.Namespace) -> None:
     """The manifest exists; the journal and the results are files apart from it and each other."""
-    if not args.manifest.is_file():
-        raise _CliError(f"no such manifest: {args.manifest}")
+    _check_manifest(args.manifest)
     _check_output_path("--journal", args.journal)
     _check_output_path("--out", args.out)
     manifest = args.manifest.resolve()
